@@ -1,0 +1,3 @@
+using Compress.Cli;
+
+return CompressCommand.Run(args, Console.Out, Console.Error);

@@ -1,0 +1,38 @@
+namespace Compress.Core.Diagnostics;
+
+/// <summary>
+/// The engine's diagnostic IDs (CMP0xxx). Each has a help page under docs/diagnostics/.
+/// Numbers are never reused.
+/// </summary>
+public static class DiagnosticCodes
+{
+    /// <summary>The model file does not exist or cannot be opened.</summary>
+    public const string ModelNotFound = "CMP0001";
+
+    /// <summary>The model file is not a valid ONNX protobuf (corrupt, truncated, not ONNX).</summary>
+    public const string ModelMalformed = "CMP0002";
+
+    /// <summary>Messages nested deeper than the reader allows (a hostile or broken file).</summary>
+    public const string ModelTooDeep = "CMP0003";
+
+    /// <summary>An external-data location that would leave the model's folder (absolute, '..', a link out).</summary>
+    public const string ExternalDataUnsafePath = "CMP0004";
+
+    /// <summary>External data that is missing, or an offset/length outside its file.</summary>
+    public const string ExternalDataInvalid = "CMP0005";
+
+    /// <summary>A model that cannot be written (I/O failure, a single tensor over the format's limits).</summary>
+    public const string ModelWriteFailed = "CMP0006";
+
+    /// <summary>The model is structurally invalid for the requested operation (e.g. a graph cycle).</summary>
+    public const string GraphInvalid = "CMP0007";
+
+    /// <summary>TorchSharp's native library cannot be loaded on this machine.</summary>
+    public const string TorchNativeLoadFailed = "CMP0008";
+
+    /// <summary>A command-line usage error (missing argument, unknown option).</summary>
+    public const string CommandLineUsage = "CMP0009";
+
+    /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
+    public const string InternalError = "CMP0099";
+}

@@ -1,0 +1,314 @@
+using Compress.Core.Diagnostics;
+using Compress.Core.Onnx.Proto;
+
+namespace Compress.Core.Onnx;
+
+/// <summary>
+/// The graph view the passes work on: who produces and who consumes each value, initializers by name,
+/// topological order, and edits (insert, replace, remove nodes; add initializers). It edits the underlying
+/// <see cref="GraphProto"/> directly, so whatever a pass does not touch is written back unchanged.
+/// Indexes are rebuilt lazily after an edit.
+/// </summary>
+public sealed class OnnxGraph
+{
+    private readonly OnnxModel _model;
+    private Dictionary<string, NodeProto>? _producers;
+    private Dictionary<string, List<NodeProto>>? _consumers;
+    private Dictionary<string, TensorProto>? _initializers;
+
+    internal OnnxGraph(OnnxModel model, GraphProto proto)
+    {
+        _model = model;
+        Proto = proto;
+    }
+
+    public GraphProto Proto { get; }
+
+    public IReadOnlyList<NodeProto> Nodes => Proto.Node;
+
+    public IEnumerable<string> InputNames => Proto.Input.Select(i => i.Name).Where(n => !Initializers.ContainsKey(n));
+
+    public IReadOnlyDictionary<string, TensorProto> Initializers =>
+        _initializers ??= Proto.Initializer.GroupBy(t => t.Name).ToDictionary(g => g.Key, g => g.Last());
+
+    public TensorProto? GetInitializer(string name) => Initializers.GetValueOrDefault(name);
+
+    /// <summary>The node that outputs <paramref name="value"/>, or null for graph inputs, initializers and unknown names.</summary>
+    public NodeProto? GetProducer(string value)
+    {
+        EnsureIndexes();
+        return _producers!.GetValueOrDefault(value);
+    }
+
+    /// <summary>Nodes reading <paramref name="value"/>, including nodes whose subgraphs read it from this scope.</summary>
+    public IReadOnlyList<NodeProto> GetConsumers(string value)
+    {
+        EnsureIndexes();
+        return _consumers!.TryGetValue(value, out var list) ? list : [];
+    }
+
+    /// <summary>Whether <paramref name="value"/> is one of the graph's outputs.</summary>
+    public bool IsGraphOutput(string value) => Proto.Output.Any(o => o.Name == value);
+
+    /// <summary>
+    /// Nodes in an order where every producer precedes its consumers (Kahn's algorithm, ties broken by the
+    /// stored order so the result is deterministic). A cycle is an error naming a node on it.
+    /// </summary>
+    public IReadOnlyList<NodeProto> TopologicalOrder()
+    {
+        EnsureIndexes();
+        var nodes = Proto.Node;
+        var index = new Dictionary<NodeProto, int>(ReferenceEqualityComparer.Instance);
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            index[nodes[i]] = i;
+        }
+
+        var pending = new int[nodes.Count];
+        var dependents = new List<int>[nodes.Count];
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            dependents[i] = [];
+        }
+
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            foreach (var input in ReadValues(nodes[i]).Distinct())
+            {
+                if (_producers!.TryGetValue(input, out var producer) && !ReferenceEquals(producer, nodes[i]))
+                {
+                    pending[i]++;
+                    dependents[index[producer]].Add(i);
+                }
+            }
+        }
+
+        var ready = new PriorityQueue<int, int>();
+        for (var i = 0; i < nodes.Count; i++)
+        {
+            if (pending[i] == 0)
+            {
+                ready.Enqueue(i, i);
+            }
+        }
+
+        var order = new List<NodeProto>(nodes.Count);
+        while (ready.TryDequeue(out var i, out _))
+        {
+            order.Add(nodes[i]);
+            foreach (var d in dependents[i])
+            {
+                if (--pending[d] == 0)
+                {
+                    ready.Enqueue(d, d);
+                }
+            }
+        }
+
+        if (order.Count != nodes.Count)
+        {
+            var stuck = nodes.First(n => !order.Contains(n));
+            throw CompressException.Error(DiagnosticCodes.GraphInvalid,
+                $"the graph has a cycle through node '{Describe(stuck)}'", _model.Path);
+        }
+
+        return order;
+    }
+
+    /// <summary>Puts the stored node list in topological order (ONNX requires it; some producers do not comply).</summary>
+    public void SortTopologically()
+    {
+        var order = TopologicalOrder();
+        Proto.Node.Clear();
+        Proto.Node.Add(order);
+        Invalidate();
+    }
+
+    public void InsertBefore(NodeProto anchor, params NodeProto[] nodes) => Insert(IndexOf(anchor), nodes);
+
+    public void InsertAfter(NodeProto anchor, params NodeProto[] nodes) => Insert(IndexOf(anchor) + 1, nodes);
+
+    public void Append(params NodeProto[] nodes) => Insert(Proto.Node.Count, nodes);
+
+    /// <summary>Replaces one node by zero or more nodes at the same position.</summary>
+    public void Replace(NodeProto old, params NodeProto[] replacements)
+    {
+        var i = IndexOf(old);
+        Proto.Node.RemoveAt(i);
+        Insert(i, replacements);
+    }
+
+    public void Remove(NodeProto node)
+    {
+        Proto.Node.RemoveAt(IndexOf(node));
+        Invalidate();
+    }
+
+    /// <summary>Points every reader of <paramref name="oldName"/> (nodes and graph outputs) at <paramref name="newName"/>.</summary>
+    public void RedirectConsumers(string oldName, string newName, NodeProto? except = null)
+    {
+        foreach (var node in Proto.Node)
+        {
+            if (ReferenceEquals(node, except))
+            {
+                continue;
+            }
+
+            for (var i = 0; i < node.Input.Count; i++)
+            {
+                if (node.Input[i] == oldName)
+                {
+                    node.Input[i] = newName;
+                }
+            }
+        }
+
+        foreach (var output in Proto.Output.Where(o => o.Name == oldName))
+        {
+            output.Name = newName;
+        }
+
+        Invalidate();
+    }
+
+    /// <summary>Adds an initializer; its name must be new to the graph.</summary>
+    public TensorProto AddInitializer(TensorProto tensor)
+    {
+        if (string.IsNullOrEmpty(tensor.Name) || Initializers.ContainsKey(tensor.Name) || GetProducer(tensor.Name) is not null)
+        {
+            throw new ArgumentException($"initializer name '{tensor.Name}' is empty or already used in the graph", nameof(tensor));
+        }
+
+        Proto.Initializer.Add(tensor);
+        Invalidate();
+        return tensor;
+    }
+
+    /// <summary>Removes an initializer that nothing reads any more.</summary>
+    public void RemoveInitializer(string name)
+    {
+        var tensor = GetInitializer(name) ?? throw new ArgumentException($"no initializer '{name}'", nameof(name));
+        Proto.Initializer.Remove(tensor);
+        _model.ForgetExternal(tensor);
+        var input = Proto.Input.FirstOrDefault(i => i.Name == name);
+        if (input is not null)
+        {
+            Proto.Input.Remove(input);
+        }
+
+        Invalidate();
+    }
+
+    /// <summary>A value name not used anywhere in the graph, derived from <paramref name="prefix"/>.</summary>
+    public string UniqueName(string prefix)
+    {
+        EnsureIndexes();
+        var used = new HashSet<string>(_producers!.Keys.Concat(_consumers!.Keys).Concat(Initializers.Keys)
+            .Concat(Proto.Input.Select(i => i.Name)).Concat(Proto.Output.Select(o => o.Name))
+            .Concat(Proto.Node.Select(n => n.Name)));
+        if (!used.Contains(prefix))
+        {
+            return prefix;
+        }
+
+        for (var i = 1; ; i++)
+        {
+            var candidate = $"{prefix}_{i}";
+            if (!used.Contains(candidate))
+            {
+                return candidate;
+            }
+        }
+    }
+
+    public static string Describe(NodeProto node) => string.IsNullOrEmpty(node.Name) ? $"{node.OpType}({string.Join(",", node.Output)})" : node.Name;
+
+    private void Insert(int index, NodeProto[] nodes)
+    {
+        for (var i = 0; i < nodes.Length; i++)
+        {
+            Proto.Node.Insert(index + i, nodes[i]);
+        }
+
+        Invalidate();
+    }
+
+    private int IndexOf(NodeProto node)
+    {
+        for (var i = 0; i < Proto.Node.Count; i++)
+        {
+            if (ReferenceEquals(Proto.Node[i], node))
+            {
+                return i;
+            }
+        }
+
+        throw new ArgumentException($"node '{Describe(node)}' is not in this graph", nameof(node));
+    }
+
+    private void Invalidate()
+    {
+        _producers = null;
+        _consumers = null;
+        _initializers = null;
+    }
+
+    private void EnsureIndexes()
+    {
+        if (_producers is not null)
+        {
+            return;
+        }
+
+        var producers = new Dictionary<string, NodeProto>();
+        var consumers = new Dictionary<string, List<NodeProto>>();
+        foreach (var node in Proto.Node)
+        {
+            foreach (var output in node.Output.Where(o => o.Length > 0))
+            {
+                producers[output] = node;
+            }
+
+            foreach (var input in ReadValues(node).Distinct())
+            {
+                if (!consumers.TryGetValue(input, out var list))
+                {
+                    consumers[input] = list = [];
+                }
+
+                list.Add(node);
+            }
+        }
+
+        _producers = producers;
+        _consumers = consumers;
+    }
+
+    /// <summary>The values a node reads: its inputs, and names its subgraphs take from enclosing scopes.</summary>
+    private static IEnumerable<string> ReadValues(NodeProto node)
+    {
+        foreach (var input in node.Input.Where(i => i.Length > 0))
+        {
+            yield return input;
+        }
+
+        foreach (var attribute in node.Attribute)
+        {
+            var graphs = attribute.G is null ? attribute.Graphs : attribute.Graphs.Append(attribute.G);
+            foreach (var graph in graphs)
+            {
+                foreach (var name in OuterScopeReads(graph))
+                {
+                    yield return name;
+                }
+            }
+        }
+    }
+
+    private static IEnumerable<string> OuterScopeReads(GraphProto graph)
+    {
+        var local = new HashSet<string>(graph.Input.Select(i => i.Name).Concat(graph.Initializer.Select(i => i.Name))
+            .Concat(graph.SparseInitializer.Select(s => s.Values?.Name ?? "")).Concat(graph.Node.SelectMany(n => n.Output)));
+        return graph.Node.SelectMany(ReadValues).Concat(graph.Output.Select(o => o.Name)).Where(n => !local.Contains(n)).Distinct();
+    }
+}

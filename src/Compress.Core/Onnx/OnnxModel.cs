@@ -1,0 +1,86 @@
+using Compress.Core.Onnx.Proto;
+
+namespace Compress.Core.Onnx;
+
+/// <summary>
+/// An ONNX model in memory: the protobuf message (kept whole, unknown fields included, so a round trip
+/// loses nothing) and the folder its external data is resolved against. Weights stored as external data
+/// are not loaded: they are read on demand (<see cref="OpenTensorData"/>) or streamed when the model is saved.
+/// </summary>
+public sealed class OnnxModel
+{
+    private readonly Dictionary<TensorProto, ExternalDataReference> _external;
+    private OnnxGraph? _graph;
+
+    internal OnnxModel(ModelProto proto, string? path, Dictionary<TensorProto, ExternalDataReference> external)
+    {
+        Proto = proto;
+        Path = path;
+        _external = external;
+    }
+
+    /// <summary>Wraps a model built in memory (its tensors must all be embedded).</summary>
+    public OnnxModel(ModelProto proto)
+        : this(proto, null, new Dictionary<TensorProto, ExternalDataReference>(ReferenceEqualityComparer.Instance))
+    {
+        if (TensorWalker.AllTensors(proto).Any(ExternalDataReference.IsExternal))
+        {
+            throw new ArgumentException("A model with external data must be loaded from its file so its data can be located.", nameof(proto));
+        }
+    }
+
+    public ModelProto Proto { get; }
+
+    /// <summary>The file this model was read from, or null for a model built in memory.</summary>
+    public string? Path { get; }
+
+    /// <summary>The main graph, with producer/consumer indexes and editing operations.</summary>
+    public OnnxGraph Graph => _graph ??= new OnnxGraph(this, Proto.Graph ?? (Proto.Graph = new GraphProto()));
+
+    /// <summary>External-data references of this model's tensors, checked when the model was read.</summary>
+    public IReadOnlyDictionary<TensorProto, ExternalDataReference> ExternalData => _external;
+
+    public static OnnxModel Load(string path, OnnxReadOptions? options = null) => OnnxModelReader.Read(path, options ?? new OnnxReadOptions());
+
+    public void Save(string path, OnnxWriteOptions? options = null) => OnnxModelWriter.Write(this, path, options ?? new OnnxWriteOptions());
+
+    /// <summary>The opset version imported for <paramref name="domain"/> ("" or "ai.onnx" for the default domain), or null.</summary>
+    public long? GetOpsetVersion(string domain)
+    {
+        var normalized = NormalizeDomain(domain);
+        var entry = Proto.OpsetImport.FirstOrDefault(o => NormalizeDomain(o.Domain) == normalized);
+        return entry?.Version;
+    }
+
+    /// <summary>Imports <paramref name="domain"/> at <paramref name="version"/> (raises an existing import, never lowers it).</summary>
+    public void RequireOpset(string domain, long version)
+    {
+        var normalized = NormalizeDomain(domain);
+        var entry = Proto.OpsetImport.FirstOrDefault(o => NormalizeDomain(o.Domain) == normalized);
+        if (entry is null)
+        {
+            Proto.OpsetImport.Add(new OperatorSetIdProto { Domain = domain == "ai.onnx" ? "" : domain, Version = version });
+        }
+        else if (entry.Version < version)
+        {
+            entry.Version = version;
+        }
+    }
+
+    internal static string NormalizeDomain(string? domain) => string.IsNullOrEmpty(domain) || domain == "ai.onnx" ? "" : domain;
+
+    /// <summary>
+    /// The raw little-endian bytes of a tensor: a view of the embedded raw_data, a memory map of its
+    /// external data, or (for values stored in typed fields) a converted copy. Dispose to release the map.
+    /// </summary>
+    public TensorData OpenTensorData(TensorProto tensor) =>
+        _external.TryGetValue(tensor, out var reference) ? TensorData.Map(reference) : TensorData.FromEmbedded(tensor);
+
+    internal void ForgetExternal(TensorProto tensor) => _external.Remove(tensor);
+}
+
+public sealed record OnnxReadOptions
+{
+    /// <summary>How deeply messages may nest (graphs inside attributes inside nodes …) before the file is refused.</summary>
+    public int RecursionLimit { get; init; } = 100;
+}
