@@ -51,11 +51,11 @@ internal static class OnnxModelReader
             throw CompressException.Error(DiagnosticCodes.ModelNotFound, $"cannot read the model: {e.Message}", path, inner: e);
         }
 
-        if (proto.Graph is null || proto.OpsetImport.Count == 0 && proto.Graph.Node.Count > 0)
+        // Random bytes sometimes parse as a protobuf; ONNX requires an IR version, an opset import and a graph.
+        var missing = !proto.HasIrVersion ? "an IR version" : proto.OpsetImport.Count == 0 ? "an operator set import" : proto.Graph is null ? "a graph" : null;
+        if (missing is not null)
         {
-            // Random bytes sometimes parse as a protobuf; a model must at least have a graph and opsets.
-            throw CompressException.Error(DiagnosticCodes.ModelMalformed,
-                proto.Graph is null ? "not an ONNX model: it has no graph" : "not an ONNX model: it imports no operator set", path);
+            throw CompressException.Error(DiagnosticCodes.ModelMalformed, $"not an ONNX model: it has no {missing}", path);
         }
 
         var baseDirectory = System.IO.Path.GetDirectoryName(fullPath)!;
