@@ -1,0 +1,170 @@
+using System.Diagnostics;
+using System.Globalization;
+using Compress.Core.Onnx;
+using Microsoft.ML.OnnxRuntime;
+using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
+
+namespace Compress.Bench;
+
+/// <summary>
+/// A synthetic model over protobuf's 2 GB limit: a chain of 4096×4096 MatMuls. Each phase runs in its own
+/// process so its peak resident memory (VmHWM) is its own:
+/// generate (built in memory, saved with the automatic external-data rule), read + write (to another folder),
+/// and ONNX Runtime loading both files and comparing one inference.
+/// </summary>
+internal static class LargeModelBenchmark
+{
+    public const string ChildVerb = "__large-model-phase";
+    private const int Side = 4096;
+
+    public static int Run(string[] args)
+    {
+        var gigabytes = double.Parse(Option(args, "--gigabytes") ?? "2.2", CultureInfo.InvariantCulture);
+        var root = Option(args, "--dir") ?? Path.Combine(Path.GetTempPath(), "compress-bench-large");
+        if (Directory.Exists(root))
+        {
+            Directory.Delete(root, recursive: true);
+        }
+
+        Directory.CreateDirectory(root);
+        var layers = (int)Math.Ceiling(gigabytes * 1e9 / (Side * (long)Side * 4));
+        var source = Path.Combine(root, "source", "large.onnx");
+        var copy = Path.Combine(root, "copy", "large.onnx");
+        try
+        {
+            var rows = new List<string[]>
+            {
+                Child("generate", layers.ToString(CultureInfo.InvariantCulture), source),
+                Child("roundtrip", source, copy),
+                Child("ort", source, copy),
+            };
+            var modelBytes = FolderBytes(Path.GetDirectoryName(source)!);
+            Console.WriteLine();
+            Console.WriteLine($"synthetic model: {layers} MatMul layers of {Side}x{Side} float32, {modelBytes / 1e9:0.000} GB on disk (model + external data)");
+            Console.WriteLine($"| phase | seconds | peak RSS (MB) | peak RSS / model size | result |");
+            Console.WriteLine($"| --- | ---: | ---: | ---: | --- |");
+            foreach (var row in rows)
+            {
+                var peak = double.Parse(row[2], CultureInfo.InvariantCulture);
+                Console.WriteLine($"| {row[0]} | {row[1]} | {peak / 1e6:0} | {peak / modelBytes:0.000} | {row[3]} |");
+            }
+
+            return 0;
+        }
+        finally
+        {
+            Directory.Delete(root, recursive: true);
+        }
+    }
+
+    public static int RunChild(string[] args)
+    {
+        var watch = Stopwatch.StartNew();
+        var result = args[0] switch
+        {
+            "generate" => Generate(int.Parse(args[1], CultureInfo.InvariantCulture), args[2]),
+            "roundtrip" => RoundTrip(args[1], args[2]),
+            "ort" => CompareInOrt(args[1], args[2]),
+            _ => throw new ArgumentException(args[0]),
+        };
+        Console.WriteLine($"RESULT\t{args[0]}\t{watch.Elapsed.TotalSeconds:0.0}\t{PeakResidentBytes()}\t{result}");
+        return 0;
+    }
+
+    private static string Generate(int layers, string path)
+    {
+        var builder = new GraphBuilder("large").Input("x", DataType.Float, 1, Side);
+        var random = new Random(42);
+        var values = new float[Side * Side];
+        for (var l = 0; l < layers; l++)
+        {
+            for (var i = 0; i < values.Length; i++)
+            {
+                values[i] = (float)((random.NextDouble() * 2 - 1) * Math.Sqrt(3.0 / Side)); // unit gain per layer: outputs neither vanish nor explode
+            }
+
+            builder.Initializer($"w{l}", values, Side, Side)
+                .Node("MatMul", [l == 0 ? "x" : $"h{l - 1}", $"w{l}"], [l == layers - 1 ? "y" : $"h{l}"], $"layer{l}");
+        }
+
+        var model = builder.Output("y", DataType.Float, 1, Side).Build();
+        model.Save(path); // ExternalDataMode.Auto: over 2 GB, so the weights must go to external data
+        var external = OnnxModel.Load(path).ExternalData.Count;
+        if (external != layers)
+        {
+            throw new InvalidOperationException($"expected {layers} external tensors, found {external}");
+        }
+
+        return $"{external} tensors written to external data automatically";
+    }
+
+    private static string RoundTrip(string source, string copy)
+    {
+        OnnxModel.Load(source).Save(copy);
+        return $"model file {new FileInfo(copy).Length} B + data {new FileInfo(copy + ".data").Length} B";
+    }
+
+    private static string CompareInOrt(string source, string copy)
+    {
+        var input = new float[Side];
+        for (var i = 0; i < Side; i++)
+        {
+            input[i] = (float)Math.Sin(i);
+        }
+
+        float[] RunModel(string path)
+        {
+            using var session = new InferenceSession(path);
+            using var x = OrtValue.CreateTensorValueFromMemory(input, [1, Side]);
+            using var results = session.Run(new RunOptions(), ["x"], [x], ["y"]);
+            return results[0].GetTensorDataAsSpan<float>().ToArray();
+        }
+
+        var a = RunModel(source);
+        var b = RunModel(copy);
+        var identical = a.AsSpan().SequenceEqual(b);
+        if (!identical)
+        {
+            throw new InvalidOperationException("ONNX Runtime outputs differ between the generated model and its copy");
+        }
+
+        return $"both load in ONNX Runtime, outputs bit-identical (y[0] = {a[0]:G6})";
+    }
+
+    private static string[] Child(params string[] args)
+    {
+        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
+        if (!Environment.ProcessPath!.EndsWith("Compress.Bench", StringComparison.Ordinal))
+        {
+            start.ArgumentList.Add(typeof(LargeModelBenchmark).Assembly.Location);
+        }
+
+        start.ArgumentList.Add(ChildVerb);
+        foreach (var a in args)
+        {
+            start.ArgumentList.Add(a);
+        }
+
+        using var process = Process.Start(start)!;
+        var output = process.StandardOutput.ReadToEnd();
+        process.WaitForExit();
+        var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal))
+            ?? throw new InvalidOperationException($"phase {args[0]} failed (exit {process.ExitCode}):\n{output}");
+        Console.WriteLine(line);
+        return line.Split('\t')[1..];
+    }
+
+    private static long PeakResidentBytes()
+    {
+        var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
+        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+    }
+
+    private static long FolderBytes(string folder) => Directory.GetFiles(folder).Sum(f => new FileInfo(f).Length);
+
+    private static string? Option(string[] args, string name)
+    {
+        var i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : null;
+    }
+}

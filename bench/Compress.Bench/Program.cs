@@ -1,0 +1,15 @@
+// Benchmarks print tables; they are never part of the tests.
+//   large-model [--gigabytes G] [--dir D]   a synthetic model over 2 GB: generate, read + write, load in ONNX Runtime
+using Compress.Bench;
+
+var verb = args.FirstOrDefault();
+switch (verb)
+{
+    case "large-model":
+        return LargeModelBenchmark.Run(args[1..]);
+    case LargeModelBenchmark.ChildVerb:
+        return LargeModelBenchmark.RunChild(args[1..]);
+    default:
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench]");
+        return 2;
+}

@@ -1,0 +1,55 @@
+using System.Buffers.Binary;
+using System.IO.Compression;
+
+namespace HelloOnnx;
+
+/// <summary>Reads Fashion-MNIST's IDX files (gzip) as installed by Debian's dataset-fashion-mnist.</summary>
+internal static class FashionMnist
+{
+    public const string Folder = "/usr/share/datasets/fashion-mnist";
+
+    /// <summary>Images as floats normalised to [0, 1], row-major [count, 784].</summary>
+    public static float[] Images(string file, out int count)
+    {
+        var bytes = ReadGzip(file);
+        if (BinaryPrimitives.ReadInt32BigEndian(bytes) != 0x803)
+        {
+            throw new InvalidDataException($"{file}: not an IDX image file");
+        }
+
+        count = BinaryPrimitives.ReadInt32BigEndian(bytes.AsSpan(4));
+        var pixels = bytes.AsSpan(16, count * 784);
+        var result = new float[pixels.Length];
+        for (var i = 0; i < pixels.Length; i++)
+        {
+            result[i] = pixels[i] / 255f;
+        }
+
+        return result;
+    }
+
+    public static byte[] Labels(string file)
+    {
+        var bytes = ReadGzip(file);
+        if (BinaryPrimitives.ReadInt32BigEndian(bytes) != 0x801)
+        {
+            throw new InvalidDataException($"{file}: not an IDX label file");
+        }
+
+        return bytes[8..];
+    }
+
+    private static byte[] ReadGzip(string file)
+    {
+        var path = Path.Combine(Folder, file);
+        if (!File.Exists(path))
+        {
+            throw new FileNotFoundException($"{path} not found: install Debian's dataset-fashion-mnist (./build.sh setup)");
+        }
+
+        using var gzip = new GZipStream(File.OpenRead(path), CompressionMode.Decompress);
+        using var memory = new MemoryStream();
+        gzip.CopyTo(memory);
+        return memory.ToArray();
+    }
+}
