@@ -32,21 +32,28 @@ internal static class LargeModelBenchmark
         var copy = Path.Combine(root, "copy", "large.onnx");
         try
         {
+            // A second model under the limit, all weights embedded: read + write then holds the weights once.
+            var embeddedLayers = (int)(1.2e9 / (Side * (long)Side * 4));
+            var embedded = Path.Combine(root, "embedded", "embedded.onnx");
             var rows = new List<string[]>
             {
                 Child("generate", layers.ToString(CultureInfo.InvariantCulture), source),
                 Child("roundtrip", source, copy),
                 Child("ort", source, copy),
+                Child("generate-embedded", embeddedLayers.ToString(CultureInfo.InvariantCulture), embedded),
+                Child("roundtrip", embedded, Path.Combine(root, "embedded-copy", "embedded.onnx")),
             };
+            var sizes = new[] { source, source, source, embedded, embedded }.Select(p => FolderBytes(Path.GetDirectoryName(p)!)).ToArray();
             var modelBytes = FolderBytes(Path.GetDirectoryName(source)!);
             Console.WriteLine();
             Console.WriteLine($"synthetic model: {layers} MatMul layers of {Side}x{Side} float32, {modelBytes / 1e9:0.000} GB on disk (model + external data)");
             Console.WriteLine($"| phase | seconds | peak RSS (MB) | peak RSS / model size | result |");
             Console.WriteLine($"| --- | ---: | ---: | ---: | --- |");
-            foreach (var row in rows)
+            Console.WriteLine($"embedded model: {embeddedLayers} layers, {sizes[3] / 1e9:0.000} GB in one file");
+            for (var i = 0; i < rows.Count; i++)
             {
-                var peak = double.Parse(row[2], CultureInfo.InvariantCulture);
-                Console.WriteLine($"| {row[0]} | {row[1]} | {peak / 1e6:0} | {peak / modelBytes:0.000} | {row[3]} |");
+                var peak = double.Parse(rows[i][2], CultureInfo.InvariantCulture);
+                Console.WriteLine($"| {rows[i][0]} | {rows[i][1]} | {peak / 1e6:0} | {peak / sizes[i]:0.000} | {rows[i][3]} |");
             }
 
             return 0;
@@ -62,7 +69,8 @@ internal static class LargeModelBenchmark
         var watch = Stopwatch.StartNew();
         var result = args[0] switch
         {
-            "generate" => Generate(int.Parse(args[1], CultureInfo.InvariantCulture), args[2]),
+            "generate" => Generate(int.Parse(args[1], CultureInfo.InvariantCulture), args[2], ExternalDataMode.Auto),
+            "generate-embedded" => Generate(int.Parse(args[1], CultureInfo.InvariantCulture), args[2], ExternalDataMode.Never),
             "roundtrip" => RoundTrip(args[1], args[2]),
             "ort" => CompareInOrt(args[1], args[2]),
             _ => throw new ArgumentException(args[0]),
@@ -71,7 +79,7 @@ internal static class LargeModelBenchmark
         return 0;
     }
 
-    private static string Generate(int layers, string path)
+    private static string Generate(int layers, string path, ExternalDataMode mode)
     {
         var builder = new GraphBuilder("large").Input("x", DataType.Float, 1, Side);
         var random = new Random(42);
@@ -88,20 +96,21 @@ internal static class LargeModelBenchmark
         }
 
         var model = builder.Output("y", DataType.Float, 1, Side).Build();
-        model.Save(path); // ExternalDataMode.Auto: over 2 GB, so the weights must go to external data
+        model.Save(path, new OnnxWriteOptions { ExternalData = mode }); // Auto: over 2 GB, so the weights must go out
         var external = OnnxModel.Load(path).ExternalData.Count;
-        if (external != layers)
+        if (external != (mode == ExternalDataMode.Auto ? layers : 0))
         {
-            throw new InvalidOperationException($"expected {layers} external tensors, found {external}");
+            throw new InvalidOperationException($"unexpected number of external tensors: {external}");
         }
 
-        return $"{external} tensors written to external data automatically";
+        return mode == ExternalDataMode.Auto ? $"{external} tensors written to external data automatically" : $"{layers} tensors embedded";
     }
 
     private static string RoundTrip(string source, string copy)
     {
         OnnxModel.Load(source).Save(copy);
-        return $"model file {new FileInfo(copy).Length} B + data {new FileInfo(copy + ".data").Length} B";
+        var data = copy + ".data";
+        return $"model file {new FileInfo(copy).Length} B" + (File.Exists(data) ? $" + data {new FileInfo(data).Length} B" : " (embedded)");
     }
 
     private static string CompareInOrt(string source, string copy)
