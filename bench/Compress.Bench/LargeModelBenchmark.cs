@@ -47,9 +47,9 @@ internal static class LargeModelBenchmark
             var modelBytes = FolderBytes(Path.GetDirectoryName(source)!);
             Console.WriteLine();
             Console.WriteLine($"synthetic model: {layers} MatMul layers of {Side}x{Side} float32, {modelBytes / 1e9:0.000} GB on disk (model + external data)");
+            Console.WriteLine($"embedded model: {embeddedLayers} layers, {sizes[3] / 1e9:0.000} GB in one file");
             Console.WriteLine($"| phase | seconds | peak RSS (MB) | peak RSS / model size | result |");
             Console.WriteLine($"| --- | ---: | ---: | ---: | --- |");
-            Console.WriteLine($"embedded model: {embeddedLayers} layers, {sizes[3] / 1e9:0.000} GB in one file");
             for (var i = 0; i < rows.Count; i++)
             {
                 var peak = double.Parse(rows[i][2], CultureInfo.InvariantCulture);
