@@ -7,18 +7,14 @@ using Microsoft.ML.OnnxRuntime;
 
 namespace Compress.Core.Tests.Onnx;
 
-public sealed class ExternalDataTests : IDisposable
+public sealed class ExternalDataTests : TempDirectoryTest
 {
-    private readonly string _dir = TestData.NewTempDirectory();
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [Fact]
     public void Always_mode_moves_large_tensors_out_and_runs_identically()
     {
         var model = Models.Dense();
-        var embedded = Path.Combine(_dir, "embedded.onnx");
-        var external = Path.Combine(_dir, "ext", "model.onnx");
+        var embedded = Path.Combine(Dir, "embedded.onnx");
+        var external = Path.Combine(Dir, "ext", "model.onnx");
         model.Save(embedded);
         var before = model.Proto.Clone();
         model.Save(external, new OnnxWriteOptions { ExternalData = ExternalDataMode.Always });
@@ -43,31 +39,31 @@ public sealed class ExternalDataTests : IDisposable
     public void Auto_mode_moves_data_out_when_the_model_exceeds_the_embedded_limit()
     {
         var model = Models.Dense();
-        var path = Path.Combine(_dir, "auto.onnx");
+        var path = Path.Combine(Dir, "auto.onnx");
         model.Save(path, new OnnxWriteOptions { MaxEmbeddedBytes = 4096 }); // stands in for protobuf's 2 GB
         var reread = OnnxModel.Load(path);
         Assert.Single(reread.ExternalData);
         Assert.True(ExternalDataReference.IsExternal(reread.Graph.GetInitializer("W")!));
 
-        model.Save(Path.Combine(_dir, "small.onnx"));
-        Assert.False(File.Exists(Path.Combine(_dir, "small.onnx.data")));
+        model.Save(Path.Combine(Dir, "small.onnx"));
+        Assert.False(File.Exists(Path.Combine(Dir, "small.onnx.data")));
     }
 
     [Fact]
     public void External_data_is_copied_when_saving_elsewhere_and_the_source_is_untouched()
     {
-        var source = Path.Combine(_dir, "src", "model.onnx");
+        var source = Path.Combine(Dir, "src", "model.onnx");
         Models.Dense().Save(source, new OnnxWriteOptions { ExternalData = ExternalDataMode.Always });
         var hashes = HashFolder(Path.GetDirectoryName(source)!);
 
         var model = OnnxModel.Load(source);
-        var copy = Path.Combine(_dir, "copy", "renamed.onnx");
+        var copy = Path.Combine(Dir, "copy", "renamed.onnx");
         model.Save(copy);
         Assert.True(File.Exists(copy + ".data"));
         Assert.Equal(hashes, HashFolder(Path.GetDirectoryName(source)!));
         AssertSameOutputs(source, copy);
 
-        var inlined = Path.Combine(_dir, "inlined.onnx");
+        var inlined = Path.Combine(Dir, "inlined.onnx");
         model.Save(inlined, new OnnxWriteOptions { ExternalData = ExternalDataMode.Never });
         Assert.False(File.Exists(inlined + ".data"));
         Assert.Empty(OnnxModel.Load(inlined).ExternalData);
@@ -78,9 +74,9 @@ public sealed class ExternalDataTests : IDisposable
     [Fact]
     public void Saving_over_its_own_file_keeps_the_data_readable()
     {
-        var path = Path.Combine(_dir, "self.onnx");
+        var path = Path.Combine(Dir, "self.onnx");
         Models.Dense().Save(path, new OnnxWriteOptions { ExternalData = ExternalDataMode.Always });
-        var reference = Path.Combine(_dir, "reference.onnx");
+        var reference = Path.Combine(Dir, "reference.onnx");
         Models.Dense().Save(reference);
         OnnxModel.Load(path).Save(path);
         AssertSameOutputs(reference, path);
@@ -93,9 +89,9 @@ public sealed class ExternalDataTests : IDisposable
     public void Locations_outside_the_model_folder_are_refused_before_any_read(string location, string why)
     {
         // The target is a FIFO: opening it for reading would block, so a reader that touched it would hang the test.
-        var modelDir = Path.Combine(_dir, "m");
+        var modelDir = Path.Combine(Dir, "m");
         Directory.CreateDirectory(modelDir);
-        var fifo = Path.Combine(_dir, "secret.bin");
+        var fifo = Path.Combine(Dir, "secret.bin");
         MakeFifo(fifo);
         location = location.Replace("/SECRET_ABSOLUTE", fifo);
         var path = WriteModelWithLocation(modelDir, location);
@@ -109,7 +105,7 @@ public sealed class ExternalDataTests : IDisposable
     [Fact]
     public void Etc_passwd_is_never_reached()
     {
-        var modelDir = Path.Combine(_dir, "deep", "er");
+        var modelDir = Path.Combine(Dir, "deep", "er");
         Directory.CreateDirectory(modelDir);
         foreach (var location in new[] { "../../etc/passwd", "../../../../../../../../etc/passwd", "/etc/passwd" })
         {
@@ -121,9 +117,9 @@ public sealed class ExternalDataTests : IDisposable
     [Fact]
     public void A_link_inside_the_folder_that_leads_out_is_refused()
     {
-        var modelDir = Path.Combine(_dir, "linked");
+        var modelDir = Path.Combine(Dir, "linked");
         Directory.CreateDirectory(modelDir);
-        var fifo = Path.Combine(_dir, "outside.bin");
+        var fifo = Path.Combine(Dir, "outside.bin");
         MakeFifo(fifo);
         File.CreateSymbolicLink(Path.Combine(modelDir, "weights.bin"), fifo);
         var e = LoadWithTimeout(WriteModelWithLocation(modelDir, "weights.bin"));
@@ -139,7 +135,7 @@ public sealed class ExternalDataTests : IDisposable
     [InlineData("w.bin", "0", "12", "needs 8192 bytes")]
     public void Bad_offsets_lengths_and_missing_files_are_CMP0005(string location, string? offset, string? length, string message)
     {
-        var modelDir = Path.Combine(_dir, "bad");
+        var modelDir = Path.Combine(Dir, "bad");
         Directory.CreateDirectory(modelDir);
         File.WriteAllBytes(Path.Combine(modelDir, "w.bin"), new byte[8192]);
         var path = WriteModelWithLocation(modelDir, location, offset, length);
@@ -151,11 +147,11 @@ public sealed class ExternalDataTests : IDisposable
     [Fact]
     public void A_failed_write_leaves_no_partial_files()
     {
-        var target = Path.Combine(_dir, "target.onnx");
+        var target = Path.Combine(Dir, "target.onnx");
         Directory.CreateDirectory(target); // a folder where the file should go: the final move fails
         var e = Assert.Throws<CompressException>(() => Models.Dense().Save(target, new OnnxWriteOptions { ExternalData = ExternalDataMode.Always }));
         Assert.Equal(DiagnosticCodes.ModelWriteFailed, e.Diagnostic.Code);
-        Assert.Empty(Directory.GetFiles(_dir, "*.tmp", SearchOption.AllDirectories));
+        Assert.Empty(Directory.GetFiles(Dir, "*.tmp", SearchOption.AllDirectories));
     }
 
     private static string WriteModelWithLocation(string modelDir, string location, string? offset = null, string? length = null)

@@ -5,12 +5,8 @@ using Google.Protobuf;
 
 namespace Compress.Core.Tests.Onnx;
 
-public sealed class LosslessRoundTripTests : IDisposable
+public sealed class LosslessRoundTripTests : TempDirectoryTest
 {
-    private readonly string _dir = TestData.NewTempDirectory();
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [Fact]
     public void Unknown_fields_and_explicit_defaults_survive_byte_for_byte()
     {
@@ -28,9 +24,9 @@ public sealed class LosslessRoundTripTests : IDisposable
         var withGraph = new ModelProto(model.Proto) { Graph = graphWithFutureNode };
         byte[] original = [.. withGraph.ToByteArray(), .. futureModelField];
 
-        var source = Path.Combine(_dir, "future.onnx");
+        var source = Path.Combine(Dir, "future.onnx");
         File.WriteAllBytes(source, original);
-        var written = Path.Combine(_dir, "written.onnx");
+        var written = Path.Combine(Dir, "written.onnx");
         var loaded = OnnxModel.Load(source);
         Assert.True(loaded.Proto.Graph.Node[0].Attribute.Single(a => a.Name == "axis").HasI);
         loaded.Save(written);

@@ -6,16 +6,12 @@ using Compress.Core.Tests.TestSupport;
 namespace Compress.Core.Tests.Onnx;
 
 /// <summary>Hostile and broken files give a CMP error at the file's path — never a crash, never a change to the input.</summary>
-public sealed class MalformedModelTests : IDisposable
+public sealed class MalformedModelTests : TempDirectoryTest
 {
-    private readonly string _dir = TestData.NewTempDirectory();
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
     [Fact]
     public void Missing_file_is_CMP0001()
     {
-        var e = Assert.Throws<CompressException>(() => OnnxModel.Load(Path.Combine(_dir, "nope.onnx")));
+        var e = Assert.Throws<CompressException>(() => OnnxModel.Load(Path.Combine(Dir, "nope.onnx")));
         Assert.Equal(DiagnosticCodes.ModelNotFound, e.Diagnostic.Code);
         Assert.EndsWith("nope.onnx", e.Diagnostic.File);
     }
@@ -84,7 +80,7 @@ public sealed class MalformedModelTests : IDisposable
 
     private CompressException AssertRefused(byte[] bytes, string? code)
     {
-        var path = Path.Combine(_dir, $"bad-{Guid.NewGuid():N}.onnx");
+        var path = Path.Combine(Dir, $"bad-{Guid.NewGuid():N}.onnx");
         File.WriteAllBytes(path, bytes);
         var hash = SHA256.HashData(bytes);
         var e = Assert.Throws<CompressException>(() => OnnxModel.Load(path));
