@@ -5,7 +5,7 @@
 // and the MSBuild task land.
 using Compress.Core.Inspection;
 using Compress.Core.Onnx;
-using HelloOnnx;
+using Compress.Core.Data;
 using Microsoft.ML.OnnxRuntime;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 

@@ -33,6 +33,18 @@ public static class DiagnosticCodes
     /// <summary>A command-line usage error (missing argument, unknown option).</summary>
     public const string CommandLineUsage = "CMP0009";
 
+    /// <summary>A data file (.npy/.npz) named by a spec or on the command line does not exist.</summary>
+    public const string DataNotFound = "CMP0020";
+
+    /// <summary>A .npy/.npz file is malformed or truncated.</summary>
+    public const string DataMalformed = "CMP0021";
+
+    /// <summary>A .npy array uses a layout or element type the engine does not read (Fortran order, objects, big-endian structured types).</summary>
+    public const string DataUnsupported = "CMP0022";
+
+    /// <summary>Data arrays do not match the model (missing input, wrong element type or shape, label count).</summary>
+    public const string DataMismatch = "CMP0023";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

@@ -1,12 +1,17 @@
 using System.Buffers.Binary;
 using System.IO.Compression;
 
-namespace HelloOnnx;
+namespace Compress.Core.Data;
 
-/// <summary>Reads Fashion-MNIST's IDX files (gzip) as installed by Debian's dataset-fashion-mnist.</summary>
-internal static class FashionMnist
+/// <summary>Reads Fashion-MNIST's IDX files (gzip) as installed by Debian's dataset-fashion-mnist (70,000 real images).</summary>
+public static class FashionMnist
 {
-    public const string Folder = "/usr/share/datasets/fashion-mnist";
+    public static string Folder => Environment.GetEnvironmentVariable("COMPRESS_FASHION_MNIST") ?? "/usr/share/datasets/fashion-mnist";
+
+    public const string TrainImages = "train-images-idx3-ubyte.gz";
+    public const string TrainLabels = "train-labels-idx1-ubyte.gz";
+    public const string TestImages = "t10k-images-idx3-ubyte.gz";
+    public const string TestLabels = "t10k-labels-idx1-ubyte.gz";
 
     /// <summary>Images as floats normalised to [0, 1], row-major [count, 784].</summary>
     public static float[] Images(string file, out int count)

@@ -1,0 +1,130 @@
+using System.Collections.Generic;
+
+namespace Compress.Spec
+{
+    /// <summary>A validated compression spec. Every value has been checked; paths are absolute.</summary>
+    public sealed class CompressionSpec
+    {
+        public string File { get; set; } = "";
+
+        public DataSource? Calibration { get; set; }
+
+        public DataSource? Evaluation { get; set; }
+
+        public List<SpecStep> Steps { get; } = new List<SpecStep>();
+
+        public SpecConstraints Constraints { get; set; } = new SpecConstraints();
+
+        public SpecTarget Target { get; set; } = new SpecTarget();
+    }
+
+    /// <summary>A .npy/.npz file: arrays named after model inputs, optionally a labels array.</summary>
+    public sealed class DataSource
+    {
+        public string Path { get; set; } = "";
+
+        /// <summary>How many samples to use (a seeded random subset), or null for all.</summary>
+        public int? Samples { get; set; }
+
+        public int Seed { get; set; }
+
+        /// <summary>Name of the labels array in the file (evaluation only).</summary>
+        public string? Labels { get; set; }
+
+        /// <summary><c>accuracy</c> (needs labels) or <c>agreement</c> (top-1 agreement with the original model).</summary>
+        public string Metric { get; set; } = "accuracy";
+
+        public int Line { get; set; }
+
+        public int Column { get; set; }
+    }
+
+    /// <summary>One step of the pipeline, applied in file order. The position is the step's object in the spec.</summary>
+    public abstract class SpecStep
+    {
+        public int Line { get; set; }
+
+        public int Column { get; set; }
+
+        /// <summary>Node-name globs (<c>*</c>, <c>?</c>) the step is limited to; empty means all.</summary>
+        public List<string> Include { get; } = new List<string>();
+
+        /// <summary>Node-name or op-type globs the step leaves alone.</summary>
+        public List<string> Exclude { get; } = new List<string>();
+
+        /// <summary>Operator types the step applies to.</summary>
+        public List<string> OpTypes { get; } = new List<string>();
+
+        public abstract string Kind { get; }
+    }
+
+    public sealed class PruneStep : SpecStep
+    {
+        public override string Kind => "prune";
+
+        public string Method { get; set; } = "magnitude";
+
+        public double Sparsity { get; set; }
+
+        /// <summary><c>global</c> (one threshold over all prunable tensors) or <c>layer</c>.</summary>
+        public string Scope { get; set; } = "global";
+
+        /// <summary>0 for unstructured; otherwise keep N of every M consecutive weights along the input axis.</summary>
+        public int N { get; set; }
+
+        public int M { get; set; }
+
+        public double MaxLayerSparsity { get; set; } = 0.98;
+    }
+
+    public sealed class QuantizeStep : SpecStep
+    {
+        public override string Kind => "quantize";
+
+        public string Method { get; set; } = "rtn";
+
+        /// <summary><c>int8</c>, <c>int4</c> or <c>fp16</c>.</summary>
+        public string Weights { get; set; } = "int8";
+
+        /// <summary><c>int8</c>, <c>uint8</c> (static), <c>dynamic</c>, or <c>none</c> (weight-only).</summary>
+        public string Activations { get; set; } = "none";
+
+        /// <summary><c>channel</c> or <c>tensor</c>.</summary>
+        public string Granularity { get; set; } = "channel";
+
+        /// <summary>Activation range estimator: <c>minmax</c>, <c>percentile</c>, <c>entropy</c>, <c>mse</c>.</summary>
+        public string Calibration { get; set; } = "minmax";
+
+        public double Percentile { get; set; } = 99.999;
+
+        public int BlockSize { get; set; } = 32;
+
+        public bool Symmetric { get; set; } = true;
+
+        /// <summary>What the step produces, derived from weights and activations.</summary>
+        public string Scheme =>
+            Weights == "fp16" ? "fp16"
+            : Activations == "dynamic" ? "dynamic"
+            : Activations == "none" ? "weight-only"
+            : "static";
+    }
+
+    public sealed class SpecConstraints
+    {
+        /// <summary>Largest allowed drop of accuracy, as a fraction (0.005 = half a percentage point).</summary>
+        public double? MaxAccuracyDrop { get; set; }
+
+        /// <summary>Smallest allowed top-1 agreement with the original model, as a fraction.</summary>
+        public double? MinAgreement { get; set; }
+
+        /// <summary>Smallest allowed output signal-to-quantization-noise ratio, in dB.</summary>
+        public double? MinSqnrDb { get; set; }
+    }
+
+    public sealed class SpecTarget
+    {
+        public string Runtime { get; set; } = "onnxruntime";
+
+        public string ExecutionProvider { get; set; } = "cpu";
+    }
+}
