@@ -14,6 +14,8 @@ public static class CompressCommand
         var root = new RootCommand("Compress ONNX and TorchSharp models: prune, quantize, pack; inspect and evaluate them.")
         {
             InspectCommand.Create(stdout),
+            RunCommand.Create(stdout, stderr),
+            EvalCommand.Create(stdout),
         };
 
         var parse = root.Parse(args);

@@ -57,4 +57,18 @@ public static class FashionMnist
         gzip.CopyTo(memory);
         return memory.ToArray();
     }
+
+    /// <summary>
+    /// Writes a split as .npz: <c>input</c> (float32 pixels in [0, 1], shaped <c>[n, …sampleShape]</c>) and
+    /// <c>labels</c> (int64). The first <paramref name="count"/> images, or all.
+    /// </summary>
+    public static void WriteNpz(string path, bool test, long[] sampleShape, int? count = null)
+    {
+        var images = Images(test ? TestImages : TrainImages, out var total);
+        var labels = Labels(test ? TestLabels : TrainLabels);
+        var n = Math.Min(count ?? total, total);
+        ArrayFile.Write(path,
+            NpyArray.Create("input", images.AsSpan(0, n * 784).ToArray(), [n, .. sampleShape]),
+            NpyArray.Create("labels", labels.Take(n).Select(l => (long)l).ToArray(), n));
+    }
 }

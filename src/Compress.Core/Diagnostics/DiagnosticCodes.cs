@@ -45,6 +45,15 @@ public static class DiagnosticCodes
     /// <summary>Data arrays do not match the model (missing input, wrong element type or shape, label count).</summary>
     public const string DataMismatch = "CMP0023";
 
+    /// <summary>The compressed model misses a constraint of the spec; nothing is written.</summary>
+    public const string ConstraintNotMet = "CMP0030";
+
+    /// <summary>ONNX Runtime refuses to load the compressed model (a missing kernel, an invalid graph).</summary>
+    public const string CompressedModelRejected = "CMP0031";
+
+    /// <summary>The output path is the input model itself, or otherwise unusable.</summary>
+    public const string OutputInvalid = "CMP0032";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

@@ -130,6 +130,8 @@ public sealed class OnnxGraph
 
     public void Append(params NodeProto[] nodes) => Insert(Proto.Node.Count, nodes);
 
+    public void Prepend(params NodeProto[] nodes) => Insert(0, nodes);
+
     /// <summary>Replaces one node by zero or more nodes at the same position.</summary>
     public void Replace(NodeProto old, params NodeProto[] replacements)
     {
@@ -144,8 +146,8 @@ public sealed class OnnxGraph
         Invalidate();
     }
 
-    /// <summary>Points every reader of <paramref name="oldName"/> (nodes and graph outputs) at <paramref name="newName"/>.</summary>
-    public void RedirectConsumers(string oldName, string newName, NodeProto? except = null)
+    /// <summary>Points every reader of <paramref name="oldName"/> (nodes, and graph outputs unless told not to) at <paramref name="newName"/>.</summary>
+    public void RedirectConsumers(string oldName, string newName, NodeProto? except = null, bool graphOutputs = true)
     {
         foreach (var node in Proto.Node)
         {
@@ -163,7 +165,7 @@ public sealed class OnnxGraph
             }
         }
 
-        foreach (var output in Proto.Output.Where(o => o.Name == oldName))
+        foreach (var output in Proto.Output.Where(o => graphOutputs && o.Name == oldName))
         {
             output.Name = newName;
         }

@@ -1,0 +1,73 @@
+using System.CommandLine;
+using System.Globalization;
+using Compress.Core;
+using Compress.Core.Reports;
+using Compress.Core.Spec;
+
+namespace Compress.Cli;
+
+/// <summary><c>compress run &lt;model&gt; --spec &lt;spec.json&gt; --output &lt;path&gt; [--report &lt;report.json|.md&gt;]</c>.</summary>
+internal static class RunCommand
+{
+    public static Command Create(TextWriter stdout, TextWriter stderr)
+    {
+        var model = new Argument<FileInfo>("model") { Description = "The ONNX model to compress (never modified)." };
+        var spec = new Option<FileInfo>("--spec") { Description = "The compression spec (JSON; schema: schemas/compress-spec.schema.json).", Required = true };
+        var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
+        var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md for people.", AllowMultipleArgumentsPerToken = true };
+        var noLatency = new Option<bool>("--no-latency") { Description = "Skip the latency measurement." };
+        var command = new Command("run", "Compress a model according to a spec, validate it, and write it with a report.")
+        {
+            model, spec, output, report, noLatency,
+        };
+        command.SetAction(parse =>
+        {
+            var progress = new ProgressLog(stderr);
+            var compressionSpec = SpecLoader.Load(parse.GetValue(spec)!.FullName);
+            var result = CompressionPipeline.Run(parse.GetValue(model)!.FullName, compressionSpec, parse.GetValue(output)!.FullName,
+                progress.Report, measureLatency: !parse.GetValue(noLatency));
+            foreach (var file in parse.GetValue(report) ?? [])
+            {
+                ReportWriter.Write(result, file.FullName);
+            }
+
+            stdout.WriteLine(Summary(result));
+            return 0;
+        });
+        return command;
+    }
+
+    internal static string Summary(CompressionReport r)
+    {
+        var c = CultureInfo.InvariantCulture;
+        var parts = new List<string>
+        {
+            string.Create(c, $"{Path.GetFileName(r.Output)}: {r.Size.CompressedBytes:N0} bytes ({r.Size.Ratio:0.000}x of {r.Size.OriginalBytes:N0})"),
+        };
+        if (r.Metrics is { } m)
+        {
+            if (m.OriginalAccuracy is { } a && m.CompressedAccuracy is { } b)
+            {
+                parts.Add(string.Create(c, $"accuracy {a:0.0000} -> {b:0.0000}"));
+            }
+
+            parts.Add(string.Create(c, $"agreement {m.Agreement:0.0000}"));
+            parts.Add(string.Create(c, $"SQNR {m.SqnrDb:0.0} dB"));
+        }
+
+        if (r.Latency is { } l)
+        {
+            parts.Add(string.Create(c, $"batch-1 latency {l.OriginalBatch1Ms:0.000} -> {l.CompressedBatch1Ms:0.000} ms"));
+        }
+
+        return string.Join(", ", parts);
+    }
+}
+
+/// <summary>Progress lines on standard error, with elapsed time; the same on a terminal and in a build log.</summary>
+internal sealed class ProgressLog(TextWriter writer)
+{
+    private readonly System.Diagnostics.Stopwatch _watch = System.Diagnostics.Stopwatch.StartNew();
+
+    public void Report(string message) => writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"compress: [{_watch.Elapsed.TotalSeconds,6:0.0}s] {message}"));
+}

@@ -1,0 +1,162 @@
+using Compress.Core.Calibration;
+using Compress.Core.Diagnostics;
+using Compress.Core.Evaluation;
+using Compress.Core.Onnx;
+using Compress.Core.Passes;
+using Compress.Core.Passes.Graph;
+using Compress.Core.Reports;
+using Compress.Spec;
+using Microsoft.ML.OnnxRuntime;
+
+namespace Compress.Core;
+
+/// <summary>
+/// <c>compress run</c>: load, apply the spec's steps in order, check the result in ONNX Runtime against the
+/// original and the spec's constraints, and only then write the output (atomically) and the report. A failed
+/// constraint writes nothing.
+/// </summary>
+public static class CompressionPipeline
+{
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null, bool measureLatency = true)
+    {
+        progress ??= _ => { };
+        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
+        {
+            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
+        }
+
+        var original = OnnxModel.Load(modelPath);
+        var working = OnnxModel.Load(modelPath);
+        var moved = ConstantsToInitializers.Apply(working);
+        var context = new CompressionContext(working, spec,
+            spec.Calibration is { } c ? m => CalibrationSet.Load(c, m, spec.File) : null, progress);
+        if (moved > 0)
+        {
+            context.Notes.Add($"{moved} Constant-node weights moved to initializers");
+        }
+
+        foreach (var step in spec.Steps)
+        {
+            var pass = PassRegistry.Create(step);
+            progress($"{pass.Name} (spec line {step.Line})");
+            pass.Apply(context);
+        }
+
+        var sparse = SparseStorage.Apply(working, context.Layers);
+        if (sparse > 0)
+        {
+            context.Notes.Add($"{sparse} mostly-zero weights stored as sparse initializers");
+        }
+
+        CheckLoads(working, outputPath);
+        ComparisonMetrics? metrics = null;
+        var evaluation = spec.Evaluation ?? spec.Calibration;
+        if (evaluation is not null)
+        {
+            progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
+            var data = CalibrationSet.Load(evaluation, original, spec.File);
+            metrics = ModelComparison.Compare(original, working, data);
+        }
+
+        var constraints = Check(spec, metrics, context, outputPath);
+        LatencyFigures? latency = null;
+        if (measureLatency && evaluation is not null)
+        {
+            progress("latency: batch 1 and batch N, one thread");
+            latency = MeasureLatency(original, working, CalibrationSet.Load(evaluation, original, spec.File));
+        }
+
+        working.Save(outputPath);
+        var size = new SizeFigures(ModelBytes(modelPath), ModelBytes(outputPath), 0, 0, 0);
+        var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
+        var parameters = original.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims));
+        var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
+        size = size with
+        {
+            OriginalParameters = parameters,
+            Ratio = size.CompressedBytes / (double)size.OriginalBytes,
+            OverallSparsity = parameters == 0 ? 0 : prunedZeros / parameters,
+        };
+        if (latency?.CompressedIsSlower == true)
+        {
+            context.Notes.Add("the compressed model runs slower than the original on this machine (see latency)");
+        }
+
+        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
+            spec.Steps.Select(PassRegistry.KeyOf).ToList(), size, layers, metrics, constraints, latency, context.Notes);
+    }
+
+    /// <summary>Bytes on disk: the model file plus the external data files it references.</summary>
+    public static long ModelBytes(string path)
+    {
+        var model = OnnxModel.Load(path);
+        return new FileInfo(path).Length + model.ExternalData.Values.Select(r => r.FullPath).Distinct().Sum(f => new FileInfo(f).Length);
+    }
+
+    private static void CheckLoads(OnnxModel model, string outputPath)
+    {
+        try
+        {
+            using var runner = new OrtModelRunner(model);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.CompressedModelRejected,
+                $"ONNX Runtime cannot load the compressed model: {e.Message}", outputPath, inner: e);
+        }
+    }
+
+    private static List<ConstraintResult> Check(CompressionSpec spec, ComparisonMetrics? metrics, CompressionContext context, string outputPath)
+    {
+        var results = new List<ConstraintResult>();
+        var limits = spec.Constraints;
+        if (metrics is null)
+        {
+            if (limits.MaxAccuracyDrop is not null || limits.MinAgreement is not null || limits.MinSqnrDb is not null)
+            {
+                throw CompressException.Error(SpecCodes.Inconsistent, "constraints need evaluation or calibration data to be checked", spec.File, 1, 1);
+            }
+
+            return results;
+        }
+
+        if (limits.MaxAccuracyDrop is { } drop && metrics.AccuracyDrop is { } measured)
+        {
+            results.Add(new ConstraintResult("maxAccuracyDrop", drop, measured, measured <= drop + 1e-12));
+        }
+
+        if (limits.MinAgreement is { } agreement)
+        {
+            results.Add(new ConstraintResult("minAgreement", agreement, metrics.Agreement, metrics.Agreement >= agreement));
+        }
+
+        if (limits.MinSqnrDb is { } sqnr)
+        {
+            results.Add(new ConstraintResult("minSqnrDb", sqnr, metrics.SqnrDb, metrics.SqnrDb >= sqnr));
+        }
+
+        var failed = results.Where(r => !r.Met).ToList();
+        if (failed.Count > 0)
+        {
+            var worst = context.Layers.Values.OrderByDescending(l => l.RelativeError).Take(3)
+                .Select(l => $"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})");
+            var accuracy = metrics.OriginalAccuracy is { } a && metrics.CompressedAccuracy is { } b ? $"accuracy {a:P2} → {b:P2}, " : "";
+            throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
+                $"{string.Join("; ", failed.Select(f => $"{f.Name} {f.Limit:0.####} not met (measured {f.Measured:0.####})"))}; " +
+                $"{accuracy}agreement {metrics.Agreement:P2}, SQNR {metrics.SqnrDb:0.0} dB on {metrics.Samples} samples; " +
+                $"worst layers: {string.Join(", ", worst)}. No output was written.", outputPath);
+        }
+
+        return results;
+    }
+
+    private static LatencyFigures MeasureLatency(OnnxModel original, OnnxModel compressed, CalibrationSet data)
+    {
+        using var a = new OrtModelRunner(original);
+        using var b = new OrtModelRunner(compressed);
+        var n = Math.Min(Math.Min(a.MaxBatch(64), b.MaxBatch(64)), data.Count);
+        return new LatencyFigures(n,
+            a.MedianLatencyMs(data, 1, 31), b.MedianLatencyMs(data, 1, 31),
+            a.MedianLatencyMs(data, n, 11), b.MedianLatencyMs(data, n, 11));
+    }
+}

@@ -1,0 +1,131 @@
+using Compress.Core.Calibration;
+using Compress.Core.Data;
+using Compress.Core.Onnx;
+using Microsoft.ML.OnnxRuntime;
+using Microsoft.ML.OnnxRuntime.Tensors;
+
+namespace Compress.Core.Evaluation;
+
+/// <summary>
+/// Runs a model in ONNX Runtime over a <see cref="CalibrationSet"/> in batches. The model is written to a
+/// private temporary folder first (ONNX Runtime resolves external data next to the file), deleted on dispose.
+/// </summary>
+public sealed class OrtModelRunner : IDisposable
+{
+    private readonly string _folder;
+    private readonly InferenceSession _session;
+
+    public OrtModelRunner(OnnxModel model, int threads = 1)
+    {
+        _folder = Path.Combine(Path.GetTempPath(), "compress-run", Guid.NewGuid().ToString("N"));
+        var path = Path.Combine(_folder, "model.onnx");
+        model.Save(path);
+        using var options = new SessionOptions
+        {
+            IntraOpNumThreads = threads,
+            InterOpNumThreads = 1,
+            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        try
+        {
+            _session = new InferenceSession(path, options);
+        }
+        catch
+        {
+            Directory.Delete(_folder, recursive: true);
+            throw;
+        }
+
+        OutputNames = _session.OutputNames.ToArray();
+    }
+
+    public IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>Largest batch the model accepts on every input (1 when the first dimension is fixed to 1).</summary>
+    public int MaxBatch(int wanted) =>
+        _session.InputMetadata.Values.Any(m => m.Dimensions.Length > 0 && m.Dimensions[0] > 0) ? Math.Max(1, _session.InputMetadata.Values.Min(m => m.Dimensions[0])) : wanted;
+
+    /// <summary>Runs all samples; <paramref name="onBatch"/> sees (first sample index, count, outputs by name).</summary>
+    public void Run(CalibrationSet data, int batchSize, Action<int, int, IReadOnlyDictionary<string, OrtValue>> onBatch, IReadOnlyList<string>? outputs = null)
+    {
+        var names = (outputs ?? OutputNames).ToArray();
+        var batch = MaxBatch(batchSize);
+        for (var start = 0; start < data.Count; start += batch)
+        {
+            var count = Math.Min(batch, data.Count - start);
+            using var results = RunBatch(data, start, count, names);
+            onBatch(start, count, names.Zip(results).ToDictionary(p => p.First, p => p.Second));
+        }
+    }
+
+    /// <summary>Runs samples [start, start + count) and returns the requested outputs (dispose them).</summary>
+    public IDisposableReadOnlyCollection<OrtValue> RunBatch(CalibrationSet data, int start, int count, string[] outputs)
+    {
+        var feeds = data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, start, count))).ToList();
+        try
+        {
+            using var runOptions = new RunOptions();
+            return _session.Run(runOptions, feeds.Select(f => f.Key).ToArray(), feeds.Select(f => f.Value).ToArray(), outputs);
+        }
+        finally
+        {
+            foreach (var f in feeds)
+            {
+                f.Value.Dispose();
+            }
+        }
+    }
+
+    /// <summary>Times one run of <paramref name="count"/> samples starting at 0: the median of several runs, in milliseconds.</summary>
+    public double MedianLatencyMs(CalibrationSet data, int count, int repeats)
+    {
+        var feeds = data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, 0, Math.Min(count, data.Count)))).ToList();
+        try
+        {
+            using var runOptions = new RunOptions();
+            var names = feeds.Select(f => f.Key).ToArray();
+            var values = feeds.Select(f => f.Value).ToArray();
+            _session.Run(runOptions, names, values, OutputNames.ToArray()).Dispose(); // warm-up
+            var times = new List<double>();
+            for (var i = 0; i < repeats; i++)
+            {
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                _session.Run(runOptions, names, values, OutputNames.ToArray()).Dispose();
+                times.Add(watch.Elapsed.TotalMilliseconds);
+            }
+
+            times.Sort();
+            return times[times.Count / 2];
+        }
+        finally
+        {
+            foreach (var f in feeds)
+            {
+                f.Value.Dispose();
+            }
+        }
+    }
+
+    internal static OrtValue Slice(NpyArray array, int start, int count)
+    {
+        var shape = array.Shape.Length == 0 ? Array.Empty<long>() : [count, .. array.Shape.Skip(1)];
+        var rowBytes = (int)(array.SampleSize * OnnxElementTypes.BitWidth(array.ElementType) / 8);
+        var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)(int)array.ElementType, shape);
+        array.Data.AsSpan(start * rowBytes, count * rowBytes).CopyTo(value.GetTensorMutableRawData());
+        return value;
+    }
+
+    public void Dispose()
+    {
+        _session.Dispose();
+        try
+        {
+            Directory.Delete(_folder, recursive: true);
+        }
+        catch (IOException)
+        {
+            // A leftover temporary folder is harmless.
+        }
+    }
+}

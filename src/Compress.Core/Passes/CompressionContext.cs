@@ -1,0 +1,66 @@
+using Compress.Core.Calibration;
+using Compress.Core.Onnx;
+using Compress.Spec;
+
+namespace Compress.Core.Passes;
+
+/// <summary>What a pass works on: the model being compressed, the spec, data, and the per-layer record it adds to.</summary>
+public sealed class CompressionContext
+{
+    private readonly Func<OnnxModel, CalibrationSet>? _loadCalibration;
+    private CalibrationSet? _calibration;
+
+    public CompressionContext(OnnxModel model, CompressionSpec spec, Func<OnnxModel, CalibrationSet>? loadCalibration, Action<string>? progress = null)
+    {
+        Model = model;
+        Spec = spec;
+        _loadCalibration = loadCalibration;
+        Progress = progress ?? (_ => { });
+    }
+
+    public OnnxModel Model { get; }
+
+    public CompressionSpec Spec { get; }
+
+    public Action<string> Progress { get; }
+
+    /// <summary>Per weight tensor (by its original name): what happened to it.</summary>
+    public Dictionary<string, LayerRecord> Layers { get; } = new(StringComparer.Ordinal);
+
+    public List<string> Notes { get; } = [];
+
+    public bool HasCalibration => _loadCalibration is not null;
+
+    /// <summary>The calibration samples, loaded on first use (the spec reader already required them where needed).</summary>
+    public CalibrationSet Calibration => _calibration ??= _loadCalibration?.Invoke(Model)
+        ?? throw new InvalidOperationException("no calibration data");
+
+    public LayerRecord Layer(string weight, string node, string opType, long parameters) =>
+        Layers.TryGetValue(weight, out var record) ? record : Layers[weight] = new LayerRecord(weight, node, opType, parameters);
+}
+
+/// <summary>One weight tensor through the pipeline; figures filled by the passes that touch it.</summary>
+public sealed class LayerRecord(string weight, string node, string opType, long parameters)
+{
+    public string Weight { get; } = weight;
+
+    public string Node { get; } = node;
+
+    public string OpType { get; } = opType;
+
+    public long Parameters { get; } = parameters;
+
+    public double Sparsity { get; set; }
+
+    /// <summary>Bits per weight as stored: 32, 16, 8 or 4.</summary>
+    public int Bits { get; set; } = 32;
+
+    public string Format { get; set; } = "float32";
+
+    /// <summary>‖Ŵ − W‖² / ‖W‖² against the original float weights, after every pass so far.</summary>
+    public double RelativeError { get; set; }
+
+    public long BytesBefore { get; set; }
+
+    public long BytesAfter { get; set; }
+}

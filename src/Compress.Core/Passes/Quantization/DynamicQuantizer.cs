@@ -1,0 +1,79 @@
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using Compress.Spec;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Quantization;
+
+/// <summary>
+/// Dynamic int8 for MatMul/Gemm-heavy models: weights int8 (symmetric, per output column or per tensor), activations
+/// quantized at run time. Each MatMul(A, W) or Gemm(A, W, C) with alpha = beta = 1 and no transA becomes ONNX
+/// Runtime's com.microsoft DynamicQuantizeMatMul(A, W_int8[K, N], scale, zero_point, bias).
+/// </summary>
+public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
+{
+    public string Name => "quantize/dynamic";
+
+    public void Apply(CompressionContext context)
+    {
+        TorchRuntime.EnsureLoaded();
+        var graph = context.Model.Graph;
+        var uses = WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm").ToList();
+        var converted = 0;
+        foreach (var use in uses)
+        {
+            var node = use.Node;
+            if (node.OpType == "Gemm" && (Attribute(node, "transA") != 0 || AttributeF(node, "alpha") != 1f || AttributeF(node, "beta") != 1f))
+            {
+                context.Notes.Add($"dynamic: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
+                continue;
+            }
+
+            using var scope = NewDisposeScope();
+            var w = context.Model.ToTorch(use.Weight);
+            var kn = use.OutputAxis == 0 ? w.t().contiguous() : w; // [K, N]
+            int? axis = step.Granularity == "channel" ? 1 : null;
+            var (q, scales) = WeightQuantization.SymmetricInt8(kn, axis);
+            var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
+            record.Bits = 8;
+            record.Format = "int8 dynamic";
+            record.RelativeError += WeightQuantization.RelativeError(kn, WeightQuantization.Dequantize(q, scales, axis));
+
+            var baseName = use.Weight.Name;
+            var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
+            var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
+            var zName = graph.AddInitializer((axis is null ? zeros(Array.Empty<long>(), ScalarType.Int8) : zeros_like(scales, ScalarType.Int8)).ToOnnx(graph.UniqueName(baseName + "_zero_point"))).Name;
+            var inputs = new List<string> { node.Input[0], qName, sName, zName };
+            if (node.OpType == "Gemm" && node.Input.Count > 2 && graph.GetInitializer(node.Input[2]) is { Dims.Count: 1 } bias)
+            {
+                inputs.Add(bias.Name);
+            }
+            else if (node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0)
+            {
+                context.Notes.Add($"dynamic: '{use.NodeName}' kept float (bias is not a 1-D constant)");
+                graph.RemoveInitializer(qName);
+                graph.RemoveInitializer(sName);
+                graph.RemoveInitializer(zName);
+                continue;
+            }
+
+            var replacement = new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };
+            graph.Replace(node, replacement);
+            if (graph.GetConsumers(baseName).Count == 0)
+            {
+                graph.RemoveInitializer(baseName);
+            }
+
+            converted++;
+        }
+
+        context.Model.RequireOpset("com.microsoft", 1);
+        context.Progress($"quantize: dynamic int8 on {converted} MatMul/Gemm nodes");
+    }
+
+    internal static long Attribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? 0;
+
+    internal static float AttributeF(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : 1f;
+}

@@ -1,0 +1,112 @@
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using Compress.Spec;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Quantization;
+
+/// <summary>
+/// Weight-only block quantization to ONNX Runtime's com.microsoft MatMulNBits (algorithms.md §11), for MatMul
+/// <b>and Gemm</b> (ONNX Runtime's own quantizer leaves Gemm alone). Per output column n and block of
+/// <c>block_size</c> rows of K: symmetric q = clamp(round(w/s), −2^(b−1), 2^(b−1)−1) + 2^(b−1) with
+/// s = max|w| / (2^(b−1) − 1) and the default zero point; or asymmetric min-max with explicit zero points.
+/// B is stored [N, ⌈K/bs⌉, bs·b/8], low nibble first; K is zero-padded to whole blocks.
+/// </summary>
+public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
+{
+    public string Name => "quantize/weight-only";
+
+    public void Apply(CompressionContext context)
+    {
+        TorchRuntime.EnsureLoaded();
+        var graph = context.Model.Graph;
+        var bits = step.Weights == "int4" ? 4 : 8;
+        var converted = 0;
+        foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
+        {
+            var node = use.Node;
+            if (node.OpType == "Gemm" && (DynamicQuantizer.Attribute(node, "transA") != 0 || DynamicQuantizer.AttributeF(node, "alpha") != 1f || DynamicQuantizer.AttributeF(node, "beta") != 1f))
+            {
+                context.Notes.Add($"weight-only: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
+                continue;
+            }
+
+            using var scope = NewDisposeScope();
+            var w = context.Model.ToTorch(use.Weight);
+            var nk = use.OutputAxis == 0 ? w : w.t().contiguous(); // [N, K]
+            long n = nk.shape[0], k = nk.shape[1];
+            var blocks = (k + step.BlockSize - 1) / step.BlockSize;
+            var padded = nn.functional.pad(nk, [0, blocks * step.BlockSize - k]).reshape(n, blocks, step.BlockSize);
+            Tensor codes, scales, zeroPoints, dequantized;
+            var levels = (1 << bits) - 1;
+            if (step.Symmetric)
+            {
+                var half = 1 << (bits - 1);
+                scales = (padded.abs().amax([2], keepdim: true) / (half - 1)).clamp_min(1e-12);
+                codes = ((padded / scales).round().clamp(-half, half - 1) + half).to_type(ScalarType.Byte);
+                zeroPoints = full_like(scales, half);
+                dequantized = (codes.to_type(ScalarType.Float32) - half) * scales;
+            }
+            else
+            {
+                var lo = padded.amin([2], keepdim: true).clamp_max(0);
+                var hi = padded.amax([2], keepdim: true).clamp_min(0);
+                scales = ((hi - lo) / levels).clamp_min(1e-12);
+                zeroPoints = (-lo / scales).round().clamp(0, levels);
+                codes = ((padded / scales).round() + zeroPoints).clamp(0, levels).to_type(ScalarType.Byte);
+                dequantized = (codes.to_type(ScalarType.Float32) - zeroPoints) * scales;
+            }
+
+            var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
+            record.Bits = bits;
+            record.Format = $"{step.Weights} MatMulNBits block {step.BlockSize}" + (step.Symmetric ? "" : " asymmetric");
+            record.RelativeError += WeightQuantization.RelativeError(nk, dequantized.reshape(n, -1).narrow(1, 0, k));
+
+            var baseName = use.Weight.Name;
+            var packed = bits == 4 ? PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
+            var bName = graph.AddInitializer(packed.contiguous().ToOnnx(graph.UniqueName(baseName + "_nbits"))).Name;
+            var sName = graph.AddInitializer(scales.reshape(n * blocks).ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
+            var inputs = new List<string> { node.Input[0], bName, sName };
+            if (!step.Symmetric)
+            {
+                var zp = zeroPoints.reshape(n, blocks).to_type(ScalarType.Byte);
+                var zpPacked = bits == 4 ? PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
+                inputs.Add(graph.AddInitializer(zpPacked.reshape(-1).contiguous().ToOnnx(graph.UniqueName(baseName + "_zero_points"))).Name);
+            }
+
+            var output = node.Output[0];
+            var hasBias = node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0;
+            var matmulOutput = hasBias ? graph.UniqueName(output + "_nobias") : output;
+            var replacement = new NodeProto { OpType = "MatMulNBits", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { matmulOutput } };
+            replacement.Attribute.Add(OnnxAttribute.Int("K", k));
+            replacement.Attribute.Add(OnnxAttribute.Int("N", n));
+            replacement.Attribute.Add(OnnxAttribute.Int("bits", bits));
+            replacement.Attribute.Add(OnnxAttribute.Int("block_size", step.BlockSize));
+            var nodes = new List<NodeProto> { replacement };
+            if (hasBias)
+            {
+                nodes.Add(new NodeProto { OpType = "Add", Name = graph.UniqueName(node.Name + "_bias"), Input = { matmulOutput, node.Input[2] }, Output = { output } });
+            }
+
+            graph.Replace(node, [.. nodes]);
+            if (graph.GetConsumers(baseName).Count == 0)
+            {
+                graph.RemoveInitializer(baseName);
+            }
+
+            converted++;
+        }
+
+        context.Model.RequireOpset("com.microsoft", 1);
+        context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes");
+    }
+
+    /// <summary>Two 4-bit codes per byte along the last axis, the first in the low nibble.</summary>
+    private static Tensor PackNibbles(Tensor codes)
+    {
+        var pairs = codes.reshape([.. codes.shape[..^1], codes.shape[^1] / 2, 2]);
+        return (pairs.select(-1, 0) + pairs.select(-1, 1) * 16).to_type(ScalarType.Byte); // codes < 16: no carry
+    }
+}

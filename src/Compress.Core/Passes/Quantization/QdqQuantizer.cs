@@ -1,0 +1,170 @@
+using Compress.Core.Evaluation;
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using Compress.Spec;
+using Microsoft.ML.OnnxRuntime.Tensors;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Quantization;
+
+/// <summary>
+/// Static int8 quantization in QDQ form (algorithms.md §11): weights of Conv/Gemm/MatMul become int8 with a
+/// symmetric per-channel (or per-tensor) scale behind DequantizeLinear; biases int32 with scale x_scale·w_scale;
+/// every activation read or written by a selected op gets a QuantizeLinear→DequantizeLinear pair with a range
+/// calibrated on the calibration data (MinMax, Percentile, Entropy/KL or MSE). ONNX Runtime fuses
+/// DQ→op→Q groups into integer kernels (QLinearConv, QGemm, QLinearMatMul, …) when it loads the model.
+/// Pass-through ops (MaxPool, Flatten, Reshape, …) share their input's parameters so the pairs around them cancel.
+/// </summary>
+public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
+{
+    private static readonly HashSet<string> PassThrough = ["MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"];
+
+    public string Name => "quantize/static";
+
+    public void Apply(CompressionContext context)
+    {
+        TorchRuntime.EnsureLoaded();
+        var model = context.Model;
+        var graph = model.Graph;
+        var nodes = graph.TopologicalOrder()
+            .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step)).ToList();
+        var weights = WeightSelection.Select(graph, step).ToDictionary(u => u.Node, ReferenceEqualityComparer.Instance);
+        var candidates = new List<string>();
+        var seen = new HashSet<string>();
+        foreach (var node in nodes)
+        {
+            var weightIndex = weights.TryGetValue(node, out var use) ? use.InputIndex : -1;
+            var tensors = node.Input.Where((input, i) => i != weightIndex && !(weightIndex >= 0 && i == 2) && input.Length > 0 && graph.GetInitializer(input) is null)
+                .Concat(node.Output.Where(o => o.Length > 0 && !graph.IsGraphOutput(o) && graph.GetConsumers(o).Count > 0));
+            foreach (var t in tensors.Where(seen.Add))
+            {
+                candidates.Add(t);
+            }
+        }
+
+        var ranges = Calibrate(context, candidates);
+        var unsigned = step.Activations == "uint8";
+        var (qmin, qmax) = unsigned ? (0, 255) : (-128, 127);
+        var parameters = new Dictionary<string, (float Scale, int Zero)>();
+        foreach (var (tensor, range) in ranges)
+        {
+            var (lo, hi) = range.Range(step.Calibration, step.Percentile, 256);
+            var scale = Math.Max((hi - lo) / 255f, 1e-8f);
+            parameters[tensor] = (scale, (int)Math.Clamp(Math.Round(qmin - lo / scale), qmin, qmax));
+        }
+
+        foreach (var node in nodes.Where(n => PassThrough.Contains(n.OpType)))
+        {
+            if (parameters.TryGetValue(node.Input[0], out var p) && node.Output.Count > 0 && parameters.ContainsKey(node.Output[0]))
+            {
+                parameters[node.Output[0]] = p;
+            }
+        }
+
+        var qdq = new QdqNodes(model);
+        foreach (var use in weights.Values)
+        {
+            QuantizeWeight(context, qdq, use, parameters);
+        }
+
+        foreach (var tensor in candidates.Where(parameters.ContainsKey))
+        {
+            var (scale, zero) = parameters[tensor];
+            qdq.InsertPair(tensor, scale, zero, unsigned);
+        }
+
+        context.Progress($"quantize: static {step.Activations} activations ({step.Calibration}), {weights.Count} int8 weights, {parameters.Count} activation tensors");
+    }
+
+    private Dictionary<string, ActivationRange> Calibrate(CompressionContext context, List<string> tensors)
+    {
+        var graph = context.Model.Graph.Proto;
+        var added = tensors.Where(t => !context.Model.Graph.IsGraphOutput(t)).Select(t => new ValueInfoProto { Name = t }).ToList();
+        graph.Output.Add(added);
+        OrtModelRunner runner;
+        try
+        {
+            runner = new OrtModelRunner(context.Model);
+        }
+        finally
+        {
+            foreach (var output in added)
+            {
+                graph.Output.Remove(output);
+            }
+        }
+
+        using (runner)
+        {
+            var ranges = new Dictionary<string, ActivationRange>();
+            var data = context.Calibration;
+            context.Progress($"calibrate: {data.Count} samples, {tensors.Count} activation tensors");
+            runner.Run(data, 64, (_, _, outputs) =>
+            {
+                foreach (var (name, value) in outputs)
+                {
+                    if (value.IsTensor && value.GetTensorTypeAndShape().ElementDataType == TensorElementType.Float)
+                    {
+                        (ranges.TryGetValue(name, out var r) ? r : ranges[name] = new ActivationRange()).Observe(value.GetTensorDataAsSpan<float>());
+                    }
+                }
+            }, tensors);
+
+            if (step.Calibration != "minmax")
+            {
+                runner.Run(data, 64, (_, _, outputs) =>
+                {
+                    foreach (var (name, value) in outputs)
+                    {
+                        if (ranges.TryGetValue(name, out var r))
+                        {
+                            r.Accumulate(value.GetTensorDataAsSpan<float>());
+                        }
+                    }
+                }, tensors);
+            }
+
+            return ranges;
+        }
+    }
+
+    private void QuantizeWeight(CompressionContext context, QdqNodes qdq, WeightUse use, Dictionary<string, (float Scale, int Zero)> activations)
+    {
+        var graph = context.Model.Graph;
+        using var scope = NewDisposeScope();
+        var w = context.Model.ToTorch(use.Weight);
+        int? axis = step.Granularity == "channel" ? use.OutputAxis : null;
+        var (q, scales) = WeightQuantization.SymmetricInt8(w, axis);
+        var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
+        record.Bits = 8;
+        record.Format = axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel";
+        record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
+        var weightName = use.Weight.Name;
+        use.Node.Input[use.InputIndex] = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
+
+        // Bias of Conv/Gemm: int32 with scale x_scale·w_scale and zero point 0, as ONNX Runtime's fusions expect.
+        if (use.Node.OpType is "Conv" or "Gemm" && use.Node.Input.Count > 2 && graph.GetInitializer(use.Node.Input[2]) is { } bias
+            && bias.DataType == (int)TensorProto.Types.DataType.Float && bias.Dims.Count == 1
+            && activations.TryGetValue(use.Node.Input[0], out var x))
+        {
+            var b = context.Model.ToTorch(bias);
+            var biasScale = scales * x.Scale;
+            var bq = (b / biasScale).round().clamp(int.MinValue, int.MaxValue).to_type(ScalarType.Int32);
+            var biasName = bias.Name;
+            use.Node.Input[2] = qdq.Dequantize(biasName, bq, biasScale.to_type(ScalarType.Float32), zeros_like(bq), axis is null ? null : 0);
+            RemoveIfUnused(graph, biasName);
+        }
+
+        RemoveIfUnused(graph, weightName);
+    }
+
+    private static void RemoveIfUnused(OnnxGraph graph, string initializer)
+    {
+        if (graph.GetConsumers(initializer).Count == 0 && !graph.IsGraphOutput(initializer))
+        {
+            graph.RemoveInitializer(initializer);
+        }
+    }
+}

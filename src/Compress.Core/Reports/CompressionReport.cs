@@ -1,0 +1,28 @@
+using Compress.Core.Evaluation;
+
+namespace Compress.Core.Reports;
+
+/// <summary>What `compress run` did and measured. Written as JSON (for tools) and Markdown (for people).</summary>
+public sealed record CompressionReport(
+    string Model,
+    string Output,
+    string Spec,
+    IReadOnlyList<string> Steps,
+    SizeFigures Size,
+    IReadOnlyList<LayerFigures> Layers,
+    ComparisonMetrics? Metrics,
+    IReadOnlyList<ConstraintResult> Constraints,
+    LatencyFigures? Latency,
+    IReadOnlyList<string> Notes);
+
+public sealed record SizeFigures(long OriginalBytes, long CompressedBytes, long OriginalParameters, double Ratio, double OverallSparsity);
+
+public sealed record LayerFigures(string Weight, string Node, string OpType, long Parameters, double Sparsity, int Bits, string Format, double RelativeError);
+
+public sealed record ConstraintResult(string Name, double Limit, double Measured, bool Met);
+
+/// <summary>Median milliseconds of one run, one thread, at batch 1 and batch N.</summary>
+public sealed record LatencyFigures(int BatchN, double OriginalBatch1Ms, double CompressedBatch1Ms, double OriginalBatchNMs, double CompressedBatchNMs)
+{
+    public bool CompressedIsSlower => CompressedBatch1Ms > OriginalBatch1Ms * 1.05 || CompressedBatchNMs > OriginalBatchNMs * 1.05;
+}
