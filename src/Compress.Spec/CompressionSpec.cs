@@ -97,6 +97,12 @@ namespace Compress.Spec
 
         public double Percentile { get; set; } = 99.999;
 
+        /// <summary>
+        /// Activations whose own quantization SQNR on the calibration data falls below this (dB) stay float32;
+        /// null quantizes every selected activation.
+        /// </summary>
+        public double? MinActivationSqnrDb { get; set; }
+
         public int BlockSize { get; set; } = 32;
 
         public bool Symmetric { get; set; } = true;

@@ -20,7 +20,7 @@ namespace Compress.Spec
             ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric" },
             ["step"] = new[] { "prune", "quantize" },
             ["prune"] = new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "include", "exclude", "opTypes" },
-            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "blockSize", "symmetric", "include", "exclude", "opTypes" },
+            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "blockSize", "symmetric", "include", "exclude", "opTypes" },
             ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minSqnrDb" },
             ["target"] = new[] { "runtime", "executionProvider" },
         };
@@ -250,6 +250,7 @@ namespace Compress.Spec
                     Granularity = Choice(node, "granularity", "quantize.granularity") ?? "channel",
                     Calibration = Choice(node, "calibration", "quantize.calibration") ?? "minmax",
                     Percentile = OptionalNumber(node, "percentile", 90, 100) ?? 99.999,
+                    MinActivationSqnrDb = OptionalNumber(node, "minActivationSqnrDb", 0, 100),
                     Symmetric = node["symmetric"] is JsonNode symmetric ? Boolean(symmetric, "'symmetric'") : true,
                 };
                 step.Activations = Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
@@ -279,9 +280,9 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, node["blockSize"]!, "'blockSize' applies to weight-only quantization ('activations': 'none')");
                 }
 
-                if ((node["calibration"] != null || node["percentile"] != null) && step.Scheme != "static")
+                if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"]) is JsonNode calibrationOnly && step.Scheme != "static")
                 {
-                    throw Error(SpecCodes.Inconsistent, node["calibration"] ?? node["percentile"]!, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
+                    throw Error(SpecCodes.Inconsistent, calibrationOnly, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
                 }
 
                 if (node["percentile"] != null && step.Calibration != "percentile")

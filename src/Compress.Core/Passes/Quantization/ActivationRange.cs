@@ -35,6 +35,27 @@ public sealed class ActivationRange
         Max = max;
     }
 
+    private double _signal;
+    private double _noise;
+
+    /// <summary>SQNR of this tensor alone under its chosen quantization, from <see cref="MeasureError"/>.</summary>
+    public double SqnrDb => _noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise);
+
+    /// <summary>Third pass (optional): the error of fake-quantizing the values with the chosen range.</summary>
+    public void MeasureError(ReadOnlySpan<float> values, float lo, float scale)
+    {
+        double signal = 0, noise = 0;
+        foreach (var v in values)
+        {
+            var q = Math.Clamp(MathF.Round((v - lo) / scale), 0, 255) * scale + lo;
+            signal += (double)v * v;
+            noise += (double)(v - q) * (v - q);
+        }
+
+        _signal += signal;
+        _noise += noise;
+    }
+
     /// <summary>Second pass: histogram over the range fixed by the first.</summary>
     public void Accumulate(ReadOnlySpan<float> values)
     {

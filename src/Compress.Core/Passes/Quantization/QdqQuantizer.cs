@@ -3,7 +3,7 @@ using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
 using Compress.Spec;
-using Microsoft.ML.OnnxRuntime.Tensors;
+using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,17 +27,27 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
     {
         TorchRuntime.EnsureLoaded();
         var model = context.Model;
+        if ((model.GetOpsetVersion("") ?? 1) < 11)
+        {
+            // ONNX Runtime's QDQ fusions produce QLinearConv & co. (opset 10+); older models are raised first.
+            Graph.OpsetUpgrader.RaiseTo(model, 11);
+            context.Notes.Add("ai.onnx opset raised to 11 for the quantized kernels (Clip and Slice rewritten)");
+        }
+
         var graph = model.Graph;
         var nodes = graph.TopologicalOrder()
             .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step)).ToList();
         var weights = WeightSelection.Select(graph, step).ToDictionary(u => u.Node, ReferenceEqualityComparer.Instance);
+        var selected = new HashSet<NodeProto>(nodes, ReferenceEqualityComparer.Instance);
         var candidates = new List<string>();
         var seen = new HashSet<string>();
         foreach (var node in nodes)
         {
             var weightIndex = weights.TryGetValue(node, out var use) ? use.InputIndex : -1;
+            // Inputs always; outputs only when a selected op reads them (an output that feeds float ops only,
+            // such as logits into Softmax, would lose precision for no integer kernel).
             var tensors = node.Input.Where((input, i) => i != weightIndex && !(weightIndex >= 0 && i == 2) && input.Length > 0 && graph.GetInitializer(input) is null)
-                .Concat(node.Output.Where(o => o.Length > 0 && !graph.IsGraphOutput(o) && graph.GetConsumers(o).Count > 0));
+                .Concat(node.Output.Where(o => o.Length > 0 && !graph.IsGraphOutput(o) && graph.GetConsumers(o).Any(selected.Contains)));
             foreach (var t in tensors.Where(seen.Add))
             {
                 candidates.Add(t);
@@ -53,6 +63,22 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             var (lo, hi) = range.Range(step.Calibration, step.Percentile, 256);
             var scale = Math.Max((hi - lo) / 255f, 1e-8f);
             parameters[tensor] = (scale, (int)Math.Clamp(Math.Round(qmin - lo / scale), qmin, qmax));
+        }
+
+        if (step.MinActivationSqnrDb is { } minSqnr)
+        {
+            MeasureSqnr(context, ranges, parameters, qmin);
+            var kept = parameters.Keys.Where(t => ranges[t].SqnrDb < minSqnr).ToList();
+            foreach (var tensor in kept)
+            {
+                parameters.Remove(tensor);
+            }
+
+            if (kept.Count > 0)
+            {
+                context.Notes.Add($"static: {kept.Count} activations kept float32 (own SQNR under {minSqnr} dB): " +
+                    string.Join(", ", kept.Take(8).Select(t => $"{t} ({ranges[t].SqnrDb:0.0} dB)")) + (kept.Count > 8 ? ", …" : ""));
+            }
         }
 
         foreach (var node in nodes.Where(n => PassThrough.Contains(n.OpType)))
@@ -130,13 +156,52 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
     }
 
+    /// <summary>One more pass over the calibration data: each activation's own quantization error.</summary>
+    private static void MeasureSqnr(CompressionContext context, Dictionary<string, ActivationRange> ranges, Dictionary<string, (float Scale, int Zero)> parameters, int qmin)
+    {
+        var names = parameters.Keys.ToList();
+        var graph = context.Model.Graph.Proto;
+        var added = names.Where(t => !context.Model.Graph.IsGraphOutput(t)).Select(t => new ValueInfoProto { Name = t }).ToList();
+        graph.Output.Add(added);
+        try
+        {
+            using var runner = new OrtModelRunner(context.Model);
+            runner.Run(context.Calibration, 64, (_, _, outputs) =>
+            {
+                foreach (var (name, value) in outputs)
+                {
+                    var (scale, zero) = parameters[name];
+                    ranges[name].MeasureError(value.GetTensorDataAsSpan<float>(), (qmin - zero) * scale, scale);
+                }
+            }, names);
+        }
+        finally
+        {
+            foreach (var output in added)
+            {
+                graph.Output.Remove(output);
+            }
+        }
+    }
+
     private void QuantizeWeight(CompressionContext context, QdqNodes qdq, WeightUse use, Dictionary<string, (float Scale, int Zero)> activations)
     {
         var graph = context.Model.Graph;
         using var scope = NewDisposeScope();
         var w = context.Model.ToTorch(use.Weight);
         int? axis = step.Granularity == "channel" ? use.OutputAxis : null;
-        var (q, scales) = WeightQuantization.SymmetricInt8(w, axis);
+
+        // Bias of Conv/Gemm: int32 with scale x_scale·w_scale and zero point 0, as ONNX Runtime's fusions expect.
+        // A channel with near-zero weights would get a scale so small that its bias overflows int32; such weight
+        // scales are raised until the bias fits (with headroom), as ONNX Runtime's own quantizer does.
+        var bias = use.Node.OpType is "Conv" or "Gemm" && use.Node.Input.Count > 2 ? graph.GetInitializer(use.Node.Input[2]) : null;
+        var hasBias = bias is { Dims.Count: 1 } && bias.DataType == (int)TensorProto.Types.DataType.Float && activations.ContainsKey(use.Node.Input[0]);
+        Tensor? b = hasBias ? context.Model.ToTorch(bias!) : null;
+        var x = hasBias ? activations[use.Node.Input[0]] : default;
+        Tensor? minScales = b is null ? null
+            : axis is null ? (b.abs().max() / (x.Scale * (double)int.MaxValue * 0.5)).reshape(1)
+            : b.abs() / (x.Scale * (double)int.MaxValue * 0.5);
+        var (q, scales) = WeightQuantization.SymmetricInt8(w, axis, minScales);
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
         record.Bits = 8;
         record.Format = axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel";
@@ -144,16 +209,12 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var weightName = use.Weight.Name;
         use.Node.Input[use.InputIndex] = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
 
-        // Bias of Conv/Gemm: int32 with scale x_scale·w_scale and zero point 0, as ONNX Runtime's fusions expect.
-        if (use.Node.OpType is "Conv" or "Gemm" && use.Node.Input.Count > 2 && graph.GetInitializer(use.Node.Input[2]) is { } bias
-            && bias.DataType == (int)TensorProto.Types.DataType.Float && bias.Dims.Count == 1
-            && activations.TryGetValue(use.Node.Input[0], out var x))
+        if (b is not null)
         {
-            var b = context.Model.ToTorch(bias);
-            var biasScale = scales * x.Scale;
+            var biasScale = (scales * x.Scale).to_type(ScalarType.Float32);
             var bq = (b / biasScale).round().clamp(int.MinValue, int.MaxValue).to_type(ScalarType.Int32);
-            var biasName = bias.Name;
-            use.Node.Input[2] = qdq.Dequantize(biasName, bq, biasScale.to_type(ScalarType.Float32), zeros_like(bq), axis is null ? null : 0);
+            var biasName = bias!.Name;
+            use.Node.Input[2] = qdq.Dequantize(biasName, bq, biasScale, zeros_like(bq), axis is null ? null : 0);
             RemoveIfUnused(graph, biasName);
         }
 

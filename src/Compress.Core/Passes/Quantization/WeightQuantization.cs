@@ -7,30 +7,33 @@ namespace Compress.Core.Passes.Quantization;
 public static class WeightQuantization
 {
     /// <summary>
-    /// Symmetric int8 along <paramref name="axis"/> (or per tensor when null): scale = max|w| / 127,
-    /// q = clamp(round(w / scale), −127, 127), zero point 0. Returns q (int8), scales (float, one per channel).
+    /// Symmetric int8 along <paramref name="axis"/> (or per tensor when null): scale = max|w| / 127, raised to
+    /// <paramref name="minScales"/> where given, q = clamp(round(w / scale), −127, 127), zero point 0.
+    /// Returns q (int8) and the scales (float, one per channel).
     /// </summary>
-    public static (Tensor Quantized, Tensor Scales) SymmetricInt8(Tensor weight, int? axis)
+    public static (Tensor Quantized, Tensor Scales) SymmetricInt8(Tensor weight, int? axis, Tensor? minScales = null)
     {
-        Tensor amax;
-        Tensor broadcast;
-        if (axis is { } a)
+        var amax = axis is { } a ? weight.transpose(a, 0).reshape(weight.shape[a], -1).abs().amax([1]) : weight.abs().max().reshape(1);
+        var scales = (amax / 127.0).clamp_min(1e-12);
+        if (minScales is not null)
         {
-            var moved = weight.transpose(a, 0).reshape(weight.shape[a], -1);
-            amax = moved.abs().amax([1]);
-            var shape = Enumerable.Repeat(1L, (int)weight.dim()).ToArray();
-            shape[a] = weight.shape[a];
-            broadcast = amax.reshape(shape);
-        }
-        else
-        {
-            amax = weight.abs().max().reshape(1);
-            broadcast = amax;
+            scales = maximum(scales, minScales);
         }
 
-        var scales = (amax / 127.0).clamp_min(1e-12);
-        var q = (weight / (broadcast / 127.0).clamp_min(1e-12)).round().clamp(-127, 127).to_type(ScalarType.Int8);
+        var q = (weight / Broadcast(scales, weight, axis)).round().clamp(-127, 127).to_type(ScalarType.Int8);
         return (q, scales);
+    }
+
+    private static Tensor Broadcast(Tensor scales, Tensor like, int? axis)
+    {
+        if (axis is not { } a)
+        {
+            return scales;
+        }
+
+        var shape = Enumerable.Repeat(1L, (int)like.dim()).ToArray();
+        shape[a] = like.shape[a];
+        return scales.reshape(shape);
     }
 
     public static Tensor Dequantize(Tensor quantized, Tensor scales, int? axis, Tensor? zeroPoints = null)
