@@ -48,6 +48,13 @@ namespace Compress.Spec
 
         private static readonly string[] DefaultOpTypes = { "Conv", "Gemm", "MatMul" };
 
+        /// <summary>Static QDQ also covers the ops ONNX Runtime runs on int8 between them, so quantized regions connect.</summary>
+        private static readonly string[] StaticOpTypes =
+        {
+            "Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Relu",
+            "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+        };
+
         public static CompressionSpec ReadFile(string path)
         {
             string text;
@@ -199,7 +206,9 @@ namespace Compress.Spec
                 StringList(body, "opTypes", step.OpTypes);
                 if (step.OpTypes.Count == 0)
                 {
-                    step.OpTypes.AddRange(step is QuantizeStep q && q.Scheme != "static" && q.Scheme != "fp16" ? new[] { "Gemm", "MatMul" } : DefaultOpTypes);
+                    step.OpTypes.AddRange(step is QuantizeStep q
+                        ? q.Scheme == "static" ? StaticOpTypes : q.Scheme == "fp16" ? DefaultOpTypes : new[] { "Gemm", "MatMul" }
+                        : DefaultOpTypes);
                 }
 
                 return step;

@@ -1,0 +1,114 @@
+using Compress.Core.Diagnostics;
+using Compress.Core.Tests.TestSupport;
+using Compress.Spec;
+
+namespace Compress.Core.Tests.Spec;
+
+/// <summary>Malformed specs: each gives its code at the exact line and column of the offending text.</summary>
+public sealed class SpecReaderTests : TempDirectoryTest
+{
+    public static TheoryData<string, string, int, int, string> Malformed => new()
+    {
+        // spec text (⟨data⟩ is replaced by an existing data file), code, line, column, message fragment
+        { "{\n  \"steps\": [\n    { \"prune\": { \"sparsity\": 0.5 } }\n    { \"quantize\": {} }\n  ]\n}", "CMP0100", 4, 5, "',' or ']' expected" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] } x", "CMP0100", 1, 51, "after the end" },
+        { "{ \"steps\": [], \"steps\": [] }", "CMP0100", 1, 16, "duplicate key 'steps'" },
+        { "", "CMP0100", 1, 1, "unexpected end of file" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": .5 } } ] }", "CMP0100", 1, 39, "unexpected character" },
+        { "{\n  \"stepz\": []\n}", "CMP0101", 2, 3, "did you mean 'steps'" },
+        { "{ \"steps\": [ { \"prune\": {\n    \"sparsty\": 0.5 } } ] }", "CMP0101", 2, 5, "did you mean 'sparsity'" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"0.5\" } } ] }", "CMP0102", 1, 39, "must be a number, not a string" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.5 }, \"quantize\": {} } ] }", "CMP0102", 1, 14, "exactly one key" },
+        { "{ \"steps\": { } }", "CMP0102", 1, 12, "must be an array" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": 1.5 } } ] }", "CMP0103", 1, 39, "between 0 and 0.999" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int3\" } } ] }", "CMP0103", 1, 41, "allowed: int8, int4, fp16" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int4\", \"blockSize\": 48 } } ] }", "CMP0103", 1, 62, "power of two" },
+        { "{ \"steps\": [] }", "CMP0103", 1, 12, "'steps' is empty" },
+        { "{ \"data\": {} }", "CMP0104", 1, 1, "needs 'steps'" },
+        { "{ \"steps\": [ { \"prune\": { \"scope\": \"layer\" } } ] }", "CMP0104", 1, 25, "needs 'sparsity'" },
+        { "{ \"steps\": [ { \"prune\": { \"method\": \"random\", \"sparsity\": 0.5 } } ] }", "CMP0105", 1, 37, "unknown method 'random'" },
+        { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5 } } ] }", "CMP0105", 1, 37, "not available in this version" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"nope.npz\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0106", 1, 38, "data file 'nope.npz' not found" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\" } } ] }", "CMP0107", 1, 16, "needs calibration data" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.3, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 39, "must be 0.5" },
+        { "{ \"data\": { \"evaluation\": { \"path\": \"⟨data⟩\", \"metric\": \"accuracy\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 59, "needs 'labels'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\", \"samples\": 1.5 } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0102", 1, 61, "whole number" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"fp16\", \"calibration\": \"entropy\" } } ] }", "CMP0107", 1, 64, "applies to static quantization" },
+        { "{ \"target\": { \"executionProvider\": \"cuda\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 36, "allowed: cpu" },
+    };
+
+    [Theory]
+    [MemberData(nameof(Malformed))]
+    public void Malformed_specs_are_located(string text, string code, int line, int column, string message)
+    {
+        File.WriteAllBytes(Path.Combine(Dir, "data.npz"), [0]);
+        var path = SpecFiles.Write(Dir, text.Replace("⟨data⟩", "data.npz"));
+        var before = File.ReadAllText(path);
+        var e = Assert.Throws<CompressException>(() => Core.Spec.SpecLoader.Load(path));
+        Assert.Equal(code, e.Diagnostic.Code);
+        Assert.Equal(path, e.Diagnostic.File);
+        Assert.Equal((line, column), (e.Diagnostic.Line, e.Diagnostic.Column));
+        Assert.Contains(message, e.Diagnostic.Message);
+        Assert.StartsWith($"{path}({line},{column}): error {code}: ", e.Diagnostic.ToString());
+        Assert.Equal(before, File.ReadAllText(path));
+    }
+
+    [Fact]
+    public void A_full_spec_reads_with_defaults_and_comments()
+    {
+        File.WriteAllBytes(Path.Combine(Dir, "calib.npz"), [0]);
+        File.WriteAllBytes(Path.Combine(Dir, "val.npz"), [0]);
+        var spec = SpecFiles.Load(Dir, """
+        {
+          // comments are allowed
+          "$schema": "../schemas/compress-spec.schema.json",
+          "data": {
+            "calibration": { "path": "calib.npz", "samples": 256, "seed": 3 },
+            "evaluation": { "path": "val.npz", "labels": "labels" }
+          },
+          "steps": [
+            { "prune": { "sparsity": 0.5, "pattern": "2:4", "exclude": ["fc3", "Conv"] } },
+            { "quantize": { "weights": "int8", "activations": "uint8", "calibration": "percentile", "percentile": 99.9 } },
+            { "quantize": { "weights": "int4" } }
+          ],
+          "constraints": { "maxAccuracyDrop": 0.005, "minAgreement": 0.99 }
+        }
+        """);
+        Assert.Equal(Path.Combine(Dir, "calib.npz"), spec.Calibration!.Path);
+        Assert.Equal((256, 3), (spec.Calibration.Samples, spec.Calibration.Seed));
+        Assert.Equal("accuracy", spec.Evaluation!.Metric);
+        var prune = Assert.IsType<PruneStep>(spec.Steps[0]);
+        Assert.Equal((2, 4, "global"), (prune.N, prune.M, prune.Scope));
+        Assert.Equal(["fc3", "Conv"], prune.Exclude);
+        Assert.Equal(["Conv", "Gemm", "MatMul"], prune.OpTypes);
+        var q = Assert.IsType<QuantizeStep>(spec.Steps[1]);
+        Assert.Equal(("static", "percentile", 99.9), (q.Scheme, q.Calibration, q.Percentile));
+        Assert.Contains("Add", q.OpTypes);
+        var int4 = Assert.IsType<QuantizeStep>(spec.Steps[2]);
+        Assert.Equal(("weight-only", 32, true), (int4.Scheme, int4.BlockSize, int4.Symmetric));
+        Assert.Equal(0.005, spec.Constraints.MaxAccuracyDrop);
+        Assert.Equal((10, 7), (spec.Steps[1].Line, spec.Steps[1].Column));
+    }
+
+    [Fact]
+    public void The_json_schema_lists_exactly_the_keys_the_reader_accepts()
+    {
+        using var schema = System.Text.Json.JsonDocument.Parse(File.ReadAllText(Path.Combine(TestData.RepoRoot, "schemas", "compress-spec.schema.json")));
+        var definitions = schema.RootElement.GetProperty("$defs");
+        string[] Properties(System.Text.Json.JsonElement e) => e.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order().ToArray();
+        Assert.Equal(SpecReader.Keys["spec"].Order(), Properties(schema.RootElement));
+        foreach (var (table, definition) in new[] { ("data", "data"), ("data.source", "dataSource"), ("prune", "prune"), ("quantize", "quantize"), ("constraints", "constraints"), ("target", "target") })
+        {
+            Assert.Equal(SpecReader.Keys[table].Order(), Properties(definitions.GetProperty(definition)));
+        }
+
+        foreach (var (choice, values) in SpecReader.Choices)
+        {
+            var (definition, property) = (choice.Split('.')[0], choice.Split('.')[1]);
+            var name = definition == "data" ? "dataSource" : definition;
+            var element = definitions.GetProperty(name).GetProperty("properties").GetProperty(property);
+            var listed = element.GetProperty("enum").EnumerateArray().Select(v => v.GetString()).ToArray();
+            Assert.True(values.All(listed.Contains), $"{choice}: schema lists {string.Join(",", listed)}");
+        }
+    }
+}
