@@ -7,7 +7,8 @@ namespace Compress.Core.Tests.Diagnostics;
 public sealed class DiagnosticCodesTests
 {
     private static IEnumerable<string> Codes() =>
-        typeof(DiagnosticCodes).GetFields(BindingFlags.Public | BindingFlags.Static).Select(f => (string)f.GetValue(null)!);
+        new[] { typeof(DiagnosticCodes), typeof(Compress.Spec.SpecCodes) }
+            .SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.Static)).Select(f => (string)f.GetValue(null)!);
 
     [Fact]
     public void Codes_are_unique_engine_codes_each_with_a_help_page()

@@ -17,22 +17,14 @@ public sealed class ActivationRange
 
     public void Observe(ReadOnlySpan<float> values)
     {
-        float min = Min, max = Max;
-        foreach (var v in values)
+        if (values.IsEmpty)
         {
-            if (v < min)
-            {
-                min = v;
-            }
-
-            if (v > max)
-            {
-                max = v;
-            }
+            return;
         }
 
-        Min = min;
-        Max = max;
+        // Vectorised: calibration must cost little more than the forward passes themselves.
+        Min = Math.Min(Min, System.Numerics.Tensors.TensorPrimitives.Min(values));
+        Max = Math.Max(Max, System.Numerics.Tensors.TensorPrimitives.Max(values));
     }
 
     private double _signal;
@@ -163,8 +155,9 @@ public sealed class ActivationRange
     private (float Lo, float Hi) EntropyRange(float lo, float hi, float width, int levels)
     {
         var zeroBin = Math.Clamp((int)(-lo / width), 0, Bins - 1);
-        var positive = Histogram!.Skip(zeroBin).ToArray();
-        var negative = Histogram.Take(zeroBin).Reverse().ToArray();
+        var histogram = Histogram!;
+        var positive = histogram.Skip(zeroBin).ToArray();
+        var negative = histogram.Take(zeroBin).Reverse().ToArray();
         var side = positive.Sum() >= negative.Sum() ? positive : negative;
         side[0] = 0; // the bin holding 0 is exact at any threshold (ReLU zeros, image background): it must not pull the threshold down
         var half = negative.Sum() == 0 || positive.Sum() == 0 ? levels - 1 : Math.Max(levels / 2, 2); // one-sided data uses every level

@@ -37,7 +37,12 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var graph = model.Graph;
         var nodes = graph.TopologicalOrder()
             .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step)).ToList();
-        var weights = WeightSelection.Select(graph, step).ToDictionary(u => u.Node, ReferenceEqualityComparer.Instance);
+        var weights = new Dictionary<NodeProto, WeightUse>(ReferenceEqualityComparer.Instance);
+        foreach (var use in WeightSelection.Select(graph, step))
+        {
+            weights[use.Node] = use;
+        }
+
         var selected = new HashSet<NodeProto>(nodes, ReferenceEqualityComparer.Instance);
         var candidates = new List<string>();
         var seen = new HashSet<string>();
