@@ -1,16 +1,18 @@
-// A tour of Compress.Core's model I/O on real data: build a nearest-centroid Fashion-MNIST classifier as an
-// ONNX graph (logits = x·Cᵀ − ½‖c‖², weights computed from the 60,000 training images), write it with
-// external data, read it back, inspect it, and run it in ONNX Runtime on the 10,000 test images.
-// The compressing sample (a <CompressModel> item in the project file) replaces this once `compress run`
-// and the MSBuild task land.
+// A tour of Compress.Core on real data: build a nearest-centroid Fashion-MNIST classifier as an ONNX graph
+// (logits = x·Cᵀ − ½‖c‖², weights computed from the 60,000 training images), write it with external data,
+// read it back, inspect it, compress it to int8 with a spec (calibrated on 512 training images, checked on the
+// 10,000 test images), and run the compressed model in ONNX Runtime. The MSBuild task will do the compression
+// step inside `dotnet build` from a <CompressModel> item.
+using Compress.Core;
 using Compress.Core.Inspection;
+using Compress.Core.Spec;
 using Compress.Core.Onnx;
 using Compress.Core.Data;
 using Microsoft.ML.OnnxRuntime;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
-var train = FashionMnist.Images("train-images-idx3-ubyte.gz", out var trainCount);
-var trainLabels = FashionMnist.Labels("train-labels-idx1-ubyte.gz");
+var train = FashionMnist.Images(FashionMnist.TrainImages, out var trainCount);
+var trainLabels = FashionMnist.Labels(FashionMnist.TrainLabels);
 var centroids = new float[10 * 784];
 var counts = new int[10];
 for (var i = 0; i < trainCount; i++)
@@ -34,10 +36,10 @@ for (var c = 0; c < 10; c++)
 }
 
 var model = new GraphBuilder("fashion_centroids")
-    .Input("pixels", DataType.Float, "batch", 784)
+    .Input("input", DataType.Float, "batch", 784)
     .Initializer("centroids", centroids, 10, 784)
     .Initializer("bias", bias, 10)
-    .Node("Gemm", ["pixels", "centroids", "bias"], ["logits"], "classifier", "", OnnxAttribute.Int("transB", 1))
+    .Node("Gemm", ["input", "centroids", "bias"], ["logits"], "classifier", "", OnnxAttribute.Int("transB", 1))
     .Output("logits", DataType.Float, "batch", 10)
     .Build();
 
@@ -49,11 +51,29 @@ var inspection = ModelInspector.Inspect(reloaded);
 Console.WriteLine($"wrote {path} ({inspection.FileBytes} bytes) + {inspection.ExternalDataFiles[0].Location} ({inspection.ExternalDataFiles[0].Bytes} bytes)");
 Console.WriteLine($"operators: {string.Join(", ", inspection.Operators.Select(o => $"{o.OpType}×{o.Count}"))}; parameters: {inspection.Totals.Parameters:N0}");
 
-var test = FashionMnist.Images("t10k-images-idx3-ubyte.gz", out var testCount);
-var testLabels = FashionMnist.Labels("t10k-labels-idx1-ubyte.gz");
-using var session = new InferenceSession(path);
+FashionMnist.WriteNpz(Path.Combine(folder, "calib.npz"), test: false, [784], 2048);
+FashionMnist.WriteNpz(Path.Combine(folder, "test.npz"), test: true, [784]);
+var specPath = Path.Combine(folder, "fashion_centroids.compress.json");
+File.WriteAllText(specPath, """
+    {
+      "data": {
+        "calibration": { "path": "calib.npz", "samples": 512 },
+        "evaluation": { "path": "test.npz", "labels": "labels" }
+      },
+      "steps": [ { "quantize": { "weights": "int8", "activations": "uint8" } } ],
+      "constraints": { "maxAccuracyDrop": 0.01 }
+    }
+    """);
+var compressedPath = Path.Combine(folder, "fashion_centroids.int8.onnx");
+var report = CompressionPipeline.Run(path, SpecLoader.Load(specPath), compressedPath, message => Console.WriteLine($"  {message}"));
+Console.WriteLine($"compressed: {report.Size.OriginalBytes} -> {report.Size.CompressedBytes} bytes ({report.Size.Ratio:0.000}x), " +
+    $"accuracy {report.Metrics!.OriginalAccuracy:P2} -> {report.Metrics.CompressedAccuracy:P2}");
+
+var test = FashionMnist.Images(FashionMnist.TestImages, out var testCount);
+var testLabels = FashionMnist.Labels(FashionMnist.TestLabels);
+using var session = new InferenceSession(compressedPath);
 using var input = OrtValue.CreateTensorValueFromMemory(test, [testCount, 784]);
-using var results = session.Run(new RunOptions(), ["pixels"], [input], ["logits"]);
+using var results = session.Run(new RunOptions(), ["input"], [input], ["logits"]);
 var logits = results[0].GetTensorDataAsSpan<float>();
 var correct = 0;
 for (var i = 0; i < testCount; i++)
@@ -71,4 +91,4 @@ for (var i = 0; i < testCount; i++)
     correct += best == testLabels[i] ? 1 : 0;
 }
 
-Console.WriteLine($"Fashion-MNIST test accuracy (ONNX Runtime, {testCount} images): {correct / (double)testCount:P2}");
+Console.WriteLine($"Fashion-MNIST test accuracy of the int8 model (ONNX Runtime, {testCount} images): {correct / (double)testCount:P2}");
