@@ -3,6 +3,7 @@
 // MLP 784-300-100-10 and a small CNN; fixed seeds. Accuracies are measured on the 10,000 test images in
 // TorchSharp and again in ONNX Runtime on the exported file.
 using Compress.Core.Data;
+using Compress.Core.Evaluation;
 using Compress.Core.Torch;
 using Microsoft.ML.OnnxRuntime;
 using ModelFactory;
@@ -77,19 +78,6 @@ void Train(string name, Layer[] layers, long[] sampleShape, int epochs, object[]
     using var session = new InferenceSession(path);
     using var input = OrtValue.CreateTensorValueFromMemory(testX, [testCount, .. sampleShape]);
     using var results = session.Run(new RunOptions(), ["input"], [input], ["logits"]);
-    var logits = results[0].GetTensorDataAsSpan<float>();
-    var correct = 0;
-    for (var i = 0; i < testCount; i++)
-    {
-        var row = logits.Slice(i * 10, 10);
-        var best = 0;
-        for (var c = 1; c < 10; c++)
-        {
-            best = row[c] > row[best] ? c : best;
-        }
-
-        correct += best == testY[i] ? 1 : 0;
-    }
-
-    Console.WriteLine($"{name}: TorchSharp test accuracy {torchAccuracy:0.0000}, ONNX Runtime {correct / (double)testCount:0.0000}, {new FileInfo(path).Length} bytes -> {path}");
+    var onnxAccuracy = Classification.Accuracy(results[0].GetTensorDataAsSpan<float>(), testY, 10);
+    Console.WriteLine($"{name}: TorchSharp test accuracy {torchAccuracy:0.0000}, ONNX Runtime {onnxAccuracy:0.0000}, {new FileInfo(path).Length} bytes -> {path}");
 }

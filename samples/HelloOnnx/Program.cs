@@ -8,6 +8,7 @@ using Compress.Core.Inspection;
 using Compress.Core.Spec;
 using Compress.Core.Onnx;
 using Compress.Core.Data;
+using Compress.Core.Evaluation;
 using Microsoft.ML.OnnxRuntime;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -74,21 +75,5 @@ var testLabels = FashionMnist.Labels(FashionMnist.TestLabels);
 using var session = new InferenceSession(compressedPath);
 using var input = OrtValue.CreateTensorValueFromMemory(test, [testCount, 784]);
 using var results = session.Run(new RunOptions(), ["input"], [input], ["logits"]);
-var logits = results[0].GetTensorDataAsSpan<float>();
-var correct = 0;
-for (var i = 0; i < testCount; i++)
-{
-    var row = logits.Slice(i * 10, 10);
-    var best = 0;
-    for (var c = 1; c < 10; c++)
-    {
-        if (row[c] > row[best])
-        {
-            best = c;
-        }
-    }
-
-    correct += best == testLabels[i] ? 1 : 0;
-}
-
-Console.WriteLine($"Fashion-MNIST test accuracy of the int8 model (ONNX Runtime, {testCount} images): {correct / (double)testCount:P2}");
+var accuracy = Classification.Accuracy(results[0].GetTensorDataAsSpan<float>(), testLabels, 10);
+Console.WriteLine($"Fashion-MNIST test accuracy of the int8 model (ONNX Runtime, {testCount} images): {accuracy:P2}");

@@ -44,8 +44,8 @@ public static class ModelComparison
             perSample = Math.Max(1, y.Length / classes / count);
             for (var row = 0; row + classes <= y.Length; row += classes)
             {
-                var p = ArgMax(y.Slice(row, classes));
-                var q = ArgMax(z.Slice(row, classes));
+                var p = Classification.ArgMax(y.Slice(row, classes));
+                var q = Classification.ArgMax(z.Slice(row, classes));
                 predictions++;
                 agree += p == q ? 1 : 0;
                 if (data.Labels is not null && perSample == 1)
@@ -72,16 +72,5 @@ public static class ModelComparison
             predictions == 0 ? 1 : agree / (double)predictions,
             predictions,
             noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(signal / noise));
-    }
-
-    private static int ArgMax(ReadOnlySpan<float> row)
-    {
-        var best = 0;
-        for (var c = 1; c < row.Length; c++)
-        {
-            best = row[c] > row[best] ? c : best;
-        }
-
-        return best;
     }
 }

@@ -60,6 +60,15 @@ public static class WeightSelection
         return uses;
     }
 
+    /// <summary>MatMul, or Gemm computing plain A·B (+C): no transA, alpha = beta = 1 — what MatMul-style kernels can replace.</summary>
+    public static bool IsPlainMatMul(NodeProto node) =>
+        node.OpType == "MatMul"
+        || (node.OpType == "Gemm" && IntAttribute(node, "transA", 0) == 0 && FloatAttribute(node, "alpha", 1f) == 1f && FloatAttribute(node, "beta", 1f) == 1f);
+
+    private static long IntAttribute(NodeProto node, string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
+
+    private static float FloatAttribute(NodeProto node, string name, float fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : fallback;
+
     /// <summary>Whether a node is selected by the step's include/exclude lists (for passes that select nodes, not weights).</summary>
     public static bool Matches(NodeProto node, SpecStep step)
     {

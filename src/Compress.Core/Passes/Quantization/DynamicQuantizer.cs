@@ -25,7 +25,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
         foreach (var use in uses)
         {
             var node = use.Node;
-            if (node.OpType == "Gemm" && (Attribute(node, "transA") != 0 || AttributeF(node, "alpha") != 1f || AttributeF(node, "beta") != 1f))
+            if (!WeightSelection.IsPlainMatMul(node))
             {
                 context.Notes.Add($"dynamic: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
                 continue;
@@ -72,8 +72,4 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
         context.Model.RequireOpset("com.microsoft", 1);
         context.Progress($"quantize: dynamic int8 on {converted} MatMul/Gemm nodes");
     }
-
-    internal static long Attribute(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? 0;
-
-    internal static float AttributeF(NodeProto node, string name) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : 1f;
 }

@@ -27,7 +27,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
         {
             var node = use.Node;
-            if (node.OpType == "Gemm" && (DynamicQuantizer.Attribute(node, "transA") != 0 || DynamicQuantizer.AttributeF(node, "alpha") != 1f || DynamicQuantizer.AttributeF(node, "beta") != 1f))
+            if (!WeightSelection.IsPlainMatMul(node))
             {
                 context.Notes.Add($"weight-only: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
                 continue;
