@@ -103,6 +103,9 @@ namespace Compress.Spec
         /// </summary>
         public double? MinActivationSqnrDb { get; set; }
 
+        /// <summary>Empirical bias correction of quantized Conv/Gemm layers against the float model (static only).</summary>
+        public bool BiasCorrection { get; set; }
+
         public int BlockSize { get; set; } = 32;
 
         public bool Symmetric { get; set; } = true;

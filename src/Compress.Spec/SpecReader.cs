@@ -20,7 +20,7 @@ namespace Compress.Spec
             ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric" },
             ["step"] = new[] { "prune", "quantize" },
             ["prune"] = new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "include", "exclude", "opTypes" },
-            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "blockSize", "symmetric", "include", "exclude", "opTypes" },
+            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "blockSize", "symmetric", "include", "exclude", "opTypes" },
             ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minSqnrDb" },
             ["target"] = new[] { "runtime", "executionProvider" },
         };
@@ -261,6 +261,7 @@ namespace Compress.Spec
                     Percentile = OptionalNumber(node, "percentile", 90, 100) ?? 99.999,
                     MinActivationSqnrDb = OptionalNumber(node, "minActivationSqnrDb", 0, 100),
                     Symmetric = node["symmetric"] is JsonNode symmetric ? Boolean(symmetric, "'symmetric'") : true,
+                    BiasCorrection = node["biasCorrection"] is JsonNode correction && Boolean(correction, "'biasCorrection'"),
                 };
                 step.Activations = Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
                 if (node["blockSize"] is JsonNode block)
@@ -289,7 +290,7 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, node["blockSize"]!, "'blockSize' applies to weight-only quantization ('activations': 'none')");
                 }
 
-                if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"]) is JsonNode calibrationOnly && step.Scheme != "static")
+                if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"] ?? node["biasCorrection"]) is JsonNode calibrationOnly && step.Scheme != "static")
                 {
                     throw Error(SpecCodes.Inconsistent, calibrationOnly, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
                 }

@@ -29,6 +29,13 @@ public sealed class FashionCompressionTests(ITestOutputHelper output) : TempDire
     }
 
     [Fact]
+    public void Bias_correction_keeps_the_cnn_within_bounds()
+    {
+        var report = Compress("cnn", """{ "quantize": { "weights": "int8", "activations": "int8", "calibration": "entropy", "biasCorrection": true } }""");
+        AssertDrop(report, 0.005);
+    }
+
+    [Fact]
     public void Int4_weight_only_block_32_on_the_mlp()
     {
         var report = Compress("mlp", """{ "quantize": { "weights": "int4", "blockSize": 32 } }""");

@@ -26,8 +26,8 @@ internal sealed class QdqNodes
 
     public string Domain { get; }
 
-    /// <summary>A Q→DQ pair on activation <paramref name="tensor"/>, placed after its producer; readers move to the DQ output.</summary>
-    public void InsertPair(string tensor, float scale, int zeroPoint, bool unsigned)
+    /// <summary>A Q→DQ pair on activation <paramref name="tensor"/>, placed after its producer; readers move to the DQ output (returned).</summary>
+    public string InsertPair(string tensor, float scale, int zeroPoint, bool unsigned)
     {
         var graph = _model.Graph;
         var scaleName = graph.AddInitializer(OnnxTensors.Scalar(graph.UniqueName(tensor + "_scale"), scale)).Name;
@@ -48,19 +48,21 @@ internal sealed class QdqNodes
         }
 
         graph.RedirectConsumers(tensor, dequantized, except: q, graphOutputs: false);
+        return dequantized;
     }
 
-    /// <summary>A DequantizeLinear of constant integer data (weights or biases); returns its output name.</summary>
-    public string Dequantize(string baseName, Tensor quantized, Tensor scales, Tensor zeroPoints, int? axis)
+    /// <summary>A DequantizeLinear of constant integer data (weights or biases); returns its output and the integer initializer.</summary>
+    public (string Output, TensorProto Quantized) Dequantize(string baseName, Tensor quantized, Tensor scales, Tensor zeroPoints, int? axis)
     {
         var graph = _model.Graph;
         var perTensor = axis is null;
-        var q = graph.AddInitializer(quantized.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
+        var quantizedTensor = graph.AddInitializer(quantized.ToOnnx(graph.UniqueName(baseName + "_quantized")));
+        var q = quantizedTensor.Name;
         var s = graph.AddInitializer((perTensor ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
         var z = graph.AddInitializer((perTensor ? zeroPoints.reshape([]) : zeroPoints).ToOnnx(graph.UniqueName(baseName + "_zero_point"))).Name;
         var output = graph.UniqueName(baseName + "_dequantized");
         graph.Prepend(Node("DequantizeLinear", [q, s, z], output, axis));
-        return output;
+        return (output, quantizedTensor);
     }
 
     private NodeProto Node(string op, string[] inputs, string output, int? axis)

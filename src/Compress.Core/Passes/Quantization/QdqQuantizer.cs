@@ -94,16 +94,33 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             }
         }
 
+        var layerOutputs = weights.Values.Select(u => u.Node.Output[0]).ToList();
+        var floatMeans = step.BiasCorrection ? BiasCorrection.ChannelMeans(model, context.Calibration, layerOutputs) : null;
         var qdq = new QdqNodes(model);
-        foreach (var use in weights.Values)
+        var biases = new List<CorrectableBias>();
+        foreach (var use in nodes.Where(weights.ContainsKey).Select(n => weights[n]))
         {
-            QuantizeWeight(context, qdq, use, parameters);
+            if (QuantizeWeight(context, qdq, use, parameters) is { } bias)
+            {
+                biases.Add(bias);
+            }
         }
 
+        var dequantized = new Dictionary<string, string>();
         foreach (var tensor in candidates.Where(parameters.ContainsKey))
         {
             var (scale, zero) = parameters[tensor];
-            qdq.InsertPair(tensor, scale, zero, unsigned);
+            dequantized[tensor] = qdq.InsertPair(tensor, scale, zero, unsigned);
+        }
+
+        if (floatMeans is not null)
+        {
+            foreach (var bias in biases)
+            {
+                bias.Observed = dequantized.GetValueOrDefault(bias.FloatOutput, bias.FloatOutput);
+            }
+
+            BiasCorrection.Apply(context, biases, floatMeans);
         }
 
         context.Progress($"quantize: static {step.Activations} activations ({step.Calibration}), {weights.Count} int8 weights, {parameters.Count} activation tensors");
@@ -189,7 +206,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
     }
 
-    private void QuantizeWeight(CompressionContext context, QdqNodes qdq, WeightUse use, Dictionary<string, (float Scale, int Zero)> activations)
+    private CorrectableBias? QuantizeWeight(CompressionContext context, QdqNodes qdq, WeightUse use, Dictionary<string, (float Scale, int Zero)> activations)
     {
         var graph = context.Model.Graph;
         using var scope = NewDisposeScope();
@@ -212,18 +229,22 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         record.Format = axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel";
         record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
         var weightName = use.Weight.Name;
-        use.Node.Input[use.InputIndex] = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
+        use.Node.Input[use.InputIndex] = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis).Output;
 
         if (b is not null)
         {
             var biasScale = (scales * x.Scale).to_type(ScalarType.Float32);
             var bq = (b / biasScale).round().clamp(int.MinValue, int.MaxValue).to_type(ScalarType.Int32);
             var biasName = bias!.Name;
-            use.Node.Input[2] = qdq.Dequantize(biasName, bq, biasScale, zeros_like(bq), axis is null ? null : 0);
+            var (output, quantizedBias) = qdq.Dequantize(biasName, bq, biasScale, zeros_like(bq), axis is null ? null : 0);
+            use.Node.Input[2] = output;
             RemoveIfUnused(graph, biasName);
+            RemoveIfUnused(graph, weightName);
+            return new CorrectableBias(use.Node, use.Node.Output[0], quantizedBias, biasScale.data<float>().ToArray());
         }
 
         RemoveIfUnused(graph, weightName);
+        return null;
     }
 
     private static void RemoveIfUnused(OnnxGraph graph, string initializer)
