@@ -51,19 +51,19 @@ public static class CompressionPipeline
         CheckLoads(working, outputPath);
         ComparisonMetrics? metrics = null;
         var evaluation = spec.Evaluation ?? spec.Calibration;
-        if (evaluation is not null)
+        var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original, spec.File);
+        if (data is not null)
         {
-            progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
-            var data = CalibrationSet.Load(evaluation, original, spec.File);
+            progress($"validate: original vs compressed on {Path.GetFileName(data.Source)}");
             metrics = ModelComparison.Compare(original, working, data);
         }
 
         var constraints = Check(spec, metrics, context, outputPath);
         LatencyFigures? latency = null;
-        if (measureLatency && evaluation is not null)
+        if (measureLatency && data is not null)
         {
             progress("latency: batch 1 and batch N, one thread");
-            latency = MeasureLatency(original, working, CalibrationSet.Load(evaluation, original, spec.File));
+            latency = MeasureLatency(original, working, data);
         }
 
         working.Save(outputPath);

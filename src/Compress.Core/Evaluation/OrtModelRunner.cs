@@ -42,6 +42,28 @@ public sealed class OrtModelRunner : IDisposable
 
     public IReadOnlyList<string> OutputNames { get; }
 
+    /// <summary>
+    /// A runner whose model also outputs the intermediate <paramref name="tensors"/> (for calibration and
+    /// measurement). The model itself is left as it was.
+    /// </summary>
+    public static OrtModelRunner Exposing(OnnxModel model, IEnumerable<string> tensors)
+    {
+        var graph = model.Graph.Proto;
+        var added = tensors.Where(t => !model.Graph.IsGraphOutput(t)).Distinct().Select(t => new Onnx.Proto.ValueInfoProto { Name = t }).ToList();
+        graph.Output.Add(added);
+        try
+        {
+            return new OrtModelRunner(model);
+        }
+        finally
+        {
+            foreach (var output in added)
+            {
+                graph.Output.Remove(output);
+            }
+        }
+    }
+
     /// <summary>Largest batch the model accepts on every input (1 when the first dimension is fixed to 1).</summary>
     public int MaxBatch(int wanted) =>
         _session.InputMetadata.Values.Any(m => m.Dimensions.Length > 0 && m.Dimensions[0] > 0) ? Math.Max(1, _session.InputMetadata.Values.Min(m => m.Dimensions[0])) : wanted;

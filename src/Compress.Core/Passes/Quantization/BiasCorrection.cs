@@ -25,22 +25,7 @@ internal static class BiasCorrection
     /// <summary>Per-channel means (axis 1, or the only axis) of the given tensors over the data.</summary>
     public static Dictionary<string, double[]> ChannelMeans(OnnxModel model, CalibrationSet data, IReadOnlyList<string> tensors)
     {
-        var graph = model.Graph.Proto;
-        var added = tensors.Where(t => !model.Graph.IsGraphOutput(t)).Select(t => new ValueInfoProto { Name = t }).ToList();
-        graph.Output.Add(added);
-        OrtModelRunner runner;
-        try
-        {
-            runner = new OrtModelRunner(model);
-        }
-        finally
-        {
-            foreach (var output in added)
-            {
-                graph.Output.Remove(output);
-            }
-        }
-
+        var runner = OrtModelRunner.Exposing(model, tensors);
         var sums = new Dictionary<string, double[]>();
         var counts = new Dictionary<string, long>();
         using (runner)

@@ -128,22 +128,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 
     private Dictionary<string, ActivationRange> Calibrate(CompressionContext context, List<string> tensors)
     {
-        var graph = context.Model.Graph.Proto;
-        var added = tensors.Where(t => !context.Model.Graph.IsGraphOutput(t)).Select(t => new ValueInfoProto { Name = t }).ToList();
-        graph.Output.Add(added);
-        OrtModelRunner runner;
-        try
-        {
-            runner = new OrtModelRunner(context.Model);
-        }
-        finally
-        {
-            foreach (var output in added)
-            {
-                graph.Output.Remove(output);
-            }
-        }
-
+        var runner = OrtModelRunner.Exposing(context.Model, tensors);
         using (runner)
         {
             var ranges = new Dictionary<string, ActivationRange>();
@@ -182,28 +167,15 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
     private static void MeasureSqnr(CompressionContext context, Dictionary<string, ActivationRange> ranges, Dictionary<string, (float Scale, int Zero)> parameters, int qmin)
     {
         var names = parameters.Keys.ToList();
-        var graph = context.Model.Graph.Proto;
-        var added = names.Where(t => !context.Model.Graph.IsGraphOutput(t)).Select(t => new ValueInfoProto { Name = t }).ToList();
-        graph.Output.Add(added);
-        try
+        using var runner = OrtModelRunner.Exposing(context.Model, names);
+        runner.Run(context.Calibration, 64, (_, _, outputs) =>
         {
-            using var runner = new OrtModelRunner(context.Model);
-            runner.Run(context.Calibration, 64, (_, _, outputs) =>
+            foreach (var (name, value) in outputs)
             {
-                foreach (var (name, value) in outputs)
-                {
-                    var (scale, zero) = parameters[name];
-                    ranges[name].MeasureError(value.GetTensorDataAsSpan<float>(), (qmin - zero) * scale, scale);
-                }
-            }, names);
-        }
-        finally
-        {
-            foreach (var output in added)
-            {
-                graph.Output.Remove(output);
+                var (scale, zero) = parameters[name];
+                ranges[name].MeasureError(value.GetTensorDataAsSpan<float>(), (qmin - zero) * scale, scale);
             }
-        }
+        }, names);
     }
 
     private CorrectableBias? QuantizeWeight(CompressionContext context, QdqNodes qdq, WeightUse use, Dictionary<string, (float Scale, int Zero)> activations)
