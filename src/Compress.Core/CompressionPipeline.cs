@@ -35,6 +35,12 @@ public static class CompressionPipeline
             context.Notes.Add($"{moved} Constant-node weights moved to initializers");
         }
 
+        var folded = BatchNormFolding.Apply(working);
+        if (folded > 0)
+        {
+            context.Notes.Add($"{folded} BatchNormalization nodes folded into the preceding Conv");
+        }
+
         foreach (var step in spec.Steps)
         {
             var pass = PassRegistry.Create(step);

@@ -7,15 +7,19 @@ using Google.Protobuf;
 
 namespace Compress.Core.Passes.Quantization;
 
-/// <summary>A quantized bias whose layer output can be measured: what downstream sees, and the float output it stands for.</summary>
-internal sealed record CorrectableBias(NodeProto Node, string FloatOutput, TensorProto QuantizedBias, float[] Scales)
+/// <summary>
+/// The bias of a layer with quantized weights: int32 behind DequantizeLinear (<see cref="Scales"/> given) or still
+/// float32 (its input activation stays float). <see cref="Observed"/> is what downstream sees of the layer's output.
+/// </summary>
+internal sealed record CorrectableBias(NodeProto Node, string FloatOutput, TensorProto Bias, float[]? Scales)
 {
     public string Observed { get; set; } = FloatOutput;
 }
 
 /// <summary>
 /// Empirical bias correction (Nagel et al., 2019): quantization shifts the mean of each output channel; measured on
-/// the calibration data against the float model, the shift is subtracted from the layer's int32 bias. Layers are
+/// the calibration data against the float model, the shift is subtracted from the layer's bias (int32, or float32
+/// where the layer's input stayed float). Layers are
 /// corrected one at a time in graph order, each measured with the corrections before it in place: correcting all
 /// layers from one measurement over-corrects downstream (PP-OCRv4 rec collapsed to 73% agreement that way).
 /// One ONNX Runtime run per layer, so it is opt-in.
@@ -61,14 +65,26 @@ internal static class BiasCorrection
         {
             var quantizedMeans = ChannelMeans(context.Model, context.Calibration, [bias.Observed])[bias.Observed];
             var reference = floatMeans[bias.FloatOutput];
-            var values = MemoryMarshal.Cast<byte, int>(bias.QuantizedBias.RawData.Span).ToArray();
+            if (bias.Scales is null)
+            {
+                var floats = MemoryMarshal.Cast<byte, float>(bias.Bias.RawData.Span).ToArray();
+                for (var c = 0; c < floats.Length && c < reference.Length; c++)
+                {
+                    floats[c] -= (float)(quantizedMeans[c] - reference[c]);
+                }
+
+                bias.Bias.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(floats.AsSpan()));
+                continue;
+            }
+
+            var values = MemoryMarshal.Cast<byte, int>(bias.Bias.RawData.Span).ToArray();
             for (var c = 0; c < values.Length && c < reference.Length; c++)
             {
                 var scale = bias.Scales.Length == 1 ? bias.Scales[0] : bias.Scales[c];
                 values[c] = (int)Math.Clamp(values[c] - Math.Round((quantizedMeans[c] - reference[c]) / scale), int.MinValue, int.MaxValue);
             }
 
-            bias.QuantizedBias.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan()));
+            bias.Bias.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan()));
         }
 
         context.Progress($"bias correction: {biases.Count} layers");

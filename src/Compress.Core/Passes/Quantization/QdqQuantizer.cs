@@ -216,7 +216,11 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         RemoveIfUnused(graph, weightName);
-        return null;
+
+        // The input stays float, so the bias does too; it can still absorb the weights' output-mean shift.
+        return bias is { Dims.Count: 1, HasRawData: true } && bias.DataType == (int)TensorProto.Types.DataType.Float && graph.GetConsumers(bias.Name).Count == 1
+            ? new CorrectableBias(use.Node, use.Node.Output[0], bias, null)
+            : null;
     }
 
     private static void RemoveIfUnused(OnnxGraph graph, string initializer)
