@@ -73,7 +73,7 @@ public static class CompressionPipeline
         }
 
         working.Save(outputPath);
-        var size = new SizeFigures(ModelBytes(modelPath), ModelBytes(outputPath), 0, 0, 0);
+        var size = new SizeFigures(ModelBytes(original), ModelBytes(OnnxModel.Load(outputPath)), 0, 0, 0);
         var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
         var parameters = original.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims));
         var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
@@ -93,11 +93,8 @@ public static class CompressionPipeline
     }
 
     /// <summary>Bytes on disk: the model file plus the external data files it references.</summary>
-    public static long ModelBytes(string path)
-    {
-        var model = OnnxModel.Load(path);
-        return new FileInfo(path).Length + model.ExternalData.Values.Select(r => r.FullPath).Distinct().Sum(f => new FileInfo(f).Length);
-    }
+    public static long ModelBytes(OnnxModel model) =>
+        new FileInfo(model.Path!).Length + model.ExternalData.Values.Select(r => r.FullPath).Distinct().Sum(f => new FileInfo(f).Length);
 
     private static void CheckLoads(OnnxModel model, string outputPath)
     {

@@ -201,6 +201,15 @@ public sealed class OnnxGraph
         Invalidate();
     }
 
+    /// <summary>Removes an initializer when no node reads it and it is not a graph output (after a pass replaced its readers).</summary>
+    public void RemoveInitializerIfUnused(string name)
+    {
+        if (GetInitializer(name) is not null && GetConsumers(name).Count == 0 && !IsGraphOutput(name))
+        {
+            RemoveInitializer(name);
+        }
+    }
+
     /// <summary>A value name not used anywhere in the graph, derived from <paramref name="prefix"/>.</summary>
     public string UniqueName(string prefix)
     {

@@ -77,6 +77,15 @@ public sealed class OnnxModel
         _external.TryGetValue(tensor, out var reference) ? TensorData.Map(reference) : TensorData.FromEmbedded(tensor);
 
     internal void ForgetExternal(TensorProto tensor) => _external.Remove(tensor);
+
+    /// <summary>Gives <paramref name="tensor"/> new values (raw data of <paramref name="values"/>), embedded from now on.</summary>
+    public void ReplaceData(TensorProto tensor, TensorProto values)
+    {
+        tensor.RawData = values.RawData;
+        tensor.ClearDataLocation();
+        tensor.ExternalData.Clear();
+        ForgetExternal(tensor);
+    }
 }
 
 public sealed record OnnxReadOptions

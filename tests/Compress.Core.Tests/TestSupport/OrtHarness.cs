@@ -39,7 +39,7 @@ public static class OrtHarness
         }
 
         var ortValue = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)tensor.DataType, shape);
-        using var data = new OnnxModel(new ModelProto()).OpenTensorData(tensor);
+        using var data = TensorData.FromEmbedded(tensor);
         data.Span.CopyTo(ortValue.GetTensorMutableRawData());
         return ortValue;
     }

@@ -43,11 +43,7 @@ public static class BatchNormFolding
             }
 
             var b = biasTensor is null ? zeros_like(mean) : model.ToTorch(biasTensor);
-            var newWeight = (w * factor.reshape([-1, .. Enumerable.Repeat(1L, (int)w.dim() - 1)])).ToOnnx(weight.Name);
-            weight.RawData = newWeight.RawData;
-            weight.ClearDataLocation();
-            weight.ExternalData.Clear();
-            model.ForgetExternal(weight);
+            model.ReplaceData(weight, (w * factor.reshape([-1, .. Enumerable.Repeat(1L, (int)w.dim() - 1)])).ToOnnx(weight.Name));
             var newBias = ((b - mean) * factor + beta).ToOnnx(biasTensor?.Name ?? graph.UniqueName(conv.Output[0] + "_bias"));
             if (biasTensor is null)
             {
@@ -61,18 +57,15 @@ public static class BatchNormFolding
             }
             else
             {
-                biasTensor.RawData = newBias.RawData;
-                biasTensor.ClearDataLocation();
-                biasTensor.ExternalData.Clear();
-                model.ForgetExternal(biasTensor);
+                model.ReplaceData(biasTensor, newBias);
             }
 
             var parameters = bn.Input.Skip(1).ToList();
             conv.Output[0] = bn.Output[0];
             graph.Remove(bn);
-            foreach (var p in parameters.Where(p => graph.GetConsumers(p).Count == 0))
+            foreach (var p in parameters)
             {
-                graph.RemoveInitializer(p);
+                graph.RemoveInitializerIfUnused(p);
             }
 
             folded++;

@@ -39,11 +39,7 @@ public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
             var record = context.Layer(uses[i].Weight.Name, uses[i].NodeName, uses[i].Node.OpType, weights[i].numel());
             record.Sparsity = 1 - masks[i].to_type(ScalarType.Float64).mean().item<double>();
             record.RelativeError += Quantization.WeightQuantization.RelativeError(weights[i], pruned);
-            var replacement = pruned.ToOnnx(uses[i].Weight.Name);
-            uses[i].Weight.RawData = replacement.RawData;
-            uses[i].Weight.ClearDataLocation();
-            uses[i].Weight.ExternalData.Clear();
-            context.Model.ForgetExternal(uses[i].Weight);
+            context.Model.ReplaceData(uses[i].Weight, pruned.ToOnnx(uses[i].Weight.Name));
         }
 
         var total = weights.Sum(w => w.numel());

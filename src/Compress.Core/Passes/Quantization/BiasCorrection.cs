@@ -29,32 +29,29 @@ internal static class BiasCorrection
     /// <summary>Per-channel means (axis 1, or the only axis) of the given tensors over the data.</summary>
     public static Dictionary<string, double[]> ChannelMeans(OnnxModel model, CalibrationSet data, IReadOnlyList<string> tensors)
     {
-        var runner = OrtModelRunner.Exposing(model, tensors);
+        using var runner = OrtModelRunner.Exposing(model, tensors);
         var sums = new Dictionary<string, double[]>();
         var counts = new Dictionary<string, long>();
-        using (runner)
+        runner.Run(data, 64, (_, _, outputs) =>
         {
-            runner.Run(data, 64, (_, _, outputs) =>
+            foreach (var (name, value) in outputs)
             {
-                foreach (var (name, value) in outputs)
+                var shape = value.GetTensorTypeAndShape().Shape;
+                var channels = shape.Length >= 2 ? (int)shape[1] : 1;
+                var inner = shape.Length > 2 ? (int)shape.Skip(2).Aggregate(1L, (a, b) => a * b) : 1;
+                var values = value.GetTensorDataAsSpan<float>();
+                var sum = sums.TryGetValue(name, out var s) ? s : sums[name] = new double[channels];
+                for (var offset = 0; offset < values.Length; offset += channels * inner)
                 {
-                    var shape = value.GetTensorTypeAndShape().Shape;
-                    var channels = shape.Length >= 2 ? (int)shape[1] : 1;
-                    var inner = shape.Length > 2 ? (int)shape.Skip(2).Aggregate(1L, (a, b) => a * b) : 1;
-                    var values = value.GetTensorDataAsSpan<float>();
-                    var sum = sums.TryGetValue(name, out var s) ? s : sums[name] = new double[channels];
-                    for (var offset = 0; offset < values.Length; offset += channels * inner)
+                    for (var c = 0; c < channels; c++)
                     {
-                        for (var c = 0; c < channels; c++)
-                        {
-                            sum[c] += System.Numerics.Tensors.TensorPrimitives.Sum(values.Slice(offset + c * inner, inner));
-                        }
+                        sum[c] += System.Numerics.Tensors.TensorPrimitives.Sum(values.Slice(offset + c * inner, inner));
                     }
-
-                    counts[name] = counts.GetValueOrDefault(name) + values.Length / channels;
                 }
-            }, tensors);
-        }
+
+                counts[name] = counts.GetValueOrDefault(name) + values.Length / channels;
+            }
+        }, tensors);
 
         return sums.ToDictionary(p => p.Key, p => p.Value.Select(v => v / counts[p.Key]).ToArray());
     }

@@ -61,10 +61,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
 
             var replacement = new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };
             graph.Replace(node, replacement);
-            if (graph.GetConsumers(baseName).Count == 0)
-            {
-                graph.RemoveInitializer(baseName);
-            }
+            graph.RemoveInitializerIfUnused(baseName);
 
             converted++;
         }

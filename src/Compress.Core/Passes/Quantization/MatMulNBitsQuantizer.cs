@@ -91,10 +91,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             }
 
             graph.Replace(node, [.. nodes]);
-            if (graph.GetConsumers(baseName).Count == 0)
-            {
-                graph.RemoveInitializer(baseName);
-            }
+            graph.RemoveInitializerIfUnused(baseName);
 
             converted++;
         }

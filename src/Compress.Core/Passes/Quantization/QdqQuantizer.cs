@@ -128,8 +128,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 
     private Dictionary<string, ActivationRange> Calibrate(CompressionContext context, List<string> tensors)
     {
-        var runner = OrtModelRunner.Exposing(context.Model, tensors);
-        using (runner)
+        using (var runner = OrtModelRunner.Exposing(context.Model, tensors))
         {
             var ranges = new Dictionary<string, ActivationRange>();
             var data = context.Calibration;
@@ -210,24 +209,16 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             var biasName = bias!.Name;
             var (output, quantizedBias) = qdq.Dequantize(biasName, bq, biasScale, zeros_like(bq), axis is null ? null : 0);
             use.Node.Input[2] = output;
-            RemoveIfUnused(graph, biasName);
-            RemoveIfUnused(graph, weightName);
+            graph.RemoveInitializerIfUnused(biasName);
+            graph.RemoveInitializerIfUnused(weightName);
             return new CorrectableBias(use.Node, use.Node.Output[0], quantizedBias, biasScale.data<float>().ToArray());
         }
 
-        RemoveIfUnused(graph, weightName);
+        graph.RemoveInitializerIfUnused(weightName);
 
         // The input stays float, so the bias does too; it can still absorb the weights' output-mean shift.
         return bias is { Dims.Count: 1, HasRawData: true } && bias.DataType == (int)TensorProto.Types.DataType.Float && graph.GetConsumers(bias.Name).Count == 1
             ? new CorrectableBias(use.Node, use.Node.Output[0], bias, null)
             : null;
-    }
-
-    private static void RemoveIfUnused(OnnxGraph graph, string initializer)
-    {
-        if (graph.GetConsumers(initializer).Count == 0 && !graph.IsGraphOutput(initializer))
-        {
-            graph.RemoveInitializer(initializer);
-        }
     }
 }
