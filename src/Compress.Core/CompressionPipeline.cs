@@ -51,7 +51,7 @@ public static class CompressionPipeline
         var sparse = SparseStorage.Apply(working, context.Layers);
         if (sparse > 0)
         {
-            context.Notes.Add($"{sparse} mostly-zero weights stored as sparse initializers");
+            context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
         }
 
         CheckLoads(working, outputPath);

@@ -57,6 +57,9 @@ public sealed class LayerRecord(string weight, string node, string opType, long 
 
     public string Format { get; set; } = "float32";
 
+    /// <summary>The initializer that holds the layer's weight after the passes so far (a quantized copy's name, say).</summary>
+    public string StoredAs { get; set; } = weight;
+
     /// <summary>‖Ŵ − W‖² / ‖W‖² against the original float weights, after every pass so far.</summary>
     public double RelativeError { get; set; }
 

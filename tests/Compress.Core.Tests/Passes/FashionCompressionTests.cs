@@ -83,6 +83,19 @@ public sealed class FashionCompressionTests(ITestOutputHelper output) : TempDire
         AssertDrop(both, 0.01);
         Assert.InRange(both.Size.OverallSparsity, 0.49, 0.51);
         output.WriteLine($"int8 alone {int8.Size.CompressedBytes} B, 50% + int8 {both.Size.CompressedBytes} B");
+        Assert.True(both.Size.CompressedBytes < int8.Size.CompressedBytes, $"pruned + int8 {both.Size.CompressedBytes} B is not smaller than int8 alone {int8.Size.CompressedBytes} B");
+        Assert.Contains(both.Layers, l => l.Format.Contains("bitmask", StringComparison.Ordinal));
+
+        // ONNX Runtime folds the bitmask unpacking at load, so its integer fusions still see constant int8 weights.
+        var optimized = Path.Combine(Dir, "pruned-int8.optimized.onnx");
+        using (var options = new SessionOptions { OptimizedModelFilePath = optimized, GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED })
+        using (new InferenceSession(both.Output, options))
+        {
+        }
+
+        var ops = OnnxModel.Load(optimized).Graph.Nodes.Select(n => n.OpType).ToList();
+        Assert.Contains("QLinearConv", ops);
+        Assert.DoesNotContain("CumSum", ops);
     }
 
     [Theory]

@@ -43,6 +43,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
 
             var baseName = use.Weight.Name;
             var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
+            record.StoredAs = qName;
             var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
             var zName = graph.AddInitializer((axis is null ? zeros(Array.Empty<long>(), ScalarType.Int8) : zeros_like(scales, ScalarType.Int8)).ToOnnx(graph.UniqueName(baseName + "_zero_point"))).Name;
             var inputs = new List<string> { node.Input[0], qName, sName, zName };

@@ -45,6 +45,7 @@ public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
             var name = initializer.Name;
             var halfName = graph.UniqueName(name + "_fp16");
             graph.AddInitializer(half.ToOnnx(halfName));
+            record.StoredAs = halfName;
             var castOutput = graph.UniqueName(name + "_fp32");
             var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(name + "_cast"), Input = { halfName }, Output = { castOutput } };
             cast.Attribute.Add(OnnxAttribute.Int("to", (long)DataType.Float));

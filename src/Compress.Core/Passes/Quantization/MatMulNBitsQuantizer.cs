@@ -67,6 +67,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var baseName = use.Weight.Name;
             var packed = bits == 4 ? PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
             var bName = graph.AddInitializer(packed.contiguous().ToOnnx(graph.UniqueName(baseName + "_nbits"))).Name;
+            record.StoredAs = bName;
             var sName = graph.AddInitializer(scales.reshape(n * blocks).ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
             var inputs = new List<string> { node.Input[0], bName, sName };
             if (!step.Symmetric)

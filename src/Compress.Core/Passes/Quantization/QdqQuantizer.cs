@@ -200,7 +200,9 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         record.Format = axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel";
         record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
         var weightName = use.Weight.Name;
-        use.Node.Input[use.InputIndex] = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis).Output;
+        var (dequantized, stored) = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
+        use.Node.Input[use.InputIndex] = dequantized;
+        record.StoredAs = stored.Name;
 
         if (b is not null)
         {
