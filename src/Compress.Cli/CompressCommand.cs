@@ -16,6 +16,7 @@ public static class CompressCommand
             InspectCommand.Create(stdout),
             RunCommand.Create(stdout, stderr),
             EvalCommand.Create(stdout),
+            BatchCommand.Create(stdout, stderr),
         };
 
         var parse = root.Parse(args);

@@ -2,7 +2,9 @@ using System.CommandLine;
 using System.Globalization;
 using Compress.Core;
 using Compress.Core.Reports;
+using Compress.Core.IO;
 using Compress.Core.Spec;
+using Compress.Spec.Manifest;
 
 namespace Compress.Cli;
 
@@ -15,10 +17,11 @@ internal static class RunCommand
         var spec = new Option<FileInfo>("--spec") { Description = "The compression spec (JSON; schema: schemas/compress-spec.schema.json).", Required = true };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
         var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md for people.", AllowMultipleArgumentsPerToken = true };
+        var manifest = new Option<FileInfo>("--manifest") { Description = "Also write the build manifest (JSON: signature, operators, figures; docs/manifest.md)." };
         var noLatency = new Option<bool>("--no-latency") { Description = "Skip the latency measurement." };
         var command = new Command("run", "Compress a model according to a spec, validate it, and write it with a report.")
         {
-            model, spec, output, report, noLatency,
+            model, spec, output, report, manifest, noLatency,
         };
         command.SetAction(parse =>
         {
@@ -29,6 +32,12 @@ internal static class RunCommand
             foreach (var file in parse.GetValue(report) ?? [])
             {
                 ReportWriter.Write(result, file.FullName);
+            }
+
+            if (parse.GetValue(manifest) is { } manifestFile)
+            {
+                var identity = ManifestIdentity.For(result.Output);
+                AtomicFile.WriteAllText(manifestFile.FullName, ManifestJson.Write(ManifestFactory.Create(result, identity)));
             }
 
             stdout.WriteLine(Summary(result));

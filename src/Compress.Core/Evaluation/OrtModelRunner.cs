@@ -42,6 +42,10 @@ public sealed class OrtModelRunner : IDisposable
 
     public IReadOnlyList<string> OutputNames { get; }
 
+    /// <summary>The element type ONNX Runtime gives an output (<c>float</c>, <c>int8</c>…), or null for a non-tensor.</summary>
+    public string? OutputElementType(string name) =>
+        _session.OutputMetadata.TryGetValue(name, out var meta) && meta.IsTensor ? Compress.Spec.Onnx.OnnxTypeNames.Name((int)meta.ElementDataType) : null;
+
     /// <summary>
     /// A runner whose model also outputs the intermediate <paramref name="tensors"/> (for calibration and
     /// measurement). The model itself is left as it was.

@@ -25,35 +25,7 @@ public static class OnnxElementTypes
     public static long ByteSize(DataType type, long elements) => (elements * BitWidth(type) + 7) / 8;
 
     /// <summary>The lower-case name ONNX uses in type strings, e.g. <c>float</c>, <c>int64</c>, <c>float16</c>.</summary>
-    public static string Name(int type) => (DataType)type switch
-    {
-        DataType.Float => "float",
-        DataType.Uint8 => "uint8",
-        DataType.Int8 => "int8",
-        DataType.Uint16 => "uint16",
-        DataType.Int16 => "int16",
-        DataType.Int32 => "int32",
-        DataType.Int64 => "int64",
-        DataType.String => "string",
-        DataType.Bool => "bool",
-        DataType.Float16 => "float16",
-        DataType.Double => "double",
-        DataType.Uint32 => "uint32",
-        DataType.Uint64 => "uint64",
-        DataType.Complex64 => "complex64",
-        DataType.Complex128 => "complex128",
-        DataType.Bfloat16 => "bfloat16",
-        DataType.Float8E4M3Fn => "float8e4m3fn",
-        DataType.Float8E4M3Fnuz => "float8e4m3fnuz",
-        DataType.Float8E5M2 => "float8e5m2",
-        DataType.Float8E5M2Fnuz => "float8e5m2fnuz",
-        DataType.Uint4 => "uint4",
-        DataType.Int4 => "int4",
-        DataType.Float4E2M1 => "float4e2m1",
-        DataType.Float8E8M0 => "float8e8m0",
-        DataType.Undefined => "undefined",
-        _ => $"type{type}",
-    };
+    public static string Name(int type) => Compress.Spec.Onnx.OnnxTypeNames.Name(type);
 
     /// <summary>A type as ONNX writes it: <c>tensor(float)</c>, <c>seq(tensor(int64))</c>, <c>map(string,tensor(float))</c>.</summary>
     public static string Describe(TypeProto? type) => type?.ValueCase switch

@@ -18,11 +18,7 @@ public static class ReportWriter
     public static void Write(CompressionReport report, string path)
     {
         var text = path.EndsWith(".md", StringComparison.OrdinalIgnoreCase) ? Markdown(report) : JsonSerializer.Serialize(report, Json);
-        var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
-        Directory.CreateDirectory(directory);
-        var temp = path + $".{Environment.ProcessId}.tmp";
-        File.WriteAllText(temp, text);
-        File.Move(temp, path, overwrite: true);
+        IO.AtomicFile.WriteAllText(path, text);
     }
 
     public static string Markdown(CompressionReport r)

@@ -42,8 +42,12 @@ public static partial class TorchRuntime
                 return;
             }
 
-            if (OperatingSystem.IsLinux() && FindNativeDirectory() is { } directory)
+            var directories = NativeDirectories();
+            if (OperatingSystem.IsLinux() && directories.FirstOrDefault(d => File.Exists(Path.Combine(d, LibraryFile))) is { } directory)
             {
+                // libtorch may sit in another folder than LibTorchSharp (each package has its own folder in the NuGet
+                // cache, where the CLI finds them when run from the Compress.Build package): load it first, by path.
+                PreloadDependencies(directories);
                 LoadedFrom = LoadOrPatch(directory);
             }
 
@@ -94,7 +98,6 @@ public static partial class TorchRuntime
             patched = needs.WithWeak(requirement);
             weakened.Add(version);
             var copy = WriteCopy(image, patched);
-            PreloadDependencies(directory);
             (ok, error) = TryLoad(copy);
             if (ok)
             {
@@ -150,13 +153,13 @@ public static partial class TorchRuntime
         return Path.Combine(root, "compress-build");
     }
 
-    /// <summary>The copy lives outside the package folder, so its $ORIGIN run path cannot find libtorch: load it first.</summary>
-    private static void PreloadDependencies(string directory)
+    /// <summary>libtorch's libraries, each from the first folder that has it: LibTorchSharp's run path ($ORIGIN) does not find
+    /// them from a patched copy, nor from the NuGet cache where every package has its own folder.</summary>
+    private static void PreloadDependencies(IReadOnlyList<string> directories)
     {
         foreach (var dependency in new[] { "libc10.so", "libtorch_cpu.so", "libtorch.so" })
         {
-            var path = Path.Combine(directory, dependency);
-            if (File.Exists(path))
+            if (directories.Select(d => Path.Combine(d, dependency)).FirstOrDefault(File.Exists) is { } path)
             {
                 var (ok, error) = TryLoad(path);
                 if (!ok)
@@ -167,7 +170,7 @@ public static partial class TorchRuntime
         }
     }
 
-    private static string? FindNativeDirectory()
+    private static List<string> NativeDirectories()
     {
         var candidates = new List<string>();
         if (AppContext.GetData("NATIVE_DLL_SEARCH_DIRECTORIES") is string searchDirectories)
@@ -177,7 +180,7 @@ public static partial class TorchRuntime
 
         candidates.Add(AppContext.BaseDirectory);
         candidates.Add(Path.Combine(AppContext.BaseDirectory, "runtimes", "linux-x64", "native"));
-        return candidates.FirstOrDefault(d => File.Exists(Path.Combine(d, LibraryFile)));
+        return candidates;
     }
 
     private static Exception Innermost(Exception e) => e.InnerException is null ? e : Innermost(e.InnerException);

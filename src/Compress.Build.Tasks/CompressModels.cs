@@ -1,0 +1,295 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using System.Text;
+using Compress.Spec;
+using Compress.Spec.Manifest;
+using Compress.Spec.Onnx;
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
+
+namespace Compress.Build.Tasks
+{
+    /// <summary>
+    /// Compresses the out-of-date models among <see cref="Models"/> (resolved by <see cref="ResolveCompressModels"/>)
+    /// with one run of the compress CLI, whose canonical diagnostics become build errors at their file, line and
+    /// column. A model is up to date when its artifact, reports and manifest are newer than the model (and its
+    /// external data), the spec, the data files the spec names, and the tool. In a design-time build it only writes
+    /// manifests from a cheap read of each model's signature, and never compresses.
+    /// </summary>
+    public sealed class CompressModels : ToolTask
+    {
+        [Required]
+        public ITaskItem[] Models { get; set; } = Array.Empty<ITaskItem>();
+
+        [Required]
+        public string ProjectFile { get; set; } = "";
+
+        /// <summary>compress.dll (run with <see cref="DotNetHost"/>) or an executable.</summary>
+        [Required]
+        public string CompressToolPath { get; set; } = "";
+
+        /// <summary>The dotnet host that runs compress.dll (MSBuild's own by default).</summary>
+        public string? DotNetHost { get; set; }
+
+        /// <summary>Folders where the CLI's packages are found (the NuGet package root): passed as --additionalprobingpath.</summary>
+        public string[] ProbingPaths { get; set; } = Array.Empty<string>();
+
+        /// <summary>Files whose change means a new tool (the CLI's assemblies).</summary>
+        public ITaskItem[] ToolInputs { get; set; } = Array.Empty<ITaskItem>();
+
+        [Required]
+        public string JobsFile { get; set; } = "";
+
+        public bool DesignTime { get; set; }
+
+        public bool MeasureLatency { get; set; } = true;
+
+        /// <summary>The models that were compressed by this run.</summary>
+        [Output]
+        public ITaskItem[] Compressed { get; set; } = Array.Empty<ITaskItem>();
+
+        protected override string ToolName => CompressToolPath.EndsWith(".dll", StringComparison.OrdinalIgnoreCase) ? "dotnet" : Path.GetFileName(CompressToolPath);
+
+        protected override MessageImportance StandardOutputLoggingImportance => MessageImportance.High;
+
+        protected override MessageImportance StandardErrorLoggingImportance => MessageImportance.Normal;
+
+        public override bool Execute()
+        {
+            if (Models.Length == 0)
+            {
+                return true;
+            }
+
+            if (DesignTime)
+            {
+                foreach (var model in Models)
+                {
+                    WriteSignatureManifest(model);
+                }
+
+                return true;
+            }
+
+            var stale = new List<ITaskItem>();
+            foreach (var model in Models)
+            {
+                var reason = OutOfDate(model);
+                if (reason is null)
+                {
+                    continue;
+                }
+
+                Log.LogMessage(MessageImportance.Normal, $"Compress.Build: {model.ItemSpec} is out of date: {reason}");
+                stale.Add(model);
+            }
+
+            if (Log.HasLoggedErrors)
+            {
+                return false;
+            }
+
+            if (stale.Count == 0)
+            {
+                Log.LogMessage(MessageImportance.Normal, $"Compress.Build: all {Models.Length} model(s) up to date, nothing to compress");
+                return true;
+            }
+
+            if (!File.Exists(CompressToolPath))
+            {
+                Log.LogError(null, Codes.ToolMissing, null, ProjectFile, 0, 0, 0, 0,
+                    $"the compress tool was not found at '{CompressToolPath}' (CompressModel_ToolPath); restore the Compress.Build package or fix the override");
+                return false;
+            }
+
+            foreach (var model in stale)
+            {
+                // A stale artifact must never reach the output folder if this run fails.
+                File.Delete(model.GetMetadata("ArtifactFile"));
+                Log.LogMessage(MessageImportance.High, $"Compress.Build: compressing {model.ItemSpec} with {Path.GetFileName(model.GetMetadata("SpecFile"))}");
+            }
+
+            ResolveCompressModels.WriteIfChanged(JobsFile, Jobs(stale));
+            var ok = base.Execute();
+            Compressed = stale.Where(m => File.Exists(m.GetMetadata("ArtifactFile"))).ToArray();
+            return ok && !Log.HasLoggedErrors;
+        }
+
+        protected override string GenerateFullPathToTool() =>
+            CompressToolPath.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+                ? (string.IsNullOrEmpty(DotNetHost) ? "dotnet" : DotNetHost!)
+                : CompressToolPath;
+
+        protected override string GenerateCommandLineCommands()
+        {
+            var builder = new CommandLineBuilder();
+            if (CompressToolPath.EndsWith(".dll", StringComparison.OrdinalIgnoreCase))
+            {
+                var directory = Path.GetDirectoryName(CompressToolPath)!;
+                var stem = Path.GetFileNameWithoutExtension(CompressToolPath);
+                builder.AppendSwitch("exec");
+                builder.AppendSwitchIfNotNull("--runtimeconfig ", Path.Combine(directory, stem + ".runtimeconfig.json"));
+                var deps = Path.Combine(directory, stem + ".deps.json");
+                if (File.Exists(deps))
+                {
+                    builder.AppendSwitchIfNotNull("--depsfile ", deps);
+                }
+
+                foreach (var probe in ProbingPaths.Where(p => !string.IsNullOrWhiteSpace(p)))
+                {
+                    builder.AppendSwitchIfNotNull("--additionalprobingpath ", probe.TrimEnd('/', '\\'));
+                }
+
+                builder.AppendFileNameIfNotNull(CompressToolPath);
+            }
+
+            builder.AppendSwitch("batch");
+            builder.AppendFileNameIfNotNull(JobsFile);
+            if (!MeasureLatency)
+            {
+                builder.AppendSwitch("--no-latency");
+            }
+
+            return builder.ToString();
+        }
+
+        /// <summary>Why <paramref name="model"/> needs compressing, or null when its outputs are newer than all its inputs.</summary>
+        private string? OutOfDate(ITaskItem model)
+        {
+            var outputs = new[] { "ArtifactFile", "ReportFile", "ReportMarkdownFile", "ManifestFile" }.Select(model.GetMetadata).ToList();
+            var missing = outputs.FirstOrDefault(o => !File.Exists(o));
+            if (missing is not null)
+            {
+                return $"{Path.GetFileName(missing)} does not exist";
+            }
+
+            var oldestOutput = outputs.Min(File.GetLastWriteTimeUtc);
+            foreach (var input in Inputs(model))
+            {
+                if (!File.Exists(input))
+                {
+                    return $"{input} does not exist (the CLI will say more)";
+                }
+
+                if (File.GetLastWriteTimeUtc(input) > oldestOutput)
+                {
+                    return $"{input} changed";
+                }
+            }
+
+            return null;
+        }
+
+        private IEnumerable<string> Inputs(ITaskItem model)
+        {
+            var source = model.GetMetadata("SourceFile");
+            yield return source;
+            OnnxSignature? signature = null;
+            try
+            {
+                signature = File.Exists(source) ? OnnxSignatureReader.Read(source) : null;
+            }
+            catch (Exception e) when (e is InvalidDataException || e is IOException || e is UnauthorizedAccessException)
+            {
+                // The CLI reports a broken model with its code; the check only needs to know it must run.
+            }
+
+            if (signature is not null)
+            {
+                foreach (var location in signature.ExternalDataFiles)
+                {
+                    yield return Path.GetFullPath(Path.Combine(Path.GetDirectoryName(source)!, location));
+                }
+            }
+
+            var specFile = model.GetMetadata("SpecFile");
+            yield return specFile;
+            CompressionSpec? spec = null;
+            try
+            {
+                spec = File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
+            }
+            catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
+            {
+                // A broken spec makes the model out of date (its timestamp is newer than any output or the CLI failed last time).
+            }
+
+            foreach (var data in new[] { spec?.Calibration, spec?.Evaluation })
+            {
+                if (data is not null)
+                {
+                    yield return data.Path;
+                }
+            }
+
+            foreach (var tool in ToolInputs)
+            {
+                yield return tool.GetMetadata("FullPath");
+            }
+        }
+
+        private string Jobs(IEnumerable<ITaskItem> models)
+        {
+            var w = new JsonWriter().StartObject().Key("jobs").StartArray();
+            foreach (var m in models)
+            {
+                w.StartObject()
+                    .Property("model", m.GetMetadata("SourceFile"))
+                    .Property("spec", m.GetMetadata("SpecFile"))
+                    .Property("output", m.GetMetadata("ArtifactFile"))
+                    .Key("reports").StartArray().String(m.GetMetadata("ReportFile")).String(m.GetMetadata("ReportMarkdownFile")).EndArray()
+                    .Property("manifest", m.GetMetadata("ManifestFile"))
+                    .Property("name", m.GetMetadata("WrapperName"))
+                    .Property("namespace", m.GetMetadata("WrapperNamespace"))
+                    .Property("generateWrapper", !string.Equals(m.GetMetadata("GenerateWrapper"), "false", StringComparison.OrdinalIgnoreCase))
+                    .Property("artifactPath", m.GetMetadata("ArtifactTargetPath").Replace('\\', '/'))
+                    .EndObject();
+            }
+
+            return w.EndArray().EndObject().ToString();
+        }
+
+        /// <summary>Design-time: the manifest from the model's signature, when there is none or the model is newer.</summary>
+        private void WriteSignatureManifest(ITaskItem model)
+        {
+            var source = model.GetMetadata("SourceFile");
+            var path = model.GetMetadata("ManifestFile");
+            if (!File.Exists(source) || (File.Exists(path) && File.GetLastWriteTimeUtc(path) >= File.GetLastWriteTimeUtc(source)))
+            {
+                return;
+            }
+
+            OnnxSignature signature;
+            try
+            {
+                signature = OnnxSignatureReader.Read(source);
+            }
+            catch (Exception e) when (e is InvalidDataException || e is IOException || e is UnauthorizedAccessException)
+            {
+                Log.LogWarning(null, Codes.ModelInvalid, null, source, 0, 0, 0, 0, $"cannot read the model's signature: {e.Message}");
+                return;
+            }
+
+            var manifest = new ModelManifest
+            {
+                Name = model.GetMetadata("WrapperName"),
+                Namespace = NullIfEmpty(model.GetMetadata("WrapperNamespace")),
+                GenerateWrapper = !string.Equals(model.GetMetadata("GenerateWrapper"), "false", StringComparison.OrdinalIgnoreCase),
+                Format = model.GetMetadata("Format"),
+                Source = source,
+                Spec = model.GetMetadata("SpecFile"),
+                ArtifactPath = model.GetMetadata("ArtifactTargetPath").Replace('\\', '/'),
+                Compressed = false,
+            };
+            manifest.Inputs.AddRange(signature.Inputs);
+            manifest.Outputs.AddRange(signature.Outputs);
+            manifest.Opsets.AddRange(signature.Opsets);
+            manifest.Operators.AddRange(signature.Operators);
+            ResolveCompressModels.WriteIfChanged(path, ManifestJson.Write(manifest));
+        }
+
+        private static string? NullIfEmpty(string value) => value.Length == 0 ? null : value;
+    }
+}

@@ -1,0 +1,215 @@
+using System;
+using System.Collections.Generic;
+using System.IO;
+using System.Linq;
+using Compress.Spec;
+using Compress.Spec.Manifest;
+using Microsoft.Build.Framework;
+using Microsoft.Build.Utilities;
+
+namespace Compress.Build.Tasks
+{
+    /// <summary>
+    /// Turns <c>CompressModel</c> items into everything the later targets need, without reading any model: the
+    /// artifact, report and manifest paths under <c>$(IntermediateOutputPath)</c>, where the artifact goes in the
+    /// output folder, the wrapper name, and the spec file (an inline spec is written next to the outputs, and only
+    /// when its text changes, so its timestamp tells the up-to-date check when the metadata changed).
+    /// </summary>
+    public sealed class ResolveCompressModels : Task
+    {
+        [Required]
+        public ITaskItem[] Models { get; set; } = Array.Empty<ITaskItem>();
+
+        [Required]
+        public string ProjectDirectory { get; set; } = "";
+
+        [Required]
+        public string ProjectFile { get; set; } = "";
+
+        /// <summary>Where outputs go (e.g. <c>obj/Debug/net10.0/compress/</c>).</summary>
+        [Required]
+        public string OutputDirectory { get; set; } = "";
+
+        public string? DefaultNamespace { get; set; }
+
+        [Output]
+        public ITaskItem[] Resolved { get; set; } = Array.Empty<ITaskItem>();
+
+        public override bool Execute()
+        {
+            var resolved = new List<ITaskItem>();
+            var names = new Dictionary<string, string>(StringComparer.Ordinal);
+            var targets = new Dictionary<string, string>(StringComparer.OrdinalIgnoreCase);
+            foreach (var model in Models)
+            {
+                var item = Resolve(model);
+                if (item is null)
+                {
+                    continue;
+                }
+
+                var name = item.GetMetadata("WrapperName");
+                var target = item.GetMetadata("ArtifactTargetPath");
+                if (names.TryGetValue(name, out var other))
+                {
+                    Error(Codes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be named '{name}': set WrapperName on one of them");
+                    continue;
+                }
+
+                if (targets.TryGetValue(target, out other))
+                {
+                    Error(Codes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be written to '{target}': set OutputName on one of them");
+                    continue;
+                }
+
+                names.Add(name, model.ItemSpec);
+                targets.Add(target, model.ItemSpec);
+                resolved.Add(item);
+            }
+
+            Resolved = resolved.ToArray();
+            return !Log.HasLoggedErrors;
+        }
+
+        private ITaskItem? Resolve(ITaskItem model)
+        {
+            var source = Path.GetFullPath(Path.Combine(ProjectDirectory, model.ItemSpec));
+            var format = Metadata(model, "Format") ?? FormatOf(source);
+            if (format != "onnx")
+            {
+                Error(Codes.Unsupported, format is "torchsharp" or "torchscript"
+                    ? $"CompressModel '{model.ItemSpec}': Format '{format}' is not supported by this version yet; only 'onnx' models can be compressed"
+                    : $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx extension)");
+                return null;
+            }
+
+            var outputName = Metadata(model, "OutputName") ?? Path.GetFileName(source);
+            if (outputName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || outputName is "." or "..")
+            {
+                Error(Codes.Unsupported, $"CompressModel '{model.ItemSpec}': OutputName '{outputName}' is not a file name");
+                return null;
+            }
+
+            // In the output folder the artifact takes the original's place (Models/x.onnx stays Models/x.onnx); a model
+            // from outside the project goes to the output folder's root, as MSBuild does for linked files.
+            var relative = RelativeInsideProject(source);
+            var folder = relative is null ? "" : Path.GetDirectoryName(relative) ?? "";
+            var targetPath = folder.Length == 0 ? outputName : Path.Combine(folder, outputName);
+            var artifact = Path.GetFullPath(Path.Combine(OutputDirectory, targetPath));
+            var stem = Path.Combine(Path.GetDirectoryName(artifact)!, Path.GetFileNameWithoutExtension(outputName));
+            var name = Metadata(model, "WrapperName") ?? WrapperNames.FromFileName(outputName);
+
+            var spec = Metadata(model, "Spec");
+            var metadata = InlineSpec.Names.ToDictionary(n => n, n => model.GetMetadata(n) ?? "", StringComparer.Ordinal);
+            string specFile;
+            if (InlineSpec.Uses(metadata))
+            {
+                if (spec is not null)
+                {
+                    var given = string.Join(", ", InlineSpec.Names.Where(n => metadata[n].Trim().Length > 0));
+                    Error(InlineSpec.InvalidCode, $"CompressModel '{model.ItemSpec}' has both Spec and inline metadata ({given}): use one or the other");
+                    return null;
+                }
+
+                string text;
+                try
+                {
+                    text = InlineSpec.Build(metadata, ProjectDirectory, ProjectFile);
+                }
+                catch (SpecException e)
+                {
+                    Error(e.Code, $"CompressModel '{model.ItemSpec}': {e.Message}");
+                    return null;
+                }
+
+                specFile = stem + ".inline-spec.json";
+                WriteIfChanged(specFile, text);
+            }
+            else if (spec is not null)
+            {
+                specFile = Path.GetFullPath(Path.Combine(ProjectDirectory, spec));
+            }
+            else
+            {
+                Error(InlineSpec.InvalidCode, $"CompressModel '{model.ItemSpec}' says nothing about how to compress: set Spec (a spec file) or inline metadata such as Quantize=\"int8-dynamic\" or Sparsity=\"0.5\"");
+                return null;
+            }
+
+            var item = new TaskItem(model.ItemSpec);
+            model.CopyMetadataTo(item);
+            item.SetMetadata("SourceFile", source);
+            item.SetMetadata("Format", format);
+            item.SetMetadata("SpecFile", specFile);
+            item.SetMetadata("WrapperName", name);
+            item.SetMetadata("WrapperNamespace", Metadata(model, "Namespace") ?? DefaultNamespace ?? "");
+            item.SetMetadata("GenerateWrapper", Metadata(model, "GenerateWrapper") ?? "true");
+            item.SetMetadata("ArtifactFile", artifact);
+            item.SetMetadata("ArtifactTargetPath", targetPath);
+            item.SetMetadata("ReportFile", stem + ".compress-report.json");
+            item.SetMetadata("ReportMarkdownFile", stem + ".compress-report.md");
+            item.SetMetadata("ReportTargetPath", Path.Combine(folder, Path.GetFileNameWithoutExtension(outputName)) + ".compress-report");
+            item.SetMetadata("ManifestFile", stem + ".manifest.json");
+            return item;
+        }
+
+        private string? RelativeInsideProject(string path)
+        {
+            var root = Path.GetFullPath(ProjectDirectory).TrimEnd(Path.DirectorySeparatorChar, Path.AltDirectorySeparatorChar) + Path.DirectorySeparatorChar;
+            return path.StartsWith(root, StringComparison.OrdinalIgnoreCase) ? path.Substring(root.Length) : null;
+        }
+
+        private static string FormatOf(string path) => Path.GetExtension(path).ToLowerInvariant() switch
+        {
+            ".onnx" => "onnx",
+            ".pt" or ".ts" or ".torchscript" => "torchscript",
+            ".dat" or ".bin" => "torchsharp",
+            var other => other.TrimStart('.'),
+        };
+
+        private static string? Metadata(ITaskItem item, string name)
+        {
+            var value = item.GetMetadata(name);
+            return string.IsNullOrWhiteSpace(value) ? null : value.Trim();
+        }
+
+        internal static void WriteIfChanged(string path, string text)
+        {
+            if (File.Exists(path) && File.ReadAllText(path) == text)
+            {
+                return;
+            }
+
+            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
+            var temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
+            File.WriteAllText(temp, text);
+            if (File.Exists(path))
+            {
+                File.Delete(path);
+            }
+
+            File.Move(temp, path);
+        }
+
+        private void Error(string code, string message) =>
+            Log.LogError(null, code, null, ProjectFile, 0, 0, 0, 0, message);
+    }
+
+    /// <summary>The task's diagnostic IDs (engine range; help pages under docs/diagnostics/).</summary>
+    internal static class Codes
+    {
+        /// <summary>The model file does not exist or cannot be read (same as the CLI's).</summary>
+        public const string ModelMissing = "CMP0001";
+
+        /// <summary>The file is not a readable ONNX model (same as the CLI's).</summary>
+        public const string ModelInvalid = "CMP0002";
+
+        /// <summary>A format or setting this version does not support.</summary>
+        public const string Unsupported = "CMP0110";
+
+        /// <summary>Two items would produce the same wrapper name or output path.</summary>
+        public const string Duplicate = "CMP0111";
+
+        /// <summary>The compress CLI could not be started or found.</summary>
+        public const string ToolMissing = "CMP0112";
+    }
+}
