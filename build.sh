@@ -55,12 +55,25 @@ run_tests() {
   return "$status"
 }
 
+# The sample takes Compress.Build from a local feed, as a user would from nuget.org: pack it, drop any copy of the
+# same version from the NuGet cache (so the fresh pack is used), make the data files, then build and run the app.
+sample() {
+  need_apt dataset-fashion-mnist
+  local version; version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
+  dotnet pack src/Compress.Build -c Release -o artifacts/packages --nologo -v quiet -p:Version="$version"
+  local packages="${NUGET_PACKAGES:-$HOME/.nuget/packages}"
+  rm -rf "$packages/compress.build/$version"
+  local data=samples/FashionClassifier/data
+  if [ ! -f "$data/fashion-test.npz" ]; then
+    dotnet run --project eng/ModelFactory -c Release -- data "$data"
+  fi
+  dotnet run --project samples/FashionClassifier -c Release -p:CompressBuildVersion="$version" -- "$@"
+}
+
 case "${1:-}" in
   setup) setup ;;
   test) run_tests ;;
-  sample)
-    need_apt dataset-fashion-mnist
-    dotnet run --project samples/HelloOnnx -c Release -- "${@:2}" ;;
+  sample) sample "${@:2}" ;;
   bench)
     dotnet run --project bench/Compress.Bench -c Release -- "${@:2}" ;;
   *) echo "usage: ./build.sh sample|test|setup|bench" >&2; exit 2 ;;

@@ -1,5 +1,6 @@
 // Trains the project's Fashion-MNIST models with TorchSharp and exports them to ONNX:
 //   dotnet run --project eng/ModelFactory -c Release -- [output folder, default models/]
+//   dotnet run --project eng/ModelFactory -c Release -- data <folder>   (the sample's Fashion-MNIST .npz files)
 // MLP 784-300-100-10 and a small CNN; fixed seeds. Accuracies are measured on the 10,000 test images in
 // TorchSharp and again in ONNX Runtime on the exported file.
 using Compress.Core.Data;
@@ -9,6 +10,15 @@ using Microsoft.ML.OnnxRuntime;
 using ModelFactory;
 using TorchSharp;
 using static TorchSharp.torch;
+
+if (args is ["data", var dataFolder])
+{
+    // The sample's calibration and evaluation data: 512 training images and the 10,000 test images, flat [n, 784].
+    FashionMnist.WriteNpz(Path.Combine(dataFolder, "fashion-calibration.npz"), test: false, [784], 512);
+    FashionMnist.WriteNpz(Path.Combine(dataFolder, "fashion-test.npz"), test: true, [784]);
+    Console.WriteLine($"wrote {dataFolder}/fashion-calibration.npz and fashion-test.npz");
+    return;
+}
 
 var output = args.Length > 0 ? args[0] : "models";
 TorchRuntime.EnsureLoaded();

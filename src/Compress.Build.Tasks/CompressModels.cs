@@ -107,7 +107,11 @@ namespace Compress.Build.Tasks
             foreach (var model in stale)
             {
                 // A stale artifact must never reach the output folder if this run fails.
-                File.Delete(model.GetMetadata("ArtifactFile"));
+                if (File.Exists(model.GetMetadata("ArtifactFile")))
+                {
+                    File.Delete(model.GetMetadata("ArtifactFile"));
+                }
+
                 Log.LogMessage(MessageImportance.High, $"Compress.Build: compressing {model.ItemSpec} with {Path.GetFileName(model.GetMetadata("SpecFile"))}");
             }
 

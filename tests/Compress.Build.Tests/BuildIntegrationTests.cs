@@ -1,0 +1,245 @@
+using System.Security.Cryptography;
+using System.Text.Json;
+using Compress.Spec.Manifest;
+using Xunit.Abstractions;
+
+namespace Compress.Build.Tests;
+
+/// <summary>
+/// End to end: the packed Compress.Build package restored from a feed into fresh projects, built with the real
+/// `dotnet` the way a user would. Assertions read files and the build log, never timings.
+/// </summary>
+[Collection(PackageCollection.Name)]
+public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHelper output)
+{
+    private const string Item = """    <CompressModel Include="Models/classifier.onnx" Spec="classifier.compress.json" />""";
+
+    [Fact]
+    public void Build_and_publish_ship_the_compressed_model_and_report_in_place_of_the_original()
+    {
+        // The original is also listed for copying, as many projects do; it must not reach bin/ beside the artifact.
+        var project = package.NewProject(package.NewWorkspace(), "App", Item + """
+
+                <None Update="Models/classifier.onnx" CopyToOutputDirectory="PreserveNewest" CopyToPublishDirectory="PreserveNewest" />
+            """, package.Spec());
+        var build = Run(project, "build", "-v:n");
+        Assert.Equal(0, build.ExitCode);
+        Assert.True(build.Compressed);
+
+        var original = File.ReadAllBytes(PackageFixture.MlpModel);
+        var artifact = Path.Combine(project, "obj", "Debug", "net10.0", "compress", "Models", "classifier.onnx");
+        foreach (var folder in new[] { Path.Combine(project, "bin", "Debug", "net10.0"), Path.Combine(project, "out") })
+        {
+            if (folder.EndsWith("out", StringComparison.Ordinal))
+            {
+                Assert.Equal(0, Run(project, "publish", "-c", "Debug", "-o", folder).ExitCode);
+            }
+
+            var shipped = Path.Combine(folder, "Models", "classifier.onnx");
+            Assert.Equal(Sha(artifact), Sha(shipped));
+            Assert.True(new FileInfo(shipped).Length < original.Length * 0.3, $"{shipped}: {new FileInfo(shipped).Length} bytes");
+            Assert.Equal(["classifier.compress-report.json", "classifier.compress-report.md", "classifier.onnx"],
+                Directory.GetFiles(Path.Combine(folder, "Models")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "Models", "classifier.compress-report.json")));
+            Assert.True(report.RootElement.GetProperty("metrics").GetProperty("compressedAccuracy").GetDouble() > 0.85);
+        }
+
+        var manifest = ManifestJson.Read(File.ReadAllText(Path.ChangeExtension(artifact, ".manifest.json")), "manifest");
+        Assert.True(manifest.Compressed);
+        Assert.Equal("Classifier", manifest.Name);
+        Assert.Equal("App", manifest.Namespace);
+        Assert.Equal("Models/classifier.onnx", manifest.ArtifactPath);
+        Assert.Equal(Sha(artifact), manifest.ArtifactSha256, ignoreCase: true);
+        Assert.Contains(manifest.Operators, o => o.Op == "DynamicQuantizeMatMul" && o.ElementTypes.Contains("int8"));
+    }
+
+    [Fact]
+    public void Only_changes_to_model_spec_data_or_metadata_recompress()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        var spec = Path.Combine(project, "classifier.compress.json");
+        Assert.True(Build(project).Compressed);
+
+        var second = Build(project);
+        Assert.False(second.Compressed, second.Output);
+        Assert.True(second.UpToDate, second.Output);
+
+        Touch(Path.Combine(project, "Program.cs"));
+        var afterCode = Build(project);
+        Assert.False(afterCode.Compressed, "an unrelated .cs change recompressed");
+        Assert.Contains("App -> ", afterCode.Output, StringComparison.Ordinal);
+
+        Touch(spec);
+        Assert.True(Build(project).Compressed, "touching the spec did not recompress");
+
+        Touch(Path.Combine(package.Data, "test.npz"));
+        var afterData = Build(project);
+        Assert.True(afterData.Compressed, "touching the evaluation data did not recompress");
+        Assert.Contains("test.npz changed", afterData.Output, StringComparison.Ordinal);
+
+        Touch(Path.Combine(project, "Models", "classifier.onnx"));
+        Assert.True(Build(project).Compressed, "touching the model did not recompress");
+        Assert.False(Build(project).Compressed);
+    }
+
+    [Fact]
+    public void Inline_metadata_means_the_same_as_the_spec_file_and_a_change_of_it_recompresses()
+    {
+        var workspace = package.NewWorkspace();
+        var withSpec = package.NewProject(workspace, "WithSpec", Item, """{ "steps": [ { "quantize": { "weights": "int8", "activations": "dynamic" } } ] }""");
+        var inline = package.NewProject(workspace, "Inline", """    <CompressModel Include="Models/classifier.onnx" Quantize="$(Quantize)" />""");
+        Assert.Equal(0, Build(withSpec).ExitCode);
+        Assert.Equal(0, Build(inline, "-p:Quantize=int8-dynamic").ExitCode);
+        string Artifact(string p) => Path.Combine(p, "bin", "Debug", "net10.0", "Models", "classifier.onnx");
+        Assert.Equal(Sha(Artifact(withSpec)), Sha(Artifact(inline)));
+
+        Assert.False(Build(inline, "-p:Quantize=int8-dynamic").Compressed);
+        var fp16 = Build(inline, "-p:Quantize=fp16");
+        Assert.True(fp16.Compressed, "changing inline metadata did not recompress");
+        Assert.NotEqual(Sha(Artifact(withSpec)), Sha(Artifact(inline)));
+
+        var wrong = Build(inline, "-p:Quantize=int9");
+        Assert.NotEqual(0, wrong.ExitCode);
+        Assert.Matches(@"Inline\.csproj : error CMP0109: CompressModel 'Models/classifier.onnx': Quantize=""int9"" is not one of", wrong.Output);
+    }
+
+    [Fact]
+    public void A_bad_spec_fails_the_build_at_its_file_line_and_column_and_ships_nothing()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, """
+            {
+              "steps": [
+                { "quantize": { "weights": "int8", "activation": "dynamic" } }
+              ]
+            }
+            """);
+        var build = Build(project);
+        Assert.NotEqual(0, build.ExitCode);
+        var spec = Path.Combine(project, "classifier.compress.json");
+        Assert.Contains($"{spec}(3,40): error CMP0101:", build.Output, StringComparison.Ordinal);
+        Assert.False(File.Exists(Path.Combine(project, "bin", "Debug", "net10.0", "Models", "classifier.onnx")));
+    }
+
+    [Fact]
+    public void An_unmet_accuracy_constraint_fails_the_build_with_the_measured_figures()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item,
+            package.Spec("""{ "prune": { "sparsity": 0.97, "maxLayerSparsity": 0.99 } }, """, """{ "maxAccuracyDrop": 0.01 }"""));
+        var build = Build(project);
+        Assert.NotEqual(0, build.ExitCode);
+        Assert.Matches(@"classifier\.onnx : error CMP0030: maxAccuracyDrop 0\.01 not met \(measured 0\.\d+\)", build.Output);
+        Assert.False(File.Exists(Path.Combine(project, "obj", "Debug", "net10.0", "compress", "Models", "classifier.onnx")));
+    }
+
+    [Fact]
+    public void Clean_removes_the_compressed_outputs()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        Assert.Equal(0, Build(project).ExitCode);
+        var shipped = Path.Combine(project, "bin", "Debug", "net10.0", "Models", "classifier.onnx");
+        var compressFolder = Path.Combine(project, "obj", "Debug", "net10.0", "compress");
+        Assert.True(File.Exists(shipped));
+        Assert.Equal(0, Run(project, "clean").ExitCode);
+        Assert.False(File.Exists(shipped));
+        Assert.False(File.Exists(Path.ChangeExtension(shipped, null) + ".compress-report.json"));
+        Assert.False(Directory.Exists(compressFolder));
+    }
+
+    [Fact]
+    public void Disabled_compression_ships_nothing_and_runs_nothing()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        var build = Build(project, "-p:CompressModelsEnabled=false");
+        Assert.Equal(0, build.ExitCode);
+        Assert.False(build.Compressed);
+        Assert.False(Directory.Exists(Path.Combine(project, "obj", "Debug", "net10.0", "compress")));
+    }
+
+    [Fact]
+    public void A_design_time_build_writes_the_manifest_from_the_signature_and_never_compresses()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        Assert.Equal(0, Run(project, "restore").ExitCode);
+        var build = Run(project, "msbuild", "-t:CompileDesignTime", "-p:DesignTimeBuild=true", "-p:SkipCompilerExecution=true", "-v:n");
+        if (build.Output.Contains("MSB4057", StringComparison.Ordinal))
+        {
+            // No CompileDesignTime target outside Visual Studio's targets: the design-time flag on Compile does the same.
+            build = Run(project, "msbuild", "-t:Compile", "-p:DesignTimeBuild=true", "-p:SkipCompilerExecution=true", "-v:n");
+        }
+
+        Assert.Equal(0, build.ExitCode);
+        Assert.False(build.Compressed, build.Output);
+        var folder = Path.Combine(project, "obj", "Debug", "net10.0", "compress", "Models");
+        Assert.False(File.Exists(Path.Combine(folder, "classifier.onnx")));
+        var manifest = ManifestJson.Read(File.ReadAllText(Path.Combine(folder, "classifier.manifest.json")), "manifest");
+        Assert.False(manifest.Compressed);
+        Assert.Equal("input", Assert.Single(manifest.Inputs).Name);
+        Assert.Equal("float", manifest.Inputs[0].ElementType);
+        Assert.Equal("batch", manifest.Inputs[0].Shape![0].Symbol);
+        Assert.Equal(784, manifest.Inputs[0].Shape![1].Value);
+        Assert.Contains(manifest.Operators, o => o.Op == "Gemm");
+    }
+
+    [Fact]
+    public void Two_projects_compressing_the_same_model_in_one_parallel_build_do_not_collide()
+    {
+        var workspace = package.NewWorkspace();
+        var shared = Path.Combine(workspace, "shared.onnx");
+        File.Copy(PackageFixture.MlpModel, shared);
+        File.WriteAllText(Path.Combine(workspace, "shared.compress.json"), package.Spec());
+        var sharedItem = $"""    <CompressModel Include="{shared}" Spec="../shared.compress.json" />""";
+        var a = package.NewProject(workspace, "A", sharedItem);
+        var b = package.NewProject(workspace, "B", sharedItem);
+        File.WriteAllText(Path.Combine(workspace, "all.slnx"), """
+            <Solution>
+              <Project Path="A/A.csproj" />
+              <Project Path="B/B.csproj" />
+            </Solution>
+            """);
+        var before = Sha(shared);
+        var build = Run(workspace, "build", "all.slnx", "-m:2", "-v:n");
+        Assert.Equal(0, build.ExitCode);
+        Assert.Equal(2, build.Output.Split("Compress.Build: compressing").Length - 1);
+        var artifacts = new[] { a, b }.Select(p => Path.Combine(p, "bin", "Debug", "net10.0", "shared.onnx")).ToList();
+        Assert.Equal(Sha(artifacts[0]), Sha(artifacts[1])); // deterministic, and neither half-written
+        Assert.Equal(before, Sha(shared));
+        Assert.Empty(Directory.GetFiles(workspace, "*.tmp", SearchOption.AllDirectories));
+    }
+
+    [Fact]
+    public void The_package_brings_the_exact_packages_the_cli_was_built_against()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        Assert.Equal(0, Run(project, "restore").ExitCode);
+        using var assets = JsonDocument.Parse(File.ReadAllText(Path.Combine(project, "obj", "project.assets.json")));
+        var restored = assets.RootElement.GetProperty("libraries").EnumerateObject().Select(p => p.Name).ToHashSet(StringComparer.OrdinalIgnoreCase);
+        var tools = Path.Combine(PackageFixture.PackagesFolder, "compress.build", package.Version.ToLowerInvariant(), "tools", "net10.0");
+        using var deps = JsonDocument.Parse(File.ReadAllText(Path.Combine(tools, "compress.deps.json")));
+        var needed = deps.RootElement.GetProperty("libraries").EnumerateObject()
+            .Where(p => p.Value.GetProperty("type").GetString() == "package").Select(p => p.Name).ToList();
+        Assert.NotEmpty(needed);
+        Assert.All(needed, n => Assert.Contains(n, restored));
+
+        // Nothing of them reaches the app: no ONNX Runtime or TorchSharp assembly is referenced or copied.
+        Assert.Equal(0, Build(project).ExitCode);
+        var bin = Path.Combine(project, "bin", "Debug", "net10.0");
+        Assert.Empty(Directory.GetFiles(bin, "*Torch*", SearchOption.AllDirectories));
+        Assert.Empty(Directory.GetFiles(bin, "*onnxruntime*", SearchOption.AllDirectories));
+        Assert.False(Directory.Exists(Path.Combine(bin, "runtimes")));
+    }
+
+    private DotnetResult Build(string project, params string[] extra) => Run(project, ["build", "-v:n", .. extra]);
+
+    private DotnetResult Run(string folder, params string[] args)
+    {
+        var result = PackageFixture.Dotnet(folder, args);
+        output.WriteLine($"$ dotnet {string.Join(' ', args)}  (exit {result.ExitCode})");
+        output.WriteLine(string.Join('\n', result.Output.Split('\n').Where(l => l.Contains("Compress.Build:", StringComparison.Ordinal) || l.Contains(": error ", StringComparison.Ordinal) || l.Contains(": warning CMP", StringComparison.Ordinal))));
+        return result;
+    }
+
+    private static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
+
+    /// <summary>A later write time than anything built so far (file systems with coarse timestamps included).</summary>
+    private static void Touch(string path) => File.SetLastWriteTimeUtc(path, DateTime.UtcNow.AddSeconds(2));
+}

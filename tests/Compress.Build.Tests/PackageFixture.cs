@@ -1,0 +1,176 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Text;
+using Compress.Core.Data;
+
+namespace Compress.Build.Tests;
+
+/// <summary>
+/// Packs Compress.Build once, with a version no other run uses, into a temporary feed; makes consumer projects
+/// that reference it; runs dotnet on them. The version's folder is removed from the NuGet cache afterwards.
+/// </summary>
+public sealed class PackageFixture : IDisposable
+{
+    public PackageFixture()
+    {
+        Root = Path.Combine(Path.GetTempPath(), "compress-build-e2e", Guid.NewGuid().ToString("N")[..12]);
+        Feed = Path.Combine(Root, "feed");
+        Directory.CreateDirectory(Feed);
+        Version = string.Create(CultureInfo.InvariantCulture, $"0.1.0-e2e.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}");
+        var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", "Compress.Build", "Compress.Build.csproj"),
+            "-c", "Release", "-o", Feed, $"-p:Version={Version}", "--nologo");
+        if (pack.ExitCode != 0)
+        {
+            throw new InvalidOperationException("packing Compress.Build failed:\n" + pack.Output);
+        }
+
+        Data = Path.Combine(Root, "data");
+        Directory.CreateDirectory(Data);
+        FashionMnist.WriteNpz(Path.Combine(Data, "test.npz"), test: true, [784], 2000);
+        FashionMnist.WriteNpz(Path.Combine(Data, "calibration.npz"), test: false, [784], 256);
+    }
+
+    public string Root { get; }
+
+    public string Feed { get; }
+
+    public string Version { get; }
+
+    /// <summary>Fashion-MNIST .npz files (<c>input</c> [n, 784], <c>labels</c>): test.npz (2,000), calibration.npz (256).</summary>
+    public string Data { get; }
+
+    public static string RepoRoot { get; } = FindRepoRoot();
+
+    public static string MlpModel => Path.Combine(RepoRoot, "models", "fashion_mlp.onnx");
+
+    public static string PackagesFolder =>
+        Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
+
+    /// <summary>A folder with a NuGet.config naming the feed and an empty Directory.Build.props (nothing inherited).</summary>
+    public string NewWorkspace()
+    {
+        var folder = Path.Combine(Root, "ws-" + Guid.NewGuid().ToString("N")[..8]);
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "NuGet.config"), $"""
+            <?xml version="1.0" encoding="utf-8"?>
+            <configuration>
+              <packageSources>
+                <add key="compress-e2e" value="{Feed}" />
+              </packageSources>
+            </configuration>
+            """);
+        File.WriteAllText(Path.Combine(folder, "Directory.Build.props"), "<Project />");
+        File.WriteAllText(Path.Combine(folder, "Directory.Packages.props"), "<Project />");
+        return folder;
+    }
+
+    /// <summary>A console app in <paramref name="folder"/>/<paramref name="name"/> with the model at Models/classifier.onnx.</summary>
+    public string NewProject(string folder, string name, string items, string? spec = null)
+    {
+        var project = Path.Combine(folder, name);
+        Directory.CreateDirectory(Path.Combine(project, "Models"));
+        File.Copy(MlpModel, Path.Combine(project, "Models", "classifier.onnx"));
+        File.WriteAllText(Path.Combine(project, name + ".csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <OutputType>Exe</OutputType>
+                <TargetFramework>net10.0</TargetFramework>
+                <ImplicitUsings>enable</ImplicitUsings>
+              </PropertyGroup>
+              <ItemGroup>
+                <PackageReference Include="Compress.Build" Version="{Version}" />
+            {items}
+              </ItemGroup>
+            </Project>
+            """);
+        File.WriteAllText(Path.Combine(project, "Program.cs"), "System.Console.WriteLine(\"hello\");\n");
+        if (spec is not null)
+        {
+            File.WriteAllText(Path.Combine(project, "classifier.compress.json"), spec);
+        }
+
+        return project;
+    }
+
+    /// <summary>A spec: dynamic int8, checked on the fixture's test data.</summary>
+    public string Spec(string extraSteps = "", string constraints = """{ "maxAccuracyDrop": 0.01 }""") => $$"""
+        {
+          "data": { "evaluation": { "path": {{Quote(Path.Combine(Data, "test.npz"))}}, "labels": "labels" } },
+          "steps": [ {{extraSteps}}{ "quantize": { "weights": "int8", "activations": "dynamic" } } ],
+          "constraints": {{constraints}}
+        }
+        """;
+
+    public static string Quote(string path) => "\"" + path.Replace("\\", "\\\\", StringComparison.Ordinal) + "\"";
+
+    public static DotnetResult Dotnet(string workingDirectory, params string[] args)
+    {
+        var start = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
+        foreach (var arg in args)
+        {
+            start.ArgumentList.Add(arg);
+        }
+
+        // The test host's MSBuild variables would point the child build at this process's SDK state.
+        foreach (var key in start.Environment.Keys.Where(k => k.StartsWith("MSBuild", StringComparison.OrdinalIgnoreCase) || k.StartsWith("VSTEST", StringComparison.OrdinalIgnoreCase)).ToList())
+        {
+            start.Environment.Remove(key);
+        }
+
+        start.Environment["MSBUILDDISABLENODEREUSE"] = "1";
+        start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
+        start.Environment["DOTNET_NOLOGO"] = "1";
+        using var process = Process.Start(start)!;
+        var output = new StringBuilder();
+        process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
+        process.ErrorDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
+        process.BeginOutputReadLine();
+        process.BeginErrorReadLine();
+        if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
+        {
+            process.Kill(entireProcessTree: true);
+            throw new TimeoutException($"dotnet {string.Join(' ', args)} ran over 5 minutes:\n{output}");
+        }
+
+        process.WaitForExit();
+        return new DotnetResult(process.ExitCode, output.ToString());
+    }
+
+    public void Dispose()
+    {
+        try
+        {
+            Directory.Delete(Path.Combine(PackagesFolder, "compress.build", Version.ToLowerInvariant()), recursive: true);
+            Directory.Delete(Root, recursive: true);
+        }
+        catch (IOException)
+        {
+        }
+    }
+
+    private static string FindRepoRoot()
+    {
+        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
+        {
+            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
+            {
+                return dir.FullName;
+            }
+        }
+
+        throw new InvalidOperationException("repository root (Compress.Build.sln) not found above " + AppContext.BaseDirectory);
+    }
+}
+
+public sealed record DotnetResult(int ExitCode, string Output)
+{
+    public bool Compressed => Output.Contains("Compress.Build: compressing", StringComparison.Ordinal);
+
+    public bool UpToDate => Output.Contains("up to date, nothing to compress", StringComparison.Ordinal);
+}
+
+[CollectionDefinition(Name)]
+public sealed class PackageCollection : ICollectionFixture<PackageFixture>
+{
+    public const string Name = "Compress.Build package";
+}
