@@ -99,7 +99,7 @@ namespace Compress.Build.Tasks
 
             if (!File.Exists(CompressToolPath))
             {
-                Log.LogError(null, Codes.ToolMissing, null, ProjectFile, 0, 0, 0, 0,
+                Log.LogError(null, BuildCodes.ToolMissing, null, ProjectFile, 0, 0, 0, 0,
                     $"the compress tool was not found at '{CompressToolPath}' (CompressModel_ToolPath); restore the Compress.Build package or fix the override");
                 return false;
             }
@@ -272,7 +272,7 @@ namespace Compress.Build.Tasks
             }
             catch (Exception e) when (e is InvalidDataException || e is IOException || e is UnauthorizedAccessException)
             {
-                Log.LogWarning(null, Codes.ModelInvalid, null, source, 0, 0, 0, 0, $"cannot read the model's signature: {e.Message}");
+                Log.LogWarning(null, BuildCodes.SignatureUnreadable, null, source, 0, 0, 0, 0, $"cannot read the model's signature: {e.Message}");
                 return;
             }
 

@@ -52,13 +52,13 @@ namespace Compress.Build.Tasks
                 var target = item.GetMetadata("ArtifactTargetPath");
                 if (names.TryGetValue(name, out var other))
                 {
-                    Error(Codes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be named '{name}': set WrapperName on one of them");
+                    Error(BuildCodes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be named '{name}': set WrapperName on one of them");
                     continue;
                 }
 
                 if (targets.TryGetValue(target, out other))
                 {
-                    Error(Codes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be written to '{target}': set OutputName on one of them");
+                    Error(BuildCodes.Duplicate, $"CompressModel '{model.ItemSpec}' and '{other}' would both be written to '{target}': set OutputName on one of them");
                     continue;
                 }
 
@@ -77,7 +77,7 @@ namespace Compress.Build.Tasks
             var format = Metadata(model, "Format") ?? FormatOf(source);
             if (format != "onnx")
             {
-                Error(Codes.Unsupported, format is "torchsharp" or "torchscript"
+                Error(BuildCodes.Unsupported, format is "torchsharp" or "torchscript"
                     ? $"CompressModel '{model.ItemSpec}': Format '{format}' is not supported by this version yet; only 'onnx' models can be compressed"
                     : $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx extension)");
                 return null;
@@ -86,7 +86,7 @@ namespace Compress.Build.Tasks
             var outputName = Metadata(model, "OutputName") ?? Path.GetFileName(source);
             if (outputName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || outputName is "." or "..")
             {
-                Error(Codes.Unsupported, $"CompressModel '{model.ItemSpec}': OutputName '{outputName}' is not a file name");
+                Error(BuildCodes.Unsupported, $"CompressModel '{model.ItemSpec}': OutputName '{outputName}' is not a file name");
                 return null;
             }
 
@@ -107,7 +107,7 @@ namespace Compress.Build.Tasks
                 if (spec is not null)
                 {
                     var given = string.Join(", ", InlineSpec.Names.Where(n => metadata[n].Trim().Length > 0));
-                    Error(InlineSpec.InvalidCode, $"CompressModel '{model.ItemSpec}' has both Spec and inline metadata ({given}): use one or the other");
+                    Error(BuildCodes.InlineInvalid, $"CompressModel '{model.ItemSpec}' has both Spec and inline metadata ({given}): use one or the other");
                     return null;
                 }
 
@@ -131,7 +131,7 @@ namespace Compress.Build.Tasks
             }
             else
             {
-                Error(InlineSpec.InvalidCode, $"CompressModel '{model.ItemSpec}' says nothing about how to compress: set Spec (a spec file) or inline metadata such as Quantize=\"int8-dynamic\" or Sparsity=\"0.5\"");
+                Error(BuildCodes.InlineInvalid, $"CompressModel '{model.ItemSpec}' says nothing about how to compress: set Spec (a spec file) or inline metadata such as Quantize=\"int8-dynamic\" or Sparsity=\"0.5\"");
                 return null;
             }
 
@@ -192,24 +192,5 @@ namespace Compress.Build.Tasks
 
         private void Error(string code, string message) =>
             Log.LogError(null, code, null, ProjectFile, 0, 0, 0, 0, message);
-    }
-
-    /// <summary>The task's diagnostic IDs (engine range; help pages under docs/diagnostics/).</summary>
-    internal static class Codes
-    {
-        /// <summary>The model file does not exist or cannot be read (same as the CLI's).</summary>
-        public const string ModelMissing = "CMP0001";
-
-        /// <summary>The file is not a readable ONNX model (same as the CLI's).</summary>
-        public const string ModelInvalid = "CMP0002";
-
-        /// <summary>A format or setting this version does not support.</summary>
-        public const string Unsupported = "CMP0110";
-
-        /// <summary>Two items would produce the same wrapper name or output path.</summary>
-        public const string Duplicate = "CMP0111";
-
-        /// <summary>The compress CLI could not be started or found.</summary>
-        public const string ToolMissing = "CMP0112";
     }
 }

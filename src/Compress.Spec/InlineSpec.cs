@@ -11,9 +11,6 @@ namespace Compress.Spec
     /// </summary>
     public static class InlineSpec
     {
-        /// <summary>Inline metadata that is invalid or contradicts a Spec file.</summary>
-        public const string InvalidCode = "CMP0109";
-
         /// <summary>Metadata names that make up an inline spec, in the order they are documented.</summary>
         public static readonly string[] Names =
         {
@@ -49,7 +46,7 @@ namespace Compress.Spec
         public static string Build(IReadOnlyDictionary<string, string> metadata, string baseDirectory, string location)
         {
             string? Get(string name) => metadata.TryGetValue(name, out var v) && !string.IsNullOrWhiteSpace(v) ? v.Trim() : null;
-            SpecException Invalid(string message) => new SpecException(InvalidCode, message, location, 0, 0);
+            SpecException Invalid(string message) => new SpecException(BuildCodes.InlineInvalid, message, location, 0, 0);
             double Fraction(string name, string text, bool open)
             {
                 if (!double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value < 0 || value > 1 || (open && (value == 0 || value == 1)))

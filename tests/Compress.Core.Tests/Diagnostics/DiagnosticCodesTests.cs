@@ -7,8 +7,9 @@ namespace Compress.Core.Tests.Diagnostics;
 public sealed class DiagnosticCodesTests
 {
     private static IEnumerable<string> Codes() =>
-        new[] { typeof(DiagnosticCodes), typeof(Compress.Spec.SpecCodes) }
-            .SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.Static)).Select(f => (string)f.GetValue(null)!);
+        new[] { typeof(DiagnosticCodes), typeof(Compress.Spec.SpecCodes), typeof(Compress.Spec.BuildCodes) }
+            .SelectMany(t => t.GetFields(BindingFlags.Public | BindingFlags.Static)).Select(f => (string)f.GetValue(null)!)
+            .Append(Compress.Spec.Manifest.ManifestJson.MalformedCode);
 
     [Fact]
     public void Codes_are_unique_engine_codes_each_with_a_help_page()
@@ -17,7 +18,7 @@ public sealed class DiagnosticCodesTests
         Assert.Equal(codes.Count, codes.Distinct().Count());
         foreach (var code in codes)
         {
-            Assert.Matches("^CMP0[0-9]{3}$", code);
+            Assert.Matches("^CMP[01][0-9]{3}$", code);
             var page = Path.Combine(TestData.RepoRoot, "docs", "diagnostics", code + ".md");
             Assert.True(File.Exists(page), $"{code} has no help page at docs/diagnostics/{code}.md");
             Assert.StartsWith($"# {code}: ", File.ReadAllText(page));
