@@ -1,6 +1,7 @@
 // Benchmarks print tables; they are never part of the tests.
 //   large-model [--gigabytes G] [--dir D]   a synthetic model over 2 GB: generate, read + write, load in ONNX Runtime
 //   calibration [repeats]                    static int8 on the CNN (512 samples) vs the 512 forward passes alone
+//   build-time [repeats]                     cold and no-op builds of the sample, with and without its CompressModel item
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -10,9 +11,11 @@ switch (verb)
         return LargeModelBenchmark.Run(args[1..]);
     case "calibration":
         return CalibrationBenchmark.Run(args[1..]);
+    case "build-time":
+        return BuildTimeBenchmark.Run(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats]");
         return 2;
 }
