@@ -60,7 +60,7 @@ run_tests() {
 sample() {
   need_apt dataset-fashion-mnist
   local version; version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
-  dotnet pack src/Compress.Build -c Release -o artifacts/packages --nologo -v quiet -p:Version="$version"
+  dotnet pack src/Compress.Build -c Release -o artifacts/packages --nologo -v quiet -p:PackageVersion="$version"
   local packages="${NUGET_PACKAGES:-$HOME/.nuget/packages}"
   rm -rf "$packages/compress.build/$version"
   local data=samples/FashionClassifier/data

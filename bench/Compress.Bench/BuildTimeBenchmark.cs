@@ -19,7 +19,7 @@ internal static class BuildTimeBenchmark
         var feed = Path.Combine(work, "feed");
         var version = "0.1.0-bench." + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture);
         Console.WriteLine($"packing Compress.Build {version} ...");
-        Dotnet(root, "pack", "src/Compress.Build", "-c", "Release", "-o", feed, $"-p:Version={version}", "--nologo", "-v", "quiet");
+        Dotnet(root, "pack", "src/Compress.Build", "-c", "Release", "-o", feed, $"-p:PackageVersion={version}", "--nologo", "-v", "quiet");
 
         var sample = Path.Combine(root, "samples", "FashionClassifier");
         var data = Path.Combine(work, "data");

@@ -18,7 +18,7 @@ public sealed class PackageFixture : IDisposable
         Directory.CreateDirectory(Feed);
         Version = string.Create(CultureInfo.InvariantCulture, $"0.1.0-e2e.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}");
         var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", "Compress.Build", "Compress.Build.csproj"),
-            "-c", "Release", "-o", Feed, $"-p:Version={Version}", "--nologo");
+            "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");
         if (pack.ExitCode != 0)
         {
             throw new InvalidOperationException("packing Compress.Build failed:\n" + pack.Output);
