@@ -33,7 +33,7 @@ namespace Compress.Build.Tasks
         /// <summary>The dotnet host that runs compress.dll (MSBuild's own by default).</summary>
         public string? DotNetHost { get; set; }
 
-        /// <summary>Folders where the CLI's packages are found (the NuGet package root): passed as --additionalprobingpath.</summary>
+        /// <summary>Folders where the CLI's packages are found (the NuGet package folders, fallbacks included): passed as --additionalprobingpath.</summary>
         public string[] ProbingPaths { get; set; } = Array.Empty<string>();
 
         /// <summary>Files whose change means a new tool (the CLI's assemblies).</summary>
@@ -141,9 +141,9 @@ namespace Compress.Build.Tasks
                     builder.AppendSwitchIfNotNull("--depsfile ", deps);
                 }
 
-                foreach (var probe in ProbingPaths.Where(p => !string.IsNullOrWhiteSpace(p)))
+                foreach (var probe in ProbingPaths.Where(p => !string.IsNullOrWhiteSpace(p)).Select(p => p.Trim().TrimEnd('/', '\\')).Distinct(StringComparer.Ordinal))
                 {
-                    builder.AppendSwitchIfNotNull("--additionalprobingpath ", probe.TrimEnd('/', '\\'));
+                    builder.AppendSwitchIfNotNull("--additionalprobingpath ", probe);
                 }
 
                 builder.AppendFileNameIfNotNull(CompressToolPath);

@@ -132,6 +132,35 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
     }
 
     [Fact]
+    public void A_condition_gives_each_configuration_its_own_spec()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", """
+                <CompressModel Include="Models/classifier.onnx" Spec="debug.compress.json" Condition="'$(Configuration)' == 'Debug'" />
+                <CompressModel Include="Models/classifier.onnx" Spec="classifier.compress.json" Condition="'$(Configuration)' == 'Release'" />
+            """, package.Spec());
+        File.WriteAllText(Path.Combine(project, "debug.compress.json"), """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }""");
+        Assert.Equal(0, Build(project).ExitCode);
+        Assert.Equal(0, Build(project, "-c", "Release").ExitCode);
+        string Steps(string configuration)
+        {
+            using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(project, "bin", configuration, "net10.0", "Models", "classifier.compress-report.json")));
+            return string.Join(",", report.RootElement.GetProperty("steps").EnumerateArray().Select(e => e.GetString()));
+        }
+
+        Assert.Equal("quantize/fp16", Steps("Debug"));
+        Assert.Equal("quantize/dynamic", Steps("Release"));
+    }
+
+    [Fact]
+    public void A_wrong_tool_path_override_is_a_clear_error()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
+        var build = Build(project, "-p:CompressModel_ToolPath=/nonexistent/compress.dll");
+        Assert.NotEqual(0, build.ExitCode);
+        Assert.Contains("App.csproj : error CMP0112: the compress tool was not found at '/nonexistent/compress.dll'", build.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Clean_removes_the_compressed_outputs()
     {
         var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
