@@ -5,13 +5,8 @@ using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Compress.Cli.Tests;
 
-public sealed class InspectCommandTests : IDisposable
+public sealed class InspectCommandTests : CliTest
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "compress-cli-tests", Guid.NewGuid().ToString("N"));
-
-    public InspectCommandTests() => Directory.CreateDirectory(_dir);
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
 
     [Fact]
     public void Table_shows_operators_weights_and_io()
@@ -67,7 +62,7 @@ public sealed class InspectCommandTests : IDisposable
     [Fact]
     public void Missing_model_prints_a_canonical_error()
     {
-        var missing = Path.Combine(_dir, "missing.onnx");
+        var missing = Path.Combine(Dir, "missing.onnx");
         var (code, stdout, stderr) = Run("inspect", missing);
         Assert.Equal(1, code);
         Assert.Empty(stdout);
@@ -77,7 +72,7 @@ public sealed class InspectCommandTests : IDisposable
     [Fact]
     public void Corrupt_model_prints_CMP0002()
     {
-        var path = Path.Combine(_dir, "corrupt.onnx");
+        var path = Path.Combine(Dir, "corrupt.onnx");
         File.WriteAllBytes(path, [0x3A, 0xFF, 0xFF, 0xFF, 0x07, 0x01]);
         var (code, _, stderr) = Run("inspect", path);
         Assert.Equal(1, code);
@@ -111,16 +106,8 @@ public sealed class InspectCommandTests : IDisposable
             .Node("Gemm", ["r", "fc2.weight", "fc2.bias"], ["y"], "fc2", "", OnnxAttribute.Int("transB", 1))
             .Output("y", DataType.Float, "batch", 9)
             .Build();
-        var path = Path.Combine(_dir, "mlp.onnx");
+        var path = Path.Combine(Dir, "mlp.onnx");
         model.Save(path, new OnnxWriteOptions { ExternalData = external ? ExternalDataMode.Always : ExternalDataMode.Never, ExternalThreshold = 4096 });
         return path;
-    }
-
-    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        var code = CompressCommand.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
     }
 }

@@ -3,37 +3,15 @@ using Compress.Core.Data;
 
 namespace Compress.Cli.Tests;
 
-public sealed class RunCommandTests : IDisposable
+public sealed class RunCommandTests : CliTest
 {
-    private readonly string _dir = Path.Combine(Path.GetTempPath(), "compress-cli-tests", Guid.NewGuid().ToString("N"));
-
-    public RunCommandTests() => Directory.CreateDirectory(_dir);
-
-    public void Dispose() => Directory.Delete(_dir, recursive: true);
-
-    private static string Mlp
-    {
-        get
-        {
-            for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-            {
-                var path = Path.Combine(dir.FullName, "models", "fashion_mlp.onnx");
-                if (File.Exists(path))
-                {
-                    return path;
-                }
-            }
-
-            throw new FileNotFoundException("models/fashion_mlp.onnx");
-        }
-    }
 
     [Fact]
     public void Run_writes_the_model_and_both_reports()
     {
-        FashionMnist.WriteNpz(Path.Combine(_dir, "calib.npz"), test: false, [784], 300);
-        FashionMnist.WriteNpz(Path.Combine(_dir, "val.npz"), test: true, [784], 1000);
-        var spec = Path.Combine(_dir, "mlp.compress.json");
+        FashionMnist.WriteNpz(Path.Combine(Dir, "calib.npz"), test: false, [784], 300);
+        FashionMnist.WriteNpz(Path.Combine(Dir, "val.npz"), test: true, [784], 1000);
+        var spec = Path.Combine(Dir, "mlp.compress.json");
         File.WriteAllText(spec, """
         {
           "data": { "calibration": { "path": "calib.npz" }, "evaluation": { "path": "val.npz", "labels": "labels" } },
@@ -41,20 +19,20 @@ public sealed class RunCommandTests : IDisposable
           "constraints": { "maxAccuracyDrop": 0.01 }
         }
         """);
-        var output = Path.Combine(_dir, "out", "mlp.int8.onnx");
-        var (code, stdout, stderr) = Run("run", Mlp, "--spec", spec, "--output", output, "--report", Path.Combine(_dir, "r.json"), Path.Combine(_dir, "r.md"));
+        var output = Path.Combine(Dir, "out", "mlp.int8.onnx");
+        var (code, stdout, stderr) = Run("run", Mlp, "--spec", spec, "--output", output, "--report", Path.Combine(Dir, "r.json"), Path.Combine(Dir, "r.md"));
         Assert.True(code == 0, stderr);
         Assert.Contains("compress: [", stderr); // progress lines
         Assert.Matches(@"mlp\.int8\.onnx: [\d,]+ bytes \(0\.2\d\dx of 1,066,969\), accuracy 0\.\d{4} -> 0\.\d{4}", stdout);
         Assert.True(File.Exists(output));
-        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(_dir, "r.json")));
+        using var json = JsonDocument.Parse(File.ReadAllText(Path.Combine(Dir, "r.json")));
         Assert.Equal("quantize/static", json.RootElement.GetProperty("steps")[0].GetString());
         Assert.True(json.RootElement.GetProperty("size").GetProperty("ratio").GetDouble() < 0.3);
         Assert.Equal(3, json.RootElement.GetProperty("layers").GetArrayLength());
         Assert.True(json.RootElement.GetProperty("constraints")[0].GetProperty("met").GetBoolean());
-        Assert.Contains("| accuracy (1000 samples) |", File.ReadAllText(Path.Combine(_dir, "r.md")));
+        Assert.Contains("| accuracy (1000 samples) |", File.ReadAllText(Path.Combine(Dir, "r.md")));
 
-        (code, stdout, _) = Run("eval", output, "--data", Path.Combine(_dir, "val.npz"), "--labels", "labels", "--reference", Mlp);
+        (code, stdout, _) = Run("eval", output, "--data", Path.Combine(Dir, "val.npz"), "--labels", "labels", "--reference", Mlp);
         Assert.Equal(0, code);
         Assert.Matches(@"accuracy: 0\.\d{4} \(reference 0\.\d{4}\)", stdout);
         Assert.Contains("agreement: ", stdout);
@@ -63,20 +41,12 @@ public sealed class RunCommandTests : IDisposable
     [Fact]
     public void A_bad_spec_is_reported_at_its_line_and_column()
     {
-        var spec = Path.Combine(_dir, "bad.json");
+        var spec = Path.Combine(Dir, "bad.json");
         File.WriteAllText(spec, "{\n  \"steps\": [\n    { \"prune\": { \"sparsity\": 2 } }\n  ]\n}\n");
-        var output = Path.Combine(_dir, "never.onnx");
+        var output = Path.Combine(Dir, "never.onnx");
         var (code, _, stderr) = Run("run", Mlp, "--spec", spec, "--output", output);
         Assert.Equal(1, code);
         Assert.Equal($"{spec}(3,30): error CMP0103: 'sparsity' is 2; it must be between 0 and 0.999", stderr.Trim());
         Assert.False(File.Exists(output));
-    }
-
-    private static (int Code, string Stdout, string Stderr) Run(params string[] args)
-    {
-        var stdout = new StringWriter();
-        var stderr = new StringWriter();
-        var code = CompressCommand.Run(args, stdout, stderr);
-        return (code, stdout.ToString(), stderr.ToString());
     }
 }
