@@ -1,0 +1,190 @@
+using System;
+using System.Collections.Generic;
+using System.Collections.Immutable;
+using System.Globalization;
+using System.IO;
+using System.Linq;
+using System.Text;
+using Compress.Spec;
+using Compress.Spec.Manifest;
+
+namespace Compress.Generators
+{
+    /// <summary>One manifest turned into the wrapper's full source text (or the problems that prevent it).</summary>
+    internal sealed class WrapperSource : IEquatable<WrapperSource>
+    {
+        private WrapperSource(string manifestPath, string fullName, string hintName, string? source, ImmutableArray<Problem> problems)
+        {
+            ManifestPath = manifestPath;
+            FullName = fullName;
+            HintName = hintName;
+            Source = source;
+            Problems = problems;
+        }
+
+        public string ManifestPath { get; }
+
+        public string FullName { get; }
+
+        public string HintName { get; }
+
+        public string? Source { get; }
+
+        public ImmutableArray<Problem> Problems { get; }
+
+        public static WrapperSource Create(string path, string text)
+        {
+            ModelManifest manifest;
+            try
+            {
+                manifest = ManifestJson.Read(text, path);
+            }
+            catch (SpecException e)
+            {
+                return Failed(path, new Problem(Descriptors.MalformedManifest, path, e.Line, e.Column, e.Message));
+            }
+
+            var className = Identifiers.Type(manifest.Name) + "Model";
+            var ns = string.IsNullOrWhiteSpace(manifest.Namespace) ? "Compress.Models" : Identifiers.Namespace(manifest.Namespace!);
+            var fullName = ns + "." + className;
+            if (!manifest.GenerateWrapper)
+            {
+                return new WrapperSource(path, fullName, "", null, ImmutableArray<Problem>.Empty);
+            }
+
+            foreach (var (kind, value) in manifest.Inputs.Select(v => ("input", v)).Concat(manifest.Outputs.Select(v => ("output", v))))
+            {
+                if (ElementType.Find(value.ElementType) is null)
+                {
+                    return Failed(path, new Problem(Descriptors.UnsupportedType, path, 1, 1, fullName, kind, value.Name, value.ElementType), fullName);
+                }
+            }
+
+            var source = new WrapperWriter(manifest, ns, className, Path.GetFileName(path)).Write();
+            return new WrapperSource(path, fullName, fullName + ".g.cs", source, ImmutableArray<Problem>.Empty);
+        }
+
+        private static WrapperSource Failed(string path, Problem problem, string fullName = "") =>
+            new WrapperSource(path, fullName, "", null, ImmutableArray.Create(problem));
+
+        public bool Equals(WrapperSource? other) =>
+            other is not null && ManifestPath == other.ManifestPath && FullName == other.FullName && HintName == other.HintName
+            && Source == other.Source && Problems.SequenceEqual(other.Problems);
+
+        public override bool Equals(object? obj) => Equals(obj as WrapperSource);
+
+        public override int GetHashCode() => (ManifestPath, FullName, Source?.Length ?? -1).GetHashCode();
+    }
+
+    /// <summary>The element types wrappers support: ONNX name → C# type, ONNX Runtime's TensorElementType member.</summary>
+    internal sealed class ElementType
+    {
+        private ElementType(string onnx, string csharp, string ort)
+        {
+            Onnx = onnx;
+            CSharp = csharp;
+            Ort = ort;
+        }
+
+        public string Onnx { get; }
+
+        public string CSharp { get; }
+
+        public string Ort { get; }
+
+        public bool IsString => Onnx == "string";
+
+        public bool IsHalf => Onnx == "float16";
+
+        public static readonly IReadOnlyList<ElementType> All = new[]
+        {
+            new ElementType("float", "float", "Float"), new ElementType("double", "double", "Double"),
+            new ElementType("float16", "global::System.Half", "Float16"),
+            new ElementType("int8", "sbyte", "Int8"), new ElementType("uint8", "byte", "UInt8"),
+            new ElementType("int16", "short", "Int16"), new ElementType("uint16", "ushort", "UInt16"),
+            new ElementType("int32", "int", "Int32"), new ElementType("uint32", "uint", "UInt32"),
+            new ElementType("int64", "long", "Int64"), new ElementType("uint64", "ulong", "UInt64"),
+            new ElementType("bool", "bool", "Bool"), new ElementType("string", "string", "String"),
+        };
+
+        public static ElementType? Find(string onnx) => All.FirstOrDefault(t => t.Onnx == onnx);
+    }
+
+    /// <summary>C# identifiers from model names: <c>input.1</c> → <c>input1</c>, <c>class</c> → <c>@class</c>.</summary>
+    internal static class Identifiers
+    {
+        private static readonly HashSet<string> Keywords = new HashSet<string>(StringComparer.Ordinal)
+        {
+            "abstract", "as", "base", "bool", "break", "byte", "case", "catch", "char", "checked", "class", "const", "continue",
+            "decimal", "default", "delegate", "do", "double", "else", "enum", "event", "explicit", "extern", "false", "finally",
+            "fixed", "float", "for", "foreach", "goto", "if", "implicit", "in", "int", "interface", "internal", "is", "lock",
+            "long", "namespace", "new", "null", "object", "operator", "out", "override", "params", "private", "protected",
+            "public", "readonly", "ref", "return", "sbyte", "sealed", "short", "sizeof", "stackalloc", "static", "string",
+            "struct", "switch", "this", "throw", "true", "try", "typeof", "uint", "ulong", "unchecked", "unsafe", "ushort",
+            "using", "virtual", "void", "volatile", "while",
+        };
+
+        public static string Type(string name) => Pascal(name, "Model");
+
+        public static string Namespace(string name) =>
+            string.Join(".", name.Split('.').Select(part => Pascal(part, "Models", keepCase: true)));
+
+        public static string Property(string name) => Pascal(name, "Value");
+
+        public static string Parameter(string name)
+        {
+            var pascal = Pascal(name, "value");
+            var camel = char.ToLowerInvariant(pascal[0]) + pascal.Substring(1);
+            return Keywords.Contains(camel) ? "@" + camel : camel;
+        }
+
+        private static string Pascal(string name, string fallback, bool keepCase = false)
+        {
+            var text = new StringBuilder();
+            var upper = true;
+            foreach (var c in name)
+            {
+                if (char.IsLetterOrDigit(c) || c == '_')
+                {
+                    text.Append(upper && !keepCase ? char.ToUpperInvariant(c) : c);
+                    upper = false;
+                }
+                else
+                {
+                    upper = true;
+                }
+            }
+
+            if (text.Length == 0)
+            {
+                return fallback;
+            }
+
+            if (char.IsDigit(text[0]))
+            {
+                text.Insert(0, '_');
+            }
+
+            return text.ToString();
+        }
+
+        /// <summary>Makes every name unique by appending 2, 3, … to repeats (in order), avoiding <paramref name="taken"/>.</summary>
+        public static List<string> Unique(IEnumerable<string> names, ISet<string> taken)
+        {
+            var result = new List<string>();
+            foreach (var name in names)
+            {
+                var candidate = name;
+                for (var i = 2; taken.Contains(candidate); i++)
+                {
+                    candidate = name + i.ToString(CultureInfo.InvariantCulture);
+                }
+
+                taken.Add(candidate);
+                result.Add(candidate);
+            }
+
+            return result;
+        }
+    }
+}
