@@ -161,6 +161,28 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
     }
 
     [Fact]
+    public void The_generated_wrapper_runs_the_compressed_model_in_the_app()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item + $"""
+
+                <PackageReference Include="Compress.Runtime" Version="{package.Version}" />
+            """, package.Spec(), """
+            using App;
+            var pixels = new float[2 * 784];
+            for (var i = 0; i < pixels.Length; i++) { pixels[i] = (i * 37 % 255) / 255f; }
+            using var model = ClassifierModel.Load();
+            var logits = model.Run(pixels).Logits;
+            System.Console.WriteLine($"shape [{string.Join(",", logits.Shape)}] first {logits.Data[0]:R}");
+            """);
+        var run = Run(project, "run", "-v:n");
+        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.Compressed);
+        Assert.Contains("shape [2,10] first ", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("CS8032", run.Output, StringComparison.Ordinal); // the generator loaded in this compiler
+        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Clean_removes_the_compressed_outputs()
     {
         var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());

@@ -17,11 +17,14 @@ public sealed class PackageFixture : IDisposable
         Feed = Path.Combine(Root, "feed");
         Directory.CreateDirectory(Feed);
         Version = string.Create(CultureInfo.InvariantCulture, $"0.1.0-e2e.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}");
-        var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", "Compress.Build", "Compress.Build.csproj"),
-            "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");
-        if (pack.ExitCode != 0)
+        foreach (var project in new[] { "Compress.Build", "Compress.Runtime" })
         {
-            throw new InvalidOperationException("packing Compress.Build failed:\n" + pack.Output);
+            var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", project, project + ".csproj"),
+                "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");
+            if (pack.ExitCode != 0)
+            {
+                throw new InvalidOperationException($"packing {project} failed:\n" + pack.Output);
+            }
         }
 
         Data = Path.Combine(Root, "data");
@@ -65,7 +68,7 @@ public sealed class PackageFixture : IDisposable
     }
 
     /// <summary>A console app in <paramref name="folder"/>/<paramref name="name"/> with the model at Models/classifier.onnx.</summary>
-    public string NewProject(string folder, string name, string items, string? spec = null)
+    public string NewProject(string folder, string name, string items, string? spec = null, string program = "System.Console.WriteLine(\"hello\");\n")
     {
         var project = Path.Combine(folder, name);
         Directory.CreateDirectory(Path.Combine(project, "Models"));
@@ -83,7 +86,7 @@ public sealed class PackageFixture : IDisposable
               </ItemGroup>
             </Project>
             """);
-        File.WriteAllText(Path.Combine(project, "Program.cs"), "System.Console.WriteLine(\"hello\");\n");
+        File.WriteAllText(Path.Combine(project, "Program.cs"), program);
         if (spec is not null)
         {
             File.WriteAllText(Path.Combine(project, "classifier.compress.json"), spec);
@@ -140,7 +143,15 @@ public sealed class PackageFixture : IDisposable
     {
         try
         {
-            Directory.Delete(Path.Combine(PackagesFolder, "compress.build", Version.ToLowerInvariant()), recursive: true);
+            foreach (var id in new[] { "compress.build", "compress.runtime" })
+            {
+                var folder = Path.Combine(PackagesFolder, id, Version.ToLowerInvariant());
+                if (Directory.Exists(folder))
+                {
+                    Directory.Delete(folder, recursive: true);
+                }
+            }
+
             Directory.Delete(Root, recursive: true);
         }
         catch (IOException)
