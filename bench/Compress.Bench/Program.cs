@@ -2,6 +2,7 @@
 //   large-model [--gigabytes G] [--dir D]   a synthetic model over 2 GB: generate, read + write, load in ONNX Runtime
 //   calibration [repeats]                    static int8 on the CNN (512 samples) vs the 512 forward passes alone
 //   build-time [repeats]                     cold and no-op builds of the sample, with and without its CompressModel item
+//   wrapper [rounds]                         generated wrapper vs hand-written ONNX Runtime code, batch 1 and 64
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -13,9 +14,11 @@ switch (verb)
         return CalibrationBenchmark.Run(args[1..]);
     case "build-time":
         return BuildTimeBenchmark.Run(args[1..]);
+    case "wrapper":
+        return WrapperBenchmark.Run(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds]");
         return 2;
 }

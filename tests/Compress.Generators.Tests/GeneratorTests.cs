@@ -106,6 +106,23 @@ public sealed class GeneratorTests
         Assert.Empty(result.Diagnostics);
     }
 
+    [Fact]
+    public void Every_generator_diagnostic_has_a_help_page_and_a_release_entry()
+    {
+        var descriptors = typeof(Descriptors).GetFields().Select(f => (DiagnosticDescriptor)f.GetValue(null)!).ToList();
+        var releases = File.ReadAllText(Path.Combine(FindRoot(), "src", "Compress.Generators", "AnalyzerReleases.Unshipped.md"));
+        Assert.Equal(4, descriptors.Count);
+        foreach (var descriptor in descriptors)
+        {
+            Assert.Matches("^CMP1[0-9]{3}$", descriptor.Id);
+            var page = Path.Combine(FindRoot(), "docs", "diagnostics", descriptor.Id + ".md");
+            Assert.True(File.Exists(page), $"{descriptor.Id} has no help page");
+            Assert.StartsWith($"# {descriptor.Id}: ", File.ReadAllText(page), StringComparison.Ordinal);
+            Assert.EndsWith($"/docs/diagnostics/{descriptor.Id}.md", descriptor.HelpLinkUri, StringComparison.Ordinal);
+            Assert.Contains($"{descriptor.Id} | Compress.Build | {descriptor.DefaultSeverity} |", releases, StringComparison.Ordinal);
+        }
+    }
+
     private sealed class PlainText(string path, string text) : AdditionalText
     {
         public override string Path => path;
