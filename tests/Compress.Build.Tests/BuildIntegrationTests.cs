@@ -183,6 +183,29 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
     }
 
     [Fact]
+    public void Passing_float_data_to_an_fp16_input_is_flagged_in_the_build()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", $"""
+                <CompressModel Include="Models/half.onnx" Quantize="fp16" />
+                <PackageReference Include="Compress.Runtime" Version="{package.Version}" />
+            """, null, """
+            var pixels = new float[8];
+            using var model = App.HalfModel.Load();
+            var result = model.Run(pixels);
+            """);
+        new Compress.Core.Onnx.GraphBuilder("half")
+            .Input("x", Compress.Core.Onnx.Proto.TensorProto.Types.DataType.Float16, "n", 8)
+            .Node("Identity", ["x"], ["y"], "identity")
+            .Output("y", Compress.Core.Onnx.Proto.TensorProto.Types.DataType.Float16, "n", 8)
+            .Build().Save(Path.Combine(project, "Models", "half.onnx"));
+        var build = Build(project);
+        Assert.NotEqual(0, build.ExitCode); // the compiler's conversion error stands too
+        var program = Path.Combine(project, "Program.cs");
+        Assert.Contains($"{program}(3,24): warning CMP2002: Input 'x' of HalfModel takes float16 (Half) in the compressed model, but the argument holds float32", build.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("CS8032", build.Output, StringComparison.Ordinal);
+    }
+
+    [Fact]
     public void Clean_removes_the_compressed_outputs()
     {
         var project = package.NewProject(package.NewWorkspace(), "App", Item, package.Spec());
