@@ -19,7 +19,10 @@ internal static class BuildTimeBenchmark
         var feed = Path.Combine(work, "feed");
         var version = "0.1.0-bench." + DateTime.UtcNow.ToString("yyyyMMddHHmmss", CultureInfo.InvariantCulture);
         Console.WriteLine($"packing Compress.Build {version} ...");
-        Dotnet(root, "pack", "src/Compress.Build", "-c", "Release", "-o", feed, $"-p:PackageVersion={version}", "--nologo", "-v", "quiet");
+        foreach (var project in new[] { "src/Compress.Build", "src/Compress.Runtime" })
+        {
+            Dotnet(root, "pack", project, "-c", "Release", "-o", feed, $"-p:PackageVersion={version}", "--nologo", "-v", "quiet");
+        }
 
         var sample = Path.Combine(root, "samples", "FashionClassifier");
         var data = Path.Combine(work, "data");
@@ -60,7 +63,10 @@ internal static class BuildTimeBenchmark
 
         Directory.Delete(work, recursive: true);
         var packages = Environment.GetEnvironmentVariable("NUGET_PACKAGES") is { Length: > 0 } p ? p : Path.Combine(Environment.GetFolderPath(Environment.SpecialFolder.UserProfile), ".nuget", "packages");
-        Directory.Delete(Path.Combine(packages, "compress.build", version), recursive: true);
+        foreach (var id in new[] { "compress.build", "compress.runtime" })
+        {
+            Directory.Delete(Path.Combine(packages, id, version), recursive: true);
+        }
         return 0;
     }
 
@@ -77,7 +83,17 @@ internal static class BuildTimeBenchmark
             .Replace("../../models/fashion_mlp.onnx", Path.Combine(root, "models", "fashion_mlp.onnx"), StringComparison.Ordinal);
         if (!keepItem)
         {
-            project = string.Join('\n', project.Split('\n').Where(l => !l.Contains("<CompressModel ", StringComparison.Ordinal)));
+            // The same app with no CompressModel item: it ships the model as content and calls ONNX Runtime itself.
+            project = string.Join('\n', project.Split('\n').Select(l => l.Contains("<CompressModel ", StringComparison.Ordinal)
+                ? $"    <None Include=\"{Path.Combine(root, "models", "fashion_mlp.onnx")}\" Link=\"fashion_mlp.onnx\" CopyToOutputDirectory=\"PreserveNewest\" />"
+                : l));
+            File.WriteAllText(Path.Combine(target, "Program.cs"), """
+                using Microsoft.ML.OnnxRuntime;
+                using var session = new InferenceSession(Path.Combine(AppContext.BaseDirectory, "fashion_mlp.onnx"));
+                using var input = OrtValue.CreateTensorValueFromMemory(new float[784], [1, 784]);
+                using var output = session.Run(new RunOptions(), ["input"], [input], ["logits"]);
+                Console.WriteLine(output[0].GetTensorDataAsSpan<float>()[0]);
+                """);
         }
 
         File.WriteAllText(Path.Combine(target, "FashionClassifier.csproj"), project);
