@@ -235,34 +235,7 @@ namespace Compress.Generators
         private static string Declared(ManifestValue value) =>
             value.Shape is null ? "(no declared shape)" : "[" + string.Join(", ", value.Shape.Select(d => d.ToString())) + "]";
 
-        private static string Literal(string text)
-        {
-            var builder = new StringBuilder("\"");
-            foreach (var ch in text)
-            {
-                switch (ch)
-                {
-                    case '"': builder.Append("\\\""); break;
-                    case '\\': builder.Append("\\\\"); break;
-                    case '\n': builder.Append("\\n"); break;
-                    case '\r': builder.Append("\\r"); break;
-                    case '\t': builder.Append("\\t"); break;
-                    default:
-                        if (ch < 0x20)
-                        {
-                            builder.Append("\\u").Append(((int)ch).ToString("x4", CultureInfo.InvariantCulture));
-                        }
-                        else
-                        {
-                            builder.Append(ch);
-                        }
-
-                        break;
-                }
-            }
-
-            return builder.Append('"').ToString();
-        }
+        private static string Literal(string text) => Compress.Spec.JsonWriter.Quote(text);
 
         private static string Xml(string text) => text.Replace("&", "&amp;").Replace("<", "&lt;").Replace(">", "&gt;").Replace("\n", " ");
 

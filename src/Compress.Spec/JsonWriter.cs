@@ -94,6 +94,14 @@ namespace Compress.Spec
 
         public override string ToString() => _text.ToString() + "\n";
 
+        /// <summary><paramref name="value"/> as a quoted, escaped string literal — valid JSON and valid C#.</summary>
+        public static string Quote(string value)
+        {
+            var writer = new JsonWriter();
+            writer.AppendString(value);
+            return writer._text.ToString();
+        }
+
         private JsonWriter Open(char bracket)
         {
             Separator();
