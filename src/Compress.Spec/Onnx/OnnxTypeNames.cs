@@ -12,5 +12,8 @@ namespace Compress.Spec.Onnx
 
         /// <summary>E.g. 1 → <c>float</c>, 10 → <c>float16</c>, 7 → <c>int64</c>; an unknown code gives <c>type&lt;n&gt;</c>.</summary>
         public static string Name(int type) => type >= 0 && type < Names.Length ? Names[type] : "type" + type;
+
+        /// <summary>The ONNX code of a type name (<c>float16</c> → 10), or -1.</summary>
+        public static int Code(string name) => System.Array.IndexOf(Names, name);
     }
 }

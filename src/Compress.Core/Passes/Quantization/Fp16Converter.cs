@@ -1,6 +1,6 @@
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
-using Compress.Core.Runtime;
+using Compress.Spec.Kernels;
 using Compress.Core.Torch;
 using Compress.Spec;
 using static TorchSharp.torch;
