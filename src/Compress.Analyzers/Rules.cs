@@ -19,6 +19,20 @@ namespace Compress.Analyzers
             description: "A generated wrapper's input has the element type of the compressed model (e.g. float16 after fp16 compression); data of another element type must be converted.",
             helpLinkUri: HelpLink("CMP2002"));
 
+        public static readonly DiagnosticDescriptor UnsupportedOperator = new DiagnosticDescriptor(
+            "CMP2003", "Operator not supported by the shipped ONNX Runtime",
+            "{0} ({1}) has no CPU kernel in the shipped ONNX Runtime at opset {2}{3}; the model will not load",
+            Category, DiagnosticSeverity.Warning, true,
+            description: "Checked against the kernel table of the ONNX Runtime version this package ships (verified against the runtime itself).",
+            helpLinkUri: HelpLink("CMP2003"));
+
+        public static readonly DiagnosticDescriptor PrecisionWithoutKernel = new DiagnosticDescriptor(
+            "CMP2004", "Requested precision has no kernel for some operators",
+            "This quantize step asks for {0}; ONNX Runtime's CPU provider has no such kernel for {1}: {2} (they stay float32 behind Cast or Q/DQ nodes)",
+            Category, DiagnosticSeverity.Warning, true,
+            description: "Operators without a kernel for the requested precision fall back to float32 (behind Cast or Q/DQ nodes), which costs size or speed; exclude them or choose another precision.",
+            helpLinkUri: HelpLink("CMP2004"));
+
         public static string HelpLink(string id) => $"https://github.com/compress-build/compress-build/blob/main/docs/diagnostics/{id}.md";
     }
 }

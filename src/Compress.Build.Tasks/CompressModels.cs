@@ -291,6 +291,7 @@ namespace Compress.Build.Tasks
             manifest.Outputs.AddRange(signature.Outputs);
             manifest.Opsets.AddRange(signature.Opsets);
             manifest.Operators.AddRange(signature.Operators);
+            manifest.SourceOperators.AddRange(signature.Operators);
             ResolveCompressModels.WriteIfChanged(path, ManifestJson.Write(manifest));
         }
 

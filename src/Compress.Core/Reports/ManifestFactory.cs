@@ -36,6 +36,7 @@ public static class ManifestFactory
         manifest.Outputs.AddRange(signature.Outputs);
         manifest.Opsets.AddRange(signature.Opsets);
         manifest.Operators.AddRange(signature.Operators);
+        manifest.SourceOperators.AddRange(OnnxSignatureReader.Read(report.Model).Operators);
         AddElementTypes(OnnxModel.Load(report.Output), manifest.Operators);
 
         var compression = new ManifestCompression

@@ -40,6 +40,14 @@ namespace Compress.Spec.Manifest
                 w.EndObject();
             }
 
+            w.EndArray().Key("sourceOperators").StartArray();
+            foreach (var op in manifest.SourceOperators)
+            {
+                w.StartObject().Property("domain", op.Domain).Property("op", op.Op).Property("count", op.Count);
+                Strings(w.Key("nodes"), op.Nodes);
+                w.EndObject();
+            }
+
             w.EndArray().Key("compression");
             if (manifest.Compression is { } c)
             {
@@ -196,6 +204,18 @@ namespace Compress.Spec.Manifest
                     op.ElementTypes.AddRange(Items(item["elementTypes"], "elementTypes").Select(t => String(t, "elementTypes")!));
                     op.Nodes.AddRange(Items(item["nodes"], "nodes").Select(t => String(t, "nodes")!));
                     manifest.Operators.Add(op);
+                }
+
+                foreach (var item in Items(root["sourceOperators"], "sourceOperators"))
+                {
+                    var op = new ManifestOperator
+                    {
+                        Domain = String(item["domain"], "domain") ?? "ai.onnx",
+                        Op = String(Required(item, "op"), "op")!,
+                        Count = item["count"] is { } n ? (int)Number(n, "count") : 1,
+                    };
+                    op.Nodes.AddRange(Items(item["nodes"], "nodes").Select(t => String(t, "nodes")!));
+                    manifest.SourceOperators.Add(op);
                 }
 
                 if (root["compression"] is { Kind: JsonKind.Object } s)

@@ -46,6 +46,9 @@ namespace Compress.Spec.Manifest
 
         public List<ManifestOperator> Operators { get; } = new List<ManifestOperator>();
 
+        /// <summary>The operators of the source model (before compression), which spec checks are about.</summary>
+        public List<ManifestOperator> SourceOperators { get; } = new List<ManifestOperator>();
+
         public ManifestCompression? Compression { get; set; }
     }
 
