@@ -18,6 +18,9 @@ namespace Compress.Analyzers
     [DiagnosticAnalyzer(LanguageNames.CSharp)]
     public sealed class KernelAnalyzer : DiagnosticAnalyzer
     {
+        /// <summary>CMP2004's property listing the op types without a kernel (comma-separated), for the exclude fix.</summary>
+        public const string OpsProperty = "Ops";
+
         /// <summary>Ops whose quantized form ONNX Runtime runs on int8/uint8 (the op itself or its QLinear counterpart).</summary>
         private static readonly Dictionary<string, string[]> QuantizedForms = new Dictionary<string, string[]>
         {
@@ -159,7 +162,7 @@ namespace Compress.Analyzers
                     {
                         var names = string.Join(", ", lacking.Select(o => o.Nodes.Count > 0 ? $"{o.Op} ({string.Join(", ", o.Nodes.Take(3))}{(o.Count > 3 ? ", …" : "")})" : o.Op));
                         context.ReportDiagnostic(Diagnostic.Create(Rules.PrecisionWithoutKernel, SpecAnalyzer.At(context.AdditionalFile.Path, text, step.Line, step.Column),
-                            ImmutableDictionary<string, string?>.Empty.Add("Ops", string.Join(",", lacking.Select(o => o.Op))),
+                            ImmutableDictionary<string, string?>.Empty.Add(OpsProperty, string.Join(",", lacking.Select(o => o.Op))),
                             precision, $"{lacking.Count} operator type(s) of {manifest.Name}", names));
                     }
                 }

@@ -1,5 +1,7 @@
 using Microsoft.CodeAnalysis.CSharp.Testing;
 using Microsoft.CodeAnalysis.Testing;
+using Compress.Analyzers.CodeFixes;
+using Microsoft.CodeAnalysis.Diagnostics;
 
 namespace Compress.Analyzers.Tests;
 
@@ -74,6 +76,44 @@ public sealed class KernelAnalyzerTests
     public Task A_spec_no_manifest_points_at_is_not_checked() => Verify(
         Manifest("[]", """[ { "domain": "ai.onnx", "op": "Conv", "count": 1, "nodes": ["conv"] } ]""").Replace("/0/net.compress.json", "/0/other.compress.json", StringComparison.Ordinal),
         """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }""");
+
+    /// <summary>
+    /// The fix edits the spec (an additional document). Microsoft.CodeAnalysis.Testing 1.1.4 only applies fixes to
+    /// source documents, so this drives the provider as the IDE does: a workspace, the analyzer's diagnostic, the action.
+    /// </summary>
+    [Theory]
+    [InlineData(
+        """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }""",
+        """{ "steps": [ { "quantize": { "exclude": ["Conv"], "weights": "fp16" } } ] }""")]
+    [InlineData(
+        """{ "steps": [ { "quantize": { "weights": "fp16", "exclude": ["head*"] } } ] }""",
+        """{ "steps": [ { "quantize": { "weights": "fp16", "exclude": ["Conv", "head*"] } } ] }""")]
+    [InlineData(
+        """{ "steps": [ { "quantize": { "weights": "fp16", "exclude": [] } } ] }""",
+        """{ "steps": [ { "quantize": { "weights": "fp16", "exclude": ["Conv"] } } ] }""")]
+    public async Task The_fix_excludes_the_operators_in_the_spec(string spec, string fixedSpec)
+    {
+        var manifest = Manifest("[]", """[ { "domain": "ai.onnx", "op": "Conv", "count": 1, "nodes": ["conv"] } ]""");
+        using var workspace = new Microsoft.CodeAnalysis.AdhocWorkspace();
+        var project = workspace.AddProject("App", Microsoft.CodeAnalysis.LanguageNames.CSharp)
+            .AddAnalyzerConfigDocument("/.editorconfig", Microsoft.CodeAnalysis.Text.SourceText.From(EditorConfig), filePath: "/.editorconfig").Project
+            .AddAdditionalDocument("net.manifest.json", Microsoft.CodeAnalysis.Text.SourceText.From(manifest), filePath: "/0/net.manifest.json").Project;
+        var specDocument = project.AddAdditionalDocument("net.compress.json", Microsoft.CodeAnalysis.Text.SourceText.From(spec), filePath: "/0/net.compress.json");
+        project = specDocument.Project;
+        var compilation = (await project.GetCompilationAsync())!;
+        var diagnostics = await compilation.WithAnalyzers([new KernelAnalyzer()], project.AnalyzerOptions).GetAnalyzerDiagnosticsAsync();
+        var diagnostic = Assert.Single(diagnostics);
+        Assert.Equal("CMP2004", diagnostic.Id);
+
+        var actions = new List<Microsoft.CodeAnalysis.CodeActions.CodeAction>();
+        var context = new Microsoft.CodeAnalysis.CodeFixes.CodeFixContext(project.GetAdditionalDocument(specDocument.Id)!, diagnostic.Location.SourceSpan, [diagnostic], (a, _) => actions.Add(a), CancellationToken.None);
+        await new ExcludeOperatorsCodeFix().RegisterCodeFixesAsync(context);
+        var action = Assert.Single(actions);
+        Assert.Equal("Exclude Conv from this step", action.Title);
+        var operation = Assert.Single((await action.GetOperationsAsync(CancellationToken.None)).OfType<Microsoft.CodeAnalysis.CodeActions.ApplyChangesOperation>());
+        var text = await operation.ChangedSolution.GetAdditionalDocument(specDocument.Id)!.GetTextAsync();
+        Assert.Equal(fixedSpec, text.ToString());
+    }
 
     private static async Task Verify(string manifest, string? spec, params DiagnosticResult[] expected)
     {
