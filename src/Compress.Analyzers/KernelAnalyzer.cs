@@ -41,7 +41,7 @@ namespace Compress.Analyzers
         private static readonly HashSet<string> Structural = new HashSet<string> { "QuantizeLinear", "DequantizeLinear", "Cast", "Identity", "Constant" };
 
         public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics =>
-            ImmutableArray.Create(Rules.UnsupportedOperator, Rules.PrecisionWithoutKernel);
+            ImmutableArray.Create(Rules.UnsupportedOperator, Rules.PrecisionWithoutKernel, Rules.MethodFindsNothing);
 
         public override void Initialize(AnalysisContext context)
         {
@@ -132,6 +132,24 @@ namespace Compress.Analyzers
             catch (SpecException)
             {
                 return; // CMP2001 reports it
+            }
+
+            foreach (var step in spec.Steps)
+            {
+                var (kind, handles) = step switch
+                {
+                    QuantizeStep { Activations: "none" } q when q.Weights != "fp16" => ("weight-only quantization", new[] { "MatMul", "Gemm" }),
+                    QuantizeStep { Activations: "dynamic" } => ("dynamic quantization", new[] { "MatMul", "Gemm" }),
+                    PruneStep => ("pruning", new[] { "Conv", "Gemm", "MatMul" }),
+                    _ => ("", new string[0]),
+                };
+                foreach (var manifest in manifests.Where(m => handles.Length > 0 && m.SourceOperators.Count > 0
+                    && !m.SourceOperators.Any(o => o.Domain == "ai.onnx" && handles.Contains(o.Op))))
+                {
+                    context.ReportDiagnostic(Diagnostic.Create(Rules.MethodFindsNothing, SpecAnalyzer.At(context.AdditionalFile.Path, text, step.Line, step.Column),
+                        kind, string.Join(" and ", handles), manifest.Name,
+                        string.Join(", ", manifest.SourceOperators.Select(o => o.Op).Distinct().Take(8))));
+                }
             }
 
             foreach (var step in spec.Steps.OfType<QuantizeStep>())

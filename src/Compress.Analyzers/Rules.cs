@@ -33,6 +33,13 @@ namespace Compress.Analyzers
             description: "Operators without a kernel for the requested precision fall back to float32 (behind Cast or Q/DQ nodes), which costs size or speed; exclude them or choose another precision.",
             helpLinkUri: HelpLink("CMP2004"));
 
+        public static readonly DiagnosticDescriptor MethodFindsNothing = new DiagnosticDescriptor(
+            "CMP2005", "The step's method has nothing to work on in this model",
+            "This {0} step only handles {1}, and {2} has none (its operators: {3}); the step would change nothing",
+            Category, DiagnosticSeverity.Warning, true,
+            description: "Weight-only and dynamic quantization handle MatMul and Gemm; pruning handles Conv, Gemm and MatMul weights.",
+            helpLinkUri: HelpLink("CMP2005"));
+
         public static string HelpLink(string id) => $"https://github.com/compress-build/compress-build/blob/main/docs/diagnostics/{id}.md";
     }
 }

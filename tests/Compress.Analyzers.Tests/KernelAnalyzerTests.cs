@@ -77,6 +77,23 @@ public sealed class KernelAnalyzerTests
         Manifest("[]", """[ { "domain": "ai.onnx", "op": "Conv", "count": 1, "nodes": ["conv"] } ]""").Replace("/0/net.compress.json", "/0/other.compress.json", StringComparison.Ordinal),
         """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }""");
 
+    [Fact]
+    public Task Weight_only_quantization_of_a_model_without_matmul_or_gemm_is_flagged() => Verify(
+        Manifest("[]", """[ { "domain": "ai.onnx", "op": "Conv", "count": 2, "nodes": ["c1", "c2"] }, { "domain": "ai.onnx", "op": "Relu", "count": 2, "nodes": ["r1", "r2"] } ]"""),
+        """{ "steps": [ { {|#0:"|}quantize": { "weights": "int4", "activations": "none" } } ] }""",
+        new DiagnosticResult(Rules.MethodFindsNothing).WithLocation(0).WithArguments("weight-only quantization", "MatMul and Gemm", "Net", "Conv, Relu"));
+
+    [Fact]
+    public Task Pruning_a_model_without_weighted_layers_is_flagged() => Verify(
+        Manifest("[]", """[ { "domain": "ai.onnx", "op": "Softmax", "count": 1, "nodes": ["s"] } ]"""),
+        """{ "steps": [ { {|#0:"|}prune": { "sparsity": 0.5 } } ] }""",
+        new DiagnosticResult(Rules.MethodFindsNothing).WithLocation(0).WithArguments("pruning", "Conv and Gemm and MatMul", "Net", "Softmax"));
+
+    [Fact]
+    public Task Dynamic_quantization_of_a_gemm_model_is_not_flagged() => Verify(
+        Manifest("[]", """[ { "domain": "ai.onnx", "op": "Gemm", "count": 3, "nodes": ["fc1", "fc2", "fc3"] }, { "domain": "ai.onnx", "op": "Relu", "count": 2, "nodes": ["r1", "r2"] } ]"""),
+        """{ "steps": [ { "prune": { "sparsity": 0.5 } }, { "quantize": { "weights": "int8", "activations": "dynamic" } } ] }""");
+
     /// <summary>
     /// The fix edits the spec (an additional document). Microsoft.CodeAnalysis.Testing 1.1.4 only applies fixes to
     /// source documents, so this drives the provider as the IDE does: a workspace, the analyzer's diagnostic, the action.
