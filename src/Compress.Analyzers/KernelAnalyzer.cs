@@ -59,7 +59,8 @@ namespace Compress.Analyzers
 
                     try
                     {
-                        manifests.Add((file.Path, ManifestJson.Read(text.ToString(), file.Path), JsonParser.Parse(text.ToString(), file.Path)));
+                        var root = ManifestJson.Parse(text.ToString(), file.Path);
+                        manifests.Add((file.Path, ManifestJson.Read(root, file.Path), root));
                     }
                     catch (SpecException)
                     {

@@ -15,7 +15,7 @@ namespace Compress.Analyzers
     [DiagnosticAnalyzer(LanguageNames.CSharp)]
     public sealed class PrecisionAnalyzer : DiagnosticAnalyzer
     {
-        /// <summary>The diagnostic's properties carry the element type the input wants, for the code fix.</summary>
+        /// <summary>The diagnostic's properties carry the element type the input wants (metadata name, e.g. System.Half), for the code fix.</summary>
         public const string WantedType = "WantedType";
 
         public override ImmutableArray<DiagnosticDescriptor> SupportedDiagnostics => ImmutableArray.Create(Rules.PrecisionMismatch);
@@ -62,7 +62,7 @@ namespace Compress.Analyzers
                     continue;
                 }
 
-                var properties = ImmutableDictionary<string, string?>.Empty.Add(WantedType, wanted.ToDisplayString(SymbolDisplayFormat.FullyQualifiedFormat));
+                var properties = ImmutableDictionary<string, string?>.Empty.Add(WantedType, wanted.ContainingNamespace.ToDisplayString() + "." + wanted.MetadataName);
                 context.ReportDiagnostic(Diagnostic.Create(Rules.PrecisionMismatch, argument.Expression.GetLocation(), properties,
                     parameter!.Name, method.ContainingType.Name, ElementTypes.Describe(wanted), ElementTypes.Describe(given)));
             }
@@ -87,13 +87,17 @@ namespace Compress.Analyzers
                     return array.ElementType;
                 case INamedTypeSymbol named when named.IsGenericType && named.TypeArguments.Length == 1:
                     var definition = named.ConstructedFrom.ToDisplayString();
-                    return definition is "System.ReadOnlyMemory<T>" or "System.Memory<T>" or "System.ReadOnlySpan<T>" or "System.Span<T>"
-                        or "System.Collections.Generic.IReadOnlyList<T>" or "System.Collections.Generic.List<T>" or "System.Collections.Generic.IList<T>"
+                    return definition is "System.ReadOnlyMemory<T>" or "System.Memory<T>" or "System.ReadOnlySpan<T>" or "System.Span<T>" || IsList(named)
                         ? named.TypeArguments[0] : null;
                 default:
                     return null;
             }
         }
+
+        /// <summary>A list the caller may pass (its elements are read through IEnumerable, not as a span).</summary>
+        public static bool IsList(ITypeSymbol? type) =>
+            type is INamedTypeSymbol { IsGenericType: true } named
+            && named.ConstructedFrom.ToDisplayString() is "System.Collections.Generic.IReadOnlyList<T>" or "System.Collections.Generic.List<T>" or "System.Collections.Generic.IList<T>";
 
         public static string Describe(ITypeSymbol type) => type.SpecialType switch
         {

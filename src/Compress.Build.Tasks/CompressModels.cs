@@ -4,6 +4,7 @@ using System.IO;
 using System.Linq;
 using System.Text;
 using Compress.Spec;
+using Compress.Spec.IO;
 using Compress.Spec.Manifest;
 using Compress.Spec.Onnx;
 using Microsoft.Build.Framework;
@@ -115,7 +116,7 @@ namespace Compress.Build.Tasks
                 Log.LogMessage(MessageImportance.High, $"Compress.Build: compressing {model.ItemSpec} with {Path.GetFileName(model.GetMetadata("SpecFile"))}");
             }
 
-            ResolveCompressModels.WriteIfChanged(JobsFile, Jobs(stale));
+            AtomicFile.WriteAllTextIfChanged(JobsFile, Jobs(stale));
             var ok = base.Execute();
             Compressed = stale.Where(m => File.Exists(m.GetMetadata("ArtifactFile"))).ToArray();
             return ok && !Log.HasLoggedErrors;
@@ -292,7 +293,7 @@ namespace Compress.Build.Tasks
             manifest.Opsets.AddRange(signature.Opsets);
             manifest.Operators.AddRange(signature.Operators);
             manifest.SourceOperators.AddRange(signature.Operators);
-            ResolveCompressModels.WriteIfChanged(path, ManifestJson.Write(manifest));
+            AtomicFile.WriteAllTextIfChanged(path, ManifestJson.Write(manifest));
         }
 
         private static string? NullIfEmpty(string value) => value.Length == 0 ? null : value;

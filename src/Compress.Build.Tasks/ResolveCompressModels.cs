@@ -3,6 +3,7 @@ using System.Collections.Generic;
 using System.IO;
 using System.Linq;
 using Compress.Spec;
+using Compress.Spec.IO;
 using Compress.Spec.Manifest;
 using Microsoft.Build.Framework;
 using Microsoft.Build.Utilities;
@@ -123,7 +124,7 @@ namespace Compress.Build.Tasks
                 }
 
                 specFile = stem + ".inline-spec.json";
-                WriteIfChanged(specFile, text);
+                AtomicFile.WriteAllTextIfChanged(specFile, text);
             }
             else if (spec is not null)
             {
@@ -170,24 +171,6 @@ namespace Compress.Build.Tasks
         {
             var value = item.GetMetadata(name);
             return string.IsNullOrWhiteSpace(value) ? null : value.Trim();
-        }
-
-        internal static void WriteIfChanged(string path, string text)
-        {
-            if (File.Exists(path) && File.ReadAllText(path) == text)
-            {
-                return;
-            }
-
-            Directory.CreateDirectory(Path.GetDirectoryName(path)!);
-            var temp = path + "." + Guid.NewGuid().ToString("N") + ".tmp";
-            File.WriteAllText(temp, text);
-            if (File.Exists(path))
-            {
-                File.Delete(path);
-            }
-
-            File.Move(temp, path);
         }
 
         private void Error(string code, string message) =>

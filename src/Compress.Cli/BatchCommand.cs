@@ -1,10 +1,10 @@
 using System.CommandLine;
 using Compress.Core;
 using Compress.Core.Diagnostics;
-using Compress.Core.IO;
 using Compress.Core.Reports;
 using Compress.Core.Spec;
 using Compress.Spec;
+using Compress.Spec.IO;
 using Compress.Spec.Manifest;
 
 namespace Compress.Cli;

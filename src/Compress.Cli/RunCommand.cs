@@ -2,8 +2,8 @@ using System.CommandLine;
 using System.Globalization;
 using Compress.Core;
 using Compress.Core.Reports;
-using Compress.Core.IO;
 using Compress.Core.Spec;
+using Compress.Spec.IO;
 using Compress.Spec.Manifest;
 
 namespace Compress.Cli;

@@ -7,7 +7,7 @@ public sealed class RuleTests
     [Fact]
     public void Every_rule_has_a_help_page_and_a_release_entry()
     {
-        var root = FindRoot();
+        var root = Compress.Tests.Shared.Repository.Root;
         var rules = typeof(Rules).GetFields().Where(f => f.FieldType == typeof(DiagnosticDescriptor)).Select(f => (DiagnosticDescriptor)f.GetValue(null)!).ToList();
         var releases = File.ReadAllText(Path.Combine(root, "src", "Compress.Analyzers", "AnalyzerReleases.Unshipped.md"));
         Assert.Equal(5, rules.Count);
@@ -19,18 +19,5 @@ public sealed class RuleTests
             Assert.StartsWith($"# {rule.Id}: {rule.Title}", File.ReadAllText(page), StringComparison.Ordinal);
             Assert.Contains($"{rule.Id} | Compress.Build | {rule.DefaultSeverity} | {rule.Title}", releases, StringComparison.Ordinal);
         }
-    }
-
-    private static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException("Compress.Build.sln");
     }
 }

@@ -81,9 +81,7 @@ internal static class References
     public static readonly ReferenceAssemblies None = new("net10.0");
 
     private static readonly Microsoft.CodeAnalysis.MetadataReference[] Platform =
-        ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
-        .Where(p => Path.GetFileName(p).StartsWith("System.", StringComparison.Ordinal) || Path.GetFileName(p) is "netstandard.dll" or "mscorlib.dll")
-        .Select(p => (Microsoft.CodeAnalysis.MetadataReference)Microsoft.CodeAnalysis.MetadataReference.CreateFromFile(p)).ToArray();
+        Compress.Tests.Shared.Repository.PlatformAssemblies.Select(p => (Microsoft.CodeAnalysis.MetadataReference)Microsoft.CodeAnalysis.MetadataReference.CreateFromFile(p)).ToArray();
 
     public static void AddTo(SolutionState state) => state.AdditionalReferences.AddRange(Platform);
 }

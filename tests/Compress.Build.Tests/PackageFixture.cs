@@ -42,7 +42,7 @@ public sealed class PackageFixture : IDisposable
     /// <summary>Fashion-MNIST .npz files (<c>input</c> [n, 784], <c>labels</c>): test.npz (2,000), calibration.npz (256).</summary>
     public string Data { get; }
 
-    public static string RepoRoot { get; } = FindRepoRoot();
+    public static string RepoRoot => Compress.Tests.Shared.Repository.Root;
 
     public static string MlpModel => Path.Combine(RepoRoot, "models", "fashion_mlp.onnx");
 
@@ -157,19 +157,6 @@ public sealed class PackageFixture : IDisposable
         catch (IOException)
         {
         }
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("repository root (Compress.Build.sln) not found above " + AppContext.BaseDirectory);
     }
 }
 

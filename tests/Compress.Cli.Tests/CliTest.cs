@@ -7,9 +7,7 @@ public abstract class CliTest : IDisposable
 
     protected string Dir { get; } = Path.Combine(Path.GetTempPath(), "compress-cli-tests", Guid.NewGuid().ToString("N"));
 
-    protected static string Mlp => Path.Combine(RepoRoot, "models", "fashion_mlp.onnx");
-
-    private static string RepoRoot { get; } = FindRepoRoot();
+    protected static string Mlp => Compress.Tests.Shared.Repository.Path("models", "fashion_mlp.onnx");
 
     public void Dispose()
     {
@@ -23,18 +21,5 @@ public abstract class CliTest : IDisposable
         var stderr = new StringWriter();
         var code = CompressCommand.Run(args, stdout, stderr);
         return (code, stdout.ToString(), stderr.ToString());
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException("repository root (Compress.Build.sln)");
     }
 }

@@ -42,8 +42,7 @@ public static class GeneratorHarness
 
     private static ImmutableArray<MetadataReference> BuildReferences()
     {
-        var platform = ((string)AppContext.GetData("TRUSTED_PLATFORM_ASSEMBLIES")!).Split(Path.PathSeparator)
-            .Where(p => Path.GetFileName(p).StartsWith("System.", StringComparison.Ordinal) || Path.GetFileName(p) is "netstandard.dll" or "mscorlib.dll");
+        var platform = Compress.Tests.Shared.Repository.PlatformAssemblies;
         var bin = AppContext.BaseDirectory;
         var extra = new[] { "Microsoft.ML.OnnxRuntime.dll", "System.Numerics.Tensors.dll", "Compress.Runtime.dll" }.Select(f => Path.Combine(bin, f));
         return [.. platform.Concat(extra).Distinct().Select(p => (MetadataReference)MetadataReference.CreateFromFile(p))];

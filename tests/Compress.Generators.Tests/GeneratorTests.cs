@@ -4,7 +4,7 @@ namespace Compress.Generators.Tests;
 
 public sealed class GeneratorTests
 {
-    private static readonly string SnapshotFolder = Path.Combine(FindRoot(), "tests", "Compress.Generators.Tests", "Snapshots");
+    private static readonly string SnapshotFolder = Path.Combine(Compress.Tests.Shared.Repository.Root, "tests", "Compress.Generators.Tests", "Snapshots");
 
     /// <summary>
     /// The generated text is compared with the committed snapshot; it must also compile with no warning. A missing
@@ -110,12 +110,12 @@ public sealed class GeneratorTests
     public void Every_generator_diagnostic_has_a_help_page_and_a_release_entry()
     {
         var descriptors = typeof(Descriptors).GetFields().Select(f => (DiagnosticDescriptor)f.GetValue(null)!).ToList();
-        var releases = File.ReadAllText(Path.Combine(FindRoot(), "src", "Compress.Generators", "AnalyzerReleases.Unshipped.md"));
+        var releases = File.ReadAllText(Path.Combine(Compress.Tests.Shared.Repository.Root, "src", "Compress.Generators", "AnalyzerReleases.Unshipped.md"));
         Assert.Equal(4, descriptors.Count);
         foreach (var descriptor in descriptors)
         {
             Assert.Matches("^CMP1[0-9]{3}$", descriptor.Id);
-            var page = Path.Combine(FindRoot(), "docs", "diagnostics", descriptor.Id + ".md");
+            var page = Path.Combine(Compress.Tests.Shared.Repository.Root, "docs", "diagnostics", descriptor.Id + ".md");
             Assert.True(File.Exists(page), $"{descriptor.Id} has no help page");
             Assert.StartsWith($"# {descriptor.Id}: ", File.ReadAllText(page), StringComparison.Ordinal);
             Assert.EndsWith($"/docs/diagnostics/{descriptor.Id}.md", descriptor.HelpLinkUri, StringComparison.Ordinal);
@@ -128,18 +128,5 @@ public sealed class GeneratorTests
         public override string Path => path;
 
         public override Microsoft.CodeAnalysis.Text.SourceText GetText(CancellationToken cancellationToken = default) => Microsoft.CodeAnalysis.Text.SourceText.From(text);
-    }
-
-    internal static string FindRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new DirectoryNotFoundException("Compress.Build.sln");
     }
 }

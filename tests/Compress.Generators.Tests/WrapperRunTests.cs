@@ -25,7 +25,7 @@ public sealed class WrapperRunTests : IDisposable
         var spec = Path.Combine(_dir, "spec.json");
         File.WriteAllText(spec, """{ "steps": [ { "prune": { "sparsity": 0.5 } }, { "quantize": { "weights": "int8", "activations": "dynamic" } } ] }""");
         var model = Path.Combine(_dir, "fashion.onnx");
-        var report = CompressionPipeline.Run(Path.Combine(GeneratorTests.FindRoot(), "models", "fashion_mlp.onnx"), Core.Spec.SpecLoader.Load(spec), model, measureLatency: false);
+        var report = CompressionPipeline.Run(Compress.Tests.Shared.Repository.Path("models", "fashion_mlp.onnx"), Core.Spec.SpecLoader.Load(spec), model, measureLatency: false);
         var manifest = ManifestFactory.Create(report, new ManifestIdentity("Fashion", "Test", true, "fashion.onnx"));
 
         var wrapper = Wrapper(manifest, "Test.FashionModel", model);

@@ -18,7 +18,7 @@ public static class ReportWriter
     public static void Write(CompressionReport report, string path)
     {
         var text = path.EndsWith(".md", StringComparison.OrdinalIgnoreCase) ? Markdown(report) : JsonSerializer.Serialize(report, Json);
-        IO.AtomicFile.WriteAllText(path, text);
+        Compress.Spec.IO.AtomicFile.WriteAllText(path, text);
     }
 
     public static string Markdown(CompressionReport r)

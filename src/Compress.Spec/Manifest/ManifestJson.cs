@@ -69,20 +69,22 @@ namespace Compress.Spec.Manifest
             return w.EndObject().ToString();
         }
 
-        public static ModelManifest Read(string text, string file)
+        public static ModelManifest Read(string text, string file) => Read(Parse(text, file), file);
+
+        /// <summary>The manifest from its parsed JSON (for callers that also need the positions of its values).</summary>
+        public static ModelManifest Read(JsonNode root, string file) => new Reader(file).Manifest(root);
+
+        /// <summary>The manifest's JSON tree; invalid JSON is <see cref="MalformedCode"/>.</summary>
+        public static JsonNode Parse(string text, string file)
         {
-            JsonNode root;
             try
             {
-                root = JsonParser.Parse(text, file);
+                return JsonParser.Parse(text, file);
             }
             catch (SpecException e)
             {
                 throw new SpecException(MalformedCode, "the manifest is not valid JSON: " + e.Message, file, e.Line, e.Column);
             }
-
-            var reader = new Reader(file);
-            return reader.Manifest(root);
         }
 
         private static void Values(JsonWriter w, List<ManifestValue> values)

@@ -6,7 +6,7 @@ namespace Compress.Core.Tests.TestSupport;
 /// </summary>
 public static class TestData
 {
-    public static string RepoRoot { get; } = FindRepoRoot();
+    public static string RepoRoot => Compress.Tests.Shared.Repository.Root;
 
     public static string OnnxNodeTests => Require(Environment.GetEnvironmentVariable("COMPRESS_ONNX_TESTDATA") ?? "/usr/share/libonnx-testdata/data",
         "ONNX test models (Debian package libonnx-testdata)");
@@ -31,18 +31,5 @@ public static class TestData
         }
 
         return path;
-    }
-
-    private static string FindRepoRoot()
-    {
-        for (var dir = new DirectoryInfo(AppContext.BaseDirectory); dir is not null; dir = dir.Parent)
-        {
-            if (File.Exists(Path.Combine(dir.FullName, "Compress.Build.sln")))
-            {
-                return dir.FullName;
-            }
-        }
-
-        throw new InvalidOperationException("Compress.Build.sln not found above the test assembly");
     }
 }
