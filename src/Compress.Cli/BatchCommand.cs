@@ -1,10 +1,7 @@
 using System.CommandLine;
-using Compress.Core;
 using Compress.Core.Diagnostics;
 using Compress.Core.Reports;
-using Compress.Core.Spec;
 using Compress.Spec;
-using Compress.Spec.IO;
 using Compress.Spec.Manifest;
 
 namespace Compress.Cli;
@@ -31,19 +28,7 @@ internal static class BatchCommand
                 try
                 {
                     progress.Report($"{job.Model} -> {job.Output}");
-                    var spec = SpecLoader.Load(job.Spec);
-                    var result = CompressionPipeline.Run(job.Model, spec, job.Output, progress.Report, measureLatency: !parse.GetValue(noLatency));
-                    foreach (var report in job.Reports)
-                    {
-                        ReportWriter.Write(result, report);
-                    }
-
-                    if (job.Manifest is not null)
-                    {
-                        AtomicFile.WriteAllText(job.Manifest, ManifestJson.Write(ManifestFactory.Create(result, job.Identity)));
-                    }
-
-                    stdout.WriteLine(RunCommand.Summary(result));
+                    RunCommand.Compress(job.Model, job.Spec, job.Output, job.Reports, job.Manifest, job.Identity, !parse.GetValue(noLatency), progress, stdout);
                 }
                 catch (CompressException e)
                 {

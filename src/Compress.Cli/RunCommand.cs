@@ -25,25 +25,31 @@ internal static class RunCommand
         };
         command.SetAction(parse =>
         {
-            var progress = new ProgressLog(stderr);
-            var compressionSpec = SpecLoader.Load(parse.GetValue(spec)!.FullName);
-            var result = CompressionPipeline.Run(parse.GetValue(model)!.FullName, compressionSpec, parse.GetValue(output)!.FullName,
-                progress.Report, measureLatency: !parse.GetValue(noLatency));
-            foreach (var file in parse.GetValue(report) ?? [])
-            {
-                ReportWriter.Write(result, file.FullName);
-            }
-
-            if (parse.GetValue(manifest) is { } manifestFile)
-            {
-                var identity = ManifestIdentity.For(result.Output);
-                AtomicFile.WriteAllText(manifestFile.FullName, ManifestJson.Write(ManifestFactory.Create(result, identity)));
-            }
-
-            stdout.WriteLine(Summary(result));
+            var outputPath = parse.GetValue(output)!.FullName;
+            Compress(parse.GetValue(model)!.FullName, parse.GetValue(spec)!.FullName, outputPath,
+                (parse.GetValue(report) ?? []).Select(f => f.FullName).ToList(), parse.GetValue(manifest)?.FullName, ManifestIdentity.For(outputPath),
+                !parse.GetValue(noLatency), new ProgressLog(stderr), stdout);
             return 0;
         });
         return command;
+    }
+
+    /// <summary>One compression as `run` and each job of `batch` do it: spec, pipeline, reports, manifest, summary line.</summary>
+    internal static void Compress(string model, string spec, string output, IReadOnlyList<string> reports, string? manifest,
+        ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
+    {
+        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency);
+        foreach (var report in reports)
+        {
+            ReportWriter.Write(result, report);
+        }
+
+        if (manifest is not null)
+        {
+            AtomicFile.WriteAllText(manifest, ManifestJson.Write(ManifestFactory.Create(result, identity)));
+        }
+
+        stdout.WriteLine(Summary(result));
     }
 
     internal static string Summary(CompressionReport r)
