@@ -16,32 +16,8 @@ var source = args.SkipWhile(a => a != "--source").Skip(1).FirstOrDefault() ?? ta
 var write = args.Contains("--write");
 var lines = File.ReadAllLines(source);
 var table = OrtKernelTable.Parse(string.Join("\n", lines));
-var counts = new Dictionary<KernelProbeResult, int>();
-// A type ONNX Runtime only emulates (inserting Casts to float, as the CPU provider does for float16) has no kernel.
-var missing = new List<(KernelRow Row, string Type)>();
-var found = new List<(KernelRow Row, string Type)>();
-string[] candidates = ["float", "double", "float16", "bfloat16", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool", "string"];
-foreach (var row in table.Rows.Where(r => r.Domain == "ai.onnx" && r.Types.Count > 0))
-{
-    var documented = row.Types.First().Value;
-    foreach (var type in documented)
-    {
-        var result = KernelProbe.Probe("", row.Op, row.Since, type);
-        counts[result] = counts.GetValueOrDefault(result) + 1;
-        if (result is KernelProbeResult.Missing or KernelProbeResult.EmulatedByCasts)
-        {
-            missing.Add((row, type));
-        }
-    }
-
-    foreach (var type in candidates.Except(documented))
-    {
-        if (KernelProbe.Probe("", row.Op, row.Since, type) == KernelProbeResult.Present)
-        {
-            found.Add((row, type));
-        }
-    }
-}
+var check = KernelProbe.Check(table, findUndocumented: true);
+var (counts, missing, found) = (check.Counts, check.Missing, check.Undocumented);
 
 Console.WriteLine($"ONNX Runtime {typeof(Microsoft.ML.OnnxRuntime.InferenceSession).Assembly.GetName().Version}, table {source}");
 Console.WriteLine();

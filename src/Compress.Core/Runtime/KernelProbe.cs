@@ -1,5 +1,6 @@
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
+using Compress.Spec.Kernels;
 using Compress.Spec.Onnx;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
@@ -28,6 +29,42 @@ public enum KernelProbeResult
 /// </summary>
 public static class KernelProbe
 {
+    private static readonly string[] TensorTypes =
+        ["float", "double", "float16", "bfloat16", "int8", "uint8", "int16", "uint16", "int32", "uint32", "int64", "uint64", "bool", "string"];
+
+    /// <summary>
+    /// Probes every ai.onnx row of <paramref name="table"/> at its first opset, for each documented type of its first
+    /// type constraint and, with <paramref name="findUndocumented"/>, for the other tensor types too. A type ONNX
+    /// Runtime only emulates (inserting Casts to float, as the CPU provider does for float16) counts as missing.
+    /// </summary>
+    public static KernelTableCheck Check(OrtKernelTable table, bool findUndocumented)
+    {
+        var check = new KernelTableCheck();
+        foreach (var row in table.Rows.Where(r => r.Domain == "ai.onnx" && r.Types.Count > 0))
+        {
+            var documented = row.Types.First().Value;
+            foreach (var type in documented)
+            {
+                var result = Probe("", row.Op, row.Since, type);
+                check.Counts[result] = check.Counts.GetValueOrDefault(result) + 1;
+                if (result is KernelProbeResult.Missing or KernelProbeResult.EmulatedByCasts)
+                {
+                    check.Missing.Add((row, type));
+                }
+            }
+
+            foreach (var type in findUndocumented ? TensorTypes.Except(documented) : [])
+            {
+                if (Probe("", row.Op, row.Since, type) == KernelProbeResult.Present)
+                {
+                    check.Undocumented.Add((row, type));
+                }
+            }
+        }
+
+        return check;
+    }
+
     public static KernelProbeResult Probe(string domain, string op, int opset, string elementType)
     {
         var type = OnnxTypeNames.Code(elementType);
@@ -99,4 +136,14 @@ public static class KernelProbe
 
         return KernelProbeResult.Inconclusive;
     }
+}
+
+/// <summary>What <see cref="KernelProbe.Check"/> found: results per documented probe, documented types refused, undocumented types present.</summary>
+public sealed class KernelTableCheck
+{
+    public Dictionary<KernelProbeResult, int> Counts { get; } = [];
+
+    public List<(KernelRow Row, string Type)> Missing { get; } = [];
+
+    public List<(KernelRow Row, string Type)> Undocumented { get; } = [];
 }
