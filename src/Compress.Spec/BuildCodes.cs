@@ -17,5 +17,8 @@ namespace Compress.Spec
 
         /// <summary>A design-time build could not read a model's signature, so no manifest was written (warning).</summary>
         public const string SignatureUnreadable = "CMP0113";
+
+        /// <summary>The help page of a diagnostic (docs/diagnostics/&lt;id&gt;.md), for IDE links.</summary>
+        public static string HelpLink(string id) => $"https://github.com/compress-build/compress-build/blob/main/docs/diagnostics/{id}.md";
     }
 }
