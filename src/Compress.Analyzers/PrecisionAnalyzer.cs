@@ -62,7 +62,7 @@ namespace Compress.Analyzers
                     continue;
                 }
 
-                var properties = ImmutableDictionary<string, string?>.Empty.Add(WantedType, wanted.ContainingNamespace.ToDisplayString() + "." + wanted.MetadataName);
+                var properties = ImmutableDictionary<string, string?>.Empty.Add(WantedType, ElementTypes.MetadataName(wanted));
                 context.ReportDiagnostic(Diagnostic.Create(Rules.PrecisionMismatch, argument.Expression.GetLocation(), properties,
                     parameter!.Name, method.ContainingType.Name, ElementTypes.Describe(wanted), ElementTypes.Describe(given)));
             }
@@ -99,21 +99,11 @@ namespace Compress.Analyzers
             type is INamedTypeSymbol { IsGenericType: true } named
             && named.ConstructedFrom.ToDisplayString() is "System.Collections.Generic.IReadOnlyList<T>" or "System.Collections.Generic.List<T>" or "System.Collections.Generic.IList<T>";
 
-        public static string Describe(ITypeSymbol type) => type.SpecialType switch
-        {
-            SpecialType.System_Single => "float32",
-            SpecialType.System_Double => "float64",
-            SpecialType.System_SByte => "int8",
-            SpecialType.System_Byte => "uint8",
-            SpecialType.System_Int16 => "int16",
-            SpecialType.System_UInt16 => "uint16",
-            SpecialType.System_Int32 => "int32",
-            SpecialType.System_UInt32 => "uint32",
-            SpecialType.System_Int64 => "int64",
-            SpecialType.System_UInt64 => "uint64",
-            SpecialType.System_Boolean => "bool",
-            SpecialType.System_String => "string",
-            _ => type.ToDisplayString() == "System.Half" ? "float16 (Half)" : type.ToDisplayString(),
-        };
+        /// <summary>The element type as diagnostics name it (<c>float32</c>, <c>float16 (Half)</c>, …; other types by their C# name).</summary>
+        public static string Describe(ITypeSymbol type) =>
+            Compress.Spec.Onnx.WrapperElementType.FindClr(MetadataName(type))?.Label ?? type.ToDisplayString();
+
+        /// <summary>E.g. <c>System.Single</c> for <c>float</c>: what GetTypeByMetadataName resolves.</summary>
+        public static string MetadataName(ITypeSymbol type) => type.ContainingNamespace?.ToDisplayString() + "." + type.MetadataName;
     }
 }

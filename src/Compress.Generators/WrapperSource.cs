@@ -7,6 +7,7 @@ using System.Linq;
 using System.Text;
 using Compress.Spec;
 using Compress.Spec.Manifest;
+using Compress.Spec.Onnx;
 
 namespace Compress.Generators
 {
@@ -54,7 +55,7 @@ namespace Compress.Generators
 
             foreach (var (kind, value) in manifest.Inputs.Select(v => ("input", v)).Concat(manifest.Outputs.Select(v => ("output", v))))
             {
-                if (ElementType.Find(value.ElementType) is null)
+                if (WrapperElementType.Find(value.ElementType) is null)
                 {
                     return Failed(path, new Problem(Descriptors.UnsupportedType, path, 1, 1, fullName, kind, value.Name, value.ElementType), fullName);
                 }
@@ -74,40 +75,6 @@ namespace Compress.Generators
         public override bool Equals(object? obj) => Equals(obj as WrapperSource);
 
         public override int GetHashCode() => (ManifestPath, FullName, Source?.Length ?? -1).GetHashCode();
-    }
-
-    /// <summary>The element types wrappers support: ONNX name → C# type, ONNX Runtime's TensorElementType member.</summary>
-    internal sealed class ElementType
-    {
-        private ElementType(string onnx, string csharp, string ort)
-        {
-            Onnx = onnx;
-            CSharp = csharp;
-            Ort = ort;
-        }
-
-        public string Onnx { get; }
-
-        public string CSharp { get; }
-
-        public string Ort { get; }
-
-        public bool IsString => Onnx == "string";
-
-        public bool IsHalf => Onnx == "float16";
-
-        public static readonly IReadOnlyList<ElementType> All = new[]
-        {
-            new ElementType("float", "float", "Float"), new ElementType("double", "double", "Double"),
-            new ElementType("float16", "global::System.Half", "Float16"),
-            new ElementType("int8", "sbyte", "Int8"), new ElementType("uint8", "byte", "UInt8"),
-            new ElementType("int16", "short", "Int16"), new ElementType("uint16", "ushort", "UInt16"),
-            new ElementType("int32", "int", "Int32"), new ElementType("uint32", "uint", "UInt32"),
-            new ElementType("int64", "long", "Int64"), new ElementType("uint64", "ulong", "UInt64"),
-            new ElementType("bool", "bool", "Bool"), new ElementType("string", "string", "String"),
-        };
-
-        public static ElementType? Find(string onnx) => All.FirstOrDefault(t => t.Onnx == onnx);
     }
 
     /// <summary>C# identifiers from model names: <c>input.1</c> → <c>input1</c>, <c>class</c> → <c>@class</c>.</summary>

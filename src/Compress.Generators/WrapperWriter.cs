@@ -4,6 +4,7 @@ using System.Globalization;
 using System.Linq;
 using System.Text;
 using Compress.Spec.Manifest;
+using Compress.Spec.Onnx;
 
 namespace Compress.Generators
 {
@@ -27,7 +28,7 @@ namespace Compress.Generators
 
         private sealed class Input
         {
-            public Input(ManifestValue value, ElementType type, string parameter)
+            public Input(ManifestValue value, WrapperElementType type, string parameter)
             {
                 Value = value;
                 Type = type;
@@ -36,7 +37,7 @@ namespace Compress.Generators
 
             public ManifestValue Value { get; }
 
-            public ElementType Type { get; }
+            public WrapperElementType Type { get; }
 
             public string Parameter { get; }
 
@@ -50,7 +51,7 @@ namespace Compress.Generators
         {
             var taken = new HashSet<string>(StringComparer.Ordinal) { "options", "path" };
             var parameters = Identifiers.Unique(_manifest.Inputs.Select(i => Identifiers.Parameter(i.Name)), taken);
-            var inputs = _manifest.Inputs.Select((v, i) => new Input(v, ElementType.Find(v.ElementType)!, parameters[i])).ToList();
+            var inputs = _manifest.Inputs.Select((v, i) => new Input(v, WrapperElementType.Find(v.ElementType)!, parameters[i])).ToList();
 
             // Symbolic dimensions become optional parameters, one per symbol (shared across inputs); unnamed unknown ones get a name.
             var symbols = new List<(string Symbol, string Parameter)>();
@@ -83,7 +84,7 @@ namespace Compress.Generators
                 }
             }
 
-            var outputTypes = _manifest.Outputs.Select(o => ElementType.Find(o.ElementType)!).ToList();
+            var outputTypes = _manifest.Outputs.Select(o => WrapperElementType.Find(o.ElementType)!).ToList();
             var properties = Identifiers.Unique(_manifest.Outputs.Select(o => Identifiers.Property(o.Name)), new HashSet<string>(StringComparer.Ordinal) { "Equals", "GetHashCode", "ToString", "GetType" });
             var outputClass = _class + "Output";
 
@@ -229,7 +230,7 @@ namespace Compress.Generators
             return string.Join(" ", parts);
         }
 
-        private static string InputType(ElementType type) =>
+        private static string InputType(WrapperElementType type) =>
             type.IsString ? "global::System.Collections.Generic.IReadOnlyList<string>" : $"global::System.ReadOnlyMemory<{type.CSharp}>";
 
         private static string Declared(ManifestValue value) =>
