@@ -1,4 +1,5 @@
 using System.Collections.Generic;
+using System.Linq;
 
 namespace Compress.Spec
 {
@@ -75,6 +76,21 @@ namespace Compress.Spec
         public int M { get; set; }
 
         public double MaxLayerSparsity { get; set; } = 0.98;
+
+        /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
+        public bool Auto { get; set; }
+
+        /// <summary>OBS: columns per block (B). WoodFisher: weights per Fisher block (c).</summary>
+        public int BlockSize { get; set; } = 128;
+
+        /// <summary>OBS: dampening as a fraction of the mean Hessian diagonal. WoodFisher: λ of F = λI + (1/N) Σ g gᵀ.</summary>
+        public double Damping { get; set; } = 0.01;
+
+        /// <summary>WoodFisher: pruning sub-steps, each with a freshly estimated inverse Fisher.</summary>
+        public int Steps { get; set; } = 4;
+
+        /// <summary>Whether the method needs calibration data (activations or gradients).</summary>
+        public bool DataAware => SpecReader.DataAwarePruning.Contains(Method);
     }
 
     public sealed class QuantizeStep : SpecStep
@@ -109,6 +125,12 @@ namespace Compress.Spec
         public int BlockSize { get; set; } = 32;
 
         public bool Symmetric { get; set; } = true;
+
+        /// <summary>GPTQ: process columns in descending order of the Hessian diagonal.</summary>
+        public bool ActOrder { get; set; }
+
+        /// <summary>GPTQ: dampening as a fraction of the mean Hessian diagonal.</summary>
+        public double Damping { get; set; } = 0.01;
 
         /// <summary>What the step produces, derived from weights and activations.</summary>
         public string Scheme =>

@@ -19,17 +19,17 @@ namespace Compress.Spec
             ["data"] = new[] { "calibration", "evaluation" },
             ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric" },
             ["step"] = new[] { "prune", "quantize" },
-            ["prune"] = new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "include", "exclude", "opTypes" },
-            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "blockSize", "symmetric", "include", "exclude", "opTypes" },
+            ["prune"] = new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "blockSize", "damping", "steps", "include", "exclude", "opTypes" },
+            ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "blockSize", "symmetric", "actOrder", "damping", "include", "exclude", "opTypes" },
             ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minSqnrDb" },
             ["target"] = new[] { "runtime", "executionProvider" },
         };
 
         public static readonly IReadOnlyDictionary<string, string[]> Choices = new Dictionary<string, string[]>
         {
-            ["prune.method"] = new[] { "magnitude" },
+            ["prune.method"] = new[] { "magnitude", "obs", "sparsegpt", "woodfisher", "snip" },
             ["prune.scope"] = new[] { "global", "layer" },
-            ["quantize.method"] = new[] { "rtn" },
+            ["quantize.method"] = new[] { "rtn", "gptq" },
             ["quantize.weights"] = new[] { "int8", "int4", "fp16" },
             ["quantize.activations"] = new[] { "int8", "uint8", "dynamic", "none" },
             ["quantize.granularity"] = new[] { "channel", "tensor" },
@@ -39,12 +39,8 @@ namespace Compress.Spec
             ["target.executionProvider"] = new[] { "cpu" },
         };
 
-        /// <summary>Methods of the research roadmap that this version names but does not implement yet.</summary>
-        private static readonly Dictionary<string, string[]> Planned = new Dictionary<string, string[]>
-        {
-            ["prune.method"] = new[] { "obs", "sparsegpt", "woodfisher", "snip" },
-            ["quantize.method"] = new[] { "gptq" },
-        };
+        /// <summary>Pruning methods that need calibration data (activations or gradients).</summary>
+        public static readonly IReadOnlyList<string> DataAwarePruning = new[] { "obs", "sparsegpt", "woodfisher", "snip" };
 
         private static readonly string[] DefaultOpTypes = { "Conv", "Gemm", "MatMul" };
 
@@ -147,6 +143,33 @@ namespace Compress.Spec
                     }
                 }
 
+                foreach (var step in spec.Steps)
+                {
+                    var method = step is PruneStep p && p.DataAware ? p.Method : step is QuantizeStep q && q.Method == "gptq" ? q.Method : null;
+                    if (method != null && spec.Calibration == null)
+                    {
+                        throw new SpecException(SpecCodes.Inconsistent,
+                            $"'{method}' needs calibration data (activations{(method == "obs" || method == "sparsegpt" || method == "gptq" ? "" : " and gradients")}): set data.calibration.path", _file, step.Line, step.Column);
+                    }
+                }
+
+                var auto = spec.Steps.OfType<PruneStep>().Where(p => p.Auto).ToList();
+                if (auto.Count > 1)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "only one prune step can have 'sparsity': 'auto'", _file, auto[1].Line, auto[1].Column);
+                }
+
+                if (auto.Count == 1 && spec.Constraints.MaxAccuracyDrop == null && spec.Constraints.MinAgreement == null)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent,
+                        "'sparsity': 'auto' searches the highest sparsity meeting a constraint: set constraints.maxAccuracyDrop or constraints.minAgreement", _file, auto[0].Line, auto[0].Column);
+                }
+
+                if (auto.Count == 1 && spec.Evaluation == null && spec.Calibration == null)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "'sparsity': 'auto' needs evaluation data: set data.evaluation.path", _file, auto[0].Line, auto[0].Column);
+                }
+
                 return spec;
             }
 
@@ -178,10 +201,9 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, node["metric"]!, "metric 'accuracy' needs 'labels': the name of the labels array in the data file");
                 }
 
-                if (role == "calibration" && (node["labels"] != null || node["metric"] != null))
+                if (role == "calibration" && node["metric"] != null)
                 {
-                    var extra = node["labels"] ?? node["metric"]!;
-                    throw Error(SpecCodes.Inconsistent, extra, "calibration data takes no labels or metric; they belong to data.evaluation");
+                    throw Error(SpecCodes.Inconsistent, node["metric"]!, "calibration data takes no metric; it belongs to data.evaluation (calibration 'labels' are used by the gradient methods' loss)");
                 }
 
                 return source;
@@ -218,7 +240,21 @@ namespace Compress.Spec
             {
                 var step = new PruneStep { Method = Method(node, "prune.method") ?? "magnitude" };
                 var sparsity = node["sparsity"] ?? throw Missing(node, "sparsity", "'prune'");
-                step.Sparsity = Number(sparsity, "'sparsity'", 0, 0.999);
+                if (sparsity.Kind == JsonKind.String && sparsity.Text == "auto")
+                {
+                    step.Auto = true;
+                }
+                else
+                {
+                    if (sparsity.Kind == JsonKind.String)
+                    {
+                        throw Error(SpecCodes.OutOfRange, sparsity, $"'sparsity' is '{sparsity.Text}'; it is a number between 0 and 0.999, or \"auto\"");
+                    }
+
+                    step.Sparsity = Number(sparsity, "'sparsity'", 0, 0.999);
+                }
+
+                DataAwareOptions(node, step);
                 step.Scope = Choice(node, "scope", "prune.scope") ?? "global";
                 step.MaxLayerSparsity = OptionalNumber(node, "maxLayerSparsity", 0, 1) ?? 0.98;
                 if (node["pattern"] is JsonNode pattern)
@@ -235,6 +271,16 @@ namespace Compress.Spec
 
                         step.N = n;
                         step.M = m;
+                        if (step.Auto)
+                        {
+                            throw Error(SpecCodes.Inconsistent, sparsity, $"pattern {n}:{m} fixes the sparsity at {1 - (double)n / m:0.###}; 'auto' searches unstructured sparsity");
+                        }
+
+                        if (step.Method == "woodfisher" || step.Method == "snip")
+                        {
+                            throw Error(SpecCodes.Inconsistent, pattern, $"N:M patterns are pruned by 'magnitude' or 'obs'; '{step.Method}' prunes unstructured");
+                        }
+
                         if (Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
                         {
                             throw Error(SpecCodes.Inconsistent, sparsity, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
@@ -250,6 +296,29 @@ namespace Compress.Spec
                 return step;
             }
 
+            /// <summary>blockSize, damping and steps: what the data-aware methods take, refused for the others.</summary>
+            private void DataAwareOptions(JsonNode node, PruneStep step)
+            {
+                var dataAware = DataAwarePruning.Contains(step.Method);
+                foreach (var key in new[] { "blockSize", "damping" })
+                {
+                    if (node[key] is JsonNode option && (!dataAware || step.Method == "snip"))
+                    {
+                        throw Error(SpecCodes.Inconsistent, option, $"'{key}' applies to the 'obs' and 'woodfisher' methods, not '{step.Method}'");
+                    }
+                }
+
+                if (node["steps"] is JsonNode steps && step.Method != "woodfisher")
+                {
+                    throw Error(SpecCodes.Inconsistent, steps, $"'steps' (Fisher recomputations) applies to 'woodfisher', not '{step.Method}'");
+                }
+
+                var woodfisher = step.Method == "woodfisher";
+                step.BlockSize = (int)(OptionalNumber(node, "blockSize", woodfisher ? 8 : 16, woodfisher ? 4096 : 1024, integer: true) ?? (woodfisher ? 128 : 128));
+                step.Damping = OptionalNumber(node, "damping", 1e-9, 1) ?? (woodfisher ? 1e-5 : 0.01);
+                step.Steps = (int)(OptionalNumber(node, "steps", 1, 32, integer: true) ?? 4);
+            }
+
             private QuantizeStep Quantize(JsonNode node)
             {
                 var step = new QuantizeStep
@@ -262,6 +331,8 @@ namespace Compress.Spec
                     MinActivationSqnrDb = OptionalNumber(node, "minActivationSqnrDb", 0, 100),
                     Symmetric = node["symmetric"] is JsonNode symmetric ? Boolean(symmetric, "'symmetric'") : true,
                     BiasCorrection = node["biasCorrection"] is JsonNode correction && Boolean(correction, "'biasCorrection'"),
+                    ActOrder = node["actOrder"] is JsonNode order && Boolean(order, "'actOrder'"),
+                    Damping = OptionalNumber(node, "damping", 1e-9, 1) ?? 0.01,
                 };
                 step.Activations = Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
                 if (node["blockSize"] is JsonNode block)
@@ -295,6 +366,17 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, calibrationOnly, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
                 }
 
+                if (step.Method == "gptq" && step.Scheme != "weight-only")
+                {
+                    throw Error(SpecCodes.Inconsistent, node["method"]!,
+                        $"'gptq' writes weight-only int4/int8 (MatMulNBits): set 'activations' to 'none' (this step is {step.Scheme})");
+                }
+
+                if ((node["actOrder"] ?? node["damping"]) is JsonNode gptqOnly && step.Method != "gptq")
+                {
+                    throw Error(SpecCodes.Inconsistent, gptqOnly, "'actOrder' and 'damping' apply to 'method': 'gptq'");
+                }
+
                 if (node["percentile"] != null && step.Calibration != "percentile")
                 {
                     throw Error(SpecCodes.Inconsistent, node["percentile"]!, "'percentile' applies to 'calibration': 'percentile'");
@@ -312,12 +394,6 @@ namespace Compress.Spec
                 }
 
                 var text = String(value, "'method'");
-                if (Planned.TryGetValue(key, out var planned) && planned.Contains(text))
-                {
-                    throw Error(SpecCodes.UnknownMethod, value,
-                        $"method '{text}' is not available in this version of Compress.Build (available: {string.Join(", ", Choices[key])})");
-                }
-
                 if (!Choices[key].Contains(text))
                 {
                     throw Error(SpecCodes.UnknownMethod, value, $"unknown method '{text}' (available: {string.Join(", ", Choices[key])})");

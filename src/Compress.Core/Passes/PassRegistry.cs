@@ -1,5 +1,6 @@
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
+using Compress.Core.Passes.SecondOrder;
 using Compress.Spec;
 
 namespace Compress.Core.Passes;
@@ -10,6 +11,8 @@ public static class PassRegistry
     private static readonly Dictionary<string, Func<SpecStep, ICompressionPass>> Passes = new()
     {
         ["prune/magnitude"] = s => new MagnitudePruner((PruneStep)s),
+        ["prune/obs"] = s => new ObsPruner((PruneStep)s),
+        ["prune/sparsegpt"] = s => new ObsPruner((PruneStep)s),
         ["quantize/static"] = s => new QdqQuantizer((QuantizeStep)s),
         ["quantize/dynamic"] = s => new DynamicQuantizer((QuantizeStep)s),
         ["quantize/weight-only"] = s => new MatMulNBitsQuantizer((QuantizeStep)s),

@@ -21,7 +21,7 @@ public static class WeightSelection
     private static readonly Dictionary<string, Func<NodeProto, (int Input, int OutputAxis)?>> WeightInputs = new()
     {
         ["Conv"] = _ => (1, 0),
-        ["Gemm"] = n => (1, n.Attribute.Any(a => a.Name == "transB" && a.I == 1) ? 0 : 1),
+        ["Gemm"] = n => (1, n.Int("transB", 0) == 1 ? 0 : 1),
         ["MatMul"] = _ => (1, 1),
     };
 
@@ -63,11 +63,7 @@ public static class WeightSelection
     /// <summary>MatMul, or Gemm computing plain A·B (+C): no transA, alpha = beta = 1 — what MatMul-style kernels can replace.</summary>
     public static bool IsPlainMatMul(NodeProto node) =>
         node.OpType == "MatMul"
-        || (node.OpType == "Gemm" && IntAttribute(node, "transA", 0) == 0 && FloatAttribute(node, "alpha", 1f) == 1f && FloatAttribute(node, "beta", 1f) == 1f);
-
-    private static long IntAttribute(NodeProto node, string name, long fallback) => node.Attribute.FirstOrDefault(a => a.Name == name)?.I ?? fallback;
-
-    private static float FloatAttribute(NodeProto node, string name, float fallback) => node.Attribute.FirstOrDefault(a => a.Name == name) is { } a ? a.F : fallback;
+        || (node.OpType == "Gemm" && node.Int("transA", 0) == 0 && node.Float("alpha", 1f) == 1f && node.Float("beta", 1f) == 1f);
 
     /// <summary>Whether a node is selected by the step's include/exclude lists (for passes that select nodes, not weights).</summary>
     public static bool Matches(NodeProto node, SpecStep step)

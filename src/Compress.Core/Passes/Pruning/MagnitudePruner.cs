@@ -7,9 +7,8 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Pruning;
 
 /// <summary>
-/// Magnitude pruning (algorithms.md §1): zero the smallest |w|. Layer-wise: each weight reaches the sparsity on
-/// its own. Global: one threshold over all selected weights, found by bisection so that, with every layer capped
-/// at <c>maxLayerSparsity</c>, the total reaches the target. N:M: in every group of M consecutive weights along
+/// Magnitude pruning (algorithms.md §1): zero the smallest |w|, layer-wise or globally with every layer capped at
+/// <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
 /// the input axis keep the N largest. Biases are never pruned.
 /// </summary>
 public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
@@ -30,8 +29,8 @@ public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
         using var scope = NewDisposeScope();
         var weights = uses.Select(u => context.Model.ToTorch(u.Weight)).ToList();
         var masks = step.N > 0 ? weights.Zip(uses).Select(p => NmMask(p.First, p.Second, context)).ToList()
-            : step.Scope == "layer" ? weights.Select(w => LayerMask(w, step.Sparsity)).ToList()
-            : GlobalMasks(weights);
+            : step.Scope == "layer" ? weights.Select(w => SparsityBudget.Layer(w.abs(), step.Sparsity)).ToList()
+            : SparsityBudget.Global(weights.Select(w => w.abs()).ToList(), step.Sparsity, step.MaxLayerSparsity);
 
         for (var i = 0; i < uses.Count; i++)
         {
@@ -45,49 +44,6 @@ public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
         var total = weights.Sum(w => w.numel());
         var zeros = masks.Sum(m => m.numel() - m.count_nonzero().item<long>());
         context.Progress($"prune: {uses.Count} weights, {zeros:N0} of {total:N0} set to zero ({zeros / (double)total:P1})");
-    }
-
-    private static Tensor LayerMask(Tensor weight, double sparsity)
-    {
-        var k = (long)Math.Round(sparsity * weight.numel());
-        if (k == 0)
-        {
-            return ones_like(weight, ScalarType.Bool);
-        }
-
-        var threshold = weight.abs().flatten().kthvalue(k, 0, false).values;
-        return weight.abs() > threshold;
-    }
-
-    private List<Tensor> GlobalMasks(List<Tensor> weights)
-    {
-        var magnitudes = weights.Select(w => w.abs().flatten()).ToList();
-        var total = weights.Sum(w => w.numel());
-        var target = (long)Math.Round(step.Sparsity * total);
-        var caps = weights.Select(w => (long)Math.Floor(step.MaxLayerSparsity * w.numel())).ToList();
-
-        // Pruned count at threshold t: Σ_l min(#{|w_l| < t}, cap_l). Monotone in t, so bisect.
-        long PrunedAt(double t) => magnitudes.Select((m, i) => Math.Min(m.lt(t).sum().item<long>(), caps[i])).Sum();
-        double lo = 0, hi = magnitudes.Max(m => m.max().item<float>()) * 1.0001 + 1e-12;
-        for (var iteration = 0; iteration < 60 && hi - lo > 1e-12 * hi; iteration++)
-        {
-            var mid = (lo + hi) / 2;
-            if (PrunedAt(mid) < target)
-            {
-                lo = mid;
-            }
-            else
-            {
-                hi = mid;
-            }
-        }
-
-        // Per layer: prune min(count below threshold, cap) smallest weights (exact counts via kthvalue).
-        return weights.Select((w, i) =>
-        {
-            var below = Math.Min(magnitudes[i].lt(hi).sum().item<long>(), caps[i]);
-            return LayerMask(w, below / (double)w.numel());
-        }).ToList();
     }
 
     private Tensor NmMask(Tensor weight, WeightUse use, CompressionContext context)

@@ -1,5 +1,6 @@
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
+using Compress.Core.Passes.SecondOrder;
 using Compress.Core.Torch;
 using Compress.Spec;
 using TorchSharp;
@@ -39,29 +40,25 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             long n = nk.shape[0], k = nk.shape[1];
             var blocks = (k + step.BlockSize - 1) / step.BlockSize;
             var padded = nn.functional.pad(nk, [0, blocks * step.BlockSize - k]).reshape(n, blocks, step.BlockSize);
-            Tensor codes, scales, zeroPoints, dequantized;
-            var levels = (1 << bits) - 1;
-            if (step.Symmetric)
+            var grid = new IntegerGrid(bits, step.Symmetric);
+            Tensor codes, scales, zeroPoints;
+            if (step.Method == "gptq")
             {
-                var half = 1 << (bits - 1);
-                scales = (padded.abs().amax([2], keepdim: true) / (half - 1)).clamp_min(1e-12);
-                codes = ((padded / scales).round().clamp(-half, half - 1) + half).to_type(ScalarType.Byte);
-                zeroPoints = full_like(scales, half);
-                dequantized = (codes.to_type(ScalarType.Float32) - half) * scales;
+                (codes, scales, zeroPoints) = Gptq.Quantize(context, use, nk, grid, step);
+                var inside = arange(blocks * step.BlockSize).lt(k).reshape(1, blocks, step.BlockSize);
+                codes = where(inside, nn.functional.pad(codes, [0, blocks * step.BlockSize - k]).reshape(n, blocks, step.BlockSize), zeroPoints.expand(n, blocks, step.BlockSize));
             }
             else
             {
-                var lo = padded.amin([2], keepdim: true).clamp_max(0);
-                var hi = padded.amax([2], keepdim: true).clamp_min(0);
-                scales = ((hi - lo) / levels).clamp_min(1e-12);
-                zeroPoints = (-lo / scales).round().clamp(0, levels);
-                codes = ((padded / scales).round() + zeroPoints).clamp(0, levels).to_type(ScalarType.Byte);
-                dequantized = (codes.to_type(ScalarType.Float32) - zeroPoints) * scales;
+                (scales, zeroPoints) = grid.Fit(padded, 2);
+                codes = grid.Codes(padded, scales, zeroPoints);
             }
 
+            var dequantized = IntegerGrid.Dequantize(codes, scales, zeroPoints);
+            codes = codes.to_type(ScalarType.Byte);
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
             record.Bits = bits;
-            record.Format = $"{step.Weights} MatMulNBits block {step.BlockSize}" + (step.Symmetric ? "" : " asymmetric");
+            record.Format = $"{step.Weights} MatMulNBits block {step.BlockSize}" + (step.Symmetric ? "" : " asymmetric") + (step.Method == "gptq" ? " (GPTQ)" : "");
             record.RelativeError += WeightQuantization.RelativeError(nk, dequantized.reshape(n, -1).narrow(1, 0, k));
 
             var baseName = use.Weight.Name;

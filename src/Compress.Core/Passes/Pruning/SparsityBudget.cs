@@ -1,0 +1,55 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Pruning;
+
+/// <summary>
+/// Keep-masks from saliency scores (|w| for magnitude, |w·g| for SNIP, w²/[F⁻¹]_qq for WoodFisher; all ≥ 0).
+/// Layer-wise: each tensor loses its own smallest fraction. Global: one threshold over all tensors, found by
+/// bisection so that, with every tensor capped at <c>cap</c>, the total reaches the target (algorithms.md §1).
+/// Exact counts by k-th value selection, not a full sort.
+/// </summary>
+public static class SparsityBudget
+{
+    public static Tensor Layer(Tensor scores, double sparsity)
+    {
+        var k = (long)Math.Round(sparsity * scores.numel());
+        if (k == 0)
+        {
+            return ones_like(scores, ScalarType.Bool);
+        }
+
+        var threshold = scores.flatten().kthvalue(k, 0, false).values;
+        return scores > threshold;
+    }
+
+    public static List<Tensor> Global(IReadOnlyList<Tensor> scores, double sparsity, double cap)
+    {
+        var flat = scores.Select(s => s.flatten()).ToList();
+        var total = scores.Sum(s => s.numel());
+        var target = (long)Math.Round(sparsity * total);
+        var caps = scores.Select(s => (long)Math.Floor(cap * s.numel())).ToList();
+
+        // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect.
+        long PrunedAt(double t) => flat.Select((s, i) => Math.Min(s.lt(t).sum().item<long>(), caps[i])).Sum();
+        double lo = 0, hi = flat.Max(s => s.max().item<float>()) * 1.0001 + 1e-30;
+        for (var iteration = 0; iteration < 200 && hi - lo > 1e-12 * hi; iteration++)
+        {
+            var mid = (lo + hi) / 2;
+            if (PrunedAt(mid) < target)
+            {
+                lo = mid;
+            }
+            else
+            {
+                hi = mid;
+            }
+        }
+
+        return scores.Select((s, i) =>
+        {
+            var below = Math.Min(flat[i].lt(hi).sum().item<long>(), caps[i]);
+            return Layer(s, below / (double)s.numel());
+        }).ToList();
+    }
+}

@@ -1,0 +1,35 @@
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Quantization;
+
+/// <summary>
+/// The b-bit integer grid of a group of weights, as MatMulNBits stores it: x̂ = s·(q − z), q in [0, 2^b − 1].
+/// Symmetric: s = max|x| / (2^(b−1) − 1), z = 2^(b−1). Asymmetric min-max (algorithms.md §4): xmin = min(min x, 0),
+/// xmax = max(max x, 0), s = (xmax − xmin) / (2^b − 1), z = round(−xmin / s). One fit per slice along <c>dim</c>.
+/// </summary>
+public readonly record struct IntegerGrid(int Bits, bool Symmetric)
+{
+    public int Levels => (1 << Bits) - 1;
+
+    /// <summary>Scales and zero points (as float) over <paramref name="dim"/>, kept as a size-1 dimension.</summary>
+    public (Tensor Scales, Tensor Zeros) Fit(Tensor x, long dim)
+    {
+        if (Symmetric)
+        {
+            var half = 1 << (Bits - 1);
+            var scales = (x.abs().amax([dim], keepdim: true) / (half - 1)).clamp_min(1e-12);
+            return (scales, full_like(scales, half));
+        }
+
+        var lo = x.amin([dim], keepdim: true).clamp_max(0);
+        var hi = x.amax([dim], keepdim: true).clamp_min(0);
+        var s = ((hi - lo) / Levels).clamp_min(1e-12);
+        return (s, (-lo / s).round().clamp(0, Levels));
+    }
+
+    /// <summary>q = clamp(round(x / s) + z, 0, 2^b − 1), as float.</summary>
+    public Tensor Codes(Tensor x, Tensor scales, Tensor zeros) => ((x / scales).round() + zeros).clamp(0, Levels);
+
+    public static Tensor Dequantize(Tensor codes, Tensor scales, Tensor zeros) => (codes - zeros) * scales;
+}
