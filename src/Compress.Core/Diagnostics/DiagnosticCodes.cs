@@ -54,6 +54,9 @@ public static class DiagnosticCodes
     /// <summary>The output path is the input model itself, or otherwise unusable.</summary>
     public const string OutputInvalid = "CMP0032";
 
+    /// <summary>A gradient method needs the model executed in TorchSharp, and the executor lacks one of its operators.</summary>
+    public const string OperatorNotExecutable = "CMP0040";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

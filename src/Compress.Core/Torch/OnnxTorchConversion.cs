@@ -16,10 +16,22 @@ public static class OnnxTorchConversion
     /// <summary>A new CPU tensor holding the initializer's values, in its own element type and shape.</summary>
     public static Tensor ToTorch(this OnnxModel model, TensorProto tensor)
     {
+        using var data = model.OpenTensorData(tensor);
+        return ToTorch(tensor, data);
+    }
+
+    /// <summary>A tensor whose values are embedded in the proto (a Constant node's attribute, say).</summary>
+    public static Tensor EmbeddedToTorch(TensorProto tensor)
+    {
+        using var data = TensorData.FromEmbedded(tensor);
+        return ToTorch(tensor, data);
+    }
+
+    private static Tensor ToTorch(TensorProto tensor, TensorData data)
+    {
         TorchRuntime.EnsureLoaded();
         var scalarType = ScalarTypeOf((DataType)tensor.DataType)
             ?? throw new NotSupportedException($"tensor '{tensor.Name}' has element type {OnnxElementTypes.Name(tensor.DataType)}, which TorchSharp cannot hold");
-        using var data = model.OpenTensorData(tensor);
         var result = empty(tensor.Dims.ToArray(), scalarType);
         data.Span.CopyTo(result.bytes);
         return result;

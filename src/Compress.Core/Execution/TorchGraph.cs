@@ -1,0 +1,122 @@
+using Compress.Core.Diagnostics;
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Execution;
+
+/// <summary>
+/// Executes an ONNX graph with TorchSharp operators (<see cref="TorchOps"/>), so gradients of a loss with respect
+/// to the model's weights can be taken (SNIP, WoodFisher). The initializers are loaded once as tensors; a weight
+/// can be made a leaf that requires grad, or replaced. A model using an operator outside the executor's set is
+/// refused up front with CMP0040 naming every missing operator. Intermediate values are released after their
+/// last use.
+/// </summary>
+public sealed class TorchGraph : IDisposable
+{
+    private readonly IReadOnlyList<NodeProto> _order;
+    private readonly Dictionary<string, Tensor> _initializers = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, int> _lastUse = new(StringComparer.Ordinal);
+    private readonly long _opset;
+
+    public TorchGraph(OnnxModel model)
+    {
+        TorchRuntime.EnsureLoaded();
+        var missing = model.Graph.Nodes.Where(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx" || !TorchOps.IsSupported(n.OpType))
+            .GroupBy(n => string.IsNullOrEmpty(n.Domain) ? n.OpType : $"{n.Domain}.{n.OpType}").ToList();
+        if (missing.Count > 0)
+        {
+            throw CompressException.Error(DiagnosticCodes.OperatorNotExecutable,
+                $"the TorchSharp executor (used for gradients) cannot run {string.Join(", ", missing.Select(g => $"{g.Key} ({g.Count()}×, e.g. '{OnnxGraph.Describe(g.First())}')"))}; " +
+                $"it runs {string.Join(", ", TorchOps.Supported.Order(StringComparer.Ordinal))}. Use a method that needs no gradients ('magnitude', 'obs').",
+                model.Path);
+        }
+
+        _order = model.Graph.TopologicalOrder();
+        _opset = model.GetOpsetVersion("") ?? 1;
+        foreach (var initializer in model.Proto.Graph.Initializer)
+        {
+            _initializers[initializer.Name] = model.ToTorch(initializer);
+        }
+
+        for (var i = 0; i < _order.Count; i++)
+        {
+            foreach (var input in _order[i].Input)
+            {
+                _lastUse[input] = i;
+            }
+        }
+
+        Outputs = model.Proto.Graph.Output.Select(o => o.Name).ToList();
+        foreach (var output in Outputs)
+        {
+            _lastUse[output] = int.MaxValue;
+        }
+    }
+
+    public IReadOnlyList<string> Outputs { get; }
+
+    public Tensor Weight(string name) => _initializers[name];
+
+    /// <summary>Replaces an initializer's value (the old tensor is disposed).</summary>
+    public void SetWeight(string name, Tensor value)
+    {
+        _initializers[name].Dispose();
+        _initializers[name] = value;
+    }
+
+    /// <summary>Runs the graph on <paramref name="inputs"/>; returns the graph outputs and any <paramref name="extra"/> values.</summary>
+    public Dictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyCollection<string>? extra = null)
+    {
+        var values = new Dictionary<string, Tensor>(_initializers, StringComparer.Ordinal);
+        foreach (var (name, value) in inputs)
+        {
+            values[name] = value;
+        }
+
+        var keep = new HashSet<string>(Outputs.Concat(extra ?? []).Concat(inputs.Keys).Concat(_initializers.Keys), StringComparer.Ordinal);
+        for (var i = 0; i < _order.Count; i++)
+        {
+            var node = _order[i];
+            var arguments = node.Input.Select(n => n.Length == 0 ? null : values.TryGetValue(n, out var v) ? v
+                : throw new InvalidOperationException($"value '{n}' of node '{OnnxGraph.Describe(node)}' is not computed")).ToArray();
+            Tensor[] results;
+            try
+            {
+                results = TorchOps.Run(new OpCall(node, arguments, _opset));
+            }
+            catch (NotSupportedException e)
+            {
+                throw CompressException.Error(DiagnosticCodes.OperatorNotExecutable, e.Message, inner: e);
+            }
+
+            for (var j = 0; j < results.Length && j < node.Output.Count; j++)
+            {
+                if (node.Output[j].Length > 0)
+                {
+                    values[node.Output[j]] = results[j];
+                }
+            }
+
+            foreach (var input in node.Input.Distinct())
+            {
+                if (input.Length > 0 && _lastUse[input] == i && !keep.Contains(input) && values.Remove(input, out var done))
+                {
+                    done.Dispose();
+                }
+            }
+        }
+
+        return Outputs.Concat(extra ?? []).Distinct().ToDictionary(n => n, n => values[n], StringComparer.Ordinal);
+    }
+
+    public void Dispose()
+    {
+        foreach (var tensor in _initializers.Values)
+        {
+            tensor.Dispose();
+        }
+    }
+}
