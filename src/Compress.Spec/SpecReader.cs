@@ -314,7 +314,7 @@ namespace Compress.Spec
                 }
 
                 var woodfisher = step.Method == "woodfisher";
-                step.BlockSize = (int)(OptionalNumber(node, "blockSize", woodfisher ? 8 : 16, woodfisher ? 4096 : 1024, integer: true) ?? (woodfisher ? 128 : 128));
+                step.BlockSize = (int)(OptionalNumber(node, "blockSize", woodfisher ? 8 : 16, woodfisher ? 4096 : 1024, integer: true) ?? (woodfisher ? 64 : 128));
                 step.Damping = OptionalNumber(node, "damping", 1e-9, 1) ?? (woodfisher ? 1e-5 : 0.01);
                 step.Steps = (int)(OptionalNumber(node, "steps", 1, 32, integer: true) ?? 4);
             }

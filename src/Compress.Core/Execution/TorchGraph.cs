@@ -38,7 +38,7 @@ public sealed class TorchGraph : IDisposable
         _opset = model.GetOpsetVersion("") ?? 1;
         foreach (var initializer in model.Proto.Graph.Initializer)
         {
-            _initializers[initializer.Name] = model.ToTorch(initializer);
+            _initializers[initializer.Name] = model.ToTorch(initializer).DetachFromDisposeScope();
         }
 
         for (var i = 0; i < _order.Count; i++)
@@ -60,11 +60,11 @@ public sealed class TorchGraph : IDisposable
 
     public Tensor Weight(string name) => _initializers[name];
 
-    /// <summary>Replaces an initializer's value (the old tensor is disposed).</summary>
+    /// <summary>Replaces an initializer's value; the graph owns the new tensor (it leaves any dispose scope) and disposes the old one.</summary>
     public void SetWeight(string name, Tensor value)
     {
         _initializers[name].Dispose();
-        _initializers[name] = value;
+        _initializers[name] = value.DetachFromDisposeScope();
     }
 
     /// <summary>Runs the graph on <paramref name="inputs"/>; returns the graph outputs and any <paramref name="extra"/> values.</summary>

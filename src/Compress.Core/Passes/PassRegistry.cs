@@ -13,6 +13,8 @@ public static class PassRegistry
         ["prune/magnitude"] = s => new MagnitudePruner((PruneStep)s),
         ["prune/obs"] = s => new ObsPruner((PruneStep)s),
         ["prune/sparsegpt"] = s => new ObsPruner((PruneStep)s),
+        ["prune/snip"] = s => new SnipPruner((PruneStep)s),
+        ["prune/woodfisher"] = s => new WoodFisherPruner((PruneStep)s),
         ["quantize/static"] = s => new QdqQuantizer((QuantizeStep)s),
         ["quantize/dynamic"] = s => new DynamicQuantizer((QuantizeStep)s),
         ["quantize/weight-only"] = s => new MatMulNBitsQuantizer((QuantizeStep)s),

@@ -18,11 +18,9 @@ public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
     public void Apply(CompressionContext context)
     {
         TorchRuntime.EnsureLoaded();
-        var uses = WeightSelection.Select(context.Model.Graph, step)
-            .GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
+        var uses = PrunedWeights.Select(context, step);
         if (uses.Count == 0)
         {
-            context.Notes.Add($"prune: no {string.Join("/", step.OpTypes)} weights selected; nothing pruned");
             return;
         }
 
@@ -31,19 +29,7 @@ public sealed class MagnitudePruner(PruneStep step) : ICompressionPass
         var masks = step.N > 0 ? weights.Zip(uses).Select(p => NmMask(p.First, p.Second, context)).ToList()
             : step.Scope == "layer" ? weights.Select(w => SparsityBudget.Layer(w.abs(), step.Sparsity)).ToList()
             : SparsityBudget.Global(weights.Select(w => w.abs()).ToList(), step.Sparsity, step.MaxLayerSparsity);
-
-        for (var i = 0; i < uses.Count; i++)
-        {
-            var pruned = where(masks[i], weights[i], 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
-            var record = context.Layer(uses[i].Weight.Name, uses[i].NodeName, uses[i].Node.OpType, weights[i].numel());
-            record.Sparsity = 1 - masks[i].to_type(ScalarType.Float64).mean().item<double>();
-            record.RelativeError += Quantization.WeightQuantization.RelativeError(weights[i], pruned);
-            context.Model.ReplaceData(uses[i].Weight, pruned.ToOnnx(uses[i].Weight.Name));
-        }
-
-        var total = weights.Sum(w => w.numel());
-        var zeros = masks.Sum(m => m.numel() - m.count_nonzero().item<long>());
-        context.Progress($"prune: {uses.Count} weights, {zeros:N0} of {total:N0} set to zero ({zeros / (double)total:P1})");
+        PrunedWeights.Write(context, "magnitude", uses, weights, weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList());
     }
 
     private Tensor NmMask(Tensor weight, WeightUse use, CompressionContext context)

@@ -32,7 +32,7 @@ public static class SparsityBudget
 
         // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect.
         long PrunedAt(double t) => flat.Select((s, i) => Math.Min(s.lt(t).sum().item<long>(), caps[i])).Sum();
-        double lo = 0, hi = flat.Max(s => s.max().item<float>()) * 1.0001 + 1e-30;
+        double lo = 0, hi = flat.Max(s => s.max().to_type(ScalarType.Float64).item<double>()) * 1.0001 + 1e-30;
         for (var iteration = 0; iteration < 200 && hi - lo > 1e-12 * hi; iteration++)
         {
             var mid = (lo + hi) / 2;

@@ -22,15 +22,8 @@ public sealed class ObsPruner(PruneStep step) : ICompressionPass
     public void Apply(CompressionContext context)
     {
         TorchRuntime.EnsureLoaded();
-        var uses = WeightSelection.Select(context.Model.Graph, step).GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
-        if (uses.Count == 0)
-        {
-            context.Notes.Add($"prune: no {string.Join("/", step.OpTypes)} weights selected; nothing pruned");
-            return;
-        }
-
+        var uses = PrunedWeights.Select(context, step);
         var targets = LayerTargets(context, uses);
-        long zerosTotal = 0, total = 0;
         for (var i = 0; i < uses.Count; i++)
         {
             using var scope = NewDisposeScope();
@@ -43,18 +36,8 @@ public sealed class ObsPruner(PruneStep step) : ICompressionPass
             var options = new ObsOptions { Sparsity = step.N > 0 ? 0 : targets[i], N = step.N, M = step.M, BlockSize = step.BlockSize, Damping = step.Damping };
             var pruned = cat(Enumerable.Range(0, (int)hessian.shape[0])
                 .Select(g => LayerObs.Run(matrix.narrow(0, g * rowsPerGroup, rowsPerGroup), hessian[g], options).Weight).ToList(), 0);
-            pruned = LayerMatrix.FromMatrix(pruned.where(pruned.ne(0), 0f), use); // +0.0 for sparse storage
-
-            var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, weight.numel());
-            var zeros = weight.numel() - pruned.count_nonzero().item<long>();
-            record.Sparsity = zeros / (double)weight.numel();
-            record.RelativeError += WeightQuantization.RelativeError(weight, pruned);
-            context.Model.ReplaceData(use.Weight, pruned.ToOnnx(use.Weight.Name));
-            zerosTotal += zeros;
-            total += weight.numel();
+            PrunedWeights.Write(context, "obs", [use], [weight], [LayerMatrix.FromMatrix(pruned, use)]);
         }
-
-        context.Progress($"obs: {uses.Count} weights, {zerosTotal:N0} of {total:N0} set to zero ({zerosTotal / (double)total:P1})");
     }
 
     private double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)

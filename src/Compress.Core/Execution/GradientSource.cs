@@ -1,0 +1,109 @@
+using Compress.Core.Calibration;
+using Compress.Core.Data;
+using Compress.Core.Onnx;
+using Compress.Core.Torch;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Execution;
+
+/// <summary>
+/// Gradients of the cross-entropy loss with respect to chosen weights, on calibration samples, through the
+/// <see cref="TorchGraph"/> executor (model in inference mode). Targets are the calibration labels when the spec
+/// names them, else the original model's own top-1 predictions (fixed at construction, so later pruning steps are
+/// pulled back towards what the uncompressed model said). The loss reads the first graph output as logits; an
+/// output computed by Softmax is read before it. Logits with more than two dimensions ([N, T, C]) count every
+/// position as a prediction.
+/// </summary>
+public sealed class GradientSource : IDisposable
+{
+    private readonly TorchGraph _graph;
+    private readonly CalibrationSet _data;
+    private readonly IReadOnlyList<string> _weights;
+    private readonly string _logits;
+    private readonly bool _fromSoftmax;
+    private readonly Tensor _targets;
+
+    public GradientSource(OnnxModel model, CalibrationSet data, IReadOnlyList<string> weights)
+    {
+        _graph = new TorchGraph(model);
+        _data = data;
+        _weights = weights;
+        var output = _graph.Outputs[0];
+        var producer = model.Graph.GetProducer(output);
+        _fromSoftmax = producer?.OpType == "Softmax";
+        _logits = _fromSoftmax ? producer!.Input[0] : output;
+        using (no_grad())
+        {
+            var predictions = new List<Tensor>();
+            for (var start = 0; start < data.Count; start += 256)
+            {
+                using var scope = NewDisposeScope();
+                predictions.Add(Logits(start, Math.Min(256, data.Count - start)).argmax(-1).MoveToOuterDisposeScope());
+            }
+
+            var own = cat(predictions, 0);
+            if (data.Labels is { } labels && own.dim() == 1)
+            {
+                _targets = tensor(labels);
+                Source = "labels";
+            }
+            else
+            {
+                _targets = own.flatten();
+                Source = "the model's own predictions";
+            }
+        }
+    }
+
+    public int Count => _data.Count;
+
+    /// <summary>What the loss is measured against, for the report.</summary>
+    public string Source { get; }
+
+    public Tensor Weight(string name) => _graph.Weight(name);
+
+    public void SetWeight(string name, Tensor value) => _graph.SetWeight(name, value);
+
+    /// <summary>∂L/∂w for each chosen weight, L the mean cross-entropy over samples [start, start + count).</summary>
+    public Tensor[] Gradients(int start, int count)
+    {
+        var leaves = _weights.Select(n =>
+        {
+            var leaf = _graph.Weight(n).detach().requires_grad_(true);
+            _graph.SetWeight(n, leaf);
+            return leaf;
+        }).ToArray();
+        using var scope = NewDisposeScope();
+        var logits = Logits(start, count);
+        var targets = _targets.narrow(0, Offset(start, logits), logits.numel() / logits.shape[^1]);
+        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets);
+        var gradients = autograd.grad([loss], leaves);
+        return gradients.Select(g => g.detach().MoveToOuterDisposeScope()).ToArray();
+    }
+
+    private long Offset(int start, Tensor logits) => start * (logits.numel() / logits.shape[^1] / logits.shape[0]);
+
+    private Tensor Logits(int start, int count)
+    {
+        var inputs = _data.Inputs.ToDictionary(p => p.Key, p => Slice(p.Value, start, count));
+        var values = _graph.Run(inputs, [_logits]);
+        var logits = values[_logits];
+        return _fromSoftmax ? logits.log_softmax(-1) : logits;
+    }
+
+    private static Tensor Slice(NpyArray array, int start, int count)
+    {
+        var type = OnnxTorchConversion.ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
+        var rowBytes = (int)(array.SampleSize * OnnxElementTypes.BitWidth(array.ElementType) / 8);
+        var result = empty([count, .. array.Shape.Skip(1)], type);
+        array.Data.AsSpan(start * rowBytes, count * rowBytes).CopyTo(result.bytes);
+        return result;
+    }
+
+    public void Dispose()
+    {
+        _graph.Dispose();
+        _targets.Dispose();
+    }
+}
