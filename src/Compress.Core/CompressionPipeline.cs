@@ -26,6 +26,58 @@ public static class CompressionPipeline
         }
 
         var original = OnnxModel.Load(modelPath);
+        var evaluation = spec.Evaluation ?? spec.Calibration;
+        var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original, spec.File);
+        OnnxModel working;
+        CompressionContext context;
+        ComparisonMetrics? metrics = null;
+        SearchFigures? search = null;
+        if (spec.Steps.OfType<PruneStep>().FirstOrDefault(p => p.Auto) is { } auto)
+        {
+            var result = AutoSparsity.Run(auto, spec, original, data!, () => Compress(modelPath, spec, outputPath, progress), progress, outputPath);
+            (working, context, metrics, search) = (result.Model, result.Context, result.Metrics, result.Figures);
+        }
+        else
+        {
+            (working, context) = Compress(modelPath, spec, outputPath, progress);
+            if (data is not null)
+            {
+                progress($"validate: original vs compressed on {Path.GetFileName(data.Source)}");
+                metrics = ModelComparison.Compare(original, working, data);
+            }
+        }
+
+        var constraints = Check(spec, metrics, context, outputPath);
+        LatencyFigures? latency = null;
+        if (measureLatency && data is not null)
+        {
+            progress("latency: batch 1 and batch N, one thread");
+            latency = MeasureLatency(original, working, data);
+        }
+
+        working.Save(outputPath);
+        var size = new SizeFigures(ModelBytes(original), ModelBytes(OnnxModel.Load(outputPath)), 0, 0, 0);
+        var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
+        var parameters = original.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims));
+        var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
+        size = size with
+        {
+            OriginalParameters = parameters,
+            Ratio = size.CompressedBytes / (double)size.OriginalBytes,
+            OverallSparsity = parameters == 0 ? 0 : prunedZeros / parameters,
+        };
+        if (latency?.CompressedIsSlower == true)
+        {
+            context.Notes.Add("the compressed model runs slower than the original on this machine (see latency)");
+        }
+
+        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
+            spec.Steps.Select(PassRegistry.KeyOf).ToList(), size, layers, metrics, constraints, latency, context.Notes, search);
+    }
+
+    /// <summary>One compression of the model file by the spec's steps (a fresh copy each time), checked to load in ONNX Runtime.</summary>
+    private static (OnnxModel Model, CompressionContext Context) Compress(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress)
+    {
         var working = OnnxModel.Load(modelPath);
         var moved = ConstantsToInitializers.Apply(working);
         var context = new CompressionContext(working, spec,
@@ -55,41 +107,7 @@ public static class CompressionPipeline
         }
 
         CheckLoads(working, outputPath);
-        ComparisonMetrics? metrics = null;
-        var evaluation = spec.Evaluation ?? spec.Calibration;
-        var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original, spec.File);
-        if (data is not null)
-        {
-            progress($"validate: original vs compressed on {Path.GetFileName(data.Source)}");
-            metrics = ModelComparison.Compare(original, working, data);
-        }
-
-        var constraints = Check(spec, metrics, context, outputPath);
-        LatencyFigures? latency = null;
-        if (measureLatency && data is not null)
-        {
-            progress("latency: batch 1 and batch N, one thread");
-            latency = MeasureLatency(original, working, data);
-        }
-
-        working.Save(outputPath);
-        var size = new SizeFigures(ModelBytes(original), ModelBytes(OnnxModel.Load(outputPath)), 0, 0, 0);
-        var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
-        var parameters = original.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims));
-        var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
-        size = size with
-        {
-            OriginalParameters = parameters,
-            Ratio = size.CompressedBytes / (double)size.OriginalBytes,
-            OverallSparsity = parameters == 0 ? 0 : prunedZeros / parameters,
-        };
-        if (latency?.CompressedIsSlower == true)
-        {
-            context.Notes.Add("the compressed model runs slower than the original on this machine (see latency)");
-        }
-
-        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
-            spec.Steps.Select(PassRegistry.KeyOf).ToList(), size, layers, metrics, constraints, latency, context.Notes);
+        return (working, context);
     }
 
     /// <summary>Bytes on disk: the model file plus the external data files it references.</summary>
@@ -123,6 +141,26 @@ public static class CompressionPipeline
             return results;
         }
 
+        results.AddRange(Evaluate(limits, metrics));
+        var failed = results.Where(r => !r.Met).ToList();
+        if (failed.Count > 0)
+        {
+            var worst = context.Layers.Values.OrderByDescending(l => l.RelativeError).Take(3)
+                .Select(l => $"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})");
+            var accuracy = metrics.OriginalAccuracy is { } a && metrics.CompressedAccuracy is { } b ? $"accuracy {a:P2} → {b:P2}, " : "";
+            throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
+                $"{string.Join("; ", failed.Select(f => $"{f.Name} {f.Limit:0.####} not met (measured {f.Measured:0.####})"))}; " +
+                $"{accuracy}agreement {metrics.Agreement:P2}, SQNR {metrics.SqnrDb:0.0} dB on {metrics.Samples} samples; " +
+                $"worst layers: {string.Join(", ", worst)}. No output was written.", outputPath);
+        }
+
+        return results;
+    }
+
+    /// <summary>Each constraint the spec sets, against the measured figures.</summary>
+    internal static List<ConstraintResult> Evaluate(SpecConstraints limits, ComparisonMetrics metrics)
+    {
+        var results = new List<ConstraintResult>();
         if (limits.MaxAccuracyDrop is { } drop && metrics.AccuracyDrop is { } measured)
         {
             results.Add(new ConstraintResult("maxAccuracyDrop", drop, measured, measured <= drop + 1e-12));
@@ -136,18 +174,6 @@ public static class CompressionPipeline
         if (limits.MinSqnrDb is { } sqnr)
         {
             results.Add(new ConstraintResult("minSqnrDb", sqnr, metrics.SqnrDb, metrics.SqnrDb >= sqnr));
-        }
-
-        var failed = results.Where(r => !r.Met).ToList();
-        if (failed.Count > 0)
-        {
-            var worst = context.Layers.Values.OrderByDescending(l => l.RelativeError).Take(3)
-                .Select(l => $"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})");
-            var accuracy = metrics.OriginalAccuracy is { } a && metrics.CompressedAccuracy is { } b ? $"accuracy {a:P2} → {b:P2}, " : "";
-            throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
-                $"{string.Join("; ", failed.Select(f => $"{f.Name} {f.Limit:0.####} not met (measured {f.Measured:0.####})"))}; " +
-                $"{accuracy}agreement {metrics.Agreement:P2}, SQNR {metrics.SqnrDb:0.0} dB on {metrics.Samples} samples; " +
-                $"worst layers: {string.Join(", ", worst)}. No output was written.", outputPath);
         }
 
         return results;

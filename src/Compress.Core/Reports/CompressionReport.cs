@@ -13,7 +13,8 @@ public sealed record CompressionReport(
     ComparisonMetrics? Metrics,
     IReadOnlyList<ConstraintResult> Constraints,
     LatencyFigures? Latency,
-    IReadOnlyList<string> Notes);
+    IReadOnlyList<string> Notes,
+    SearchFigures? Search = null);
 
 public sealed record SizeFigures(long OriginalBytes, long CompressedBytes, long OriginalParameters, double Ratio, double OverallSparsity);
 
@@ -26,3 +27,9 @@ public sealed record LatencyFigures(int BatchN, double OriginalBatch1Ms, double 
 {
     public bool CompressedIsSlower => CompressedBatch1Ms > OriginalBatch1Ms * 1.05 || CompressedBatchNMs > OriginalBatchNMs * 1.05;
 }
+
+/// <summary><c>"sparsity": "auto"</c>: every compress-and-evaluate round, in order, and the sparsity chosen.</summary>
+public sealed record SearchFigures(string Method, double Chosen, IReadOnlyList<SearchPoint> Points);
+
+/// <summary>One round of the search: the sparsity tried, what it measured, and whether every constraint held.</summary>
+public sealed record SearchPoint(double Sparsity, double? Accuracy, double Agreement, bool Feasible);

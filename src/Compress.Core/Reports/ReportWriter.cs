@@ -66,6 +66,20 @@ public static class ReportWriter
             md.AppendLine(c, $"- {note}");
         }
 
+        if (r.Search is { } search)
+        {
+            md.AppendLine();
+            md.AppendLine(c, $"## Sparsity search ({search.Method}): chose {search.Chosen:P1} in {search.Points.Count} rounds");
+            md.AppendLine();
+            md.AppendLine("| round | sparsity | accuracy | agreement | constraints |");
+            md.AppendLine("| ---: | ---: | ---: | ---: | --- |");
+            for (var i = 0; i < search.Points.Count; i++)
+            {
+                var p = search.Points[i];
+                md.AppendLine(c, $"| {i + 1} | {p.Sparsity:P1} | {(p.Accuracy is { } pa ? pa.ToString("P2", c) : "")} | {p.Agreement:P2} | {(p.Feasible ? "met" : "not met")} |");
+            }
+        }
+
         md.AppendLine();
         md.AppendLine("## Layers");
         md.AppendLine();

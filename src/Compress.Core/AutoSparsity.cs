@@ -1,0 +1,63 @@
+using Compress.Core.Calibration;
+using Compress.Core.Diagnostics;
+using Compress.Core.Evaluation;
+using Compress.Core.Onnx;
+using Compress.Core.Passes;
+using Compress.Core.Reports;
+using Compress.Spec;
+
+namespace Compress.Core;
+
+/// <summary>
+/// <c>"sparsity": "auto"</c> (algorithms.md §10): the highest sparsity of the step whose whole compression still
+/// meets the spec's constraints, found by bisection over [0, cap] — each round a full compression and an
+/// evaluation — stopping when the bracket is narrower than half a point or after <see cref="MaxRounds"/> rounds.
+/// Assumes accuracy falls as sparsity rises (a round that fails lowers the upper end). The cap is
+/// <c>maxLayerSparsity</c> for a global threshold (no layer may exceed it), else 0.99.
+/// </summary>
+internal static class AutoSparsity
+{
+    public const int MaxRounds = 10;
+    private const double Tolerance = 0.005;
+
+    public sealed record Result(OnnxModel Model, CompressionContext Context, ComparisonMetrics Metrics, SearchFigures Figures);
+
+    public static Result Run(PruneStep step, CompressionSpec spec, OnnxModel original, CalibrationSet data,
+        Func<(OnnxModel Model, CompressionContext Context)> compress, Action<string> progress, string outputPath)
+    {
+        var points = new List<SearchPoint>();
+        Result? best = null;
+        double lo = 0, hi = step.Scope == "global" ? Math.Min(0.99, step.MaxLayerSparsity) : 0.99;
+        for (var round = 1; round <= MaxRounds && hi - lo >= Tolerance; round++)
+        {
+            var sparsity = Math.Round((lo + hi) / 2, 4);
+            step.Sparsity = sparsity;
+            progress($"sparsity search round {round}: {sparsity:P1} (feasible up to {lo:P1}, infeasible from {hi:P1})");
+            var (model, context) = compress();
+            var metrics = ModelComparison.Compare(original, model, data);
+            var feasible = CompressionPipeline.Evaluate(spec.Constraints, metrics).All(r => r.Met);
+            points.Add(new SearchPoint(sparsity, metrics.CompressedAccuracy, metrics.Agreement, feasible));
+            progress($"  accuracy {metrics.CompressedAccuracy?.ToString("P2") ?? "n/a"}, agreement {metrics.Agreement:P2}: constraints {(feasible ? "met" : "not met")}");
+            if (feasible)
+            {
+                lo = sparsity;
+                best = new Result(model, context, metrics, null!);
+            }
+            else
+            {
+                hi = sparsity;
+            }
+        }
+
+        if (best is null)
+        {
+            throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
+                $"'sparsity': 'auto' found no sparsity meeting the constraints: {string.Join(", ", points.Select(p => $"{p.Sparsity:P1} → {(p.Accuracy is { } a ? $"accuracy {a:P2}" : $"agreement {p.Agreement:P2}")}"))}. No output was written.",
+                outputPath);
+        }
+
+        step.Sparsity = lo;
+        best.Context.Notes.Add($"sparsity 'auto': {lo:P1} is the highest of {points.Count} compress-and-evaluate rounds meeting the constraints");
+        return best with { Figures = new SearchFigures(step.Method, lo, points) };
+    }
+}
