@@ -3,6 +3,8 @@
 //   calibration [repeats]                    static int8 on the CNN (512 samples) vs the 512 forward passes alone
 //   build-time [repeats]                     cold and no-op builds of the sample, with and without its CompressModel item
 //   wrapper [rounds]                         generated wrapper vs hand-written ONNX Runtime code, batch 1 and 64
+//   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for magnitude, SNIP, OBS, WoodFisher
+//   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -16,9 +18,13 @@ switch (verb)
         return BuildTimeBenchmark.Run(args[1..]);
     case "wrapper":
         return WrapperBenchmark.Run(args[1..]);
+    case "pruning":
+        return PruningBenchmark.Run(args[1..]);
+    case "sparsegpt-layer":
+        return SparseGptLayerBenchmark.Run(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3]");
         return 2;
 }

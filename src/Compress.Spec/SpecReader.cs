@@ -248,7 +248,7 @@ namespace Compress.Spec
                 {
                     if (sparsity.Kind == JsonKind.String)
                     {
-                        throw Error(SpecCodes.OutOfRange, sparsity, $"'sparsity' is '{sparsity.Text}'; it is a number between 0 and 0.999, or \"auto\"");
+                        throw Error(SpecCodes.WrongType, sparsity, "'sparsity' must be a number, not a string (the one string it takes is \"auto\")");
                     }
 
                     step.Sparsity = Number(sparsity, "'sparsity'", 0, 0.999);

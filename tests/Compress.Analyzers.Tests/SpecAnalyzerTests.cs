@@ -19,7 +19,7 @@ public sealed class SpecAnalyzerTests
             { "quantize": { "weights": "int8", {|#0:"|}activation": "dynamic" } }
           ]
         }
-        """, Expected(0, "CMP0101", "unknown key 'activation' in 'quantize'; did you mean 'activations'? (allowed: method, weights, activations, granularity, calibration, percentile, minActivationSqnrDb, biasCorrection, blockSize, symmetric, include, exclude, opTypes)"));
+        """, Expected(0, "CMP0101", "unknown key 'activation' in 'quantize'; did you mean 'activations'? (allowed: method, weights, activations, granularity, calibration, percentile, minActivationSqnrDb, biasCorrection, blockSize, symmetric, actOrder, damping, include, exclude, opTypes)"));
 
     [Fact]
     public Task A_value_of_the_wrong_type_is_underlined() => Verify("""
@@ -27,9 +27,9 @@ public sealed class SpecAnalyzerTests
         """, Expected(0, "CMP0102", "'sparsity' must be a number, not a string"));
 
     [Fact]
-    public Task A_method_of_the_roadmap_is_named_as_not_available() => Verify("""
-        { "steps": [ { "prune": { "method": {|#0:"|}obs", "sparsity": 0.5 } } ] }
-        """, Expected(0, "CMP0105", "method 'obs' is not available in this version of Compress.Build (available: magnitude)"));
+    public Task An_unknown_method_lists_the_available_ones() => Verify("""
+        { "steps": [ { "prune": { "method": {|#0:"|}lottery", "sparsity": 0.5 } } ] }
+        """, Expected(0, "CMP0105", "unknown method 'lottery' (available: magnitude, obs, sparsegpt, woodfisher, snip)"));
 
     [Fact]
     public Task Broken_json_is_underlined_at_the_break() => Verify("""
