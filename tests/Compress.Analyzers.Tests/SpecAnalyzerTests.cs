@@ -24,7 +24,7 @@ public sealed class SpecAnalyzerTests
     [Fact]
     public Task A_value_of_the_wrong_type_is_underlined() => Verify("""
         { "steps": [ { "prune": { "sparsity": {|#0:"|}half" } } ] }
-        """, Expected(0, "CMP0102", "'sparsity' must be a number, not a string"));
+        """, Expected(0, "CMP0102", "'sparsity' must be a number, not a string (the one string it takes is \"auto\")"));
 
     [Fact]
     public Task An_unknown_method_lists_the_available_ones() => Verify("""

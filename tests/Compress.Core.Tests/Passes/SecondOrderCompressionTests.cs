@@ -50,14 +50,17 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
     }
 
     [Fact]
-    public void Obs_two_of_four_then_gptq_int4()
+    public void Obs_two_of_four_then_gptq_int4_is_accurate_and_deterministic()
     {
-        var report = Compress("mlp", """
+        const string steps = """
             { "prune": { "method": "obs", "sparsity": 0.5, "pattern": "2:4" } },
             { "quantize": { "method": "gptq", "weights": "int4", "blockSize": 32, "actOrder": true } }
-            """);
+            """;
+        var report = Compress("mlp", steps);
         Assert.True(report.Metrics!.AccuracyDrop <= 0.01, $"accuracy {report.Metrics.CompressedAccuracy:P2}");
         Assert.All(report.Layers, l => Assert.Equal(0.5, l.Sparsity, 3));
+        var again = Compress("mlp", steps, outputName: "again.onnx");
+        Assert.Equal(File.ReadAllBytes(report.Output), File.ReadAllBytes(again.Output));
     }
 
     [Fact]
@@ -104,7 +107,7 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
 
     private static double Accuracy(CompressionReport report) => report.Metrics!.CompressedAccuracy!.Value;
 
-    private CompressionReport Compress(string model, string steps, bool labels = false, string? constraints = null)
+    private CompressionReport Compress(string model, string steps, bool labels = false, string? constraints = null, string outputName = "out.onnx")
     {
         var image = model == "cnn";
         var spec = SpecFiles.Load(Dir, $$"""
@@ -116,7 +119,7 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
           "steps": [ {{steps}} ]{{(constraints is null ? "" : $", \"constraints\": {constraints}")}}
         }
         """);
-        var report = CompressionPipeline.Run(image ? FashionData.CnnModel : FashionData.MlpModel, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
+        var report = CompressionPipeline.Run(image ? FashionData.CnnModel : FashionData.MlpModel, spec, Path.Combine(Dir, outputName), measureLatency: false);
         output.WriteLine(ReportWriter.Markdown(report));
         return report;
     }
