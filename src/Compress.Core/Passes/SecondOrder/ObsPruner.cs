@@ -15,14 +15,10 @@ namespace Compress.Core.Passes.SecondOrder;
 /// magnitude threshold (capped at <c>maxLayerSparsity</c>), then lets OBS choose which weights and how to
 /// compensate within the layer.
 /// </summary>
-public sealed class ObsPruner(PruneStep step) : ICompressionPass
+public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
-    public string Name => "prune/obs";
-
-    public void Apply(CompressionContext context)
+    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
-        TorchRuntime.EnsureLoaded();
-        var uses = PrunedWeights.Select(context, step);
         var targets = LayerTargets(context, uses);
         for (var i = 0; i < uses.Count; i++)
         {
@@ -33,28 +29,28 @@ public sealed class ObsPruner(PruneStep step) : ICompressionPass
             var hessian = LayerHessian.Compute(context, use);
             var matrix = LayerMatrix.ToMatrix(weight, use);
             var rowsPerGroup = matrix.shape[0] / hessian.shape[0];
-            var options = new ObsOptions { Sparsity = step.N > 0 ? 0 : targets[i], N = step.N, M = step.M, BlockSize = step.BlockSize, Damping = step.Damping };
+            var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : targets[i], N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
             var pruned = cat(Enumerable.Range(0, (int)hessian.shape[0])
                 .Select(g => LayerObs.Run(matrix.narrow(0, g * rowsPerGroup, rowsPerGroup), hessian[g], options).Weight).ToList(), 0);
-            PrunedWeights.Write(context, "obs", [use], [weight], [LayerMatrix.FromMatrix(pruned, use)]);
+            Write(context, [use], [weight], [LayerMatrix.FromMatrix(pruned, use)]);
         }
     }
 
     private double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
-        if (step.N > 0)
+        if (Step.N > 0)
         {
-            return uses.Select(_ => 1 - step.N / (double)step.M).ToArray();
+            return uses.Select(_ => 1 - Step.N / (double)Step.M).ToArray();
         }
 
-        if (step.Scope == "layer")
+        if (Step.Scope == "layer")
         {
-            return uses.Select(_ => step.Sparsity).ToArray();
+            return uses.Select(_ => Step.Sparsity).ToArray();
         }
 
         using var scope = NewDisposeScope();
         var magnitudes = uses.Select(u => context.Model.ToTorch(u.Weight).abs()).ToList();
-        return SparsityBudget.Global(magnitudes, step.Sparsity, step.MaxLayerSparsity)
+        return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
             .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
     }
 }

@@ -1,0 +1,66 @@
+using Compress.Core.Passes.Quantization;
+using Compress.Core.Torch;
+using Compress.Spec;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Pruning;
+
+/// <summary>
+/// What every pruner shares: the step's weights (each once: a weight shared by several nodes is pruned at its
+/// first use), masks from saliency scores by the step's scope, and writing the result back with per-layer
+/// sparsity and error. A subclass computes the pruned weights.
+/// </summary>
+public abstract class PruningPass(PruneStep step) : ICompressionPass
+{
+    protected PruneStep Step { get; } = step;
+
+    public string Name => $"prune/{Step.Method}";
+
+    public void Apply(CompressionContext context)
+    {
+        TorchRuntime.EnsureLoaded();
+        var uses = WeightSelection.Select(context.Model.Graph, Step).GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
+        if (uses.Count == 0)
+        {
+            context.Notes.Add($"prune: no {string.Join("/", Step.OpTypes)} weights selected; nothing pruned");
+            return;
+        }
+
+        using var scope = NewDisposeScope();
+        Prune(context, uses);
+    }
+
+    /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
+    protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
+
+    /// <summary>Keep-masks from scores ≥ 0: per layer, or one global threshold with every layer capped at <c>maxLayerSparsity</c>.</summary>
+    protected List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) =>
+        Step.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, sparsity)).ToList()
+            : SparsityBudget.Global(scores, sparsity, Step.MaxLayerSparsity);
+
+    protected static List<Tensor> Masked(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) =>
+        weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList();
+
+    /// <param name="originals">The weights before this step.</param>
+    /// <param name="pruned">The weights after it (zeros where pruned; other values may have been updated).</param>
+    protected void Write(CompressionContext context, IReadOnlyList<WeightUse> uses, IReadOnlyList<Tensor> originals, IReadOnlyList<Tensor> pruned)
+    {
+        long zeros = 0, total = 0;
+        for (var i = 0; i < uses.Count; i++)
+        {
+            var use = uses[i];
+            var values = where(pruned[i].ne(0), pruned[i], 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
+            var count = values.numel();
+            var layerZeros = count - values.count_nonzero().item<long>();
+            var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, count);
+            record.Sparsity = layerZeros / (double)count;
+            record.RelativeError += WeightQuantization.RelativeError(originals[i], values);
+            context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));
+            zeros += layerZeros;
+            total += count;
+        }
+
+        context.Progress($"{Name}: {uses.Count} weights, {zeros:N0} of {total:N0} set to zero ({zeros / (double)total:P1})");
+    }
+}
