@@ -34,6 +34,13 @@ public sealed class TorchGraph : IDisposable
                 model.Path);
         }
 
+        var nonTensors = model.Proto.Graph.Input.Concat(model.Proto.Graph.Output).Where(v => v.Type is { } t && t.TensorType is null).Select(v => v.Name).ToList();
+        if (nonTensors.Count > 0)
+        {
+            throw CompressException.Error(DiagnosticCodes.OperatorNotExecutable,
+                $"the TorchSharp executor runs tensors only; {string.Join(", ", nonTensors.Select(n => $"'{n}'"))} {(nonTensors.Count == 1 ? "is a" : "are")} sequence, map or optional value(s)", model.Path);
+        }
+
         _order = model.Graph.TopologicalOrder();
         _opset = model.GetOpsetVersion("") ?? 1;
         foreach (var initializer in model.Proto.Graph.Initializer)

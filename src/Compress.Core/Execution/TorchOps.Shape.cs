@@ -158,7 +158,9 @@ public static partial class TorchOps
                 continue;
             }
 
-            var source = Enumerable.Range(0, (int)output).Select(i => SourceCoordinate(i, scale, input, output, transform, c)).ToArray();
+            // align_corners with scales divides by (input·scale − 1), not by the rounded output length less one.
+            var resized = sizes is null ? input * scale : output;
+            var source = Enumerable.Range(0, (int)output).Select(i => SourceCoordinate(i, scale, input, resized, transform, c)).ToArray();
             if (mode == "nearest")
             {
                 var index = source.Select(v => Math.Clamp(Round(v, nearest, c), 0, input - 1)).ToArray();
@@ -179,11 +181,11 @@ public static partial class TorchOps
         return [x];
     }
 
-    private static double SourceCoordinate(int i, double scale, long input, long output, string transform, OpCall c) => transform switch
+    private static double SourceCoordinate(int i, double scale, long input, double output, string transform, OpCall c) => transform switch
     {
         "half_pixel" => (i + 0.5) / scale - 0.5,
         "pytorch_half_pixel" => output > 1 ? (i + 0.5) / scale - 0.5 : 0,
-        "align_corners" => output == 1 ? 0 : i * (input - 1) / (double)(output - 1),
+        "align_corners" => output == 1 ? 0 : i * (input - 1) / (output - 1),
         "asymmetric" => i / scale,
         "tf_half_pixel_for_nn" => (i + 0.5) / scale,
         _ => throw c.Unsupported($"coordinate_transformation_mode '{transform}'"),

@@ -50,28 +50,32 @@ public static partial class TorchOps
         var kernel = Pair(c.Node.Ints("kernel_shape"), spatial);
         var strides = Pair(c.Node.Ints("strides"), spatial);
         var dilations = Pair(c.Node.Ints("dilations"), spatial);
-        x = PadInput(c, x, kernel, strides, dilations, spatial, double.NegativeInfinity);
+        x = PadInput(c, x, kernel, strides, dilations, spatial, x.is_floating_point() ? double.NegativeInfinity : x.dtype == ScalarType.Byte ? 0 : x.min().item<long>());
         var y = nn.functional.max_pool2d(x, kernel, strides, [0, 0], dilations, ceil_mode: c.Node.Int("ceil_mode", 0) == 1);
         return [spatial == 1 ? y.squeeze(2) : y];
     }
 
+    /// <summary>
+    /// Sum over each window of the zero-padded input divided by the count of cells the window covers: input cells
+    /// only (count_include_pad = 0) or input and pad cells (1); torch's divisor conventions cancel in the ratio.
+    /// </summary>
     private static Tensor[] AveragePool(OpCall c)
     {
         var (x, spatial) = As2D(c.X);
         var kernel = Pair(c.Node.Ints("kernel_shape"), spatial);
         var strides = Pair(c.Node.Ints("strides"), spatial);
-        if (c.Node.String("auto_pad", "NOTSET") != "NOTSET" || c.Node.Ints("dilations") is { } d && d.Any(v => v != 1))
+        var dilations = Pair(c.Node.Ints("dilations"), spatial);
+        if (dilations.Any(v => v != 1))
         {
-            throw c.Unsupported("'auto_pad' or 'dilations'");
+            throw c.Unsupported("'dilations'");
         }
 
-        var pads = Pads(c.Node.Ints("pads"), spatial);
-        if (pads[0] != pads[2] || pads[1] != pads[3])
-        {
-            throw c.Unsupported("asymmetric 'pads'");
-        }
-
-        var y = nn.functional.avg_pool2d(x, kernel, strides, [pads[0], pads[1]], c.Node.Int("ceil_mode", 0) == 1, c.Node.Int("count_include_pad", 0) == 1);
+        var ceil = c.Node.Int("ceil_mode", 0) == 1;
+        var padded = PadInput(c, x, kernel, strides, dilations, spatial, 0);
+        var cells = c.Node.Int("count_include_pad", 0) == 1 ? ones_like(padded) : PadInput(c, ones_like(x), kernel, strides, dilations, spatial, 0);
+        var sum = nn.functional.avg_pool2d(padded, kernel, strides, [0, 0], ceil, true);
+        var count = nn.functional.avg_pool2d(cells, kernel, strides, [0, 0], ceil, true);
+        var y = sum / count;
         return [spatial == 1 ? y.squeeze(2) : y];
     }
 
@@ -95,8 +99,9 @@ public static partial class TorchOps
         var dims = Enumerable.Range((int)axis, (int)(c.X.dim() - axis)).Select(i => (long)i).ToArray();
         var mean = c.X.mean(dims, keepdim: true);
         var centred = c.X - mean;
-        var y = centred / (centred.square().mean(dims, keepdim: true) + c.Node.Float("epsilon", 1e-5f)).sqrt() * c.Inputs[1]!;
-        return [c.Input(2) is { } bias ? y + bias : y];
+        var inverse = (centred.square().mean(dims, keepdim: true) + c.Node.Float("epsilon", 1e-5f)).rsqrt();
+        var y = centred * inverse * c.Inputs[1]!;
+        return [c.Input(2) is { } bias ? y + bias : y, mean, inverse];
     }
 
     /// <summary>[N, C, L] as [N, C, 1, L]; 2-D inputs as they are; others refused.</summary>

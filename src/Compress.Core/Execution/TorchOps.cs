@@ -14,7 +14,7 @@ public static partial class TorchOps
     private static readonly Dictionary<string, Func<OpCall, Tensor[]>> Table = new()
     {
         ["Identity"] = c => [c.X.alias()],
-        ["Dropout"] = c => [c.X.alias()],
+        ["Dropout"] = Dropout,
         ["Add"] = c => [c.X + c.Inputs[1]!],
         ["Sub"] = c => [c.X - c.Inputs[1]!],
         ["Mul"] = c => [c.X * c.Inputs[1]!],
@@ -63,20 +63,34 @@ public static partial class TorchOps
 
     private static Tensor[] Clip(OpCall c)
     {
-        double? lo = c.Opset < 11 ? c.Node.Float("min", float.MinValue) : c.Input(1) is { } min ? min.item<float>() : null;
-        double? hi = c.Opset < 11 ? c.Node.Float("max", float.MaxValue) : c.Input(2) is { } max ? max.item<float>() : null;
-        var x = c.X;
-        if (lo is { } l)
+        if (c.Opset < 11)
         {
-            x = x.clamp_min(l);
+            return [c.X.clamp(c.Node.Float("min", float.MinValue), c.Node.Float("max", float.MaxValue))];
         }
 
-        if (hi is { } h)
+        var x = c.X;
+        if (c.Input(1) is { } min)
         {
-            x = x.clamp_max(h);
+            x = maximum(x, min);
+        }
+
+        if (c.Input(2) is { } max)
+        {
+            x = minimum(x, max);
         }
 
         return [x];
+    }
+
+    /// <summary>Inference: the identity, and an all-true mask if asked. Training mode (random) is refused.</summary>
+    private static Tensor[] Dropout(OpCall c)
+    {
+        if (c.Input(2) is { } training && training.item<bool>() || c.Node.Int("is_test", 1) == 0)
+        {
+            throw c.Unsupported("training mode");
+        }
+
+        return [c.X.alias(), ones_like(c.X, ScalarType.Bool)];
     }
 
     private static Tensor[] Softmax(OpCall c)

@@ -58,6 +58,104 @@ public sealed class TorchGraphTests(ITestOutputHelper output)
         }
     }
 
+    /// <summary>
+    /// Every model of ONNX's node test suite whose operators the executor lists: outputs within 1e-4 (relative to the
+    /// output's largest magnitude) of the suite's expected outputs, or a CMP0040 naming the attribute or mode it
+    /// does not implement. Models with other operators are counted as refused up front.
+    /// </summary>
+    [Fact]
+    public void Matches_the_onnx_node_test_suite_or_names_what_it_lacks()
+    {
+        Compress.Core.Torch.TorchRuntime.EnsureLoaded();
+        var tally = new Dictionary<string, int>();
+        var failures = new List<string>();
+        foreach (var folder in Directory.GetDirectories(Path.Combine(TestData.OnnxNodeTests, "node")).Order(StringComparer.Ordinal))
+        {
+            var path = Path.Combine(folder, "model.onnx");
+            var data = Path.Combine(folder, "test_data_set_0");
+            if (!File.Exists(path) || !Directory.Exists(data))
+            {
+                continue;
+            }
+
+            var model = OnnxModel.Load(path);
+            if (model.Graph.Nodes.Any(n => !TorchOps.IsSupported(n.OpType) || !string.IsNullOrEmpty(n.Domain)))
+            {
+                tally["refused up front"] = tally.GetValueOrDefault("refused up front") + 1;
+                continue;
+            }
+
+            var outcome = RunNodeTest(model, data, Path.GetFileName(folder));
+            if (outcome.StartsWith("FAIL", StringComparison.Ordinal))
+            {
+                failures.Add(outcome);
+            }
+            else
+            {
+                tally[outcome] = tally.GetValueOrDefault(outcome) + 1;
+            }
+        }
+
+        output.WriteLine(string.Join("; ", tally.OrderBy(t => t.Key).Select(t => $"{t.Key}: {t.Value}")));
+        Assert.True(tally.GetValueOrDefault("match") > 150, "too few node tests ran");
+        Assert.True(failures.Count == 0, $"{failures.Count} node tests failed:\n" + string.Join("\n", failures));
+    }
+
+    private static string RunNodeTest(OnnxModel model, string data, string name)
+    {
+        using var scope = NewDisposeScope();
+        using var _ = no_grad();
+        var inputs = Directory.GetFiles(data, "input_*.pb").Order(StringComparer.Ordinal).Select(ReadTensor).ToList();
+        var expected = Directory.GetFiles(data, "output_*.pb").Order(StringComparer.Ordinal).Select(ReadTensor).ToList();
+        var graphInputs = model.Graph.InputNames.ToList();
+        var types = model.Proto.Graph.Input.Concat(model.Proto.Graph.Output).Select(v => v.Type?.TensorType?.ElemType ?? 0);
+        if (types.Any(t => t != 0 && Compress.Core.Torch.OnnxTorchConversion.ScalarTypeOf((Compress.Core.Onnx.Proto.TensorProto.Types.DataType)t) is null))
+        {
+            return "inputs or outputs of a type TorchSharp cannot hold";
+        }
+
+        try
+        {
+            using var graph = new TorchGraph(model);
+            var outputs = graph.Run(graphInputs.Zip(inputs).ToDictionary(p => p.First, p => Compress.Core.Torch.OnnxTorchConversion.EmbeddedToTorch(p.Second)));
+            foreach (var (proto, outputName) in expected.Zip(graph.Outputs))
+            {
+                var want = Compress.Core.Torch.OnnxTorchConversion.EmbeddedToTorch(proto);
+                var got = outputs[outputName];
+                if (!want.shape.SequenceEqual(got.shape))
+                {
+                    return $"FAIL {name} {outputName}: shape [{string.Join(",", got.shape)}], expected [{string.Join(",", want.shape)}]";
+                }
+
+                if (want.numel() == 0)
+                {
+                    continue;
+                }
+
+                var a = got.to_type(ScalarType.Float64);
+                var b = want.to_type(ScalarType.Float64);
+                var relative = (a - b).abs().max().item<double>() / Math.Max(b.abs().max().item<double>(), 1e-30);
+                if (!(relative <= 1e-4))
+                {
+                    return $"FAIL {name} {outputName}: relative difference {relative:E2}";
+                }
+            }
+
+            return "match";
+        }
+        catch (CompressException e) when (e.Diagnostic.Code == DiagnosticCodes.OperatorNotExecutable)
+        {
+            return "named what it lacks";
+        }
+        catch (Exception e)
+        {
+            return $"FAIL {name}: {e.GetType().Name}: {e.Message.Split('\n')[0]}";
+        }
+    }
+
+    private static Compress.Core.Onnx.Proto.TensorProto ReadTensor(string path) =>
+        Compress.Core.Onnx.Proto.TensorProto.Parser.ParseFrom(File.ReadAllBytes(path));
+
     private static Tensor TextLines()
     {
         var strips = Compress.Core.Data.ArrayFile.Read(OcrStrips.Make("ocr_text_eval.npz", 256, 2)).Values.Single();
