@@ -81,7 +81,7 @@ void Train(string name, Layer[] layers, long[] sampleShape, int epochs, object[]
         torchAccuracy = labels.Where((p, i) => p == testY[i]).Count() / (double)testCount;
     }
 
-    var onnx = Architecture.Export(name, layers, model, onnxShape);
+    var onnx = Compress.Core.Torch.SequentialExporter.Export(model, onnxShape, name, "input", "logits");
     var path = Path.GetFullPath(Path.Combine(output, name + ".onnx"));
     onnx.Save(path, new Compress.Core.Onnx.OnnxWriteOptions { ExternalData = Compress.Core.Onnx.ExternalDataMode.Never });
 

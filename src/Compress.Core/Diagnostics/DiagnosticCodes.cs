@@ -57,6 +57,9 @@ public static class DiagnosticCodes
     /// <summary>A gradient method needs the model executed in TorchSharp, and the executor lacks one of its operators.</summary>
     public const string OperatorNotExecutable = "CMP0040";
 
+    /// <summary>A TorchSharp module cannot be exported to ONNX (a layer type or option the exporter does not take).</summary>
+    public const string ExportUnsupported = "CMP0041";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }
