@@ -366,10 +366,10 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, calibrationOnly, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
                 }
 
-                if (step.Method == "gptq" && step.Scheme != "weight-only")
+                if (step.Method == "gptq" && step.Scheme != "weight-only" && step.Scheme != "static")
                 {
                     throw Error(SpecCodes.Inconsistent, node["method"]!,
-                        $"'gptq' writes weight-only int4/int8 (MatMulNBits): set 'activations' to 'none' (this step is {step.Scheme})");
+                        $"'gptq' writes int4/int8 weight-only (MatMulNBits, 'activations': 'none') or static int8 (QDQ, 'activations': 'int8'/'uint8'), not {step.Scheme}");
                 }
 
                 if ((node["actOrder"] ?? node["damping"]) is JsonNode gptqOnly && step.Method != "gptq")

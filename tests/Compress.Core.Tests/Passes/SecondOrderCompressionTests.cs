@@ -49,6 +49,19 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
         Assert.All(gptq.Layers, l => Assert.Contains("GPTQ", l.Format));
     }
 
+    /// <summary>GPTQ onto QDQ's own per-tensor scale: the written format is unchanged, the rounding better.</summary>
+    [Fact]
+    public void Gptq_int8_static_qdq_beats_round_to_nearest_per_tensor()
+    {
+        var rtn = Compress("cnn", """{ "quantize": { "weights": "int8", "activations": "uint8", "granularity": "tensor" } }""");
+        var gptq = Compress("cnn", """{ "quantize": { "method": "gptq", "weights": "int8", "activations": "uint8", "granularity": "tensor" } }""");
+        output.WriteLine($"int8 per-tensor QDQ: round-to-nearest {Accuracy(rtn):P2} ({rtn.Metrics!.SqnrDb:0.0} dB), GPTQ {Accuracy(gptq):P2} ({gptq.Metrics!.SqnrDb:0.0} dB)");
+        Assert.True(gptq.Metrics.SqnrDb > rtn.Metrics.SqnrDb + 1, $"SQNR {gptq.Metrics.SqnrDb:0.0} vs {rtn.Metrics.SqnrDb:0.0} dB");
+        Assert.True(Accuracy(gptq) >= Accuracy(rtn));
+        Assert.Equal(rtn.Size.CompressedBytes, gptq.Size.CompressedBytes);
+        Assert.All(gptq.Layers, l => Assert.Equal("int8 QDQ per-tensor (GPTQ)", l.Format));
+    }
+
     [Fact]
     public void Obs_two_of_four_then_gptq_int4_is_accurate_and_deterministic()
     {

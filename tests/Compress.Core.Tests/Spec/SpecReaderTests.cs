@@ -30,7 +30,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 16, "'obs' needs calibration data (activations)" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"snip\", \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 16, "'snip' needs calibration data (activations and gradients)" },
         { "{ \"steps\": [ { \"quantize\": { \"method\": \"gptq\", \"weights\": \"int4\" } } ] }", "CMP0107", 1, 16, "'gptq' needs calibration data" },
-        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"quantize\": { \"method\": \"gptq\", \"activations\": \"uint8\" } } ] }", "CMP0107", 1, 91, "'gptq' writes weight-only" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"quantize\": { \"method\": \"gptq\", \"activations\": \"dynamic\" } } ] }", "CMP0107", 1, 91, "'gptq' writes int4/int8 weight-only" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.5, \"steps\": 4 } } ] }", "CMP0107", 1, 53, "'steps' (Fisher recomputations) applies to 'woodfisher'" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"snip\", \"sparsity\": 0.5, \"blockSize\": 64 } } ] }", "CMP0107", 1, 75, "'blockSize' applies to the 'obs' and 'woodfisher' methods" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"woodfisher\", \"sparsity\": 0.5, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 79, "prunes unstructured" },

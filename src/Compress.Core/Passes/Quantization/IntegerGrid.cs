@@ -7,10 +7,13 @@ namespace Compress.Core.Passes.Quantization;
 /// The b-bit integer grid of a group of weights, as MatMulNBits stores it: x̂ = s·(q − z), q in [0, 2^b − 1].
 /// Symmetric: s = max|x| / (2^(b−1) − 1), z = 2^(b−1). Asymmetric min-max (algorithms.md §4): xmin = min(min x, 0),
 /// xmax = max(max x, 0), s = (xmax − xmin) / (2^b − 1), z = round(−xmin / s). One fit per slice along <c>dim</c>.
+/// <c>NarrowRange</c> leaves out the lowest code (symmetric int8 QDQ weights take −127…127, not −128).
 /// </summary>
-public readonly record struct IntegerGrid(int Bits, bool Symmetric)
+public readonly record struct IntegerGrid(int Bits, bool Symmetric, bool NarrowRange = false)
 {
     public int Levels => (1 << Bits) - 1;
+
+    private int Lowest => NarrowRange ? 1 : 0;
 
     /// <summary>Scales and zero points (as float) over <paramref name="dim"/>, kept as a size-1 dimension.</summary>
     public (Tensor Scales, Tensor Zeros) Fit(Tensor x, long dim)
@@ -28,8 +31,8 @@ public readonly record struct IntegerGrid(int Bits, bool Symmetric)
         return (s, (-lo / s).round().clamp(0, Levels));
     }
 
-    /// <summary>q = clamp(round(x / s) + z, 0, 2^b − 1), as float.</summary>
-    public Tensor Codes(Tensor x, Tensor scales, Tensor zeros) => ((x / scales).round() + zeros).clamp(0, Levels);
+    /// <summary>q = clamp(round(x / s) + z, 0 (1 for a narrow range), 2^b − 1), as float.</summary>
+    public Tensor Codes(Tensor x, Tensor scales, Tensor zeros) => ((x / scales).round() + zeros).clamp(Lowest, Levels);
 
     public static Tensor Dequantize(Tensor codes, Tensor scales, Tensor zeros) => (codes - zeros) * scales;
 }

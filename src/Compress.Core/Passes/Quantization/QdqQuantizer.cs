@@ -195,9 +195,14 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             : axis is null ? (b.abs().max() / (x.Scale * (double)int.MaxValue * 0.5)).reshape(1)
             : b.abs() / (x.Scale * (double)int.MaxValue * 0.5);
         var (q, scales) = WeightQuantization.SymmetricInt8(w, axis, minScales);
+        if (step.Method == "gptq")
+        {
+            q = SecondOrder.Gptq.QuantizeInt8(context, use, w, scales, step);
+        }
+
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
         record.Bits = 8;
-        record.Format = axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel";
+        record.Format = (axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel") + (step.Method == "gptq" ? " (GPTQ)" : "");
         record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
         var weightName = use.Weight.Name;
         var (dequantized, stored) = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
@@ -209,7 +214,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             var biasScale = (scales * x.Scale).to_type(ScalarType.Float32);
             var bq = (b / biasScale).round().clamp(int.MinValue, int.MaxValue).to_type(ScalarType.Int32);
             var biasName = bias!.Name;
-            var (output, quantizedBias) = qdq.Dequantize(biasName, bq, biasScale, zeros_like(bq), axis is null ? null : 0);
+            var (output, quantizedBias) = qdq.Dequantize(biasName, bq, biasScale, zeros_like(biasScale, ScalarType.Int32), axis is null ? null : 0);
             use.Node.Input[2] = output;
             graph.RemoveInitializerIfUnused(biasName);
             graph.RemoveInitializerIfUnused(weightName);

@@ -22,4 +22,30 @@ public static class Gptq
         var (_, codes) = LayerObs.Run(matrix, hessian[0], options);
         return (codes!.Codes, codes.Scales.unsqueeze(2), codes.Zeros.unsqueeze(2));
     }
+
+    /// <summary>
+    /// GPTQ onto QDQ's symmetric int8 grid (−127…127, zero point 0) with the scales already chosen: one per output
+    /// channel (or one for the tensor). Returns the int8 weight in its own layout. Conv groups get their own Hessians.
+    /// </summary>
+    public static Tensor QuantizeInt8(CompressionContext context, WeightUse use, Tensor weight, Tensor scales, QuantizeStep step)
+    {
+        context.Progress($"gptq: {use.NodeName} ({string.Join("×", weight.shape)})");
+        using var hessian = LayerHessian.Compute(context, use);
+        var matrix = LayerMatrix.ToMatrix(weight, use);
+        var rows = matrix.shape[0];
+        var rowScales = (scales.numel() == 1 ? scales.expand(rows) : scales).reshape(rows, 1).to_type(ScalarType.Float32);
+        var grid = new IntegerGrid(8, Symmetric: true, NarrowRange: true);
+        var perGroup = rows / hessian.shape[0];
+        var codes = cat(Enumerable.Range(0, (int)hessian.shape[0]).Select(g =>
+        {
+            var slice = rowScales.narrow(0, g * perGroup, perGroup);
+            var options = new ObsOptions
+            {
+                Grid = grid, GroupSize = (int)matrix.shape[1], ActOrder = step.ActOrder, Damping = step.Damping,
+                FixedGrid = (slice, full_like(slice, 128)),
+            };
+            return LayerObs.Run(matrix.narrow(0, g * perGroup, perGroup), hessian[g], options).Codes!.Codes;
+        }).ToList(), 0);
+        return LayerMatrix.FromMatrix(codes - 128, use).to_type(ScalarType.Int8);
+    }
 }

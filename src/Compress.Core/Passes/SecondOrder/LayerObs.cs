@@ -28,6 +28,9 @@ public sealed record ObsOptions
 
     /// <summary>Process columns by descending Hessian diagonal (groups then keep grids fitted up front).</summary>
     public bool ActOrder { get; init; }
+
+    /// <summary>Grids given up front, [rows, groups] scales and zero points (e.g. QDQ's per-channel scales); null fits them.</summary>
+    public (Tensor Scales, Tensor Zeros)? FixedGrid { get; init; }
 }
 
 /// <summary>Codes [rows, cols] and per-group scales and zero points [rows, groups], all float.</summary>
@@ -60,12 +63,22 @@ public static class LayerObs
         var groups = (cols + options.GroupSize - 1) / options.GroupSize;
         var scales = grid is null ? null : zeros(rows, groups);
         var zeroPoints = grid is null ? null : zeros(rows, groups);
-        if (grid is { } g && options.ActOrder)
+        if (options.FixedGrid is { } given)
+        {
+            (staticScales, staticZeros) = (given.Scales.unsqueeze(2), given.Zeros.unsqueeze(2));
+            scales!.copy_(given.Scales);
+            zeroPoints!.copy_(given.Zeros);
+        }
+        else if (grid is { } g && options.ActOrder)
         {
             // Grids fitted up front on contiguous groups, so the stored layout stays MatMulNBits' blocks.
             (staticScales, staticZeros) = g.Fit(nn.functional.pad(w, [0, groups * options.GroupSize - cols]).reshape(rows, groups, options.GroupSize), 2);
             scales!.copy_(staticScales.squeeze(2));
             zeroPoints!.copy_(staticZeros.squeeze(2));
+        }
+
+        if (grid is not null && options.ActOrder)
+        {
             permutation = h.diagonal().argsort(descending: true);
             var order = permutation.data<long>().ToArray();
             groupOf = order.Select(c => (int)(c / options.GroupSize)).ToArray();
@@ -76,7 +89,8 @@ public static class LayerObs
 
         var u = UpperInverseCholesky(h, options.Damping).to_type(ScalarType.Float32);
         var codes = grid is null ? null : zeros(rows, cols);
-        var block = grid is null ? options.BlockSize : Math.Max(options.BlockSize, options.GroupSize);
+        // A grid refitted at a group's first column must see that group's columns fully updated: blocks hold whole groups.
+        var block = grid is null || staticScales is not null ? options.BlockSize : Math.Max(options.BlockSize, options.GroupSize);
         for (long i1 = 0; i1 < cols; i1 += block)
         {
             using var scope = NewDisposeScope();
