@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Globalization;
 using Compress.Core;
+using Compress.Core.Diagnostics;
 using Compress.Core.Reports;
 using Compress.Core.Spec;
 using Compress.Spec.IO;
@@ -13,7 +14,7 @@ internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Argument<FileInfo>("model") { Description = "The ONNX model to compress (never modified)." };
+        var model = new Argument<FileInfo>("model") { Description = "The model to compress (never modified): ONNX (.onnx) or a TorchSharp state dict (Module.save)." };
         var spec = new Option<FileInfo>("--spec") { Description = "The compression spec (JSON; schema: schemas/compress-spec.schema.json).", Required = true };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
         var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md for people.", AllowMultipleArgumentsPerToken = true };
@@ -38,7 +39,19 @@ internal static class RunCommand
     internal static void Compress(string model, string spec, string output, IReadOnlyList<string> reports, string? manifest,
         ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
     {
-        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency);
+        var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
+        if (format != ModelFormats.Onnx && manifest is not null)
+        {
+            throw CompressException.Error(DiagnosticCodes.FormatUnsupported, $"--manifest describes ONNX models; this model is a {format} file", model);
+        }
+
+        var result = format switch
+        {
+            ModelFormats.TorchSharp => Core.StateDicts.StateDictCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
+            ModelFormats.TorchScript => throw CompressException.Error(DiagnosticCodes.FormatUnsupported,
+                "TorchScript archives are not compressed by this version: export the module to ONNX, or save its state dict with TorchSharp's Module.save", model),
+            _ => CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency),
+        };
         foreach (var report in reports)
         {
             ReportWriter.Write(result, report);

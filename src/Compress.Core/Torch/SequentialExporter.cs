@@ -98,7 +98,7 @@ public static class SequentialExporter
 
                 builder.Node("Conv", [.. convInputs], [output], name, "",
                     OnnxAttribute.Ints("kernel_shape", conv.kernel_size), OnnxAttribute.Ints("strides", conv.stride),
-                    OnnxAttribute.Ints("dilations", conv.dilation), OnnxAttribute.Ints("pads", [.. conv.padding, .. conv.padding]),
+                    OnnxAttribute.Ints("dilations", conv.dilation), OnnxAttribute.Ints("pads", Pads(conv.padding, conv.kernel_size.Length)),
                     OnnxAttribute.Int("group", conv.groups));
                 return true;
             case BatchNorm norm when norm is BatchNorm1d or BatchNorm2d:

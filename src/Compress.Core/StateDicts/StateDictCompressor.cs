@@ -1,0 +1,229 @@
+using System.Runtime.InteropServices;
+using System.Text.Json;
+using System.Text.RegularExpressions;
+using Compress.Core.Diagnostics;
+using Compress.Core.Passes.Pruning;
+using Compress.Core.Passes.Quantization;
+using Compress.Core.Reports;
+using Compress.Core.Torch;
+using Compress.Runtime.StateDicts;
+using Compress.Spec;
+using Spec = Compress.Core.Spec;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.StateDicts;
+
+/// <summary>
+/// <c>Format="torchsharp"</c>: compresses a state dict written by TorchSharp's <c>Module.save</c>. A state dict has
+/// no graph, so only weight-only methods apply: magnitude pruning (global or per layer), int8 (per row) and int4
+/// (per row and block) symmetric quantization, fp16. The weights are the float32 tensors of rank ≥ 2 whose name
+/// matches the step's <c>include</c>/<c>exclude</c> globs (biases and normalisation statistics stay as they are).
+/// The artifact is a <see cref="CompressedStateDict"/> (restored into the module by <c>LoadInto</c>); each weight takes
+/// the smallest of its dense and bitmask forms. Data-aware methods and constraints are refused at their spec position.
+/// </summary>
+public static class StateDictCompressor
+{
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null)
+    {
+        progress ??= _ => { };
+        TorchRuntime.EnsureLoaded();
+        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
+        {
+            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
+        }
+
+        Refuse(spec);
+        IReadOnlyList<StateDictTensor> entries;
+        try
+        {
+            entries = StateDictFile.Read(modelPath);
+        }
+        catch (InvalidDataException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.ModelMalformed, e.Message, modelPath, inner: e);
+        }
+        catch (IOException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.ModelNotFound, e.Message, modelPath, inner: e);
+        }
+
+        using var scope = NewDisposeScope();
+        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        var bits = new Dictionary<string, (int Bits, int BlockSize)>(StringComparer.Ordinal);
+        var layers = new Dictionary<string, LayerFigures>(StringComparer.Ordinal);
+        foreach (var step in spec.Steps)
+        {
+            var selected = entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2 && Matches(e.Name, step)).ToList();
+            foreach (var entry in selected.Where(e => !weights.ContainsKey(e.Name)))
+            {
+                weights[entry.Name] = ToTorch(entry);
+            }
+
+            switch (step)
+            {
+                case PruneStep prune:
+                    var current = selected.Select(e => weights[e.Name]).ToList();
+                    var scores = current.Select(w => w.abs()).ToList();
+                    var masks = prune.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, prune.Sparsity)).ToList()
+                        : SparsityBudget.Global(scores, prune.Sparsity, prune.MaxLayerSparsity);
+                    for (var i = 0; i < selected.Count; i++)
+                    {
+                        weights[selected[i].Name] = where(masks[i], current[i], 0f);
+                    }
+
+                    progress($"prune/magnitude: {selected.Count} weights of {Path.GetFileName(modelPath)}");
+                    break;
+                case QuantizeStep quantize:
+                    foreach (var entry in selected)
+                    {
+                        bits[entry.Name] = quantize.Weights switch { "int8" => (8, 0), "int4" => (4, quantize.BlockSize), _ => (16, 0) };
+                    }
+
+                    progress($"quantize/{quantize.Weights}: {selected.Count} weights of {Path.GetFileName(modelPath)}");
+                    break;
+            }
+        }
+
+        var written = new List<StateDictTensor>();
+        var stored = new List<StoredTensor>();
+        foreach (var entry in entries)
+        {
+            if (!weights.TryGetValue(entry.Name, out var weight))
+            {
+                written.Add(entry);
+                stored.Add(new StoredTensor { Name = entry.Name, Shape = entry.Shape });
+                continue;
+            }
+
+            var original = ToTorch(entry);
+            var (encoding, tensors, decoded) = Encode(entry.Name, weight, bits.GetValueOrDefault(entry.Name, (32, 0)));
+            written.AddRange(tensors);
+            stored.Add(new StoredTensor { Name = entry.Name, Encoding = encoding, Shape = entry.Shape, BlockSize = bits.GetValueOrDefault(entry.Name).BlockSize });
+            var sparsity = 1 - decoded.count_nonzero().item<long>() / (double)decoded.numel();
+            layers[entry.Name] = new LayerFigures(entry.Name, entry.Name, "state-dict", entry.Count, sparsity,
+                bits.TryGetValue(entry.Name, out var f) ? f.Bits : 32, encoding, WeightQuantization.RelativeError(original, decoded));
+        }
+
+        var metadata = JsonSerializer.SerializeToUtf8Bytes(new CompressedStateDictInfo { Tensors = stored }, CompressedStateDict.Json);
+        written.Insert(0, new StateDictTensor(CompressedStateDict.MetadataName, StateDictElementType.Byte, [metadata.Length], metadata));
+        StateDictFile.Write(outputPath, written);
+
+        var originalBytes = new FileInfo(modelPath).Length;
+        var compressedBytes = new FileInfo(outputPath).Length;
+        var parameters = entries.Sum(e => e.Count);
+        var zeros = layers.Values.Sum(l => l.Sparsity * l.Parameters);
+        var size = new SizeFigures(originalBytes, compressedBytes, parameters, compressedBytes / (double)originalBytes, parameters == 0 ? 0 : zeros / parameters);
+        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
+            spec.Steps.Select(s => s is PruneStep p ? $"prune/{p.Method}" : $"quantize/{((QuantizeStep)s).Scheme}").ToList(), size, layers.Values.ToList(),
+            null, [], null, ["TorchSharp state dict: restore it with the wrapper's LoadInto(module); accuracy is checked by your app, not here"]);
+    }
+
+    /// <summary>The stored form: quantized codes (+ row scales), or float values; with a bit mask when that is smaller.</summary>
+    private static (string Encoding, List<StateDictTensor> Tensors, Tensor Decoded) Encode(string name, Tensor weight, (int Bits, int BlockSize) format)
+    {
+        var rows = weight.shape[0];
+        var matrix = weight.reshape(rows, -1);
+        var mask = matrix.ne(0).flatten();
+        var nonzero = mask.count_nonzero().item<long>();
+        var maskBytes = (weight.numel() + 7) / 8;
+        switch (format.Bits)
+        {
+            case 8:
+                var (q, scales) = WeightQuantization.SymmetricInt8(matrix, 0);
+                var decoded8 = WeightQuantization.Dequantize(q, scales, 0).reshape(weight.shape);
+                var scaleEntry = Entry(name + ".__scales", scales.to_type(ScalarType.Float32));
+                if (nonzero + maskBytes < weight.numel())
+                {
+                    return ("bitmask-int8", [Entry(name, q.flatten().masked_select(mask)), Entry(name + ".__mask", PackBits(mask)), scaleEntry], decoded8);
+                }
+
+                return ("int8", [Entry(name, q.reshape(weight.shape)), scaleEntry], decoded8);
+            case 4:
+                var block = format.BlockSize;
+                var columns = matrix.shape[1];
+                var blocks = (columns + block - 1) / block;
+                var padded = nn.functional.pad(matrix, [0, blocks * block - columns]).reshape(rows, blocks, block);
+                var grid = new IntegerGrid(4, Symmetric: true);
+                var (s, z) = grid.Fit(padded, 2);
+                var codes = grid.Codes(padded, s, z);
+                var decoded4 = IntegerGrid.Dequantize(codes, s, z).reshape(rows, -1).narrow(1, 0, columns).reshape(weight.shape);
+                var pairs = codes.to_type(ScalarType.Byte).reshape(rows, blocks * block / 2, 2);
+                var packed = (pairs.select(2, 0) + pairs.select(2, 1) * 16).to_type(ScalarType.Byte);
+                return ("int4", [Entry(name, packed), Entry(name + ".__scales", s.reshape(rows, blocks))], decoded4);
+            case 16:
+                var half = weight.to_type(ScalarType.Float16);
+                return ("fp16", [Entry(name, half)], half.to_type(ScalarType.Float32));
+            default:
+                if (nonzero * 4 + maskBytes < weight.numel() * 4)
+                {
+                    return ("bitmask-float32", [Entry(name, weight.flatten().masked_select(mask)), Entry(name + ".__mask", PackBits(mask))], weight);
+                }
+
+                return ("dense", [Entry(name, weight)], weight);
+        }
+    }
+
+    /// <summary>One bit per value, the first in the lowest bit of each byte.</summary>
+    private static Tensor PackBits(Tensor mask)
+    {
+        var count = mask.numel();
+        var bits = nn.functional.pad(mask.to_type(ScalarType.Byte), [0, (count + 7) / 8 * 8 - count]).reshape(-1, 8).to_type(ScalarType.Int32);
+        return (bits * tensor(new[] { 1, 2, 4, 8, 16, 32, 64, 128 })).sum(1).to_type(ScalarType.Byte);
+    }
+
+    private static Tensor ToTorch(StateDictTensor entry)
+    {
+        var result = empty(entry.Shape, ScalarType.Float32);
+        entry.Data.CopyTo(result.bytes);
+        return result;
+    }
+
+    private static StateDictTensor Entry(string name, Tensor value)
+    {
+        using var contiguous = value.contiguous();
+        var type = value.dtype switch
+        {
+            ScalarType.Float32 => StateDictElementType.Float32,
+            ScalarType.Float16 => StateDictElementType.Float16,
+            ScalarType.Int8 => StateDictElementType.Int8,
+            ScalarType.Byte => StateDictElementType.Byte,
+            _ => throw new NotSupportedException(value.dtype.ToString()),
+        };
+        return new StateDictTensor(name, type, value.shape, contiguous.bytes.ToArray());
+    }
+
+    private static bool Matches(string name, SpecStep step) =>
+        (step.Include.Count == 0 || step.Include.Any(g => Glob(g).IsMatch(name))) && !step.Exclude.Any(g => Glob(g).IsMatch(name));
+
+    private static Regex Glob(string pattern) =>
+        new("^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);
+
+    /// <summary>What a graph-less state dict cannot do, refused at its place in the spec.</summary>
+    private static void Refuse(CompressionSpec spec)
+    {
+        foreach (var step in spec.Steps)
+        {
+            var problem = step switch
+            {
+                PruneStep p when p.Method != "magnitude" => $"'{p.Method}' needs a model it can run; a TorchSharp state dict has no graph (use 'magnitude', or export the module to ONNX with SequentialExporter)",
+                PruneStep { N: > 0 } => "N:M patterns are not offered for state dicts; use unstructured sparsity",
+                PruneStep { Auto: true } => "'sparsity': 'auto' evaluates the model, which a state dict cannot be",
+                QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' needs activations; a TorchSharp state dict has no graph",
+                QuantizeStep q when q.Scheme is not ("weight-only" or "fp16") => $"{q.Scheme} quantization needs a graph; for a state dict set 'activations' to 'none' (int8/int4) or use fp16",
+                QuantizeStep { Symmetric: false } => "state-dict int4/int8 is symmetric; leave out 'symmetric'",
+                _ => null,
+            };
+            if (problem is not null)
+            {
+                throw Spec.SpecLoader.At(spec, step.Line, step.Column, SpecCodes.Inconsistent, problem);
+            }
+        }
+
+        var c = spec.Constraints;
+        if (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinSqnrDb is not null)
+        {
+            throw Spec.SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, "constraints need a model that can be evaluated; a TorchSharp state dict has no graph. Check accuracy in your app after LoadInto");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+using Compress.Core.Data;
+using Compress.Core.Diagnostics;
+using Compress.Core.StateDicts;
+using Compress.Core.Tests.TestSupport;
+using Compress.Core.Torch;
+using Compress.Runtime.StateDicts;
+using Compress.Runtime.TorchSharp;
+using TorchSharp;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Tests.StateDicts;
+
+/// <summary>
+/// TorchSharp state dicts (<c>Module.save</c>): the format read and written byte for byte as TorchSharp does;
+/// a model trained here compressed and restored with <c>LoadInto</c>; mismatches listed.
+/// </summary>
+public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
+{
+    [Fact]
+    public void The_format_is_read_and_written_exactly_as_TorchSharp_does()
+    {
+        TorchRuntime.EnsureLoaded();
+        var module = Mlp(16);
+        var path = Path.Combine(Dir, "model.dat");
+        module.save(path);
+        var entries = StateDictFile.Read(path);
+        var expected = module.state_dict();
+        Assert.Equal(expected.Keys, entries.Select(e => e.Name));
+        Assert.All(entries, e => Assert.Equal(expected[e.Name].shape, e.Shape));
+        Assert.Contains(entries, e => e.Type == StateDictElementType.Int64); // BatchNorm's num_batches_tracked
+
+        var copy = Path.Combine(Dir, "copy.dat");
+        StateDictFile.Write(copy, entries);
+        Assert.Equal(File.ReadAllBytes(path), File.ReadAllBytes(copy));
+        Mlp(16).load(copy);
+    }
+
+    [Fact]
+    public void A_truncated_state_dict_is_refused_at_its_path()
+    {
+        TorchRuntime.EnsureLoaded();
+        var path = Path.Combine(Dir, "model.dat");
+        Mlp(16).save(path);
+        var bytes = File.ReadAllBytes(path);
+        File.WriteAllBytes(path, bytes[..(bytes.Length / 2)]);
+        var spec = SpecFiles.Load(Dir, """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }""");
+        var error = Assert.Throws<CompressException>(() => StateDictCompressor.Run(path, spec, Path.Combine(Dir, "out.dat")));
+        Assert.Equal(DiagnosticCodes.ModelMalformed, error.Diagnostic.Code);
+        Assert.Equal(path, error.Diagnostic.File);
+        Assert.Contains("truncated", error.Message);
+        Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
+    }
+
+    [Theory]
+    [InlineData("""{ "prune": { "sparsity": 0.5 } }, { "quantize": { "weights": "int8", "activations": "none" } }""", 0.20, 0.01)]
+    [InlineData("""{ "quantize": { "weights": "int4", "blockSize": 32 } }""", 0.18, 0.02)]
+    [InlineData("""{ "quantize": { "weights": "fp16" } }""", 0.51, 0.002)]
+    public void A_trained_model_round_trips_through_compression_and_LoadInto(string steps, double maxRatio, double maxDrop)
+    {
+        TorchRuntime.EnsureLoaded();
+        var (trainX, trainY) = Load(FashionData.Calibration(false));
+        var (testX, testY) = Load(FashionData.Test(false));
+        manual_seed(11);
+        var module = Mlp(128);
+        using (var optimizer = optim.Adam(module.parameters(), 2e-3))
+        {
+            module.train();
+            for (var epoch = 0; epoch < 8; epoch++)
+            {
+                for (long start = 0; start < trainX.shape[0]; start += 64)
+                {
+                    using var scope = NewDisposeScope();
+                    var count = Math.Min(64, trainX.shape[0] - start);
+                    var loss = nn.functional.cross_entropy(module.call(trainX.narrow(0, start, count)), trainY.narrow(0, start, count));
+                    optimizer.zero_grad();
+                    loss.backward();
+                    optimizer.step();
+                }
+            }
+        }
+
+        var dense = Accuracy(module, testX, testY);
+        var path = Path.Combine(Dir, "model.dat");
+        module.save(path);
+        var spec = SpecFiles.Load(Dir, $$"""{ "steps": [ {{steps}} ] }""");
+        var report = StateDictCompressor.Run(path, spec, Path.Combine(Dir, "model.compressed.dat"));
+        var restored = Mlp(128);
+        StateDictLoader.LoadInto(restored, report.Output);
+        var accuracy = Accuracy(restored, testX, testY);
+        output.WriteLine($"{steps}: {report.Size.OriginalBytes:N0} → {report.Size.CompressedBytes:N0} B ({report.Size.Ratio:0.000}×), accuracy {dense:P2} → {accuracy:P2}");
+        Assert.True(report.Size.Ratio <= maxRatio, $"size ratio {report.Size.Ratio:0.000}");
+        Assert.True(dense - accuracy <= maxDrop, $"accuracy {dense:P2} → {accuracy:P2}");
+    }
+
+    [Fact]
+    public void A_module_that_does_not_fit_gets_every_mismatch_and_stays_as_it_was()
+    {
+        TorchRuntime.EnsureLoaded();
+        var path = Path.Combine(Dir, "model.dat");
+        Mlp(16).save(path);
+        var other = nn.Sequential(("fc1", nn.Linear(784, 32)), ("relu", nn.ReLU()), ("head", nn.Linear(32, 10)));
+        var before = other.state_dict()["fc1.weight"].clone();
+        var error = Assert.Throws<StateDictMismatchException>(() => StateDictLoader.LoadInto(other, path));
+        output.WriteLine(error.Message);
+        Assert.Contains(error.Mismatches, m => m.Contains("'fc1.weight' is [16, 784] in the file but [32, 784] in the module"));
+        Assert.Contains(error.Mismatches, m => m.Contains("'fc2.weight' [10, 16] is in the file but not in the module"));
+        Assert.Contains(error.Mismatches, m => m.Contains("'head.bias' [10] is in the module but not in the file"));
+        Assert.Contains(error.Mismatches, m => m.Contains("'bn.running_mean'"));
+        Assert.True(other.state_dict()["fc1.weight"].allclose(before, 0, 0));
+    }
+
+    [Theory]
+    [InlineData("""{ "prune": { "method": "woodfisher", "sparsity": 0.5 } }""", "needs a model it can run")]
+    [InlineData("""{ "quantize": { "weights": "int8", "activations": "dynamic" } }""", "needs a graph")]
+    public void Methods_that_need_a_graph_are_refused_at_their_step(string step, string message)
+    {
+        TorchRuntime.EnsureLoaded();
+        var path = Path.Combine(Dir, "model.dat");
+        Mlp(16).save(path);
+        File.WriteAllBytes(Path.Combine(Dir, "calib.npz"), [0]);
+        var spec = SpecFiles.Load(Dir, $$"""{ "data": { "calibration": { "path": "calib.npz" } }, "steps": [ {{step}} ] }""");
+        var error = Assert.Throws<CompressException>(() => StateDictCompressor.Run(path, spec, Path.Combine(Dir, "out.dat")));
+        Assert.Equal("CMP0107", error.Diagnostic.Code);
+        Assert.Contains(message, error.Message);
+        Assert.Equal(1, error.Diagnostic.Line);
+    }
+
+    private static TorchSharp.Modules.Sequential Mlp(int hidden) => nn.Sequential(
+        ("fc1", nn.Linear(784, hidden)), ("bn", nn.BatchNorm1d(hidden)), ("relu", nn.ReLU()), ("fc2", nn.Linear(hidden, 10)));
+
+    private static (Tensor X, Tensor Y) Load(string npz)
+    {
+        var arrays = ArrayFile.Read(npz);
+        var x = tensor(arrays["input"].As<float>().ToArray()).reshape(arrays["input"].Shape);
+        return (x, tensor(arrays["labels"].ToInt64()));
+    }
+
+    private static double Accuracy(nn.Module<Tensor, Tensor> module, Tensor x, Tensor y)
+    {
+        module.eval();
+        using var _ = no_grad();
+        using var predicted = module.call(x).argmax(1);
+        return predicted.eq(y).to_type(ScalarType.Float64).mean().item<double>();
+    }
+}
