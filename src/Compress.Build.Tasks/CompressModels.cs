@@ -266,10 +266,11 @@ namespace Compress.Build.Tasks
                 return;
             }
 
-            OnnxSignature signature;
+            OnnxSignature? signature = null;
             try
             {
-                signature = OnnxSignatureReader.Read(source);
+                // A TorchSharp state dict has no signature: its manifest carries the identity only.
+                signature = model.GetMetadata("Format") == "onnx" ? OnnxSignatureReader.Read(source) : null;
             }
             catch (Exception e) when (e is InvalidDataException || e is IOException || e is UnauthorizedAccessException)
             {
@@ -288,11 +289,15 @@ namespace Compress.Build.Tasks
                 ArtifactPath = model.GetMetadata("ArtifactTargetPath").Replace('\\', '/'),
                 Compressed = false,
             };
-            manifest.Inputs.AddRange(signature.Inputs);
-            manifest.Outputs.AddRange(signature.Outputs);
-            manifest.Opsets.AddRange(signature.Opsets);
-            manifest.Operators.AddRange(signature.Operators);
-            manifest.SourceOperators.AddRange(signature.Operators);
+            if (signature is not null)
+            {
+                manifest.Inputs.AddRange(signature.Inputs);
+                manifest.Outputs.AddRange(signature.Outputs);
+                manifest.Opsets.AddRange(signature.Opsets);
+                manifest.Operators.AddRange(signature.Operators);
+                manifest.SourceOperators.AddRange(signature.Operators);
+            }
+
             AtomicFile.WriteAllTextIfChanged(path, ManifestJson.Write(manifest));
         }
 

@@ -76,11 +76,11 @@ namespace Compress.Build.Tasks
         {
             var source = Path.GetFullPath(Path.Combine(ProjectDirectory, model.ItemSpec));
             var format = Metadata(model, "Format") ?? FormatOf(source);
-            if (format != "onnx")
+            if (format != "onnx" && format != "torchsharp")
             {
-                Error(BuildCodes.Unsupported, format is "torchsharp" or "torchscript"
-                    ? $"CompressModel '{model.ItemSpec}': Format '{format}' is not supported by this version yet; only 'onnx' models can be compressed"
-                    : $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx extension)");
+                Error(BuildCodes.Unsupported, format == "torchscript"
+                    ? $"CompressModel '{model.ItemSpec}': Format 'torchscript' is not supported by this version yet; compress ONNX models or TorchSharp state dicts (Module.save)"
+                    : $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx or .dat extension)");
                 return null;
             }
 

@@ -40,11 +40,6 @@ internal static class RunCommand
         ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
     {
         var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
-        if (format != ModelFormats.Onnx && manifest is not null)
-        {
-            throw CompressException.Error(DiagnosticCodes.FormatUnsupported, $"--manifest describes ONNX models; this model is a {format} file", model);
-        }
-
         var result = format switch
         {
             ModelFormats.TorchSharp => Core.StateDicts.StateDictCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),

@@ -28,12 +28,14 @@ namespace Compress.Generators
                 .WithTrackingName(WrapperStep);
 
             var runtimeReferenced = context.CompilationProvider
-                .Select((compilation, _) => compilation.GetTypeByMetadataName("Compress.Runtime.ModelSessions") is not null);
+                .Select((compilation, _) => new Runtimes(
+                    compilation.GetTypeByMetadataName("Compress.Runtime.ModelSessions") is not null,
+                    compilation.GetTypeByMetadataName("Compress.Runtime.TorchSharp.StateDictLoader") is not null));
 
             context.RegisterSourceOutput(wrappers.Collect().Combine(runtimeReferenced), Emit);
         }
 
-        private static void Emit(SourceProductionContext context, (ImmutableArray<WrapperSource> Wrappers, bool RuntimeReferenced) input)
+        private static void Emit(SourceProductionContext context, (ImmutableArray<WrapperSource> Wrappers, Runtimes Referenced) input)
         {
             var seen = new System.Collections.Generic.Dictionary<string, string>(System.StringComparer.Ordinal);
             foreach (var wrapper in input.Wrappers.OrderBy(w => w.ManifestPath, System.StringComparer.Ordinal))
@@ -56,9 +58,10 @@ namespace Compress.Generators
                 }
 
                 seen.Add(wrapper.FullName, wrapper.ManifestPath);
-                if (!input.RuntimeReferenced)
+                if (wrapper.TorchSharp ? !input.Referenced.TorchSharp : !input.Referenced.Onnx)
                 {
-                    context.ReportDiagnostic(new Problem(Descriptors.RuntimeMissing, wrapper.ManifestPath, 1, 1, wrapper.FullName).ToDiagnostic());
+                    context.ReportDiagnostic(new Problem(wrapper.TorchSharp ? Descriptors.TorchSharpRuntimeMissing : Descriptors.RuntimeMissing,
+                        wrapper.ManifestPath, 1, 1, wrapper.FullName).ToDiagnostic());
                     continue;
                 }
 
@@ -67,5 +70,8 @@ namespace Compress.Generators
         }
 
         private sealed record ManifestFile(string Path, string Text);
+
+        /// <summary>Which runtime packages the compilation references: Compress.Runtime (ONNX), Compress.Runtime.TorchSharp.</summary>
+        private sealed record Runtimes(bool Onnx, bool TorchSharp);
     }
 }

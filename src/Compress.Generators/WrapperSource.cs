@@ -14,8 +14,9 @@ namespace Compress.Generators
     /// <summary>One manifest turned into the wrapper's full source text (or the problems that prevent it).</summary>
     internal sealed class WrapperSource : IEquatable<WrapperSource>
     {
-        private WrapperSource(string manifestPath, string fullName, string hintName, string? source, ImmutableArray<Problem> problems)
+        private WrapperSource(string manifestPath, string fullName, string hintName, string? source, ImmutableArray<Problem> problems, bool torchSharp = false)
         {
+            TorchSharp = torchSharp;
             ManifestPath = manifestPath;
             FullName = fullName;
             HintName = hintName;
@@ -24,6 +25,9 @@ namespace Compress.Generators
         }
 
         public string ManifestPath { get; }
+
+        /// <summary>A TorchSharp state-dict loader (needs Compress.Runtime.TorchSharp), not an ONNX wrapper.</summary>
+        public bool TorchSharp { get; }
 
         public string FullName { get; }
 
@@ -53,6 +57,12 @@ namespace Compress.Generators
                 return new WrapperSource(path, fullName, "", null, ImmutableArray<Problem>.Empty);
             }
 
+            if (manifest.Format == "torchsharp")
+            {
+                var loader = new WrapperWriter(manifest, ns, className, Path.GetFileName(path)).WriteStateDictLoader();
+                return new WrapperSource(path, fullName, fullName + ".g.cs", loader, ImmutableArray<Problem>.Empty, torchSharp: true);
+            }
+
             foreach (var (kind, value) in manifest.Inputs.Select(v => ("input", v)).Concat(manifest.Outputs.Select(v => ("output", v))))
             {
                 if (WrapperElementType.Find(value.ElementType) is null)
@@ -69,7 +79,7 @@ namespace Compress.Generators
             new WrapperSource(path, fullName, "", null, ImmutableArray.Create(problem));
 
         public bool Equals(WrapperSource? other) =>
-            other is not null && ManifestPath == other.ManifestPath && FullName == other.FullName && HintName == other.HintName
+            other is not null && TorchSharp == other.TorchSharp && ManifestPath == other.ManifestPath && FullName == other.FullName && HintName == other.HintName
             && Source == other.Source && Problems.SequenceEqual(other.Problems);
 
         public override bool Equals(object? obj) => Equals(obj as WrapperSource);

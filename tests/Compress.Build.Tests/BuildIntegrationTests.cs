@@ -1,5 +1,6 @@
 using System.Security.Cryptography;
 using System.Text.Json;
+using Compress.Runtime.StateDicts;
 using Compress.Spec.Manifest;
 using Xunit.Abstractions;
 
@@ -180,6 +181,53 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Contains("shape [2,10] first ", run.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("CS8032", run.Output, StringComparison.Ordinal); // the generator loaded in this compiler
         Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// Format="torchsharp": a state dict (as TorchSharp's Module.save writes it) listed with inline metadata is
+    /// compressed by the build and shipped; the generated loader class compiles against Compress.Runtime.TorchSharp
+    /// (restoring into a module is shown by the Core tests, which can load libtorch); without that package, CMP1005.
+    /// </summary>
+    [Fact]
+    public void A_torchsharp_state_dict_is_compressed_and_gets_a_LoadInto_loader()
+    {
+        var workspace = package.NewWorkspace();
+        var items = $"""
+                <CompressModel Include="Models/classifier.dat" Quantize="int8-weights" Sparsity="0.5" />
+                <PackageReference Include="Compress.Runtime.TorchSharp" Version="{package.Version}" />
+            """;
+        var project = package.NewProject(workspace, "App", items, program: """
+            System.Action<TorchSharp.torch.nn.Module, string?> load = App.ClassifierModel.LoadInto;
+            System.Console.WriteLine($"loader for {App.ClassifierModel.ArtifactPath}: {load.Method.Name}");
+            """);
+        var random = new Random(5);
+        float[] Values(int count) => Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        StateDictTensor Tensor(string name, params long[] shape)
+        {
+            var values = Values((int)shape.Aggregate(1L, (a, b) => a * b));
+            return new StateDictTensor(name, StateDictElementType.Float32, shape, System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
+        }
+
+        var source = Path.Combine(project, "Models", "classifier.dat");
+        StateDictFile.Write(source, [Tensor("fc1.weight", 64, 784), Tensor("fc1.bias", 64), Tensor("fc2.weight", 10, 64), Tensor("fc2.bias", 10)]);
+
+        var run = Run(project, "run", "-v:n");
+        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.Compressed);
+        Assert.Contains("loader for Models/classifier.dat: LoadInto", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        var artifact = Path.Combine(project, "bin", "Debug", "net10.0", "Models", "classifier.dat");
+        Assert.True(new FileInfo(artifact).Length < new FileInfo(source).Length * 0.2, $"{new FileInfo(artifact).Length} of {new FileInfo(source).Length} bytes");
+        var decoded = CompressedStateDict.Read(artifact);
+        Assert.Equal(["fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"], decoded.Select(t => t.Name));
+        Assert.Equal([64L, 784L], decoded[0].Shape);
+
+        File.WriteAllText(Path.Combine(project, "App.csproj"), File.ReadAllText(Path.Combine(project, "App.csproj"))
+            .Replace($"""<PackageReference Include="Compress.Runtime.TorchSharp" Version="{package.Version}" />""", "", StringComparison.Ordinal));
+        File.WriteAllText(Path.Combine(project, "Program.cs"), "System.Console.WriteLine(\"no loader\");\n");
+        var without = Run(project, "build", "-v:n");
+        Assert.Equal(0, without.ExitCode);
+        Assert.Contains("warning CMP1005", without.Output, StringComparison.Ordinal);
     }
 
     [Fact]

@@ -17,7 +17,7 @@ public sealed class PackageFixture : IDisposable
         Feed = Path.Combine(Root, "feed");
         Directory.CreateDirectory(Feed);
         Version = string.Create(CultureInfo.InvariantCulture, $"0.1.0-e2e.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}");
-        foreach (var project in new[] { "Compress.Build", "Compress.Runtime" })
+        foreach (var project in new[] { "Compress.Build", "Compress.Runtime", "Compress.Runtime.TorchSharp" })
         {
             var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", project, project + ".csproj"),
                 "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");

@@ -44,7 +44,7 @@ public static class GeneratorHarness
     {
         var platform = Compress.Tests.Shared.Repository.PlatformAssemblies;
         var bin = AppContext.BaseDirectory;
-        var extra = new[] { "Microsoft.ML.OnnxRuntime.dll", "System.Numerics.Tensors.dll", "Compress.Runtime.dll" }.Select(f => Path.Combine(bin, f));
+        var extra = new[] { "Microsoft.ML.OnnxRuntime.dll", "System.Numerics.Tensors.dll", "Compress.Runtime.dll", "TorchSharp.dll", "Compress.Runtime.TorchSharp.dll" }.Select(f => Path.Combine(bin, f));
         return [.. platform.Concat(extra).Distinct().Select(p => (MetadataReference)MetadataReference.CreateFromFile(p))];
     }
 

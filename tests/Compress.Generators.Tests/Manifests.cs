@@ -3,16 +3,16 @@ namespace Compress.Generators.Tests;
 /// <summary>Manifests for the snapshot tests, one per shape of model a wrapper must handle.</summary>
 public static class Manifests
 {
-    public static string Make(string name, string inputs, string outputs, string? compression = null, string ns = "\"App.Models\"") => $$"""
+    public static string Make(string name, string inputs, string outputs, string? compression = null, string ns = "\"App.Models\"", string format = "onnx") => $$"""
         {
           "version": 1,
           "name": "{{name}}",
           "namespace": {{ns}},
           "generateWrapper": true,
-          "format": "onnx",
-          "source": "/src/{{name}}.onnx",
+          "format": "{{format}}",
+          "source": "/src/{{name}}.{{(format == "onnx" ? "onnx" : "dat")}}",
           "spec": null,
-          "artifactPath": "Models/{{name}}.onnx",
+          "artifactPath": "Models/{{name}}.{{(format == "onnx" ? "onnx" : "dat")}}",
           "artifactSha256": {{(compression is null ? "null" : "\"0123abcd\"")}},
           "compressed": {{(compression is null ? "false" : "true")}},
           "inputs": [ {{inputs}} ],
@@ -29,7 +29,7 @@ public static class Manifests
           "precisions": ["int8"], "report": null }
         """;
 
-    public static TheoryData<string> Names => new() { "OneInput", "SeveralInputs", "SymbolicDimensions", "Fp16", "Int64AndString", "NoShapeAndKeywords" };
+    public static TheoryData<string> Names => new() { "OneInput", "SeveralInputs", "SymbolicDimensions", "Fp16", "Int64AndString", "NoShapeAndKeywords", "StateDict" };
 
     public static string ByName(string name) => name switch
     {
@@ -51,6 +51,10 @@ public static class Manifests
         "NoShapeAndKeywords" => Make("raw model-2",
             """{ "name": "class", "elementType": "uint8", "shape": null }, { "name": "0in", "elementType": "double", "shape": [] }""",
             """{ "name": "out", "elementType": "double", "shape": null }, { "name": "Out", "elementType": "int8", "shape": [2] }""", null, "null"),
+        "StateDict" => Make("Classifier", "", "", """
+            { "steps": ["prune/magnitude", "quantize/weight-only"], "originalBytes": 409285, "compressedBytes": 67443,
+              "precisions": ["int8"], "report": null }
+            """, format: "torchsharp"),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 }

@@ -19,25 +19,30 @@ public static class ManifestFactory
 {
     public static ModelManifest Create(CompressionReport report, ManifestIdentity identity)
     {
-        var signature = OnnxSignatureReader.Read(report.Output);
+        var format = ModelFormats.Detect(report.Model);
         var manifest = new ModelManifest
         {
             Name = identity.Name,
             Namespace = identity.Namespace,
             GenerateWrapper = identity.GenerateWrapper,
-            Format = "onnx",
+            Format = format,
             Source = report.Model,
             Spec = report.Spec,
             ArtifactPath = identity.ArtifactPath,
             ArtifactSha256 = Sha256(report.Output),
             Compressed = true,
         };
-        manifest.Inputs.AddRange(signature.Inputs);
-        manifest.Outputs.AddRange(signature.Outputs);
-        manifest.Opsets.AddRange(signature.Opsets);
-        manifest.Operators.AddRange(signature.Operators);
-        manifest.SourceOperators.AddRange(OnnxSignatureReader.Read(report.Model).Operators);
-        AddElementTypes(OnnxModel.Load(report.Output), manifest.Operators);
+        if (format == ModelFormats.Onnx)
+        {
+            // A TorchSharp state dict has no signature or operators: its manifest carries the identity and figures only.
+            var signature = OnnxSignatureReader.Read(report.Output);
+            manifest.Inputs.AddRange(signature.Inputs);
+            manifest.Outputs.AddRange(signature.Outputs);
+            manifest.Opsets.AddRange(signature.Opsets);
+            manifest.Operators.AddRange(signature.Operators);
+            manifest.SourceOperators.AddRange(OnnxSignatureReader.Read(report.Model).Operators);
+            AddElementTypes(OnnxModel.Load(report.Output), manifest.Operators);
+        }
 
         var compression = new ManifestCompression
         {
