@@ -76,11 +76,9 @@ namespace Compress.Build.Tasks
         {
             var source = Path.GetFullPath(Path.Combine(ProjectDirectory, model.ItemSpec));
             var format = Metadata(model, "Format") ?? FormatOf(source);
-            if (format != "onnx" && format != "torchsharp")
+            if (format is not ("onnx" or "torchsharp" or "torchscript"))
             {
-                Error(BuildCodes.Unsupported, format == "torchscript"
-                    ? $"CompressModel '{model.ItemSpec}': Format 'torchscript' is not supported by this version yet; compress ONNX models or TorchSharp state dicts (Module.save)"
-                    : $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx or .dat extension)");
+                Error(BuildCodes.Unsupported, $"CompressModel '{model.ItemSpec}': Format '{format}' is not one of onnx, torchsharp, torchscript (set Format, or use the .onnx, .dat or .pt extension)");
                 return null;
             }
 

@@ -1,7 +1,6 @@
 using System.CommandLine;
 using System.Globalization;
 using Compress.Core;
-using Compress.Core.Diagnostics;
 using Compress.Core.Reports;
 using Compress.Core.Spec;
 using Compress.Spec.IO;
@@ -14,7 +13,7 @@ internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
     {
-        var model = new Argument<FileInfo>("model") { Description = "The model to compress (never modified): ONNX (.onnx) or a TorchSharp state dict (Module.save)." };
+        var model = new Argument<FileInfo>("model") { Description = "The model to compress (never modified): ONNX (.onnx), a TorchSharp state dict (Module.save) or a TorchScript archive (torch.jit.save)." };
         var spec = new Option<FileInfo>("--spec") { Description = "The compression spec (JSON; schema: schemas/compress-spec.schema.json).", Required = true };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
         var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md for people.", AllowMultipleArgumentsPerToken = true };
@@ -43,8 +42,7 @@ internal static class RunCommand
         var result = format switch
         {
             ModelFormats.TorchSharp => Core.StateDicts.StateDictCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
-            ModelFormats.TorchScript => throw CompressException.Error(DiagnosticCodes.FormatUnsupported,
-                "TorchScript archives are not compressed by this version: export the module to ONNX, or save its state dict with TorchSharp's Module.save", model),
+            ModelFormats.TorchScript => Core.StateDicts.TorchScriptCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
             _ => CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency),
         };
         foreach (var report in reports)

@@ -24,7 +24,7 @@ namespace Compress.Generators
             Category, DiagnosticSeverity.Warning, true, helpLinkUri: Compress.Spec.BuildCodes.HelpLink("CMP1004"));
 
         public static readonly DiagnosticDescriptor TorchSharpRuntimeMissing = new DiagnosticDescriptor(
-            "CMP1005", "Compress.Runtime.TorchSharp is not referenced", "No loader for '{0}': the LoadInto of a TorchSharp state dict calls Compress.Runtime.TorchSharp; add <PackageReference Include=\"Compress.Runtime.TorchSharp\" />, or set GenerateWrapper=\"false\" on the CompressModel item",
+            "CMP1005", "Compress.Runtime.TorchSharp is not referenced", "No wrapper for '{0}': TorchSharp state-dict loaders and TorchScript wrappers call Compress.Runtime.TorchSharp; add <PackageReference Include=\"Compress.Runtime.TorchSharp\" />, or set GenerateWrapper=\"false\" on the CompressModel item",
             Category, DiagnosticSeverity.Warning, true, helpLinkUri: Compress.Spec.BuildCodes.HelpLink("CMP1005"));
     }
 }

@@ -26,7 +26,7 @@ namespace Compress.Generators
 
         public string ManifestPath { get; }
 
-        /// <summary>A TorchSharp state-dict loader (needs Compress.Runtime.TorchSharp), not an ONNX wrapper.</summary>
+        /// <summary>A TorchSharp state-dict loader or TorchScript wrapper (needs Compress.Runtime.TorchSharp), not an ONNX wrapper.</summary>
         public bool TorchSharp { get; }
 
         public string FullName { get; }
@@ -57,10 +57,11 @@ namespace Compress.Generators
                 return new WrapperSource(path, fullName, "", null, ImmutableArray<Problem>.Empty);
             }
 
-            if (manifest.Format == "torchsharp")
+            if (manifest.Format is "torchsharp" or "torchscript")
             {
-                var loader = new WrapperWriter(manifest, ns, className, Path.GetFileName(path)).WriteStateDictLoader();
-                return new WrapperSource(path, fullName, fullName + ".g.cs", loader, ImmutableArray<Problem>.Empty, torchSharp: true);
+                var writer = new WrapperWriter(manifest, ns, className, Path.GetFileName(path));
+                var generated = manifest.Format == "torchsharp" ? writer.WriteStateDictLoader() : writer.WriteTorchScript();
+                return new WrapperSource(path, fullName, fullName + ".g.cs", generated, ImmutableArray<Problem>.Empty, torchSharp: true);
             }
 
             foreach (var (kind, value) in manifest.Inputs.Select(v => ("input", v)).Concat(manifest.Outputs.Select(v => ("output", v))))

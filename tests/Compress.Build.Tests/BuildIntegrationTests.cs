@@ -230,6 +230,47 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Contains("warning CMP1005", without.Output, StringComparison.Ordinal);
     }
 
+    /// <summary>
+    /// Format="torchscript": the PyTorch-made fixture, int8 weight-only through a CompressModel item with an accuracy
+    /// constraint on normalised test images; the artifact (TorchScript, deflated) ships and the wrapper compiles.
+    /// </summary>
+    [Fact]
+    public void A_torchscript_fixture_is_compressed_by_the_build_within_its_constraint()
+    {
+        var data = Path.Combine(package.Root, "normalized-test.npz");
+        Compress.Core.Data.FashionMnist.WriteNpz(data, test: true, [1, 28, 28], 2000, 0.2860f, 0.3530f);
+        var workspace = package.NewWorkspace();
+        var items = $"""
+                <CompressModel Include="Models/ts_mlp.pt" Spec="ts.compress.json" />
+                <PackageReference Include="Compress.Runtime.TorchSharp" Version="{package.Version}" />
+            """;
+        var project = package.NewProject(workspace, "App", items, program: """
+            System.Func<string?, App.TsMlpModel> load = App.TsMlpModel.Load;
+            System.Console.WriteLine($"wrapper for {App.TsMlpModel.ArtifactPath}: {load.Method.Name}");
+            """);
+        var fixture = Path.Combine(PackageFixture.RepoRoot, "tests", "fixtures", "torchscript", "ts_mlp.pt");
+        File.Copy(fixture, Path.Combine(project, "Models", "ts_mlp.pt"));
+        File.WriteAllText(Path.Combine(project, "ts.compress.json"), $$"""
+            {
+              "data": { "evaluation": { "path": {{PackageFixture.Quote(data)}}, "labels": "labels" } },
+              "steps": [ { "quantize": { "weights": "int8", "activations": "none" } } ],
+              "constraints": { "maxAccuracyDrop": 0.005 }
+            }
+            """);
+
+        var run = Run(project, "run", "-v:n");
+        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.Compressed);
+        Assert.Contains("wrapper for Models/ts_mlp.pt: Load", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
+        Assert.True(new FileInfo(Path.Combine(bin, "ts_mlp.pt")).Length <= new FileInfo(fixture).Length * 0.30);
+        using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(bin, "ts_mlp.compress-report.json")));
+        var metrics = report.RootElement.GetProperty("metrics");
+        output.WriteLine($"accuracy {metrics.GetProperty("originalAccuracy").GetDouble():P2} → {metrics.GetProperty("compressedAccuracy").GetDouble():P2}, {report.RootElement.GetProperty("size").GetProperty("ratio").GetDouble():0.000}×");
+        Assert.True(metrics.GetProperty("accuracyDrop").GetDouble() <= 0.005);
+    }
+
     [Fact]
     public void Passing_float_data_to_an_fp16_input_is_flagged_in_the_build()
     {

@@ -10,9 +10,9 @@ public static class Manifests
           "namespace": {{ns}},
           "generateWrapper": true,
           "format": "{{format}}",
-          "source": "/src/{{name}}.{{(format == "onnx" ? "onnx" : "dat")}}",
+          "source": "/src/{{name}}.{{Extension(format)}}",
           "spec": null,
-          "artifactPath": "Models/{{name}}.{{(format == "onnx" ? "onnx" : "dat")}}",
+          "artifactPath": "Models/{{name}}.{{Extension(format)}}",
           "artifactSha256": {{(compression is null ? "null" : "\"0123abcd\"")}},
           "compressed": {{(compression is null ? "false" : "true")}},
           "inputs": [ {{inputs}} ],
@@ -23,13 +23,15 @@ public static class Manifests
         }
         """;
 
+    private static string Extension(string format) => format switch { "onnx" => "onnx", "torchsharp" => "dat", _ => "pt" };
+
     public static readonly string Compression = """
         { "steps": ["prune/magnitude", "quantize/static"], "originalBytes": 1066969, "compressedBytes": 206347,
           "originalAccuracy": 0.8929, "compressedAccuracy": 0.8883, "agreement": 0.9621, "samples": 10000,
           "precisions": ["int8"], "report": null }
         """;
 
-    public static TheoryData<string> Names => new() { "OneInput", "SeveralInputs", "SymbolicDimensions", "Fp16", "Int64AndString", "NoShapeAndKeywords", "StateDict" };
+    public static TheoryData<string> Names => new() { "OneInput", "SeveralInputs", "SymbolicDimensions", "Fp16", "Int64AndString", "NoShapeAndKeywords", "StateDict", "TorchScript" };
 
     public static string ByName(string name) => name switch
     {
@@ -55,6 +57,11 @@ public static class Manifests
             { "steps": ["prune/magnitude", "quantize/weight-only"], "originalBytes": 409285, "compressedBytes": 67443,
               "precisions": ["int8"], "report": null }
             """, format: "torchsharp"),
+        "TorchScript" => Make("TsMlp", "", "", """
+            { "steps": ["quantize/weight-only"], "originalBytes": 948398, "compressedBytes": 266047,
+              "originalAccuracy": 0.8882, "compressedAccuracy": 0.8877, "agreement": 0.9921, "samples": 10000,
+              "precisions": ["int8"], "report": null }
+            """, format: "torchscript"),
         _ => throw new ArgumentOutOfRangeException(nameof(name)),
     };
 }

@@ -60,15 +60,25 @@ public static class FashionMnist
 
     /// <summary>
     /// Writes a split as .npz: <c>input</c> (float32 pixels in [0, 1], shaped <c>[n, …sampleShape]</c>) and
-    /// <c>labels</c> (int64). The first <paramref name="count"/> images, or all.
+    /// <c>labels</c> (int64). The first <paramref name="count"/> images, or all; pixels optionally normalised as
+    /// (p − <paramref name="mean"/>) / <paramref name="std"/>.
     /// </summary>
-    public static void WriteNpz(string path, bool test, long[] sampleShape, int? count = null)
+    public static void WriteNpz(string path, bool test, long[] sampleShape, int? count = null, float mean = 0, float std = 1)
     {
         var images = Images(test ? TestImages : TrainImages, out var total);
         var labels = Labels(test ? TestLabels : TrainLabels);
         var n = Math.Min(count ?? total, total);
+        var pixels = images.AsSpan(0, n * 784).ToArray();
+        if (mean != 0 || std != 1)
+        {
+            for (var i = 0; i < pixels.Length; i++)
+            {
+                pixels[i] = (pixels[i] - mean) / std;
+            }
+        }
+
         ArrayFile.Write(path,
-            NpyArray.Create("input", images.AsSpan(0, n * 784).ToArray(), [n, .. sampleShape]),
+            NpyArray.Create("input", pixels, [n, .. sampleShape]),
             NpyArray.Create("labels", labels.Take(n).Select(l => (long)l).ToArray(), n));
     }
 }

@@ -33,9 +33,6 @@ public static class DiagnosticCodes
     /// <summary>A command-line usage error (missing argument, unknown option).</summary>
     public const string CommandLineUsage = "CMP0009";
 
-    /// <summary>The model is of a format this version does not compress (or not with the options given).</summary>
-    public const string FormatUnsupported = "CMP0010";
-
     /// <summary>A data file (.npy/.npz) named by a spec or on the command line does not exist.</summary>
     public const string DataNotFound = "CMP0020";
 

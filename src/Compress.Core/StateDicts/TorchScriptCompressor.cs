@@ -1,0 +1,282 @@
+using System.IO.Compression;
+using System.Text.RegularExpressions;
+using Compress.Core.Calibration;
+using Compress.Core.Data;
+using Compress.Core.Diagnostics;
+using Compress.Core.Evaluation;
+using Compress.Core.Passes.Pruning;
+using Compress.Core.Passes.Quantization;
+using Compress.Core.Reports;
+using Compress.Core.Torch;
+using Compress.Spec;
+using TorchSharp;
+using static TorchSharp.torch;
+using SpecLoader = Compress.Core.Spec.SpecLoader;
+
+namespace Compress.Core.StateDicts;
+
+/// <summary>
+/// <c>Format="torchscript"</c>: a TorchScript archive (<c>torch.jit.save</c>) loaded with TorchSharp's
+/// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude and
+/// SNIP pruning (SNIP's gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
+/// row and block) grids with power-of-two scales, fp16. The result is saved as TorchScript with the quantized
+/// weights held in float16 (exact for the grids) and the archive's entries deflated, which <c>torch.jit.load</c>
+/// reads as is; loaders cast the module back to float32 (<c>module.to(float32)</c>). With evaluation data, the
+/// original and compressed modules are compared on it and the spec's constraints checked; a failed constraint
+/// writes nothing.
+/// </summary>
+public static class TorchScriptCompressor
+{
+    private const int Batch = 256;
+
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null)
+    {
+        progress ??= _ => { };
+        TorchRuntime.EnsureLoaded();
+        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
+        {
+            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
+        }
+
+        Refuse(spec);
+        using var original = Load(modelPath);
+        using var module = Load(modelPath);
+        var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        var records = new Dictionary<string, LayerFigures>(StringComparer.Ordinal);
+        var halfStorage = false;
+        using (var scope = NewDisposeScope())
+        {
+            var originals = parameters.ToDictionary(p => p.Key, p => p.Value.detach().clone());
+            var bits = new Dictionary<string, int>(StringComparer.Ordinal);
+            foreach (var step in spec.Steps)
+            {
+                var names = parameters.Where(p => p.Value.dim() >= 2 && Matches(p.Key, step)).Select(p => p.Key).ToList();
+                switch (step)
+                {
+                    case PruneStep prune:
+                        var scores = prune.Method == "snip" ? Snip(module, parameters, names, spec, progress) : names.Select(n => parameters[n].detach().abs()).ToList();
+                        var masks = prune.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, prune.Sparsity)).ToList()
+                            : SparsityBudget.Global(scores, prune.Sparsity, prune.MaxLayerSparsity);
+                        using (no_grad())
+                        {
+                            for (var i = 0; i < names.Count; i++)
+                            {
+                                parameters[names[i]].mul_(masks[i]);
+                            }
+                        }
+
+                        progress($"prune/{prune.Method}: {names.Count} weights of {Path.GetFileName(modelPath)}");
+                        break;
+                    case QuantizeStep quantize:
+                        using (no_grad())
+                        {
+                            foreach (var name in names)
+                            {
+                                var p = parameters[name];
+                                p.copy_(quantize.Weights switch
+                                {
+                                    "int8" => PowerOfTwoGrid(p, 8, 0),
+                                    "int4" => PowerOfTwoGrid(p, 4, quantize.BlockSize),
+                                    _ => p.to_type(ScalarType.Float16).to_type(ScalarType.Float32),
+                                });
+                                bits[name] = quantize.Weights switch { "int8" => 8, "int4" => 4, _ => 16 };
+                            }
+                        }
+
+                        halfStorage = true;
+                        progress($"quantize/{quantize.Weights}: {names.Count} weights of {Path.GetFileName(modelPath)}");
+                        break;
+                }
+            }
+
+            foreach (var (name, value) in parameters.Where(p => p.Value.dim() >= 2 && (bits.ContainsKey(p.Key) || p.Value.eq(0).any().item<bool>())))
+            {
+                var zeros = value.eq(0).sum().item<long>();
+                records[name] = new LayerFigures(name, name, "torchscript", value.numel(), zeros / (double)value.numel(), bits.GetValueOrDefault(name, 32),
+                    bits.TryGetValue(name, out var b) ? (b == 16 ? "fp16" : $"int{b} power-of-two grid, stored float16") : "float32",
+                    WeightQuantization.RelativeError(originals[name], value.detach()));
+            }
+        }
+
+        ComparisonMetrics? metrics = null;
+        var evaluation = spec.Evaluation ?? spec.Calibration;
+        if (evaluation is not null)
+        {
+            progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
+            metrics = Compare(original, module, evaluation, spec.File);
+            var failed = CompressionPipeline.Evaluate(spec.Constraints, metrics).Where(r => !r.Met).ToList();
+            if (failed.Count > 0)
+            {
+                throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
+                    $"{string.Join("; ", failed.Select(f => $"{f.Name} {f.Limit:0.####} not met (measured {f.Measured:0.####})"))}; " +
+                    $"accuracy {metrics.OriginalAccuracy:P2} → {metrics.CompressedAccuracy:P2}, agreement {metrics.Agreement:P2} on {metrics.Samples} samples. No output was written.", outputPath);
+            }
+        }
+
+        Save(module, outputPath, halfStorage);
+        var originalBytes = new FileInfo(modelPath).Length;
+        var compressedBytes = new FileInfo(outputPath).Length;
+        var count = parameters.Values.Sum(p => p.numel());
+        var size = new SizeFigures(originalBytes, compressedBytes, count, compressedBytes / (double)originalBytes,
+            count == 0 ? 0 : records.Values.Sum(r => r.Sparsity * r.Parameters) / count);
+        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
+            spec.Steps.Select(s => s is PruneStep p ? $"prune/{p.Method}" : $"quantize/{((QuantizeStep)s).Scheme}").ToList(), size, records.Values.ToList(),
+            metrics, metrics is null ? [] : CompressionPipeline.Evaluate(spec.Constraints, metrics), null,
+            halfStorage ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"] : []);
+    }
+
+    /// <summary>x̂ = s·q, q in ±(2^(b−1) − 1), s the power of two at or above max|w| / (2^(b−1) − 1) per row (int4: per row and block).</summary>
+    private static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block)
+    {
+        var rows = weight.shape[0];
+        var matrix = weight.reshape(rows, -1);
+        var columns = matrix.shape[1];
+        var size = block == 0 ? columns : block;
+        var blocks = (columns + size - 1) / size;
+        var padded = nn.functional.pad(matrix, [0, blocks * size - columns]).reshape(rows, blocks, size);
+        var top = (1 << (bits - 1)) - 1;
+        var scales = (padded.abs().amax([2], keepdim: true) / top).clamp_min(1e-30).log2().ceil().exp2();
+        var grid = (padded / scales).round().clamp(-top, top) * scales;
+        return grid.reshape(rows, -1).narrow(1, 0, columns).reshape(weight.shape);
+    }
+
+    /// <summary>|w · ∂L/∂w| on up to 128 calibration samples; L: cross-entropy against the labels, else the module's own predictions.</summary>
+    private static List<Tensor> Snip(jit.ScriptModule<Tensor, Tensor> module, Dictionary<string, TorchSharp.Modules.Parameter> parameters, List<string> names, CompressionSpec spec, Action<string> progress)
+    {
+        var source = spec.Calibration!;
+        var (x, labels) = Samples(source.Path, source.Labels, Math.Min(128, source.Samples ?? 128), spec.File);
+        progress($"snip: gradients on {x.shape[0]} samples (loss against {(labels is null ? "the model's own predictions" : "labels")})");
+        module.eval();
+        module.zero_grad();
+        var logits = module.call(x);
+        var targets = labels ?? logits.detach().argmax(1);
+        nn.functional.cross_entropy(logits, targets).backward();
+        return names.Select(n => (parameters[n].detach() * parameters[n].grad!).abs()).ToList();
+    }
+
+    private static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, string specFile)
+    {
+        var (x, labels) = Samples(source.Path, source.Labels, source.Samples, specFile);
+        original.eval();
+        compressed.eval();
+        using var _ = no_grad();
+        var a = new List<Tensor>();
+        var b = new List<Tensor>();
+        for (long start = 0; start < x.shape[0]; start += Batch)
+        {
+            var count = Math.Min(Batch, x.shape[0] - start);
+            a.Add(original.call(x.narrow(0, start, count)));
+            b.Add(compressed.call(x.narrow(0, start, count)));
+        }
+
+        var reference = cat(a, 0);
+        var output = cat(b, 0);
+        var (pa, pb) = (reference.argmax(-1), output.argmax(-1));
+        double? Accuracy(Tensor p) => labels is null ? null : p.eq(labels).to_type(ScalarType.Float64).mean().item<double>();
+        var noise = (output - reference).square().sum().item<float>();
+        var sqnr = 10 * Math.Log10(reference.square().sum().item<float>() / Math.Max(noise, 1e-30));
+        return new ComparisonMetrics((int)x.shape[0], Accuracy(pa), Accuracy(pb), pa.eq(pb).to_type(ScalarType.Float64).mean().item<double>(), pa.numel(), sqnr);
+    }
+
+    /// <summary>
+    /// The input array of a data file — its only float32 array, or the one named <c>input</c> — and its labels, the
+    /// first <paramref name="count"/> rows.
+    /// </summary>
+    private static (Tensor X, Tensor? Labels) Samples(string path, string? labelsName, int? count, string specFile)
+    {
+        var arrays = ArrayFile.Read(path);
+        var floats = arrays.Where(a => a.Key != labelsName && a.Value.ElementType == Onnx.Proto.TensorProto.Types.DataType.Float).ToList();
+        var chosen = floats.Count == 1 ? floats[0] : floats.FirstOrDefault(a => a.Key == "input");
+        if (chosen.Value is null)
+        {
+            throw CompressException.Error(DiagnosticCodes.DataMismatch,
+                $"a TorchScript module takes one float32 array (the only one, or one named 'input'); {path} has {string.Join(", ", arrays.Select(i => $"'{i.Key}' ({i.Value.ElementType})"))}", specFile);
+        }
+
+        var array = chosen.Value;
+        var rows = (int)Math.Min(count ?? array.Shape[0], array.Shape[0]);
+        var x = tensor(array.As<float>()[..(int)(rows * array.SampleSize)].ToArray()).reshape([rows, .. array.Shape.Skip(1)]);
+        var labels = labelsName is null ? null : tensor(arrays[labelsName].ToInt64()[..rows]);
+        return (x, labels);
+    }
+
+    private static jit.ScriptModule<Tensor, Tensor> Load(string path)
+    {
+        try
+        {
+            return jit.load<Tensor, Tensor>(path);
+        }
+        catch (Exception e) when (e is not CompressException)
+        {
+            throw CompressException.Error(DiagnosticCodes.ModelMalformed, $"torch.jit.load cannot read the TorchScript archive: {e.Message.Split('\n')[0]}", path, inner: e);
+        }
+    }
+
+    /// <summary>torch.jit.save to a temporary file, then every entry re-written deflated into the output (atomically).</summary>
+    private static void Save(jit.ScriptModule<Tensor, Tensor> module, string outputPath, bool half)
+    {
+        var full = Path.GetFullPath(outputPath);
+        Directory.CreateDirectory(Path.GetDirectoryName(full)!);
+        var saved = full + "." + Guid.NewGuid().ToString("N")[..8] + ".jit.tmp";
+        var packed = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
+        try
+        {
+            if (half)
+            {
+                module.to(ScalarType.Float16);
+            }
+
+            jit.save(module, saved);
+            using (var source = ZipFile.OpenRead(saved))
+            using (var target = ZipFile.Open(packed, ZipArchiveMode.Create))
+            {
+                foreach (var entry in source.Entries)
+                {
+                    var copy = target.CreateEntry(entry.FullName, CompressionLevel.SmallestSize);
+                    copy.LastWriteTime = new DateTimeOffset(2000, 1, 1, 0, 0, 0, TimeSpan.Zero); // same inputs, same bytes
+                    using var from = entry.Open();
+                    using var to = copy.Open();
+                    from.CopyTo(to);
+                }
+            }
+
+            File.Move(packed, full, overwrite: true);
+        }
+        finally
+        {
+            File.Delete(saved);
+            File.Delete(packed);
+            if (half)
+            {
+                module.to(ScalarType.Float32);
+            }
+        }
+    }
+
+    private static bool Matches(string name, SpecStep step) =>
+        (step.Include.Count == 0 || step.Include.Any(g => Glob(g).IsMatch(name))) && !step.Exclude.Any(g => Glob(g).IsMatch(name));
+
+    private static Regex Glob(string pattern) =>
+        new("^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);
+
+    private static void Refuse(CompressionSpec spec)
+    {
+        foreach (var step in spec.Steps)
+        {
+            var problem = step switch
+            {
+                PruneStep p when p.Method is not ("magnitude" or "snip") => $"'{p.Method}' runs on ONNX graphs; TorchScript modules take 'magnitude' or 'snip' (or export the model to ONNX)",
+                PruneStep { N: > 0 } => "N:M patterns are not offered for TorchScript; use unstructured sparsity",
+                PruneStep { Auto: true } => "'sparsity': 'auto' is offered for ONNX models",
+                QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' runs on ONNX graphs",
+                QuantizeStep q when q.Scheme is not ("weight-only" or "fp16") => $"{q.Scheme} quantization needs an ONNX graph; for TorchScript set 'activations' to 'none' (int8/int4) or use fp16",
+                QuantizeStep { Symmetric: false } => "TorchScript int4/int8 is symmetric; leave out 'symmetric'",
+                _ => null,
+            };
+            if (problem is not null)
+            {
+                throw SpecLoader.At(spec, step.Line, step.Column, SpecCodes.Inconsistent, problem);
+            }
+        }
+    }
+}

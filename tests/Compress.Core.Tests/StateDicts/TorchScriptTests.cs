@@ -1,0 +1,68 @@
+using Compress.Core.Data;
+using Compress.Core.Diagnostics;
+using Compress.Core.StateDicts;
+using Compress.Core.Tests.TestSupport;
+using Compress.Core.Torch;
+using Compress.Runtime.TorchSharp;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Tests.StateDicts;
+
+/// <summary>
+/// The TorchScript fixtures (tests/fixtures/torchscript, trained and scripted with PyTorch) compressed and checked on
+/// the 10,000 Fashion-MNIST test images; the artifact reloads with torch.jit.load and gives the measured accuracy.
+/// </summary>
+public sealed class TorchScriptTests(ITestOutputHelper output) : TempDirectoryTest
+{
+    [Theory]
+    [InlineData("ts_mlp.pt", 0.8882, """{ "quantize": { "weights": "int8", "activations": "none" } }""", 0.005, 0.30)]
+    [InlineData("ts_cnn.pt", 0.9098, """{ "quantize": { "weights": "int8", "activations": "none" } }""", 0.005, 0.30)]
+    [InlineData("ts_mlp.pt", 0.8882, """{ "prune": { "sparsity": 0.5 } }""", 0.01, 1.01)]
+    [InlineData("ts_cnn.pt", 0.9098, """{ "prune": { "sparsity": 0.5 } }""", 0.01, 1.01)]
+    public void The_fixtures_keep_their_accuracy(string fixture, double published, string step, double maxDrop, double maxRatio)
+    {
+        var report = Compress(fixture, step);
+        var m = report.Metrics!;
+        output.WriteLine($"{fixture} {step}: {report.Size.OriginalBytes:N0} → {report.Size.CompressedBytes:N0} B ({report.Size.Ratio:0.000}×), accuracy {m.OriginalAccuracy:P2} → {m.CompressedAccuracy:P2}");
+        Assert.Equal(10_000, m.Samples);
+        Assert.Equal(published, m.OriginalAccuracy!.Value, 4);
+        Assert.True(m.AccuracyDrop <= maxDrop, $"accuracy {m.OriginalAccuracy:P2} → {m.CompressedAccuracy:P2}");
+        Assert.True(report.Size.Ratio <= maxRatio, $"size ratio {report.Size.Ratio:0.000}");
+
+        // The artifact is plain TorchScript: it reloads (and, cast to float32, computes what was measured).
+        using var model = TorchScriptModel.Load(report.Output);
+        var data = ArrayFile.Read(FashionData.Normalized(test: true));
+        var x = tensor(data["input"].As<float>()[..(1000 * 784)].ToArray()).reshape(1000, 1, 28, 28);
+        var labels = tensor(data["labels"].ToInt64()[..1000]);
+        var accuracy = model.Forward(x).argmax(1).eq(labels).to_type(ScalarType.Float64).mean().item<double>();
+        Assert.InRange(accuracy, m.CompressedAccuracy!.Value - 0.03, m.CompressedAccuracy.Value + 0.03);
+    }
+
+    [Fact]
+    public void Snip_runs_through_the_scripted_module()
+    {
+        var report = Compress("ts_mlp.pt", """{ "prune": { "method": "snip", "sparsity": 0.3 } }""");
+        Assert.InRange(report.Size.OverallSparsity, 0.28, 0.31);
+        Assert.True(report.Metrics!.AccuracyDrop <= 0.03, $"accuracy {report.Metrics.CompressedAccuracy:P2}");
+    }
+
+    [Fact]
+    public void An_unmet_constraint_writes_nothing()
+    {
+        var error = Assert.Throws<CompressException>(() => Compress("ts_mlp.pt", """{ "prune": { "sparsity": 0.97 } }""", """, "constraints": { "maxAccuracyDrop": 0.01 }"""));
+        Assert.Equal(DiagnosticCodes.ConstraintNotMet, error.Diagnostic.Code);
+        Assert.False(File.Exists(Path.Combine(Dir, "out.pt")));
+    }
+
+    private Compress.Core.Reports.CompressionReport Compress(string fixture, string step, string extra = "")
+    {
+        TorchRuntime.EnsureLoaded();
+        var spec = SpecFiles.Load(Dir, $$"""
+            { "data": { "calibration": { "path": {{SpecFiles.Quote(FashionData.Normalized(test: false))}}, "samples": 512 },
+                        "evaluation": { "path": {{SpecFiles.Quote(FashionData.Normalized(test: true))}}, "labels": "labels" } },
+              "steps": [ {{step}} ]{{extra}} }
+            """);
+        return TorchScriptCompressor.Run(FashionData.TorchScriptFixture(fixture), spec, Path.Combine(Dir, "out.pt"), output.WriteLine);
+    }
+}
