@@ -15,7 +15,7 @@ namespace Compress.Core.Execution;
 /// output computed by Softmax is read before it. Logits with more than two dimensions ([N, T, C]) count every
 /// position as a prediction.
 /// </summary>
-public sealed class GradientSource : IDisposable
+public sealed class GradientSource : IGradientModel, IDisposable
 {
     private readonly TorchGraph _graph;
     private readonly CalibrationSet _data;
@@ -58,7 +58,6 @@ public sealed class GradientSource : IDisposable
 
     public int Count => _data.Count;
 
-    /// <summary>What the loss is measured against, for the report.</summary>
     public string Source { get; }
 
     public Tensor Weight(string name) => _graph.Weight(name);

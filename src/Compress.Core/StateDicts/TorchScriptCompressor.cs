@@ -17,8 +17,8 @@ namespace Compress.Core.StateDicts;
 
 /// <summary>
 /// <c>Format="torchscript"</c>: a TorchScript archive (<c>torch.jit.save</c>) loaded with TorchSharp's
-/// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude and
-/// SNIP pruning (SNIP's gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
+/// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude, SNIP
+/// and WoodFisher pruning (gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
 /// row and block) grids with power-of-two scales, fp16. The result is saved as TorchScript with the quantized
 /// weights held in float16 (exact for the grids) and the archive's entries deflated, which <c>torch.jit.load</c>
 /// reads as is; loaders cast the module back to float32 (<c>module.to(float32)</c>). With evaluation data, the
@@ -54,14 +54,37 @@ public static class TorchScriptCompressor
                 switch (step)
                 {
                     case PruneStep prune:
-                        var scores = prune.Method == "snip" ? Snip(module, parameters, names, spec, progress) : names.Select(n => parameters[n].detach().abs()).ToList();
-                        var masks = prune.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, prune.Sparsity)).ToList()
-                            : SparsityBudget.Global(scores, prune.Sparsity, prune.MaxLayerSparsity);
+                        List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => prune.Scope == "layer"
+                            ? scores.Select(s => SparsityBudget.Layer(s, sparsity)).ToList()
+                            : SparsityBudget.Global(scores, sparsity, prune.MaxLayerSparsity);
+                        var current = names.Select(n => parameters[n].detach().clone()).ToList();
+                        List<Tensor> pruned;
+                        if (prune.Method == "magnitude")
+                        {
+                            pruned = current.Zip(Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity), (w, m) => where(m, w, 0f)).ToList();
+                        }
+                        else
+                        {
+                            var source = spec.Calibration!;
+                            var (x, labels) = Samples(source.Path, source.Labels, prune.Method == "snip" ? Math.Min(128, source.Samples ?? 128) : source.Samples, spec.File);
+                            var gradients = new TorchScriptGradients(module, parameters, names, x, labels);
+                            if (prune.Method == "snip")
+                            {
+                                progress($"snip: gradients on {gradients.Count} samples (loss against {gradients.Source})");
+                                var g = gradients.Gradients(0, gradients.Count);
+                                pruned = current.Zip(Masks(current.Zip(g, (w, d) => (w * d).abs()).ToList(), prune.Sparsity), (w, m) => where(m, w, 0f)).ToList();
+                            }
+                            else
+                            {
+                                pruned = Passes.SecondOrder.WoodFisher.Prune(gradients, names, current, prune, Masks, progress);
+                            }
+                        }
+
                         using (no_grad())
                         {
                             for (var i = 0; i < names.Count; i++)
                             {
-                                parameters[names[i]].mul_(masks[i]);
+                                parameters[names[i]].copy_(pruned[i]);
                             }
                         }
 
@@ -138,20 +161,6 @@ public static class TorchScriptCompressor
         var scales = (padded.abs().amax([2], keepdim: true) / top).clamp_min(1e-30).log2().ceil().exp2();
         var grid = (padded / scales).round().clamp(-top, top) * scales;
         return grid.reshape(rows, -1).narrow(1, 0, columns).reshape(weight.shape);
-    }
-
-    /// <summary>|w · ∂L/∂w| on up to 128 calibration samples; L: cross-entropy against the labels, else the module's own predictions.</summary>
-    private static List<Tensor> Snip(jit.ScriptModule<Tensor, Tensor> module, Dictionary<string, TorchSharp.Modules.Parameter> parameters, List<string> names, CompressionSpec spec, Action<string> progress)
-    {
-        var source = spec.Calibration!;
-        var (x, labels) = Samples(source.Path, source.Labels, Math.Min(128, source.Samples ?? 128), spec.File);
-        progress($"snip: gradients on {x.shape[0]} samples (loss against {(labels is null ? "the model's own predictions" : "labels")})");
-        module.eval();
-        module.zero_grad();
-        var logits = module.call(x);
-        var targets = labels ?? logits.detach().argmax(1);
-        nn.functional.cross_entropy(logits, targets).backward();
-        return names.Select(n => (parameters[n].detach() * parameters[n].grad!).abs()).ToList();
     }
 
     private static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, string specFile)
@@ -265,7 +274,7 @@ public static class TorchScriptCompressor
         {
             var problem = step switch
             {
-                PruneStep p when p.Method is not ("magnitude" or "snip") => $"'{p.Method}' runs on ONNX graphs; TorchScript modules take 'magnitude' or 'snip' (or export the model to ONNX)",
+                PruneStep p when p.Method is not ("magnitude" or "snip" or "woodfisher") => $"'{p.Method}' runs on ONNX graphs; TorchScript modules take 'magnitude', 'snip' or 'woodfisher' (or export the model to ONNX)",
                 PruneStep { N: > 0 } => "N:M patterns are not offered for TorchScript; use unstructured sparsity",
                 PruneStep { Auto: true } => "'sparsity': 'auto' is offered for ONNX models",
                 QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' runs on ONNX graphs",
