@@ -66,12 +66,12 @@ public static class WeightSelection
         || (node.OpType == "Gemm" && node.Int("transA", 0) == 0 && node.Float("alpha", 1f) == 1f && node.Float("beta", 1f) == 1f);
 
     /// <summary>Whether a node is selected by the step's include/exclude lists (for passes that select nodes, not weights).</summary>
-    public static bool Matches(NodeProto node, SpecStep step)
-    {
-        var name = OnnxGraph.Describe(node);
-        return (step.Include.Count == 0 || step.Include.Select(Glob).Any(g => g.IsMatch(name)))
-               && !step.Exclude.Select(Glob).Any(g => g.IsMatch(name) || g.IsMatch(node.OpType));
-    }
+    public static bool Matches(NodeProto node, SpecStep step) =>
+        NameMatches(OnnxGraph.Describe(node), step) && !step.Exclude.Select(Glob).Any(g => g.IsMatch(node.OpType));
+
+    /// <summary>Whether a name (a node's, or a TorchSharp/TorchScript parameter's) passes the step's include/exclude globs.</summary>
+    public static bool NameMatches(string name, SpecStep step) =>
+        (step.Include.Count == 0 || step.Include.Select(Glob).Any(g => g.IsMatch(name))) && !step.Exclude.Select(Glob).Any(g => g.IsMatch(name));
 
     private static Regex Glob(string pattern) =>
         new("^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);

@@ -1,6 +1,5 @@
 using System.Runtime.InteropServices;
 using System.Text.Json;
-using System.Text.RegularExpressions;
 using Compress.Core.Diagnostics;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
@@ -8,7 +7,6 @@ using Compress.Core.Reports;
 using Compress.Core.Torch;
 using Compress.Runtime.StateDicts;
 using Compress.Spec;
-using Spec = Compress.Core.Spec;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,12 +26,8 @@ public static class StateDictCompressor
     {
         progress ??= _ => { };
         TorchRuntime.EnsureLoaded();
-        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
-        {
-            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
-        }
-
-        Refuse(spec);
+        TorchFormats.CheckOutput(modelPath, outputPath);
+        TorchFormats.Refuse(spec, "TorchSharp state-dict", ["magnitude"], constraints: false);
         IReadOnlyList<StateDictTensor> entries;
         try
         {
@@ -54,7 +48,7 @@ public static class StateDictCompressor
         var layers = new Dictionary<string, LayerFigures>(StringComparer.Ordinal);
         foreach (var step in spec.Steps)
         {
-            var selected = entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2 && Matches(e.Name, step)).ToList();
+            var selected = entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2 && Passes.WeightSelection.NameMatches(e.Name, step)).ToList();
             foreach (var entry in selected.Where(e => !weights.ContainsKey(e.Name)))
             {
                 weights[entry.Name] = ToTorch(entry);
@@ -115,7 +109,7 @@ public static class StateDictCompressor
         var zeros = layers.Values.Sum(l => l.Sparsity * l.Parameters);
         var size = new SizeFigures(originalBytes, compressedBytes, parameters, compressedBytes / (double)originalBytes, parameters == 0 ? 0 : zeros / parameters);
         return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
-            spec.Steps.Select(s => s is PruneStep p ? $"prune/{p.Method}" : $"quantize/{((QuantizeStep)s).Scheme}").ToList(), size, layers.Values.ToList(),
+            spec.Steps.Select(Passes.PassRegistry.KeyOf).ToList(), size, layers.Values.ToList(),
             null, [], null, ["TorchSharp state dict: restore it with the wrapper's LoadInto(module); accuracy is checked by your app, not here"]);
     }
 
@@ -191,39 +185,5 @@ public static class StateDictCompressor
             _ => throw new NotSupportedException(value.dtype.ToString()),
         };
         return new StateDictTensor(name, type, value.shape, contiguous.bytes.ToArray());
-    }
-
-    private static bool Matches(string name, SpecStep step) =>
-        (step.Include.Count == 0 || step.Include.Any(g => Glob(g).IsMatch(name))) && !step.Exclude.Any(g => Glob(g).IsMatch(name));
-
-    private static Regex Glob(string pattern) =>
-        new("^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);
-
-    /// <summary>What a graph-less state dict cannot do, refused at its place in the spec.</summary>
-    private static void Refuse(CompressionSpec spec)
-    {
-        foreach (var step in spec.Steps)
-        {
-            var problem = step switch
-            {
-                PruneStep p when p.Method != "magnitude" => $"'{p.Method}' needs a model it can run; a TorchSharp state dict has no graph (use 'magnitude', or export the module to ONNX with SequentialExporter)",
-                PruneStep { N: > 0 } => "N:M patterns are not offered for state dicts; use unstructured sparsity",
-                PruneStep { Auto: true } => "'sparsity': 'auto' evaluates the model, which a state dict cannot be",
-                QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' needs activations; a TorchSharp state dict has no graph",
-                QuantizeStep q when q.Scheme is not ("weight-only" or "fp16") => $"{q.Scheme} quantization needs a graph; for a state dict set 'activations' to 'none' (int8/int4) or use fp16",
-                QuantizeStep { Symmetric: false } => "state-dict int4/int8 is symmetric; leave out 'symmetric'",
-                _ => null,
-            };
-            if (problem is not null)
-            {
-                throw Spec.SpecLoader.At(spec, step.Line, step.Column, SpecCodes.Inconsistent, problem);
-            }
-        }
-
-        var c = spec.Constraints;
-        if (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinSqnrDb is not null)
-        {
-            throw Spec.SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, "constraints need a model that can be evaluated; a TorchSharp state dict has no graph. Check accuracy in your app after LoadInto");
-        }
     }
 }

@@ -1,5 +1,4 @@
 using System.IO.Compression;
-using System.Text.RegularExpressions;
 using Compress.Core.Calibration;
 using Compress.Core.Data;
 using Compress.Core.Diagnostics;
@@ -11,7 +10,6 @@ using Compress.Core.Torch;
 using Compress.Spec;
 using TorchSharp;
 using static TorchSharp.torch;
-using SpecLoader = Compress.Core.Spec.SpecLoader;
 
 namespace Compress.Core.StateDicts;
 
@@ -33,12 +31,8 @@ public static class TorchScriptCompressor
     {
         progress ??= _ => { };
         TorchRuntime.EnsureLoaded();
-        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
-        {
-            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
-        }
-
-        Refuse(spec);
+        TorchFormats.CheckOutput(modelPath, outputPath);
+        TorchFormats.Refuse(spec, "TorchScript", ["magnitude", "snip", "woodfisher"], constraints: true);
         using var original = Load(modelPath);
         using var module = Load(modelPath);
         var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
@@ -50,7 +44,7 @@ public static class TorchScriptCompressor
             var bits = new Dictionary<string, int>(StringComparer.Ordinal);
             foreach (var step in spec.Steps)
             {
-                var names = parameters.Where(p => p.Value.dim() >= 2 && Matches(p.Key, step)).Select(p => p.Key).ToList();
+                var names = parameters.Where(p => p.Value.dim() >= 2 && Passes.WeightSelection.NameMatches(p.Key, step)).Select(p => p.Key).ToList();
                 switch (step)
                 {
                     case PruneStep prune:
@@ -143,7 +137,7 @@ public static class TorchScriptCompressor
         var size = new SizeFigures(originalBytes, compressedBytes, count, compressedBytes / (double)originalBytes,
             count == 0 ? 0 : records.Values.Sum(r => r.Sparsity * r.Parameters) / count);
         return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
-            spec.Steps.Select(s => s is PruneStep p ? $"prune/{p.Method}" : $"quantize/{((QuantizeStep)s).Scheme}").ToList(), size, records.Values.ToList(),
+            spec.Steps.Select(Passes.PassRegistry.KeyOf).ToList(), size, records.Values.ToList(),
             metrics, metrics is null ? [] : CompressionPipeline.Evaluate(spec.Constraints, metrics), null,
             halfStorage ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"] : []);
     }
@@ -258,33 +252,6 @@ public static class TorchScriptCompressor
             if (half)
             {
                 module.to(ScalarType.Float32);
-            }
-        }
-    }
-
-    private static bool Matches(string name, SpecStep step) =>
-        (step.Include.Count == 0 || step.Include.Any(g => Glob(g).IsMatch(name))) && !step.Exclude.Any(g => Glob(g).IsMatch(name));
-
-    private static Regex Glob(string pattern) =>
-        new("^" + Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".") + "$", RegexOptions.CultureInvariant);
-
-    private static void Refuse(CompressionSpec spec)
-    {
-        foreach (var step in spec.Steps)
-        {
-            var problem = step switch
-            {
-                PruneStep p when p.Method is not ("magnitude" or "snip" or "woodfisher") => $"'{p.Method}' runs on ONNX graphs; TorchScript modules take 'magnitude', 'snip' or 'woodfisher' (or export the model to ONNX)",
-                PruneStep { N: > 0 } => "N:M patterns are not offered for TorchScript; use unstructured sparsity",
-                PruneStep { Auto: true } => "'sparsity': 'auto' is offered for ONNX models",
-                QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' runs on ONNX graphs",
-                QuantizeStep q when q.Scheme is not ("weight-only" or "fp16") => $"{q.Scheme} quantization needs an ONNX graph; for TorchScript set 'activations' to 'none' (int8/int4) or use fp16",
-                QuantizeStep { Symmetric: false } => "TorchScript int4/int8 is symmetric; leave out 'symmetric'",
-                _ => null,
-            };
-            if (problem is not null)
-            {
-                throw SpecLoader.At(spec, step.Line, step.Column, SpecCodes.Inconsistent, problem);
             }
         }
     }

@@ -16,7 +16,7 @@ namespace App.Models
         public const string ArtifactPath = "Models/TsMlp.pt";
 
         /// <summary>
-        /// SHA-256 of the compressed archive this class was generated for (null before the first full build).
+        /// SHA-256 of the compressed TorchScript archive this class was generated for (null before the first full build).
         /// </summary>
         public const string? ArtifactSha256 = "0123abcd";
 
