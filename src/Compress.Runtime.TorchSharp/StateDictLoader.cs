@@ -22,6 +22,7 @@ public static class StateDictLoader
     /// </summary>
     public static void LoadInto(nn.Module module, string path)
     {
+        NativeTorch.EnsureLoaded();
         var first = StateDictFile.Read(path);
         var entries = first.Any(e => e.Name == CompressedStateDict.MetadataName) ? CompressedStateDict.Read(path) : first;
         var targets = module.state_dict();

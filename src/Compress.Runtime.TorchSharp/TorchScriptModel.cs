@@ -21,6 +21,7 @@ public sealed class TorchScriptModel : IDisposable
             throw new FileNotFoundException($"TorchScript model not found: {path}", path);
         }
 
+        NativeTorch.EnsureLoaded();
         var module = jit.load<Tensor, Tensor>(path);
         module.to(type);
         module.eval();
