@@ -60,11 +60,11 @@ run_tests() {
 sample() {
   need_apt dataset-fashion-mnist
   local version; version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
-  for project in src/Compress.Build src/Compress.Runtime; do
+  for project in src/Compress.Build src/Compress.Runtime src/Compress.Runtime.TorchSharp; do
     dotnet pack "$project" -c Release -o artifacts/packages --nologo -v quiet -p:PackageVersion="$version"
   done
   local packages="${NUGET_PACKAGES:-$HOME/.nuget/packages}"
-  rm -rf "$packages/compress.build/$version" "$packages/compress.runtime/$version"
+  rm -rf "$packages/compress.build/$version" "$packages/compress.runtime/$version" "$packages/compress.runtime.torchsharp/$version"
   local data=samples/FashionClassifier/data
   if [ ! -f "$data/fashion-test.npz" ]; then
     dotnet run --project eng/ModelFactory -c Release -- data "$data"
