@@ -26,7 +26,7 @@ internal static class AutoSparsity
         Func<(OnnxModel Model, CompressionContext Context)> compress, Action<string> progress, string outputPath)
     {
         var points = new List<SearchPoint>();
-        Result? best = null;
+        (OnnxModel Model, CompressionContext Context, ComparisonMetrics Metrics)? best = null;
         double lo = 0, hi = step.Scope == "global" ? Math.Min(0.99, step.MaxLayerSparsity) : 0.99;
         for (var round = 1; round <= MaxRounds && hi - lo >= Tolerance; round++)
         {
@@ -41,7 +41,7 @@ internal static class AutoSparsity
             if (feasible)
             {
                 lo = sparsity;
-                best = new Result(model, context, metrics, null!);
+                best = (model, context, metrics);
             }
             else
             {
@@ -49,7 +49,7 @@ internal static class AutoSparsity
             }
         }
 
-        if (best is null)
+        if (best is not { } chosen)
         {
             throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
                 $"'sparsity': 'auto' found no sparsity meeting the constraints: {string.Join(", ", points.Select(p => $"{p.Sparsity:P1} → {(p.Accuracy is { } a ? $"accuracy {a:P2}" : $"agreement {p.Agreement:P2}")}"))}. No output was written.",
@@ -57,7 +57,7 @@ internal static class AutoSparsity
         }
 
         step.Sparsity = lo;
-        best.Context.Notes.Add($"sparsity 'auto': {lo:P1} is the highest of {points.Count} compress-and-evaluate rounds meeting the constraints");
-        return best with { Figures = new SearchFigures(step.Method, lo, points) };
+        chosen.Context.Notes.Add($"sparsity 'auto': {lo:P1} is the highest of {points.Count} compress-and-evaluate rounds meeting the constraints");
+        return new Result(chosen.Model, chosen.Context, chosen.Metrics, new SearchFigures(step.Method, lo, points));
     }
 }

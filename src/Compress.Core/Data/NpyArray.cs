@@ -13,6 +13,13 @@ public sealed record NpyArray(string Name, DataType ElementType, long[] Shape, b
 
     public ReadOnlySpan<T> As<T>() where T : unmanaged => MemoryMarshal.Cast<byte, T>(Data);
 
+    /// <summary>The raw bytes of samples [start, start + count) of the first dimension.</summary>
+    public ReadOnlySpan<byte> Rows(int start, int count)
+    {
+        var rowBytes = checked((int)(SampleSize * Onnx.OnnxElementTypes.BitWidth(ElementType) / 8));
+        return Data.AsSpan(start * rowBytes, count * rowBytes);
+    }
+
     public static NpyArray Create<T>(string name, T[] values, params long[] shape) where T : unmanaged =>
         new(name, Onnx.OnnxTensors.ElementTypeOf<T>(), shape, MemoryMarshal.AsBytes(values.AsSpan()).ToArray());
 

@@ -136,9 +136,8 @@ public sealed class OrtModelRunner : IDisposable
     internal static OrtValue Slice(NpyArray array, int start, int count)
     {
         var shape = array.Shape.Length == 0 ? Array.Empty<long>() : [count, .. array.Shape.Skip(1)];
-        var rowBytes = (int)(array.SampleSize * OnnxElementTypes.BitWidth(array.ElementType) / 8);
         var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)(int)array.ElementType, shape);
-        array.Data.AsSpan(start * rowBytes, count * rowBytes).CopyTo(value.GetTensorMutableRawData());
+        array.Rows(start, count).CopyTo(value.GetTensorMutableRawData());
         return value;
     }
 

@@ -35,22 +35,22 @@ public sealed class GradientSource : IGradientModel, IDisposable
         _logits = _fromSoftmax ? producer!.Input[0] : output;
         using (no_grad())
         {
-            var predictions = new List<Tensor>();
-            for (var start = 0; start < data.Count; start += 256)
-            {
-                using var scope = NewDisposeScope();
-                predictions.Add(Logits(start, Math.Min(256, data.Count - start)).argmax(-1).MoveToOuterDisposeScope());
-            }
-
-            var own = cat(predictions, 0);
-            if (data.Labels is { } labels && own.dim() == 1)
+            // Labels serve when the logits hold one prediction per sample ([N, C]); one small run tells.
+            if (data.Labels is { } labels && LogitsRank() == 2)
             {
                 _targets = tensor(labels);
                 Source = "labels";
             }
             else
             {
-                _targets = own.flatten();
+                var predictions = new List<Tensor>();
+                for (var start = 0; start < data.Count; start += 256)
+                {
+                    using var scope = NewDisposeScope();
+                    predictions.Add(Logits(start, Math.Min(256, data.Count - start)).argmax(-1).MoveToOuterDisposeScope());
+                }
+
+                _targets = cat(predictions, 0).flatten();
                 Source = "the model's own predictions";
             }
         }
@@ -81,6 +81,12 @@ public sealed class GradientSource : IGradientModel, IDisposable
         return gradients.Select(g => g.detach().MoveToOuterDisposeScope()).ToArray();
     }
 
+    private long LogitsRank()
+    {
+        using var scope = NewDisposeScope();
+        return Logits(0, Math.Min(2, _data.Count)).dim();
+    }
+
     private long Offset(int start, Tensor logits) => start * (logits.numel() / logits.shape[^1] / logits.shape[0]);
 
     private Tensor Logits(int start, int count)
@@ -94,9 +100,8 @@ public sealed class GradientSource : IGradientModel, IDisposable
     private static Tensor Slice(NpyArray array, int start, int count)
     {
         var type = OnnxTorchConversion.ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
-        var rowBytes = (int)(array.SampleSize * OnnxElementTypes.BitWidth(array.ElementType) / 8);
         var result = empty([count, .. array.Shape.Skip(1)], type);
-        array.Data.AsSpan(start * rowBytes, count * rowBytes).CopyTo(result.bytes);
+        array.Rows(start, count).CopyTo(result.bytes);
         return result;
     }
 

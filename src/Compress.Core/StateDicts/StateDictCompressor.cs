@@ -58,12 +58,10 @@ public static class StateDictCompressor
             {
                 case PruneStep prune:
                     var current = selected.Select(e => weights[e.Name]).ToList();
-                    var scores = current.Select(w => w.abs()).ToList();
-                    var masks = prune.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, prune.Sparsity)).ToList()
-                        : SparsityBudget.Global(scores, prune.Sparsity, prune.MaxLayerSparsity);
+                    var pruned = SparsityBudget.Apply(current, SparsityBudget.Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity, prune));
                     for (var i = 0; i < selected.Count; i++)
                     {
-                        weights[selected[i].Name] = where(masks[i], current[i], 0f);
+                        weights[selected[i].Name] = pruned[i];
                     }
 
                     progress($"prune/magnitude: {selected.Count} weights of {Path.GetFileName(modelPath)}");
@@ -134,17 +132,13 @@ public static class StateDictCompressor
 
                 return ("int8", [Entry(name, q.reshape(weight.shape)), scaleEntry], decoded8);
             case 4:
-                var block = format.BlockSize;
-                var columns = matrix.shape[1];
-                var blocks = (columns + block - 1) / block;
-                var padded = nn.functional.pad(matrix, [0, blocks * block - columns]).reshape(rows, blocks, block);
+                var padded = IntegerGrid.Blocks(matrix, format.BlockSize);
                 var grid = new IntegerGrid(4, Symmetric: true);
                 var (s, z) = grid.Fit(padded, 2);
                 var codes = grid.Codes(padded, s, z);
-                var decoded4 = IntegerGrid.Dequantize(codes, s, z).reshape(rows, -1).narrow(1, 0, columns).reshape(weight.shape);
-                var pairs = codes.to_type(ScalarType.Byte).reshape(rows, blocks * block / 2, 2);
-                var packed = (pairs.select(2, 0) + pairs.select(2, 1) * 16).to_type(ScalarType.Byte);
-                return ("int4", [Entry(name, packed), Entry(name + ".__scales", s.reshape(rows, blocks))], decoded4);
+                var decoded4 = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, s, z), matrix.shape[1]).reshape(weight.shape);
+                var packed = IntegerGrid.PackNibbles(codes.reshape(rows, -1));
+                return ("int4", [Entry(name, packed), Entry(name + ".__scales", s.reshape(rows, -1))], decoded4);
             case 16:
                 var half = weight.to_type(ScalarType.Float16);
                 return ("fp16", [Entry(name, half)], half.to_type(ScalarType.Float32));

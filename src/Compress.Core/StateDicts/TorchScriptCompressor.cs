@@ -48,25 +48,23 @@ public static class TorchScriptCompressor
                 switch (step)
                 {
                     case PruneStep prune:
-                        List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => prune.Scope == "layer"
-                            ? scores.Select(s => SparsityBudget.Layer(s, sparsity)).ToList()
-                            : SparsityBudget.Global(scores, sparsity, prune.MaxLayerSparsity);
+                        List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => SparsityBudget.Masks(scores, sparsity, prune);
                         var current = names.Select(n => parameters[n].detach().clone()).ToList();
                         List<Tensor> pruned;
                         if (prune.Method == "magnitude")
                         {
-                            pruned = current.Zip(Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity), (w, m) => where(m, w, 0f)).ToList();
+                            pruned = SparsityBudget.Apply(current, Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity));
                         }
                         else
                         {
                             var source = spec.Calibration!;
                             var (x, labels) = Samples(source.Path, source.Labels, prune.Method == "snip" ? Math.Min(128, source.Samples ?? 128) : source.Samples, spec.File);
-                            var gradients = new TorchScriptGradients(module, parameters, names, x, labels);
+                            var gradients = new TorchScriptGradients(module, parameters, names, x, labels is null ? null : tensor(labels));
                             if (prune.Method == "snip")
                             {
                                 progress($"snip: gradients on {gradients.Count} samples (loss against {gradients.Source})");
                                 var g = gradients.Gradients(0, gradients.Count);
-                                pruned = current.Zip(Masks(current.Zip(g, (w, d) => (w * d).abs()).ToList(), prune.Sparsity), (w, m) => where(m, w, 0f)).ToList();
+                                pruned = SparsityBudget.Apply(current, Masks(current.Zip(g, (w, d) => (w * d).abs()).ToList(), prune.Sparsity));
                             }
                             else
                             {
@@ -145,16 +143,12 @@ public static class TorchScriptCompressor
     /// <summary>x̂ = s·q, q in ±(2^(b−1) − 1), s the power of two at or above max|w| / (2^(b−1) − 1) per row (int4: per row and block).</summary>
     private static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block)
     {
-        var rows = weight.shape[0];
-        var matrix = weight.reshape(rows, -1);
-        var columns = matrix.shape[1];
-        var size = block == 0 ? columns : block;
-        var blocks = (columns + size - 1) / size;
-        var padded = nn.functional.pad(matrix, [0, blocks * size - columns]).reshape(rows, blocks, size);
+        var matrix = weight.reshape(weight.shape[0], -1);
+        var padded = IntegerGrid.Blocks(matrix, block == 0 ? matrix.shape[1] : block);
         var top = (1 << (bits - 1)) - 1;
         var scales = (padded.abs().amax([2], keepdim: true) / top).clamp_min(1e-30).log2().ceil().exp2();
         var grid = (padded / scales).round().clamp(-top, top) * scales;
-        return grid.reshape(rows, -1).narrow(1, 0, columns).reshape(weight.shape);
+        return IntegerGrid.Unblocks(grid, matrix.shape[1]).reshape(weight.shape);
     }
 
     private static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, string specFile)
@@ -163,29 +157,24 @@ public static class TorchScriptCompressor
         original.eval();
         compressed.eval();
         using var _ = no_grad();
-        var a = new List<Tensor>();
-        var b = new List<Tensor>();
-        for (long start = 0; start < x.shape[0]; start += Batch)
+        var accumulator = new ComparisonAccumulator(labels);
+        for (var start = 0; start < x.shape[0]; start += Batch)
         {
-            var count = Math.Min(Batch, x.shape[0] - start);
-            a.Add(original.call(x.narrow(0, start, count)));
-            b.Add(compressed.call(x.narrow(0, start, count)));
+            using var scope = NewDisposeScope();
+            var count = (int)Math.Min(Batch, x.shape[0] - start);
+            var y = original.call(x.narrow(0, start, count)).contiguous();
+            var z = compressed.call(x.narrow(0, start, count)).contiguous();
+            accumulator.Add(y.data<float>().ToArray(), z.data<float>().ToArray(), (int)y.shape[^1], start, count);
         }
 
-        var reference = cat(a, 0);
-        var output = cat(b, 0);
-        var (pa, pb) = (reference.argmax(-1), output.argmax(-1));
-        double? Accuracy(Tensor p) => labels is null ? null : p.eq(labels).to_type(ScalarType.Float64).mean().item<double>();
-        var noise = (output - reference).square().sum().item<float>();
-        var sqnr = 10 * Math.Log10(reference.square().sum().item<float>() / Math.Max(noise, 1e-30));
-        return new ComparisonMetrics((int)x.shape[0], Accuracy(pa), Accuracy(pb), pa.eq(pb).to_type(ScalarType.Float64).mean().item<double>(), pa.numel(), sqnr);
+        return accumulator.Result((int)x.shape[0]);
     }
 
     /// <summary>
     /// The input array of a data file — its only float32 array, or the one named <c>input</c> — and its labels, the
     /// first <paramref name="count"/> rows.
     /// </summary>
-    private static (Tensor X, Tensor? Labels) Samples(string path, string? labelsName, int? count, string specFile)
+    private static (Tensor X, long[]? Labels) Samples(string path, string? labelsName, int? count, string specFile)
     {
         var arrays = ArrayFile.Read(path);
         var floats = arrays.Where(a => a.Key != labelsName && a.Value.ElementType == Onnx.Proto.TensorProto.Types.DataType.Float).ToList();
@@ -198,8 +187,9 @@ public static class TorchScriptCompressor
 
         var array = chosen.Value;
         var rows = (int)Math.Min(count ?? array.Shape[0], array.Shape[0]);
-        var x = tensor(array.As<float>()[..(int)(rows * array.SampleSize)].ToArray()).reshape([rows, .. array.Shape.Skip(1)]);
-        var labels = labelsName is null ? null : tensor(arrays[labelsName].ToInt64()[..rows]);
+        var x = empty([rows, .. array.Shape.Skip(1)], ScalarType.Float32);
+        array.Rows(0, rows).CopyTo(x.bytes);
+        var labels = labelsName is null ? null : arrays[labelsName].ToInt64()[..rows];
         return (x, labels);
     }
 

@@ -35,12 +35,9 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
     /// <summary>Keep-masks from scores ≥ 0: per layer, or one global threshold with every layer capped at <c>maxLayerSparsity</c>.</summary>
-    protected List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) =>
-        Step.Scope == "layer" ? scores.Select(s => SparsityBudget.Layer(s, sparsity)).ToList()
-            : SparsityBudget.Global(scores, sparsity, Step.MaxLayerSparsity);
+    protected List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => SparsityBudget.Masks(scores, sparsity, Step);
 
-    protected static List<Tensor> Masked(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) =>
-        weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList();
+    protected static List<Tensor> Masked(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) => SparsityBudget.Apply(weights, masks);
 
     /// <param name="originals">The weights before this step.</param>
     /// <param name="pruned">The weights after it (zeros where pruned; other values may have been updated).</param>

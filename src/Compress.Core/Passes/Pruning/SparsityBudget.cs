@@ -1,6 +1,8 @@
 using TorchSharp;
 using static TorchSharp.torch;
 
+using Compress.Spec;
+
 namespace Compress.Core.Passes.Pruning;
 
 /// <summary>
@@ -11,6 +13,14 @@ namespace Compress.Core.Passes.Pruning;
 /// </summary>
 public static class SparsityBudget
 {
+    /// <summary>Keep-masks by the step's scope: per layer, or one global threshold capped at its <c>maxLayerSparsity</c>.</summary>
+    public static List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity, PruneStep step) =>
+        step.Scope == "layer" ? scores.Select(s => Layer(s, sparsity)).ToList() : Global(scores, sparsity, step.MaxLayerSparsity);
+
+    /// <summary>The weights with everything outside their masks set to +0.0.</summary>
+    public static List<Tensor> Apply(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) =>
+        weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList();
+
     public static Tensor Layer(Tensor scores, double sparsity)
     {
         var k = (long)Math.Round(sparsity * scores.numel());

@@ -35,4 +35,22 @@ public readonly record struct IntegerGrid(int Bits, bool Symmetric, bool NarrowR
     public Tensor Codes(Tensor x, Tensor scales, Tensor zeros) => ((x / scales).round() + zeros).clamp(Lowest, Levels);
 
     public static Tensor Dequantize(Tensor codes, Tensor scales, Tensor zeros) => (codes - zeros) * scales;
+
+    /// <summary>[rows, cols] as [rows, ⌈cols/size⌉, size], the last block zero-padded: the block layout of MatMulNBits.</summary>
+    public static Tensor Blocks(Tensor matrix, long size)
+    {
+        var columns = matrix.shape[1];
+        var blocks = (columns + size - 1) / size;
+        return nn.functional.pad(matrix, [0, blocks * size - columns]).reshape(matrix.shape[0], blocks, size);
+    }
+
+    /// <summary>The inverse of <see cref="Blocks"/>: [rows, blocks, size] back to [rows, <paramref name="columns"/>].</summary>
+    public static Tensor Unblocks(Tensor blocks, long columns) => blocks.reshape(blocks.shape[0], -1).narrow(1, 0, columns);
+
+    /// <summary>Two 4-bit codes per byte along the last axis, the first in the low nibble (an even count).</summary>
+    public static Tensor PackNibbles(Tensor codes)
+    {
+        var pairs = codes.to_type(ScalarType.Byte).reshape([.. codes.shape[..^1], codes.shape[^1] / 2, 2]);
+        return (pairs.select(-1, 0) + pairs.select(-1, 1) * 16).to_type(ScalarType.Byte); // codes < 16: no carry
+    }
 }

@@ -39,14 +39,14 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var nk = use.OutputAxis == 0 ? w : w.t().contiguous(); // [N, K]
             long n = nk.shape[0], k = nk.shape[1];
             var blocks = (k + step.BlockSize - 1) / step.BlockSize;
-            var padded = nn.functional.pad(nk, [0, blocks * step.BlockSize - k]).reshape(n, blocks, step.BlockSize);
+            var padded = IntegerGrid.Blocks(nk, step.BlockSize);
             var grid = new IntegerGrid(bits, step.Symmetric);
             Tensor codes, scales, zeroPoints;
             if (step.Method == "gptq")
             {
                 (codes, scales, zeroPoints) = Gptq.Quantize(context, use, nk, grid, step);
                 var inside = arange(blocks * step.BlockSize).lt(k).reshape(1, blocks, step.BlockSize);
-                codes = where(inside, nn.functional.pad(codes, [0, blocks * step.BlockSize - k]).reshape(n, blocks, step.BlockSize), zeroPoints.expand(n, blocks, step.BlockSize));
+                codes = where(inside, IntegerGrid.Blocks(codes, step.BlockSize), zeroPoints.expand(n, blocks, step.BlockSize));
             }
             else
             {
@@ -59,10 +59,10 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
             record.Bits = bits;
             record.Format = $"{step.Weights} MatMulNBits block {step.BlockSize}" + (step.Symmetric ? "" : " asymmetric") + (step.Method == "gptq" ? " (GPTQ)" : "");
-            record.RelativeError += WeightQuantization.RelativeError(nk, dequantized.reshape(n, -1).narrow(1, 0, k));
+            record.RelativeError += WeightQuantization.RelativeError(nk, IntegerGrid.Unblocks(dequantized, k));
 
             var baseName = use.Weight.Name;
-            var packed = bits == 4 ? PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
+            var packed = bits == 4 ? IntegerGrid.PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
             var bName = graph.AddInitializer(packed.contiguous().ToOnnx(graph.UniqueName(baseName + "_nbits"))).Name;
             record.StoredAs = bName;
             var sName = graph.AddInitializer(scales.reshape(n * blocks).ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
@@ -70,7 +70,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             if (!step.Symmetric)
             {
                 var zp = zeroPoints.reshape(n, blocks).to_type(ScalarType.Byte);
-                var zpPacked = bits == 4 ? PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
+                var zpPacked = bits == 4 ? IntegerGrid.PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
                 inputs.Add(graph.AddInitializer(zpPacked.reshape(-1).contiguous().ToOnnx(graph.UniqueName(baseName + "_zero_points"))).Name);
             }
 
@@ -96,12 +96,5 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 
         context.Model.RequireOpset("com.microsoft", 1);
         context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes");
-    }
-
-    /// <summary>Two 4-bit codes per byte along the last axis, the first in the low nibble.</summary>
-    private static Tensor PackNibbles(Tensor codes)
-    {
-        var pairs = codes.reshape([.. codes.shape[..^1], codes.shape[^1] / 2, 2]);
-        return (pairs.select(-1, 0) + pairs.select(-1, 1) * 16).to_type(ScalarType.Byte); // codes < 16: no carry
     }
 }

@@ -35,17 +35,16 @@ public static class Gptq
         var rows = matrix.shape[0];
         var rowScales = (scales.numel() == 1 ? scales.expand(rows) : scales).reshape(rows, 1).to_type(ScalarType.Float32);
         var grid = new IntegerGrid(8, Symmetric: true, NarrowRange: true);
-        var perGroup = rows / hessian.shape[0];
-        var codes = cat(Enumerable.Range(0, (int)hessian.shape[0]).Select(g =>
+        var codes = LayerObs.PerGroup(matrix, hessian, (groupRows, h, first) =>
         {
-            var slice = rowScales.narrow(0, g * perGroup, perGroup);
+            var slice = rowScales.narrow(0, first, groupRows.shape[0]);
             var options = new ObsOptions
             {
                 Grid = grid, GroupSize = (int)matrix.shape[1], ActOrder = step.ActOrder, Damping = step.Damping,
                 FixedGrid = (slice, full_like(slice, 128)),
             };
-            return LayerObs.Run(matrix.narrow(0, g * perGroup, perGroup), hessian[g], options).Codes!.Codes;
-        }).ToList(), 0);
+            return LayerObs.Run(groupRows, h, options).Codes!.Codes;
+        });
         return LayerMatrix.FromMatrix(codes - 128, use).to_type(ScalarType.Int8);
     }
 }

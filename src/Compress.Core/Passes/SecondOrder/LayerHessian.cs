@@ -1,5 +1,6 @@
 using System.Runtime.InteropServices;
 using Compress.Core.Evaluation;
+using Compress.Core.Execution;
 using Compress.Core.Onnx;
 using Microsoft.ML.OnnxRuntime;
 using TorchSharp;
@@ -82,32 +83,24 @@ public static class LayerMatrix
         use.OutputAxis == 0 ? matrix.reshape(use.Weight.Dims.ToArray()).contiguous() : matrix.t().contiguous();
 }
 
-/// <summary>A 1-D or 2-D Conv's im2col: kernel, strides, dilations, pads (auto_pad resolved) and groups.</summary>
+/// <summary>A 1-D or 2-D Conv's im2col, its window geometry read by <see cref="ConvWindow"/> as the executor reads it.</summary>
 internal sealed class ConvGeometry
 {
-    private ConvGeometry(long[] kernel, long[] strides, long[] dilations, Onnx.Proto.NodeProto node, long groups)
+    private readonly long[] _kernel;
+    private readonly Onnx.Proto.NodeProto _node;
+
+    private ConvGeometry(long[] kernel, Onnx.Proto.NodeProto node)
     {
-        Kernel = kernel;
-        Strides = strides;
-        Dilations = dilations;
-        Node = node;
-        Groups = groups;
+        _kernel = kernel;
+        _node = node;
+        Groups = node.Int("group", 1);
     }
-
-    public long[] Kernel { get; }
-
-    public long[] Strides { get; }
-
-    public long[] Dilations { get; }
-
-    public Onnx.Proto.NodeProto Node { get; }
 
     public long Groups { get; }
 
     public static ConvGeometry? Of(WeightUse use)
     {
-        var node = use.Node;
-        if (node.OpType != "Conv")
+        if (use.Node.OpType != "Conv")
         {
             return null;
         }
@@ -118,52 +111,20 @@ internal sealed class ConvGeometry
             throw new NotSupportedException($"'{use.NodeName}' is a {spatial}-D convolution; the layer-wise methods take 1-D and 2-D Conv");
         }
 
-        var kernel = use.Weight.Dims.Skip(2).ToArray();
-        return new ConvGeometry(kernel, node.Ints("strides") ?? Ones(spatial), node.Ints("dilations") ?? Ones(spatial), node, node.Int("group", 1));
+        return new ConvGeometry(use.Weight.Dims.Skip(2).ToArray(), use.Node);
     }
 
     /// <summary>[groups, N·L, C/groups·kh·kw] patches of an input [N, C, (H,) W].</summary>
     public Tensor Im2Col(Tensor x)
     {
-        if (Kernel.Length == 1)
-        {
-            x = x.unsqueeze(2);
-        }
-
-        var kernel = Kernel.Length == 1 ? new[] { 1L, Kernel[0] } : Kernel;
-        var strides = Strides.Length == 1 ? new[] { 1L, Strides[0] } : Strides;
-        var dilations = Dilations.Length == 1 ? new[] { 1L, Dilations[0] } : Dilations;
-        var pads = Pads(x, kernel, strides, dilations);
-        x = nn.functional.pad(x, [pads[1], pads[3], pads[0], pads[2]]);
-        var patches = nn.functional.unfold(x, (kernel[0], kernel[1]), (dilations[0], dilations[1]), (0, 0), (strides[0], strides[1])); // [N, C·k, L]
-        var n = x.shape[0];
+        var (view, spatial) = ConvWindow.As2D(x);
+        var kernel = ConvWindow.Pair(_kernel, spatial);
+        var strides = ConvWindow.Pair(_node.Ints("strides"), spatial);
+        var dilations = ConvWindow.Pair(_node.Ints("dilations"), spatial);
+        view = ConvWindow.PadInput(_node, view, kernel, strides, dilations, spatial, 0);
+        var patches = nn.functional.unfold(view, (kernel[0], kernel[1]), (dilations[0], dilations[1]), (0, 0), (strides[0], strides[1])); // [N, C·k, L]
+        var n = view.shape[0];
         var perGroup = patches.shape[1] / Groups;
         return patches.reshape(n, Groups, perGroup, -1).permute(1, 0, 3, 2).reshape(Groups, -1, perGroup);
     }
-
-    /// <summary>Begin/end pads as [top, left, bottom, right], from pads or auto_pad.</summary>
-    private long[] Pads(Tensor x, long[] kernel, long[] strides, long[] dilations)
-    {
-        var autoPad = Node.String("auto_pad", "NOTSET");
-        if (autoPad is "SAME_UPPER" or "SAME_LOWER")
-        {
-            var result = new long[4];
-            for (var i = 0; i < 2; i++)
-            {
-                var size = x.shape[2 + i];
-                var output = (size + strides[i] - 1) / strides[i];
-                var total = Math.Max(0, (output - 1) * strides[i] + (kernel[i] - 1) * dilations[i] + 1 - size);
-                var small = total / 2;
-                result[i] = autoPad == "SAME_UPPER" ? small : total - small;
-                result[i + 2] = total - result[i];
-            }
-
-            return result;
-        }
-
-        var pads = autoPad == "VALID" ? null : Node.Ints("pads");
-        return pads is null ? new long[4] : pads.Length == 2 ? [0, pads[0], 0, pads[1]] : pads;
-    }
-
-    private static long[] Ones(int count) => Enumerable.Repeat(1L, count).ToArray();
 }

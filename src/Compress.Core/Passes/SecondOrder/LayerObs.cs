@@ -43,6 +43,17 @@ public sealed record GridCodes(Tensor Codes, Tensor Scales, Tensor Zeros);
 /// </summary>
 public static class LayerObs
 {
+    /// <summary>
+    /// Runs <paramref name="run"/> on each group's rows with that group's Hessian (Conv groups: one [cols, cols] per
+    /// group; a single group otherwise) and stacks the results back by rows. <paramref name="run"/> gets the rows,
+    /// the Hessian and the index of the group's first row.
+    /// </summary>
+    public static Tensor PerGroup(Tensor matrix, Tensor hessians, Func<Tensor, Tensor, long, Tensor> run)
+    {
+        var rows = matrix.shape[0] / hessians.shape[0];
+        return cat(Enumerable.Range(0, (int)hessians.shape[0]).Select(g => run(matrix.narrow(0, g * rows, rows), hessians[g], g * rows)).ToList(), 0);
+    }
+
     /// <param name="weight">[rows, cols] float32 (rows = output channels).</param>
     /// <param name="hessian">[cols, cols] float64, 2XXᵀ over the calibration rows.</param>
     public static (Tensor Weight, GridCodes? Codes) Run(Tensor weight, Tensor hessian, ObsOptions options)
@@ -72,7 +83,7 @@ public static class LayerObs
         else if (grid is { } g && options.ActOrder)
         {
             // Grids fitted up front on contiguous groups, so the stored layout stays MatMulNBits' blocks.
-            (staticScales, staticZeros) = g.Fit(nn.functional.pad(w, [0, groups * options.GroupSize - cols]).reshape(rows, groups, options.GroupSize), 2);
+            (staticScales, staticZeros) = g.Fit(IntegerGrid.Blocks(w, options.GroupSize), 2);
             scales!.copy_(staticScales.squeeze(2));
             zeroPoints!.copy_(staticZeros.squeeze(2));
         }

@@ -28,10 +28,8 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
             context.Progress($"obs: {use.NodeName} ({i + 1}/{uses.Count}), target {targets[i]:P1}");
             var hessian = LayerHessian.Compute(context, use);
             var matrix = LayerMatrix.ToMatrix(weight, use);
-            var rowsPerGroup = matrix.shape[0] / hessian.shape[0];
             var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : targets[i], N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
-            var pruned = cat(Enumerable.Range(0, (int)hessian.shape[0])
-                .Select(g => LayerObs.Run(matrix.narrow(0, g * rowsPerGroup, rowsPerGroup), hessian[g], options).Weight).ToList(), 0);
+            var pruned = LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options).Weight);
             Write(context, [use], [weight], [LayerMatrix.FromMatrix(pruned, use)]);
         }
     }
