@@ -55,12 +55,14 @@ run_tests() {
   return "$status"
 }
 
-# The sample takes Compress.Build from a local feed, as a user would from nuget.org: pack it, drop any copy of the
-# same version from the NuGet cache (so the fresh pack is used), make the data files, then build and run the app.
+# The sample takes Compress.Build from a local feed, as a user would from nuget.org: pack it (with the other
+# packages: Compress.Runtime, Compress.Runtime.TorchSharp, and the compress CLI as the .NET tool Compress.Cli), drop
+# any copy of the same version from the NuGet cache (so the fresh pack is used), make the data files, then build and
+# run the app. artifacts/packages is then a feed for `dotnet tool install -g Compress.Cli --add-source artifacts/packages`.
 sample() {
   need_apt dataset-fashion-mnist
   local version; version=$(sed -n 's:.*<Version>\(.*\)</Version>.*:\1:p' Directory.Build.props)
-  for project in src/Compress.Build src/Compress.Runtime src/Compress.Runtime.TorchSharp; do
+  for project in src/Compress.Build src/Compress.Runtime src/Compress.Runtime.TorchSharp src/Compress.Cli; do
     dotnet pack "$project" -c Release -o artifacts/packages --nologo -v quiet -p:PackageVersion="$version"
   done
   local packages="${NUGET_PACKAGES:-$HOME/.nuget/packages}"

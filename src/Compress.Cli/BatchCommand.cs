@@ -9,7 +9,9 @@ namespace Compress.Cli;
 /// <summary>
 /// <c>compress batch &lt;jobs.json&gt;</c>: several <c>run</c>s in one process (ONNX Runtime and libtorch load once), as
 /// the MSBuild task asks for all out-of-date models of a project. A failed job prints its diagnostics and writes
-/// nothing; the others go on. Exit code 1 when any job failed. The jobs file is documented in docs/cli/batch.md.
+/// nothing; the others go on, also after an unexpected exception (CMP0099 at the job's model), so one bug in one
+/// model's path does not leave the project's other models uncompressed. Exit code 1 when any job failed. The jobs
+/// file is documented in docs/cli/batch.md.
 /// </summary>
 internal static class BatchCommand
 {
@@ -33,6 +35,11 @@ internal static class BatchCommand
                 catch (CompressException e)
                 {
                     stderr.WriteLine(e.Diagnostic);
+                    failed++;
+                }
+                catch (Exception e) when (CompressCommand.IsInternalError(e))
+                {
+                    stderr.WriteLine(CompressCommand.InternalError(e, job.Model));
                     failed++;
                 }
             }

@@ -39,11 +39,18 @@ public static class CompressCommand
             stderr.WriteLine(e.Diagnostic);
             return 1;
         }
-        catch (Exception e) when (e is not OutOfMemoryException)
+        catch (Exception e) when (IsInternalError(e))
         {
-            stderr.WriteLine(new CompressDiagnostic(DiagnosticCodes.InternalError, DiagnosticSeverity.Error,
-                $"internal error ({e.GetType().Name}): {e.Message}. Please report this with the command line used."));
+            stderr.WriteLine(InternalError(e));
             return 1;
         }
     }
+
+    /// <summary>An exception that is a bug to report rather than a user error; out-of-memory is left to end the process.</summary>
+    internal static bool IsInternalError(Exception e) => e is not CompressException and not OutOfMemoryException;
+
+    /// <summary>CMP0099 for an unexpected exception, located at <paramref name="file"/> (a batch job's model) when given.</summary>
+    internal static CompressDiagnostic InternalError(Exception e, string? file = null) =>
+        new(DiagnosticCodes.InternalError, DiagnosticSeverity.Error,
+            $"internal error ({e.GetType().Name}): {e.Message.TrimEnd('.')}. Please report this with the command line used.", file);
 }

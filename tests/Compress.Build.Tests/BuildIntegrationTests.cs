@@ -65,22 +65,27 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.False(second.Compressed, second.Output);
         Assert.True(second.UpToDate, second.Output);
 
-        Touch(Path.Combine(project, "Program.cs"));
+        Touch(project, Path.Combine(project, "Program.cs"));
         var afterCode = Build(project);
         Assert.False(afterCode.Compressed, "an unrelated .cs change recompressed");
         Assert.Contains("App -> ", afterCode.Output, StringComparison.Ordinal);
 
-        Touch(spec);
-        Assert.True(Build(project).Compressed, "touching the spec did not recompress");
+        Touch(project, spec);
+        var afterSpec = Build(project);
+        Assert.True(afterSpec.Compressed, "touching the spec did not recompress");
+        Assert.Contains("classifier.compress.json changed", afterSpec.Output, StringComparison.Ordinal);
 
-        Touch(Path.Combine(package.Data, "test.npz"));
+        Touch(project, Path.Combine(package.Data, "test.npz"));
         var afterData = Build(project);
         Assert.True(afterData.Compressed, "touching the evaluation data did not recompress");
         Assert.Contains("test.npz changed", afterData.Output, StringComparison.Ordinal);
 
-        Touch(Path.Combine(project, "Models", "classifier.onnx"));
-        Assert.True(Build(project).Compressed, "touching the model did not recompress");
-        Assert.False(Build(project).Compressed);
+        Touch(project, Path.Combine(project, "Models", "classifier.onnx"));
+        var afterModel = Build(project);
+        Assert.True(afterModel.Compressed, "touching the model did not recompress");
+        Assert.Contains("classifier.onnx changed", afterModel.Output, StringComparison.Ordinal);
+        var last = Build(project);
+        Assert.False(last.Compressed, last.Output);
     }
 
     [Fact]
@@ -406,6 +411,26 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
 
     private static string Sha(string path) => Convert.ToHexString(SHA256.HashData(File.ReadAllBytes(path)));
 
-    /// <summary>A later write time than anything built so far (file systems with coarse timestamps included).</summary>
-    private static void Touch(string path) => File.SetLastWriteTimeUtc(path, DateTime.UtcNow.AddSeconds(2));
+    /// <summary>
+    /// Makes <paramref name="changed"/> the one input newer than what <paramref name="project"/>'s builds wrote, by
+    /// setting every write time involved rather than trusting the clock: the project's sources, the data files and
+    /// the package's tool assemblies (inputs of the up-to-date check too) go 30 s back, everything under obj/ and bin/
+    /// 20 s back, <paramref name="changed"/> 10 s back. Nothing is set in the future (a future input would still be
+    /// newer than the outputs the next build writes), so that build leaves every output newer than every input again.
+    /// 10 s steps hold on file systems with coarse timestamps too.
+    /// </summary>
+    private void Touch(string project, string changed)
+    {
+        var inputs = DateTime.UtcNow.AddSeconds(-30);
+        var tools = Path.Combine(PackageFixture.PackagesFolder, "compress.build", package.Version.ToLowerInvariant(), "tools");
+        var data = Directory.EnumerateFiles(package.Data);
+        foreach (var file in Directory.EnumerateFiles(project, "*", SearchOption.AllDirectories).Concat(data).Concat(Directory.EnumerateFiles(tools, "*", SearchOption.AllDirectories)))
+        {
+            var relative = Path.GetRelativePath(project, file).Replace('\\', '/');
+            var built = relative.StartsWith("obj/", StringComparison.Ordinal) || relative.StartsWith("bin/", StringComparison.Ordinal);
+            File.SetLastWriteTimeUtc(file, built ? inputs.AddSeconds(10) : inputs);
+        }
+
+        File.SetLastWriteTimeUtc(changed, inputs.AddSeconds(20));
+    }
 }

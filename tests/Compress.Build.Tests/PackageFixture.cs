@@ -8,22 +8,25 @@ namespace Compress.Build.Tests;
 /// <summary>
 /// Packs Compress.Build once, with a version no other run uses, into a temporary feed; makes consumer projects
 /// that reference it; runs dotnet on them. The version's folder is removed from the NuGet cache afterwards.
+/// The compress CLI's tool package (Compress.Cli, some 450 MB with every platform's libtorch) is packed into the
+/// same feed only when a test asks for it (<see cref="PackTool"/>), so the other tests do not wait for it.
 /// </summary>
 public sealed class PackageFixture : IDisposable
 {
+    private readonly Lazy<string?> _toolPackError;
+
     public PackageFixture()
     {
+        _toolPackError = new(() => Pack("Compress.Cli"), LazyThreadSafetyMode.ExecutionAndPublication);
         Root = Path.Combine(Path.GetTempPath(), "compress-build-e2e", Guid.NewGuid().ToString("N")[..12]);
         Feed = Path.Combine(Root, "feed");
         Directory.CreateDirectory(Feed);
         Version = string.Create(CultureInfo.InvariantCulture, $"0.1.0-e2e.{DateTime.UtcNow:yyyyMMddHHmmss}.{Environment.ProcessId}");
         foreach (var project in new[] { "Compress.Build", "Compress.Runtime", "Compress.Runtime.TorchSharp" })
         {
-            var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", project, project + ".csproj"),
-                "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");
-            if (pack.ExitCode != 0)
+            if (Pack(project) is { } error)
             {
-                throw new InvalidOperationException($"packing {project} failed:\n" + pack.Output);
+                throw new InvalidOperationException(error);
             }
         }
 
@@ -104,11 +107,23 @@ public sealed class PackageFixture : IDisposable
         }
         """;
 
+    /// <summary>Packs the Compress.Cli tool package into <see cref="Feed"/> (with <see cref="Version"/>) once; throws when packing fails.</summary>
+    public void PackTool()
+    {
+        if (_toolPackError.Value is { } error)
+        {
+            throw new InvalidOperationException(error);
+        }
+    }
+
     public static string Quote(string path) => "\"" + path.Replace("\\", "\\\\", StringComparison.Ordinal) + "\"";
 
-    public static DotnetResult Dotnet(string workingDirectory, params string[] args)
+    public static DotnetResult Dotnet(string workingDirectory, params string[] args) => Execute("dotnet", workingDirectory, null, args);
+
+    /// <summary>Runs <paramref name="program"/> (dotnet, or a tool it installed) with <paramref name="environment"/> added to the test host's, less its MSBuild and test-host variables.</summary>
+    public static DotnetResult Execute(string program, string workingDirectory, IReadOnlyDictionary<string, string>? environment, params string[] args)
     {
-        var start = new ProcessStartInfo("dotnet") { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
+        var start = new ProcessStartInfo(program) { WorkingDirectory = workingDirectory, RedirectStandardOutput = true, RedirectStandardError = true };
         foreach (var arg in args)
         {
             start.ArgumentList.Add(arg);
@@ -123,6 +138,11 @@ public sealed class PackageFixture : IDisposable
         start.Environment["MSBUILDDISABLENODEREUSE"] = "1";
         start.Environment["DOTNET_CLI_TELEMETRY_OPTOUT"] = "1";
         start.Environment["DOTNET_NOLOGO"] = "1";
+        foreach (var (key, value) in environment ?? new Dictionary<string, string>())
+        {
+            start.Environment[key] = value;
+        }
+
         using var process = Process.Start(start)!;
         var output = new StringBuilder();
         process.OutputDataReceived += (_, e) => { if (e.Data is not null) { lock (output) { output.AppendLine(e.Data); } } };
@@ -132,7 +152,7 @@ public sealed class PackageFixture : IDisposable
         if (!process.WaitForExit(TimeSpan.FromMinutes(5)))
         {
             process.Kill(entireProcessTree: true);
-            throw new TimeoutException($"dotnet {string.Join(' ', args)} ran over 5 minutes:\n{output}");
+            throw new TimeoutException($"{program} {string.Join(' ', args)} ran over 5 minutes:\n{output}");
         }
 
         process.WaitForExit();
@@ -143,7 +163,7 @@ public sealed class PackageFixture : IDisposable
     {
         try
         {
-            foreach (var id in new[] { "compress.build", "compress.runtime" })
+            foreach (var id in new[] { "compress.build", "compress.runtime", "compress.runtime.torchsharp", "compress.cli" })
             {
                 var folder = Path.Combine(PackagesFolder, id, Version.ToLowerInvariant());
                 if (Directory.Exists(folder))
@@ -157,6 +177,14 @@ public sealed class PackageFixture : IDisposable
         catch (IOException)
         {
         }
+    }
+
+    /// <summary>Packs src/<paramref name="project"/> into the feed; null, or why it failed.</summary>
+    private string? Pack(string project)
+    {
+        var pack = Dotnet(RepoRoot, "pack", Path.Combine(RepoRoot, "src", project, project + ".csproj"),
+            "-c", "Release", "-o", Feed, $"-p:PackageVersion={Version}", "--nologo");
+        return pack.ExitCode == 0 ? null : $"packing {project} failed:\n" + pack.Output;
     }
 }
 
