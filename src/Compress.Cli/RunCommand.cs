@@ -45,6 +45,11 @@ internal static class RunCommand
             ModelFormats.TorchScript => Core.StateDicts.TorchScriptCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
             _ => CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency),
         };
+        foreach (var warning in result.Warnings ?? [])
+        {
+            progress.Warn(warning);
+        }
+
         foreach (var report in reports)
         {
             ReportWriter.Write(result, report);
@@ -72,7 +77,16 @@ internal static class RunCommand
                 parts.Add(string.Create(c, $"accuracy {a:0.0000} -> {b:0.0000}"));
             }
 
-            parts.Add(string.Create(c, $"agreement {m.Agreement:0.0000}"));
+            if (m.Agreement is { } agreement)
+            {
+                parts.Add(string.Create(c, $"agreement {agreement:0.0000}"));
+            }
+
+            if (m.MeanCosine is { } cosine && m.Agreement is null)
+            {
+                parts.Add(string.Create(c, $"cosine {cosine:0.0000} (1st percentile {m.P1Cosine:0.0000})"));
+            }
+
             parts.Add(string.Create(c, $"SQNR {m.SqnrDb:0.0} dB"));
         }
 
@@ -91,4 +105,7 @@ internal sealed class ProgressLog(TextWriter writer)
     private readonly System.Diagnostics.Stopwatch _watch = System.Diagnostics.Stopwatch.StartNew();
 
     public void Report(string message) => writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"compress: [{_watch.Elapsed.TotalSeconds,6:0.0}s] {message}"));
+
+    /// <summary>A warning in the canonical form, which the MSBuild task turns into a build warning.</summary>
+    public void Warn(Core.Diagnostics.CompressDiagnostic warning) => writer.WriteLine(warning.ToString());
 }

@@ -34,10 +34,10 @@ internal static class AutoSparsity
             step.Sparsity = sparsity;
             progress($"sparsity search round {round}: {sparsity:P1} (feasible up to {lo:P1}, infeasible from {hi:P1})");
             var (model, context) = compress();
-            var metrics = ModelComparison.Compare(original, model, data);
-            var feasible = CompressionPipeline.Evaluate(spec.Constraints, metrics).All(r => r.Met);
-            points.Add(new SearchPoint(sparsity, metrics.CompressedAccuracy, metrics.Agreement, feasible));
-            progress($"  accuracy {metrics.CompressedAccuracy?.ToString("P2") ?? "n/a"}, agreement {metrics.Agreement:P2}: constraints {(feasible ? "met" : "not met")}");
+            var metrics = CompressionPipeline.Compare(original, model, data, spec);
+            var feasible = Fidelity.FidelityGate.Evaluate(spec, metrics).All(r => r.Met);
+            points.Add(new SearchPoint(sparsity, metrics.CompressedAccuracy, metrics.Agreement, metrics.MeanCosine, feasible));
+            progress($"  {Fidelity.FidelityGate.Describe(metrics.Primary)}: constraints {(feasible ? "met" : "not met")}");
             if (feasible)
             {
                 lo = sparsity;
@@ -52,7 +52,7 @@ internal static class AutoSparsity
         if (best is not { } chosen)
         {
             throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
-                $"'sparsity': 'auto' found no sparsity meeting the constraints: {string.Join(", ", points.Select(p => $"{p.Sparsity:P1} → {(p.Accuracy is { } a ? $"accuracy {a:P2}" : $"agreement {p.Agreement:P2}")}"))}. No output was written.",
+                $"'sparsity': 'auto' found no sparsity meeting the constraints: {string.Join(", ", points.Select(p => $"{p.Sparsity:P1} → {(p.Accuracy is { } a ? $"accuracy {a:P2}" : p.Agreement is { } g ? $"agreement {g:P2}" : $"cosine {p.Cosine:0.####}")}"))}. No output was written.",
                 outputPath);
         }
 

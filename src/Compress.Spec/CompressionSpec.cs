@@ -32,8 +32,14 @@ namespace Compress.Spec
         /// <summary>Name of the labels array in the file (evaluation only).</summary>
         public string? Labels { get; set; }
 
-        /// <summary><c>accuracy</c> (needs labels) or <c>agreement</c> (top-1 agreement with the original model).</summary>
-        public string Metric { get; set; } = "accuracy";
+        /// <summary>
+        /// Evaluation only: <c>accuracy</c> (needs labels), <c>agreement</c> (top-1 agreement with the original model),
+        /// <c>cosine</c> or <c>sqnr</c> — how the judged output is measured; null to go by the output's kind.
+        /// </summary>
+        public string? Metric { get; set; }
+
+        /// <summary>Evaluation only: the model output that constraints, the default floor and <c>"sparsity": "auto"</c> judge; null for the first.</summary>
+        public string? Output { get; set; }
 
         public int Line { get; set; }
 
@@ -147,6 +153,9 @@ namespace Compress.Spec
 
         /// <summary>Smallest allowed top-1 agreement with the original model, as a fraction.</summary>
         public double? MinAgreement { get; set; }
+
+        /// <summary>Smallest allowed mean per-sample cosine similarity of the judged output with the original's.</summary>
+        public double? MinCosine { get; set; }
 
         /// <summary>Smallest allowed output signal-to-quantization-noise ratio, in dB.</summary>
         public double? MinSqnrDb { get; set; }

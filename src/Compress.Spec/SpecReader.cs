@@ -17,11 +17,11 @@ namespace Compress.Spec
         {
             ["spec"] = new[] { "$schema", "data", "steps", "constraints", "target" },
             ["data"] = new[] { "calibration", "evaluation" },
-            ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric" },
+            ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric", "output" },
             ["step"] = new[] { "prune", "quantize" },
             ["prune"] = new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "blockSize", "damping", "steps", "include", "exclude", "opTypes" },
             ["quantize"] = new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "blockSize", "symmetric", "actOrder", "damping", "include", "exclude", "opTypes" },
-            ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minSqnrDb" },
+            ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minCosine", "minSqnrDb" },
             ["target"] = new[] { "runtime", "executionProvider" },
         };
 
@@ -34,7 +34,7 @@ namespace Compress.Spec
             ["quantize.activations"] = new[] { "int8", "uint8", "dynamic", "none" },
             ["quantize.granularity"] = new[] { "channel", "tensor" },
             ["quantize.calibration"] = new[] { "minmax", "percentile", "entropy", "mse" },
-            ["data.metric"] = new[] { "accuracy", "agreement" },
+            ["data.metric"] = new[] { "accuracy", "agreement", "cosine", "sqnr" },
             ["target.runtime"] = new[] { "onnxruntime" },
             ["target.executionProvider"] = new[] { "cpu" },
         };
@@ -115,6 +115,7 @@ namespace Compress.Spec
                     {
                         MaxAccuracyDrop = OptionalNumber(constraints, "maxAccuracyDrop", 0, 1),
                         MinAgreement = OptionalNumber(constraints, "minAgreement", 0, 1),
+                        MinCosine = OptionalNumber(constraints, "minCosine", -1, 1),
                         MinSqnrDb = OptionalNumber(constraints, "minSqnrDb", -100, 200),
                     };
                     if (spec.Constraints.MaxAccuracyDrop != null && spec.Evaluation?.Labels == null)
@@ -159,10 +160,11 @@ namespace Compress.Spec
                     throw new SpecException(SpecCodes.Inconsistent, "only one prune step can have 'sparsity': 'auto'", _file, auto[1].Line, auto[1].Column);
                 }
 
-                if (auto.Count == 1 && spec.Constraints.MaxAccuracyDrop == null && spec.Constraints.MinAgreement == null)
+                var limits = spec.Constraints;
+                if (auto.Count == 1 && limits.MaxAccuracyDrop == null && limits.MinAgreement == null && limits.MinCosine == null && limits.MinSqnrDb == null)
                 {
                     throw new SpecException(SpecCodes.Inconsistent,
-                        "'sparsity': 'auto' searches the highest sparsity meeting a constraint: set constraints.maxAccuracyDrop or constraints.minAgreement", _file, auto[0].Line, auto[0].Column);
+                        "'sparsity': 'auto' searches the highest sparsity meeting a constraint: set constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb", _file, auto[0].Line, auto[0].Column);
                 }
 
                 if (auto.Count == 1 && spec.Evaluation == null && spec.Calibration == null)
@@ -194,8 +196,8 @@ namespace Compress.Spec
                     Line = node.Line,
                     Column = node.Column,
                 };
-                var metric = Choice(node, "metric", "data.metric");
-                source.Metric = metric ?? (source.Labels != null ? "accuracy" : "agreement");
+                source.Metric = Choice(node, "metric", "data.metric");
+                source.Output = node["output"] is JsonNode output ? String(output, "'output'") : null;
                 if (source.Metric == "accuracy" && source.Labels == null)
                 {
                     throw Error(SpecCodes.Inconsistent, node["metric"]!, "metric 'accuracy' needs 'labels': the name of the labels array in the data file");
@@ -204,6 +206,11 @@ namespace Compress.Spec
                 if (role == "calibration" && node["metric"] != null)
                 {
                     throw Error(SpecCodes.Inconsistent, node["metric"]!, "calibration data takes no metric; it belongs to data.evaluation (calibration 'labels' are used by the gradient methods' loss)");
+                }
+
+                if (role == "calibration" && node["output"] != null)
+                {
+                    throw Error(SpecCodes.Inconsistent, node["output"]!, "calibration data takes no output; it belongs to data.evaluation (the output that constraints judge)");
                 }
 
                 return source;

@@ -9,19 +9,29 @@ namespace Compress.Core.Calibration;
 /// <summary>
 /// Samples for a model: one array per model input (matched by name; a single unnamed array is taken for a
 /// single-input model), the same number of rows in each, optionally labels. A seeded random subset when the
-/// spec asks for fewer samples than the file holds.
+/// spec asks for fewer samples than the file holds. Inputs that are not per sample — scalars (a sample rate) and
+/// arrays whose first dimension the model fixes to a value other than 1 (an RNN state <c>[2, N, H]</c>) — are
+/// <see cref="Constants"/>: fed whole with every sample, which are then run one at a time.
 /// </summary>
 public sealed class CalibrationSet
 {
-    private CalibrationSet(IReadOnlyDictionary<string, NpyArray> inputs, long[]? labels, int count, string source)
+    private CalibrationSet(IReadOnlyDictionary<string, NpyArray> inputs, IReadOnlyDictionary<string, NpyArray> constants, long[]? labels, int count, string source)
     {
         Inputs = inputs;
+        Constants = constants;
         Labels = labels;
         Count = count;
         Source = source;
     }
 
+    /// <summary>Per-sample inputs: rows of the first dimension are samples.</summary>
     public IReadOnlyDictionary<string, NpyArray> Inputs { get; }
+
+    /// <summary>Inputs fed whole with every sample (batch 1 then, since their batch axis is not the first).</summary>
+    public IReadOnlyDictionary<string, NpyArray> Constants { get; }
+
+    /// <summary>The largest batch these samples can be run in: 1 with constant inputs, else <paramref name="wanted"/>.</summary>
+    public int MaxBatch(int wanted) => Constants.Count > 0 ? 1 : wanted;
 
     public long[]? Labels { get; }
 
@@ -45,6 +55,7 @@ public sealed class CalibrationSet
         var modelInputs = graph.Input.Where(i => !initializers.Contains(i.Name)).ToList();
         var candidates = arrays.Where(a => a.Key != labelsName).ToDictionary(a => a.Key, a => a.Value);
         var inputs = new Dictionary<string, NpyArray>();
+        var constants = new Dictionary<string, NpyArray>();
         foreach (var input in modelInputs)
         {
             if (!candidates.TryGetValue(input.Name, out var array))
@@ -66,7 +77,20 @@ public sealed class CalibrationSet
             }
 
             CheckShape(input, array, Mismatch);
-            inputs[input.Name] = array;
+            var first = input.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d[0].DimValue : 0;
+            if (array.Shape.Length == 0 || (first > 1 && array.Shape[0] == first))
+            {
+                constants[input.Name] = array;
+            }
+            else
+            {
+                inputs[input.Name] = array;
+            }
+        }
+
+        if (inputs.Count == 0)
+        {
+            throw Mismatch($"no input takes samples along its first dimension (all of {string.Join(", ", constants.Keys)} are fixed)");
         }
 
         var rows = inputs.Values.Select(a => a.Shape.Length == 0 ? 1 : a.Shape[0]).Distinct().ToList();
@@ -108,7 +132,7 @@ public sealed class CalibrationSet
             count = wanted;
         }
 
-        return new CalibrationSet(inputs, labels, count, path);
+        return new CalibrationSet(inputs, constants, labels, count, path);
     }
 
     private static void CheckShape(ValueInfoProto input, NpyArray array, Func<string, CompressException> mismatch)

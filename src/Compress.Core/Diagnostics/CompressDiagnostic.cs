@@ -1,5 +1,8 @@
+using System.Text.Json.Serialization;
+
 namespace Compress.Core.Diagnostics;
 
+[JsonConverter(typeof(JsonStringEnumConverter<DiagnosticSeverity>))]
 public enum DiagnosticSeverity
 {
     Warning,
@@ -19,6 +22,8 @@ public sealed record CompressDiagnostic(
     int Line = 0,
     int Column = 0)
 {
+    public static CompressDiagnostic Warning(string code, string message, string? file = null) => new(code, DiagnosticSeverity.Warning, message, file);
+
     public override string ToString()
     {
         var severity = Severity == DiagnosticSeverity.Error ? "error" : "warning";

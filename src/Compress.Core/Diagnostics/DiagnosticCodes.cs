@@ -54,6 +54,15 @@ public static class DiagnosticCodes
     /// <summary>The output path is the input model itself, or otherwise unusable.</summary>
     public const string OutputInvalid = "CMP0032";
 
+    /// <summary>With no fidelity constraint in the spec, the judged output fell below the default floor (collapse); nothing is written.</summary>
+    public const string FidelityBelowFloor = "CMP0033";
+
+    /// <summary>Warning: fidelity between the default floor and "close", or another output below the floor.</summary>
+    public const string FidelityLow = "CMP0034";
+
+    /// <summary>The compressed artifact would be larger than its source; nothing is written.</summary>
+    public const string ArtifactLarger = "CMP0035";
+
     /// <summary>A gradient method needs the model executed in TorchSharp, and the executor lacks one of its operators.</summary>
     public const string OperatorNotExecutable = "CMP0040";
 

@@ -1,94 +1,103 @@
+using System.Text.Json.Serialization;
 using Compress.Core.Calibration;
+using Compress.Core.Data;
+using Compress.Core.Fidelity;
 using Compress.Core.Onnx;
 using Microsoft.ML.OnnxRuntime;
+using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Compress.Core.Evaluation;
 
-/// <summary>How close a compressed model stays to its original on the same samples (first output).</summary>
-public sealed record ComparisonMetrics(
-    int Samples,
-    double? OriginalAccuracy,
-    double? CompressedAccuracy,
-    double Agreement,
-    long AgreementPredictions,
-    double SqnrDb)
+/// <summary>
+/// How close a compressed model stays to its original on the same samples: every float output's fidelity by its
+/// kind, and the one output (<see cref="Output"/>, <c>data.evaluation.output</c> or the first) that constraints,
+/// the default floor and <c>"sparsity": "auto"</c> judge. The top-level figures are that output's.
+/// </summary>
+public sealed record ComparisonMetrics(int Samples, string Output, IReadOnlyList<OutputFidelity> Outputs)
 {
-    public double? AccuracyDrop => OriginalAccuracy - CompressedAccuracy;
+    [JsonIgnore]
+    public OutputFidelity Primary => Outputs.First(o => o.Name == Output);
+
+    public OutputKind Kind => Primary.Kind;
+
+    public double? OriginalAccuracy => Primary.OriginalAccuracy;
+
+    public double? CompressedAccuracy => Primary.CompressedAccuracy;
+
+    /// <summary>Top-1 agreement of the judged output; null for features (no class axis to agree on).</summary>
+    public double? Agreement => Primary.Agreement;
+
+    public long AgreementPredictions => Primary.Predictions;
+
+    public double SqnrDb => Primary.SqnrDb;
+
+    public double? MeanCosine => Primary.MeanCosine;
+
+    public double? P1Cosine => Primary.P1Cosine;
+
+    public double? AccuracyDrop => Primary.AccuracyDrop;
+}
+
+/// <summary>The data and choices of one comparison: which output is judged and which metric's kind it is measured as.</summary>
+public sealed record FidelityChoice(string? Output = null, string? Metric = null)
+{
+    public static FidelityChoice From(Compress.Spec.DataSource? evaluation) => new(evaluation?.Output, evaluation?.Metric);
 }
 
 public static class ModelComparison
 {
     /// <summary>
-    /// Runs both models over the data, batch by batch (nothing but the statistics is kept). Predictions are argmax
-    /// over the last axis of the first output: one per sample for [N, C] outputs, one per time step for [N, T, C]
-    /// (sequence models); agreement counts them all. SQNR = 10·log10(Σ y² / Σ (y − ŷ)²) over the first output.
+    /// Runs both models over the data, batch by batch (nothing but the statistics is kept), and measures every
+    /// float output. A model input whose name contains "mask" and whose data is <c>[N, T]</c> marks padding: those
+    /// positions of <c>[N, T, …]</c> outputs are left out.
     /// </summary>
-    public static ComparisonMetrics Compare(OnnxModel original, OnnxModel compressed, CalibrationSet data, int batchSize = 64)
+    public static ComparisonMetrics Compare(OnnxModel original, OnnxModel compressed, CalibrationSet data, FidelityChoice? choice = null, int batchSize = 64)
     {
+        choice ??= new FidelityChoice();
         using var a = new OrtModelRunner(original);
         using var b = new OrtModelRunner(compressed);
-        string[] first = [a.OutputNames[0]];
-        var batch = Math.Min(a.MaxBatch(batchSize), b.MaxBatch(batchSize));
-        var accumulator = new ComparisonAccumulator(data.Labels);
+        var names = a.OutputNames.Where(n => a.OutputElementType(n) == "float").ToArray();
+        var judged = choice.Output ?? names.FirstOrDefault()
+            ?? throw new InvalidOperationException("the model has no float32 output to compare");
+        if (!names.Contains(judged))
+        {
+            throw new ArgumentException($"'{judged}' is not a float32 output of the model (outputs: {string.Join(", ", a.OutputNames)})", nameof(choice));
+        }
+
+        var mask = AttentionMask(data);
+        var comparisons = names.Select(n => new OutputComparison(n, data.Labels, n == judged ? FidelityMetrics.KindFor(choice.Metric) : null)).ToArray();
+        var batch = Math.Min(a.MaxBatch(batchSize, data), b.MaxBatch(batchSize, data));
         for (var start = 0; start < data.Count; start += batch)
         {
             var count = Math.Min(batch, data.Count - start);
-            using var ra = a.RunBatch(data, start, count, first);
-            using var rb = b.RunBatch(data, start, count, first);
-            var shape = ra[0].GetTensorTypeAndShape().Shape;
-            accumulator.Add(ra[0].GetTensorDataAsSpan<float>(), rb[0].GetTensorDataAsSpan<float>(), shape.Length == 0 ? 1 : (int)shape[^1], start, count);
-        }
-
-        return accumulator.Result(data.Count);
-    }
-}
-
-/// <summary>
-/// The comparison's statistics, fed batch by batch with the first output of the original (y) and the compressed
-/// model (z): top-1 agreement over every prediction, accuracy against labels (one prediction per sample only),
-/// SQNR over all values. Shared by the ONNX and the TorchScript paths.
-/// </summary>
-public sealed class ComparisonAccumulator(long[]? labels)
-{
-    private long _predictions, _agree, _originalCorrect, _compressedCorrect;
-    private double _signal, _noise;
-    private int _perSample = 1;
-
-    /// <summary>Samples [start, start + count): outputs with <paramref name="classes"/> values per prediction.</summary>
-    public void Add(ReadOnlySpan<float> y, ReadOnlySpan<float> z, int classes, int start, int count)
-    {
-        _perSample = Math.Max(1, y.Length / classes / count);
-        for (var row = 0; row + classes <= y.Length; row += classes)
-        {
-            var p = Classification.ArgMax(y.Slice(row, classes));
-            var q = Classification.ArgMax(z.Slice(row, classes));
-            _predictions++;
-            _agree += p == q ? 1 : 0;
-            if (labels is not null && _perSample == 1)
+            using var ra = a.RunBatch(data, start, count, names);
+            using var rb = b.RunBatch(data, start, count, names);
+            var valid = mask is null ? [] : Valid(mask, start, count);
+            for (var i = 0; i < names.Length; i++)
             {
-                var label = labels[start + row / classes];
-                _originalCorrect += p == label ? 1 : 0;
-                _compressedCorrect += q == label ? 1 : 0;
+                var shape = ra[i].GetTensorTypeAndShape().Shape;
+                var masked = valid.Length > 0 && shape.Length >= 2 && shape[0] == count && shape[1] == mask!.Shape[1];
+                comparisons[i].Add(new FidelityBatch(ra[i].GetTensorDataAsSpan<float>(), rb[i].GetTensorDataAsSpan<float>(), shape, start, count,
+                    masked ? valid : []), mask is not null);
             }
         }
 
-        for (var i = 0; i < y.Length; i++)
-        {
-            double d = y[i] - z[i];
-            _signal += (double)y[i] * y[i];
-            _noise += d * d;
-        }
+        return new ComparisonMetrics(data.Count, judged, comparisons.Select(c => c.Result()).ToList());
     }
 
-    public ComparisonMetrics Result(int samples)
+    /// <summary>The data of a <c>[N, T]</c> model input named like an attention mask, if there is one.</summary>
+    private static NpyArray? AttentionMask(CalibrationSet data) =>
+        data.Inputs.Where(p => p.Key.Contains("mask", StringComparison.OrdinalIgnoreCase) && p.Value.Shape.Length == 2)
+            .Select(p => p.Value).FirstOrDefault();
+
+    private static bool[] Valid(NpyArray mask, int start, int count)
     {
-        var labelled = labels is not null && _perSample == 1;
-        return new ComparisonMetrics(
-            samples,
-            labelled ? _originalCorrect / (double)samples : null,
-            labelled ? _compressedCorrect / (double)samples : null,
-            _predictions == 0 ? 1 : _agree / (double)_predictions,
-            _predictions,
-            _noise == 0 ? double.PositiveInfinity : 10 * Math.Log10(_signal / _noise));
+        var rows = mask with { Shape = [count, mask.Shape[1]], Data = mask.Rows(start, count).ToArray() };
+        return rows.ElementType switch
+        {
+            DataType.Float => rows.As<float>().ToArray().Select(v => v != 0).ToArray(),
+            DataType.Bool => rows.Data.Select(v => v != 0).ToArray(),
+            _ => rows.ToInt64().Select(v => v != 0).ToArray(),
+        };
     }
 }

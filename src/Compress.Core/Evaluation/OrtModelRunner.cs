@@ -1,25 +1,24 @@
 using Compress.Core.Calibration;
 using Compress.Core.Data;
 using Compress.Core.Onnx;
+using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace Compress.Core.Evaluation;
 
 /// <summary>
-/// Runs a model in ONNX Runtime over a <see cref="CalibrationSet"/> in batches. The model is written to a
-/// private temporary folder first (ONNX Runtime resolves external data next to the file), deleted on dispose.
+/// Runs a model in ONNX Runtime over a <see cref="CalibrationSet"/> in batches. The session is created from the
+/// model's bytes in memory; only a model with external data (which ONNX Runtime resolves next to a file) is written
+/// to a private temporary folder first, deleted on dispose.
 /// </summary>
 public sealed class OrtModelRunner : IDisposable
 {
-    private readonly string _folder;
+    private readonly string? _folder;
     private readonly InferenceSession _session;
 
     public OrtModelRunner(OnnxModel model, int threads = 1)
     {
-        _folder = Path.Combine(Path.GetTempPath(), "compress-run", Guid.NewGuid().ToString("N"));
-        var path = Path.Combine(_folder, "model.onnx");
-        model.Save(path);
         using var options = new SessionOptions
         {
             IntraOpNumThreads = threads,
@@ -27,14 +26,24 @@ public sealed class OrtModelRunner : IDisposable
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
-        try
+        if (model.ExternalData.Count == 0)
         {
-            _session = new InferenceSession(path, options);
+            _session = new InferenceSession(model.Proto.ToByteArray(), options);
         }
-        catch
+        else
         {
-            Directory.Delete(_folder, recursive: true);
-            throw;
+            _folder = Path.Combine(Path.GetTempPath(), "compress-run", Guid.NewGuid().ToString("N"));
+            var path = Path.Combine(_folder, "model.onnx");
+            try
+            {
+                model.Save(path);
+                _session = new InferenceSession(path, options);
+            }
+            catch
+            {
+                Directory.Delete(_folder, recursive: true);
+                throw;
+            }
         }
 
         OutputNames = _session.OutputNames.ToArray();
@@ -68,15 +77,18 @@ public sealed class OrtModelRunner : IDisposable
         }
     }
 
-    /// <summary>Largest batch the model accepts on every input (1 when the first dimension is fixed to 1).</summary>
+    /// <summary>Largest batch the model accepts on every input (1 when a first dimension is fixed to 1).</summary>
     public int MaxBatch(int wanted) =>
-        _session.InputMetadata.Values.Any(m => m.Dimensions.Length > 0 && m.Dimensions[0] > 0) ? Math.Max(1, _session.InputMetadata.Values.Min(m => m.Dimensions[0])) : wanted;
+        _session.InputMetadata.Values.Any(m => m.Dimensions.Length > 0 && m.Dimensions[0] == 1) ? 1 : wanted;
+
+    /// <summary>Largest batch for these samples: the model's, and 1 when the data has constant inputs.</summary>
+    public int MaxBatch(int wanted, CalibrationSet data) => Math.Min(MaxBatch(wanted), data.MaxBatch(wanted));
 
     /// <summary>Runs all samples; <paramref name="onBatch"/> sees (first sample index, count, outputs by name).</summary>
     public void Run(CalibrationSet data, int batchSize, Action<int, int, IReadOnlyDictionary<string, OrtValue>> onBatch, IReadOnlyList<string>? outputs = null)
     {
         var names = (outputs ?? OutputNames).ToArray();
-        var batch = MaxBatch(batchSize);
+        var batch = MaxBatch(batchSize, data);
         for (var start = 0; start < data.Count; start += batch)
         {
             var count = Math.Min(batch, data.Count - start);
@@ -88,7 +100,7 @@ public sealed class OrtModelRunner : IDisposable
     /// <summary>Runs samples [start, start + count) and returns the requested outputs (dispose them).</summary>
     public IDisposableReadOnlyCollection<OrtValue> RunBatch(CalibrationSet data, int start, int count, string[] outputs)
     {
-        var feeds = data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, start, count))).ToList();
+        var feeds = Feeds(data, start, count);
         try
         {
             using var runOptions = new RunOptions();
@@ -103,10 +115,13 @@ public sealed class OrtModelRunner : IDisposable
         }
     }
 
-    /// <summary>Times one run of <paramref name="count"/> samples starting at 0: the median of several runs, in milliseconds.</summary>
-    public double MedianLatencyMs(CalibrationSet data, int count, int repeats)
+    /// <summary>
+    /// Times one run of <paramref name="count"/> samples starting at 0: the median of up to <paramref name="repeats"/>
+    /// runs, in milliseconds, stopping early (after at least three) once <paramref name="budget"/> is spent.
+    /// </summary>
+    public double MedianLatencyMs(CalibrationSet data, int count, int repeats, TimeSpan budget)
     {
-        var feeds = data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, 0, Math.Min(count, data.Count)))).ToList();
+        var feeds = Feeds(data, 0, Math.Min(count, data.Count));
         try
         {
             using var runOptions = new RunOptions();
@@ -114,7 +129,8 @@ public sealed class OrtModelRunner : IDisposable
             var values = feeds.Select(f => f.Value).ToArray();
             _session.Run(runOptions, names, values, OutputNames.ToArray()).Dispose(); // warm-up
             var times = new List<double>();
-            for (var i = 0; i < repeats; i++)
+            var spent = System.Diagnostics.Stopwatch.StartNew();
+            for (var i = 0; i < repeats && (i < 3 || spent.Elapsed < budget); i++)
             {
                 var watch = System.Diagnostics.Stopwatch.StartNew();
                 _session.Run(runOptions, names, values, OutputNames.ToArray()).Dispose();
@@ -133,6 +149,12 @@ public sealed class OrtModelRunner : IDisposable
         }
     }
 
+    /// <summary>Samples [start, start + count) of every per-sample input, and every constant input whole.</summary>
+    private static List<(string Key, OrtValue Value)> Feeds(CalibrationSet data, int start, int count) =>
+        data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, start, count)))
+            .Concat(data.Constants.Select(p => (p.Key, Value: Slice(p.Value, 0, p.Value.Shape.Length == 0 ? 1 : (int)p.Value.Shape[0]))))
+            .ToList();
+
     internal static OrtValue Slice(NpyArray array, int start, int count)
     {
         var shape = array.Shape.Length == 0 ? Array.Empty<long>() : [count, .. array.Shape.Skip(1)];
@@ -144,6 +166,11 @@ public sealed class OrtModelRunner : IDisposable
     public void Dispose()
     {
         _session.Dispose();
+        if (_folder is null)
+        {
+            return;
+        }
+
         try
         {
             Directory.Delete(_folder, recursive: true);

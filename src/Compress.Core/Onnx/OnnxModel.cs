@@ -78,9 +78,19 @@ public sealed class OnnxModel
 
     internal void ForgetExternal(TensorProto tensor) => _external.Remove(tensor);
 
-    /// <summary>Gives <paramref name="tensor"/> new values (raw data of <paramref name="values"/>), embedded from now on.</summary>
+    /// <summary>
+    /// Gives <paramref name="tensor"/> new values (raw data of <paramref name="values"/>), embedded from now on. Every
+    /// other place values can live is cleared — typed fields (float_data, int64_data, …) and external-data entries —
+    /// so the new values are the only ones (a reader prefers raw_data, but stale typed values would still be stored).
+    /// </summary>
     public void ReplaceData(TensorProto tensor, TensorProto values)
     {
+        tensor.FloatData.Clear();
+        tensor.Int32Data.Clear();
+        tensor.Int64Data.Clear();
+        tensor.DoubleData.Clear();
+        tensor.Uint64Data.Clear();
+        tensor.StringData.Clear();
         tensor.RawData = values.RawData;
         tensor.ClearDataLocation();
         tensor.ExternalData.Clear();

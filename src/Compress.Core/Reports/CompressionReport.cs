@@ -1,3 +1,4 @@
+using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
 
 namespace Compress.Core.Reports;
@@ -14,7 +15,8 @@ public sealed record CompressionReport(
     IReadOnlyList<ConstraintResult> Constraints,
     LatencyFigures? Latency,
     IReadOnlyList<string> Notes,
-    SearchFigures? Search = null);
+    SearchFigures? Search = null,
+    IReadOnlyList<CompressDiagnostic>? Warnings = null);
 
 public sealed record SizeFigures(long OriginalBytes, long CompressedBytes, long OriginalParameters, double Ratio, double OverallSparsity);
 
@@ -32,4 +34,4 @@ public sealed record LatencyFigures(int BatchN, double OriginalBatch1Ms, double 
 public sealed record SearchFigures(string Method, double Chosen, IReadOnlyList<SearchPoint> Points);
 
 /// <summary>One round of the search: the sparsity tried, what it measured, and whether every constraint held.</summary>
-public sealed record SearchPoint(double Sparsity, double? Accuracy, double Agreement, bool Feasible);
+public sealed record SearchPoint(double Sparsity, double? Accuracy, double? Agreement, double? Cosine, bool Feasible);

@@ -40,7 +40,16 @@ public static class ReportWriter
                 md.AppendLine(c, $"| accuracy ({m.Samples} samples) | {a:P2} | {b:P2} (drop {(a - b) * 100:0.00} pp) |");
             }
 
-            md.AppendLine(c, $"| top-1 agreement | | {m.Agreement:P2} of {m.AgreementPredictions:N0} predictions |");
+            if (m.Agreement is { } agreement)
+            {
+                md.AppendLine(c, $"| top-1 agreement | | {agreement:P2} of {m.AgreementPredictions:N0} predictions |");
+            }
+
+            if (m.MeanCosine is { } cosine)
+            {
+                md.AppendLine(c, $"| cosine similarity (mean, 1st percentile) | | {cosine:0.0000}, {m.P1Cosine:0.0000} |");
+            }
+
             md.AppendLine(c, $"| output SQNR | | {m.SqnrDb:0.0} dB |");
         }
 
@@ -66,17 +75,37 @@ public static class ReportWriter
             md.AppendLine(c, $"- {note}");
         }
 
+        foreach (var warning in r.Warnings ?? [])
+        {
+            md.AppendLine(c, $"- **warning {warning.Code}**: {warning.Message}");
+        }
+
+        if (r.Metrics is { Outputs.Count: > 0 } measured)
+        {
+            md.AppendLine();
+            md.AppendLine(c, $"## Fidelity per output ({measured.Samples} samples; judged: `{measured.Output}`)");
+            md.AppendLine();
+            md.AppendLine("| output | kind | shape | accuracy | agreement | cosine mean | cosine 1st pct | SQNR |");
+            md.AppendLine("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |");
+            foreach (var o in measured.Outputs)
+            {
+                md.AppendLine(c, $"| {o.Name} | {Fidelity.OutputKinds.Name(o.Kind)} | [{string.Join(", ", o.Shape.Select(d => d < 0 ? "N" : d.ToString(c)))}] | " +
+                    $"{(o.CompressedAccuracy is { } a ? a.ToString("P2", c) : "")} | {(o.Agreement is { } g ? g.ToString("P2", c) : "")} | " +
+                    $"{(o.MeanCosine is { } mean ? mean.ToString("0.0000", c) : "")} | {(o.P1Cosine is { } p ? p.ToString("0.0000", c) : "")} | {o.SqnrDb.ToString("0.0", c)} dB |");
+            }
+        }
+
         if (r.Search is { } search)
         {
             md.AppendLine();
             md.AppendLine(c, $"## Sparsity search ({search.Method}): chose {search.Chosen:P1} in {search.Points.Count} rounds");
             md.AppendLine();
-            md.AppendLine("| round | sparsity | accuracy | agreement | constraints |");
-            md.AppendLine("| ---: | ---: | ---: | ---: | --- |");
+            md.AppendLine("| round | sparsity | accuracy | agreement | cosine | constraints |");
+            md.AppendLine("| ---: | ---: | ---: | ---: | ---: | --- |");
             for (var i = 0; i < search.Points.Count; i++)
             {
                 var p = search.Points[i];
-                md.AppendLine(c, $"| {i + 1} | {p.Sparsity:P1} | {(p.Accuracy is { } pa ? pa.ToString("P2", c) : "")} | {p.Agreement:P2} | {(p.Feasible ? "met" : "not met")} |");
+                md.AppendLine(c, $"| {i + 1} | {p.Sparsity:P1} | {(p.Accuracy is { } pa ? pa.ToString("P2", c) : "")} | {(p.Agreement is { } pg ? pg.ToString("P2", c) : "")} | {(p.Cosine is { } pc ? pc.ToString("0.0000", c) : "")} | {(p.Feasible ? "met" : "not met")} |");
             }
         }
 

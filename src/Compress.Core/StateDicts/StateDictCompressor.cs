@@ -58,7 +58,7 @@ public static class StateDictCompressor
             {
                 case PruneStep prune:
                     var current = selected.Select(e => weights[e.Name]).ToList();
-                    var pruned = SparsityBudget.Apply(current, SparsityBudget.Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity, prune));
+                    var pruned = SparsityBudget.Apply(current, SparsityBudget.Masks(current.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), prune.Sparsity, prune));
                     for (var i = 0; i < selected.Count; i++)
                     {
                         weights[selected[i].Name] = pruned[i];
@@ -99,9 +99,21 @@ public static class StateDictCompressor
 
         var metadata = JsonSerializer.SerializeToUtf8Bytes(new CompressedStateDictInfo { Tensors = stored }, CompressedStateDict.Json);
         written.Insert(0, new StateDictTensor(CompressedStateDict.MetadataName, StateDictElementType.Byte, [metadata.Length], metadata));
-        StateDictFile.Write(outputPath, written);
-
         var originalBytes = new FileInfo(modelPath).Length;
+        long expectedBytes;
+        using (var measure = new MemoryStream())
+        {
+            StateDictFile.Write(measure, written);
+            expectedBytes = measure.Length;
+        }
+
+        if (expectedBytes > originalBytes)
+        {
+            throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
+                $"the compressed state dict would be {expectedBytes:N0} bytes, larger than its source ({originalBytes:N0} bytes); nothing was written", outputPath);
+        }
+
+        StateDictFile.Write(outputPath, written);
         var compressedBytes = new FileInfo(outputPath).Length;
         var parameters = entries.Sum(e => e.Count);
         var zeros = layers.Values.Sum(l => l.Sparsity * l.Parameters);
@@ -160,7 +172,7 @@ public static class StateDictCompressor
         return (bits * tensor(new[] { 1, 2, 4, 8, 16, 32, 64, 128 })).sum(1).to_type(ScalarType.Byte);
     }
 
-    private static Tensor ToTorch(StateDictTensor entry)
+    internal static Tensor ToTorch(StateDictTensor entry)
     {
         var result = empty(entry.Shape, ScalarType.Float32);
         entry.Data.CopyTo(result.bytes);

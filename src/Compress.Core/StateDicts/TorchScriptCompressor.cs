@@ -3,6 +3,7 @@ using Compress.Core.Calibration;
 using Compress.Core.Data;
 using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
+using Compress.Core.Fidelity;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Reports;
@@ -53,7 +54,7 @@ public static class TorchScriptCompressor
                         List<Tensor> pruned;
                         if (prune.Method == "magnitude")
                         {
-                            pruned = SparsityBudget.Apply(current, Masks(current.Select(w => w.abs()).ToList(), prune.Sparsity));
+                            pruned = SparsityBudget.Apply(current, Masks(current.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), prune.Sparsity));
                         }
                         else
                         {
@@ -114,30 +115,28 @@ public static class TorchScriptCompressor
         }
 
         ComparisonMetrics? metrics = null;
+        List<ConstraintResult> constraints = [];
+        List<CompressDiagnostic> warnings = [];
         var evaluation = spec.Evaluation ?? spec.Calibration;
         if (evaluation is not null)
         {
             progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
-            metrics = Compare(original, module, evaluation, spec.File);
-            var failed = CompressionPipeline.Evaluate(spec.Constraints, metrics).Where(r => !r.Met).ToList();
-            if (failed.Count > 0)
-            {
-                throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
-                    $"{string.Join("; ", failed.Select(f => $"{f.Name} {f.Limit:0.####} not met (measured {f.Measured:0.####})"))}; " +
-                    $"accuracy {metrics.OriginalAccuracy:P2} → {metrics.CompressedAccuracy:P2}, agreement {metrics.Agreement:P2} on {metrics.Samples} samples. No output was written.", outputPath);
-            }
+            metrics = Compare(original, module, evaluation, spec);
+            var worst = records.Values.OrderByDescending(r => r.RelativeError).Take(3).Select(r => $"{r.Node} ({r.Format}, relative error {r.RelativeError:E2})");
+            (constraints, warnings) = FidelityGate.Check(spec, metrics, worst, outputPath);
         }
 
-        Save(module, outputPath, halfStorage);
         var originalBytes = new FileInfo(modelPath).Length;
+        Save(module, outputPath, halfStorage, originalBytes);
         var compressedBytes = new FileInfo(outputPath).Length;
         var count = parameters.Values.Sum(p => p.numel());
         var size = new SizeFigures(originalBytes, compressedBytes, count, compressedBytes / (double)originalBytes,
             count == 0 ? 0 : records.Values.Sum(r => r.Sparsity * r.Parameters) / count);
         return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
             spec.Steps.Select(Passes.PassRegistry.KeyOf).ToList(), size, records.Values.ToList(),
-            metrics, metrics is null ? [] : CompressionPipeline.Evaluate(spec.Constraints, metrics), null,
-            halfStorage ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"] : []);
+            metrics, constraints, null,
+            halfStorage ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"] : [],
+            Warnings: warnings);
     }
 
     /// <summary>x̂ = s·q, q in ±(2^(b−1) − 1), s the power of two at or above max|w| / (2^(b−1) − 1) per row (int4: per row and block).</summary>
@@ -151,23 +150,35 @@ public static class TorchScriptCompressor
         return IntegerGrid.Unblocks(grid, matrix.shape[1]).reshape(weight.shape);
     }
 
-    private static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, string specFile)
+    /// <summary><c>compress eval</c> of a TorchScript archive: it against <paramref name="referencePath"/> (or itself) on the data.</summary>
+    public static ComparisonMetrics Evaluate(string modelPath, string referencePath, DataSource source, CompressionSpec spec)
     {
-        var (x, labels) = Samples(source.Path, source.Labels, source.Samples, specFile);
+        TorchRuntime.EnsureLoaded();
+        using var candidate = Load(modelPath);
+        using var reference = Load(referencePath);
+        candidate.to(ScalarType.Float32);
+        reference.to(ScalarType.Float32);
+        return Compare(reference, candidate, source, spec);
+    }
+
+    /// <summary>Both modules over the data (their one output, judged by its kind as ONNX outputs are).</summary>
+    public static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, CompressionSpec spec)
+    {
+        var (x, labels) = Samples(source.Path, source.Labels, source.Samples, spec.File);
         original.eval();
         compressed.eval();
         using var _ = no_grad();
-        var accumulator = new ComparisonAccumulator(labels);
+        var comparison = new OutputComparison("output", labels, FidelityMetrics.KindFor(spec.Evaluation?.Metric));
         for (var start = 0; start < x.shape[0]; start += Batch)
         {
             using var scope = NewDisposeScope();
             var count = (int)Math.Min(Batch, x.shape[0] - start);
             var y = original.call(x.narrow(0, start, count)).contiguous();
             var z = compressed.call(x.narrow(0, start, count)).contiguous();
-            accumulator.Add(y.data<float>().ToArray(), z.data<float>().ToArray(), (int)y.shape[^1], start, count);
+            comparison.Add(new FidelityBatch(y.data<float>().ToArray(), z.data<float>().ToArray(), y.shape, start, count, []), maskedSequence: false);
         }
 
-        return accumulator.Result((int)x.shape[0]);
+        return new ComparisonMetrics((int)x.shape[0], "output", [comparison.Result()]);
     }
 
     /// <summary>
@@ -205,8 +216,11 @@ public static class TorchScriptCompressor
         }
     }
 
-    /// <summary>torch.jit.save to a temporary file, then every entry re-written deflated into the output (atomically).</summary>
-    private static void Save(jit.ScriptModule<Tensor, Tensor> module, string outputPath, bool half)
+    /// <summary>
+    /// torch.jit.save to a temporary file, then every entry re-written deflated into the output (atomically); an
+    /// archive larger than <paramref name="maxBytes"/> (the source) is refused before it replaces anything.
+    /// </summary>
+    private static void Save(jit.ScriptModule<Tensor, Tensor> module, string outputPath, bool half, long maxBytes)
     {
         var full = Path.GetFullPath(outputPath);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
@@ -231,6 +245,12 @@ public static class TorchScriptCompressor
                     using var to = copy.Open();
                     from.CopyTo(to);
                 }
+            }
+
+            if (new FileInfo(packed).Length is var bytes && bytes > maxBytes)
+            {
+                throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
+                    $"the compressed archive would be {bytes:N0} bytes, larger than its source ({maxBytes:N0} bytes); nothing was written", outputPath);
             }
 
             File.Move(packed, full, overwrite: true);

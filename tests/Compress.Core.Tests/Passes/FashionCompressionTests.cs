@@ -129,9 +129,11 @@ public sealed class FashionCompressionTests(ITestOutputHelper output) : TempDire
             "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(image))}}, "samples": 512, "seed": 7 },
             "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(image))}}, "labels": "labels" }
           },
-          "steps": [ {{steps}} ]
+          "steps": [ {{steps}} ],
+          "constraints": { "minAgreement": 0 }
         }
         """);
+        // The tests assert their own accuracy figures (collapses included), so the default floor is relaxed.
         var report = CompressionPipeline.Run(image ? FashionData.CnnModel : FashionData.MlpModel, spec, Path.Combine(Dir, outputName), measureLatency: true);
         output.WriteLine(ReportWriter.Markdown(report));
         return report;

@@ -34,7 +34,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.5, \"steps\": 4 } } ] }", "CMP0107", 1, 53, "'steps' (Fisher recomputations) applies to 'woodfisher'" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"snip\", \"sparsity\": 0.5, \"blockSize\": 64 } } ] }", "CMP0107", 1, 75, "'blockSize' applies to the 'obs' and 'woodfisher' methods" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"woodfisher\", \"sparsity\": 0.5, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 79, "prunes unstructured" },
-        { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"auto\" } } ] }", "CMP0107", 1, 16, "set constraints.maxAccuracyDrop or constraints.minAgreement" },
+        { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"auto\" } } ] }", "CMP0107", 1, 16, "set constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"most\" } } ] }", "CMP0102", 1, 39, "the one string it takes is \"auto\"" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int4\", \"actOrder\": true } } ] }", "CMP0107", 1, 61, "apply to 'method': 'gptq'" },
         { "{ \"data\": { \"calibration\": { \"path\": \"nope.npz\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0106", 1, 38, "data file 'nope.npz' not found" },
@@ -85,7 +85,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         """);
         Assert.Equal(Path.Combine(Dir, "calib.npz"), spec.Calibration!.Path);
         Assert.Equal((256, 3), (spec.Calibration.Samples, spec.Calibration.Seed));
-        Assert.Equal("accuracy", spec.Evaluation!.Metric);
+        Assert.Null(spec.Evaluation!.Metric); // by the judged output's kind
         var prune = Assert.IsType<PruneStep>(spec.Steps[0]);
         Assert.Equal((2, 4, "global"), (prune.N, prune.M, prune.Scope));
         Assert.Equal(["fc3", "Conv"], prune.Exclude);

@@ -50,8 +50,9 @@ public sealed class TorchScriptTests(ITestOutputHelper output) : TempDirectoryTe
     [Fact]
     public void Woodfisher_runs_through_the_scripted_module_and_beats_magnitude()
     {
-        var magnitude = Compress("ts_mlp.pt", """{ "prune": { "sparsity": 0.9 } }""");
-        var woodfisher = Compress("ts_mlp.pt", """{ "prune": { "method": "woodfisher", "sparsity": 0.9 } }""");
+        const string relaxed = """, "constraints": { "minAgreement": 0 }"""; // both collapse at 90%: measured, not refused
+        var magnitude = Compress("ts_mlp.pt", """{ "prune": { "sparsity": 0.9 } }""", relaxed);
+        var woodfisher = Compress("ts_mlp.pt", """{ "prune": { "method": "woodfisher", "sparsity": 0.9 } }""", relaxed);
         output.WriteLine($"90%: magnitude {magnitude.Metrics!.CompressedAccuracy:P2}, woodfisher {woodfisher.Metrics!.CompressedAccuracy:P2}");
         Assert.InRange(woodfisher.Size.OverallSparsity, 0.89, 0.905);
         Assert.True(woodfisher.Metrics.CompressedAccuracy > magnitude.Metrics.CompressedAccuracy + 0.05);

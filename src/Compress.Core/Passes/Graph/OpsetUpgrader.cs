@@ -19,6 +19,14 @@ public static class OpsetUpgrader
         ["Scan"] = 9, ["Split"] = 11, ["Mod"] = 10,
     };
 
+    /// <summary>Whether <see cref="RaiseTo"/> would succeed: no op whose meaning changes on the way.</summary>
+    public static bool CanRaiseTo(OnnxModel model, int target)
+    {
+        var current = model.GetOpsetVersion("") ?? 1;
+        return current >= target || Graphs(model.Proto.Graph).SelectMany(g => g.Node)
+            .All(n => OnnxModel.NormalizeDomain(n.Domain) != "" || !Breaking.TryGetValue(n.OpType, out var since) || current >= since || since > target);
+    }
+
     public static void RaiseTo(OnnxModel model, int target)
     {
         var current = model.GetOpsetVersion("") ?? 1;

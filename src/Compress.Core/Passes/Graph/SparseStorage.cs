@@ -30,7 +30,8 @@ public static class SparseStorage
     {
         var byStorage = layers.Values.ToDictionary(l => l.StoredAs);
         var graph = model.Graph;
-        var bitmaskAllowed = (model.GetOpsetVersion("") ?? 0) >= 11;
+        // The bitmask's rebuilding nodes need opset 11; an older model is raised to it when that is safe and pays off.
+        var bitmaskAllowed = OpsetUpgrader.CanRaiseTo(model, 11);
         SharedConstants? shared = null;
         var converted = 0;
         foreach (var tensor in graph.Proto.Initializer.ToList())
@@ -64,6 +65,7 @@ public static class SparseStorage
             string format;
             if (bitmaskBytes <= sparseBytes)
             {
+                OpsetUpgrader.RaiseTo(model, 11);
                 shared ??= new SharedConstants(graph);
                 StoreAsBitmask(graph, tensor, nonzero, nonzeros, width, shared);
                 format = " bitmask";

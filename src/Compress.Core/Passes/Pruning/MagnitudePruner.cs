@@ -7,8 +7,8 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Pruning;
 
 /// <summary>
-/// Magnitude pruning (algorithms.md §1): zero the smallest |w|, layer-wise or globally with every layer capped at
-/// <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
+/// Magnitude pruning (algorithms.md §1): zero the smallest |w|, layer-wise or globally — on |w| relative to its layer's
+/// RMS, so no layer is wiped out by its scale — with every layer capped at <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
 /// the input axis keep the N largest. Biases are never pruned.
 /// </summary>
 public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
@@ -17,7 +17,7 @@ public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
     {
         var weights = uses.Select(u => context.Model.ToTorch(u.Weight)).ToList();
         var masks = Step.N > 0 ? weights.Zip(uses).Select(p => NmMask(p.First, p.Second, context)).ToList()
-            : Masks(weights.Select(w => w.abs()).ToList(), Step.Sparsity);
+            : Masks(weights.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), Step.Sparsity);
         Write(context, uses, weights, Masked(weights, masks));
     }
 

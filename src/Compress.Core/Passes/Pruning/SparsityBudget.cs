@@ -17,6 +17,22 @@ public static class SparsityBudget
     public static List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity, PruneStep step) =>
         step.Scope == "layer" ? scores.Select(s => Layer(s, sparsity)).ToList() : Global(scores, sparsity, step.MaxLayerSparsity);
 
+    /// <summary>
+    /// Magnitudes made comparable across layers by LAMP (layer-adaptive magnitude pruning, algorithms.md §1): with a
+    /// layer's weights sorted by |w| ascending, score(u) = w_u² / Σ_{v ≥ u} w_v² — the share of the energy still left
+    /// in the layer that pruning u would remove. Scale-free (a layer 100× smaller scores the same), the same order as
+    /// |w| within a layer, and 1 for each layer's largest weight, so a global threshold never wipes out a layer by its
+    /// scale (after BatchNorm folding one layer may be 100× smaller than its neighbour).
+    /// </summary>
+    public static Tensor ScaleFreeMagnitude(Tensor weight)
+    {
+        var squares = weight.to_type(ScalarType.Float64).square().flatten();
+        var (sorted, order) = squares.sort();
+        var remaining = sorted.flip(0).cumsum(0).flip(0).clamp_min(1e-300);
+        var scores = zeros_like(squares).scatter_(0, order, sorted / remaining);
+        return scores.to_type(ScalarType.Float32).reshape(weight.shape);
+    }
+
     /// <summary>The weights with everything outside their masks set to +0.0.</summary>
     public static List<Tensor> Apply(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) =>
         weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList();
@@ -40,13 +56,27 @@ public static class SparsityBudget
         var target = (long)Math.Round(sparsity * total);
         var caps = scores.Select(s => (long)Math.Floor(cap * s.numel())).ToList();
 
-        // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect.
-        long PrunedAt(double t) => flat.Select((s, i) => Math.Min(s.lt(t).sum().item<long>(), caps[i])).Sum();
+        // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect. Each probe frees its
+        // temporaries at once: a model-sized mask per layer and probe would otherwise pile up until the pass ends.
+        long Below(Tensor s, double t)
+        {
+            using var probe = NewDisposeScope();
+            return s.lt(t).sum().item<long>();
+        }
+
+        long PrunedAt(double t) => flat.Select((s, i) => Math.Min(Below(s, t), caps[i])).Sum();
         double lo = 0, hi = flat.Max(s => s.max().to_type(ScalarType.Float64).item<double>()) * 1.0001 + 1e-30;
         for (var iteration = 0; iteration < 200 && hi - lo > 1e-12 * hi; iteration++)
         {
             var mid = (lo + hi) / 2;
-            if (PrunedAt(mid) < target)
+            var pruned = PrunedAt(mid);
+            if (pruned == target)
+            {
+                hi = mid;
+                break;
+            }
+
+            if (pruned < target)
             {
                 lo = mid;
             }
@@ -58,7 +88,7 @@ public static class SparsityBudget
 
         return scores.Select((s, i) =>
         {
-            var below = Math.Min(flat[i].lt(hi).sum().item<long>(), caps[i]);
+            var below = Math.Min(Below(flat[i], hi), caps[i]);
             return Layer(s, below / (double)s.numel());
         }).ToList();
     }

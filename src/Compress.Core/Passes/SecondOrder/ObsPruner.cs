@@ -47,7 +47,7 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
         }
 
         using var scope = NewDisposeScope();
-        var magnitudes = uses.Select(u => context.Model.ToTorch(u.Weight).abs()).ToList();
+        var magnitudes = uses.Select(u => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight))).ToList();
         return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
             .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
     }

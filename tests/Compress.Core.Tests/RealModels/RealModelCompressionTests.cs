@@ -1,0 +1,157 @@
+using Compress.Core.Diagnostics;
+using Compress.Core.Fidelity;
+using Compress.Core.Onnx;
+using Compress.Core.Reports;
+using Compress.Core.Tests.TestSupport;
+using Xunit.Abstractions;
+
+namespace Compress.Core.Tests.RealModels;
+
+/// <summary>
+/// Every method family on models of other shapes than ours: an opset-8 image featurizer with float_data weights and
+/// pooled [N, 64, 1, 1] features, a transformer encoder with a token table and an attention mask, PP-OCRv4 det (a
+/// probability map), cls ([N, 2] class scores) and rec ([N, T, C] per time step), silero VAD v5 (an LSTM with a
+/// state input). Each run must pass the default fidelity floor for its output kind and never grow the model.
+/// </summary>
+public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDirectoryTest
+{
+    public static TheoryData<string, string, OutputKind> Runs => new()
+    {
+        { "featurizer", """{ "prune": { "method": "magnitude", "sparsity": 0.5 } }""", OutputKind.Features },
+        { "featurizer", """{ "prune": { "method": "obs", "sparsity": 0.5 } }""", OutputKind.Features },
+        { "featurizer", """{ "quantize": { "weights": "int8", "activations": "uint8" } }""", OutputKind.Features },
+        { "featurizer", """{ "quantize": { "weights": "fp16" } }""", OutputKind.Features },
+        { "encoder", """{ "quantize": { "weights": "int8", "activations": "dynamic" } }""", OutputKind.Features },
+        { "encoder", """{ "quantize": { "weights": "int4", "blockSize": 32 } }""", OutputKind.Features },
+        { "encoder", """{ "quantize": { "weights": "int4", "method": "gptq", "blockSize": 32, "actOrder": true } }""", OutputKind.Features },
+        { "encoder", """{ "quantize": { "weights": "fp16" } }""", OutputKind.Features },
+        { "encoder", """{ "prune": { "method": "obs", "sparsity": 0.3 } }""", OutputKind.Features },
+        { "det", """{ "quantize": { "weights": "int8", "activations": "uint8", "opTypes": ["Conv"] } }""", OutputKind.Features },
+        { "det", """{ "prune": { "method": "magnitude", "sparsity": 0.3 } }""", OutputKind.Features },
+        { "cls", """{ "quantize": { "weights": "int8", "activations": "uint8" } }""", OutputKind.ClassScores },
+        { "cls", """{ "prune": { "method": "obs", "sparsity": 0.3 } }""", OutputKind.ClassScores },
+        { "rec", """{ "quantize": { "weights": "fp16" } }""", OutputKind.ClassScores },
+        { "vad", """{ "quantize": { "weights": "int8", "activations": "dynamic" } }""", OutputKind.Features },
+        { "vad", """{ "quantize": { "weights": "fp16" } }""", OutputKind.Features },
+    };
+
+    [Theory]
+    [MemberData(nameof(Runs))]
+    public void Each_method_family_keeps_the_floor_and_never_grows_the_model(string model, string step, OutputKind kind)
+    {
+        var (path, data) = Model(model);
+        var spec = SpecFiles.Load(Dir, $$"""{ "data": { "calibration": { "path": {{SpecFiles.Quote(data)}}, "samples": 32 } }, "steps": [ {{step}} ] }""");
+        var report = CompressionPipeline.Run(path, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
+        var m = report.Metrics!;
+        output.WriteLine($"{model} {step}: {report.Size.OriginalBytes:N0} → {report.Size.CompressedBytes:N0} B ({report.Size.Ratio:0.000}×); " +
+            string.Join("; ", m.Outputs.Select(o => $"{o.Name} ({o.Kind}) {FidelityGate.Describe(o)}")));
+        Assert.True(report.Size.CompressedBytes <= report.Size.OriginalBytes, $"{report.Size.CompressedBytes} > {report.Size.OriginalBytes}");
+        Assert.Equal(new FileInfo(Path.Combine(Dir, "out.onnx")).Length, report.Size.CompressedBytes);
+        Assert.Equal(kind, m.Kind);
+        if (kind == OutputKind.ClassScores)
+        {
+            Assert.True(m.Agreement >= FidelityGate.AgreementFloor, $"agreement {m.Agreement}");
+        }
+        else
+        {
+            Assert.Null(m.Agreement);
+            Assert.True(m.MeanCosine >= FidelityGate.CosineFloor, $"cosine {m.MeanCosine}");
+        }
+    }
+
+    [Fact]
+    public void Float_data_weights_are_replaced_not_kept_beside_the_new_values()
+    {
+        var spec = SpecFiles.Load(Dir, $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(ThirdPartyModels.FeaturizerData)}} } },
+          "steps": [ { "prune": { "method": "magnitude", "sparsity": 0.5, "scope": "layer" } }, { "quantize": { "weights": "fp16" } } ],
+          "constraints": { "minCosine": 0.5 } }
+        """);
+        var source = OnnxModel.Load(ThirdPartyModels.Featurizer);
+        Assert.Contains(source.Proto.Graph.Initializer, t => t.FloatData.Count > 0 && !t.HasRawData);
+        var outputPath = Path.Combine(Dir, "out.onnx");
+        var report = CompressionPipeline.Run(ThirdPartyModels.Featurizer, spec, outputPath, measureLatency: false);
+
+        var written = OnnxModel.Load(outputPath);
+        Assert.All(written.Proto.Graph.Initializer, t => Assert.Empty(t.FloatData));
+        Assert.True(new FileInfo(outputPath).Length < new FileInfo(ThirdPartyModels.Featurizer).Length * 0.6);
+        Assert.DoesNotContain(written.Proto.Graph.Input, i => written.Graph.Initializers.ContainsKey(i.Name));
+        // ONNX Runtime ran the new values: the output moved (finite SQNR) but stayed close.
+        Assert.InRange(report.Metrics!.SqnrDb, 5, 100);
+        Assert.True(report.Metrics.MeanCosine > 0.5);
+    }
+
+    [Fact]
+    public void A_collapsed_featurizer_fails_the_default_floor_naming_layers_and_writes_nothing()
+    {
+        string Spec(string constraints) => $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(ThirdPartyModels.FeaturizerData)}} } },
+          "steps": [ { "prune": { "method": "magnitude", "sparsity": 0.9, "scope": "layer" } } ]{{constraints}} }
+        """;
+        var outputPath = Path.Combine(Dir, "collapsed.onnx");
+        var error = Assert.Throws<CompressException>(() => CompressionPipeline.Run(ThirdPartyModels.Featurizer, SpecFiles.Load(Dir, Spec("")), outputPath, measureLatency: false));
+        output.WriteLine(error.Message);
+        Assert.Equal(DiagnosticCodes.FidelityBelowFloor, error.Diagnostic.Code);
+        Assert.Contains("output 'features' (features) mean cosine", error.Message);
+        Assert.Contains("/Conv", error.Message); // the layers contributing most
+        Assert.False(File.Exists(outputPath));
+
+        var relaxed = CompressionPipeline.Run(ThirdPartyModels.Featurizer, SpecFiles.Load(Dir, Spec(""", "constraints": { "minCosine": 0.1 }""")), outputPath, measureLatency: false);
+        Assert.True(File.Exists(outputPath));
+        var cosine = relaxed.Metrics!.MeanCosine!.Value;
+        Assert.InRange(cosine, 0.1, FidelityGate.CosineFloor);
+        Assert.Contains(relaxed.Constraints, c => c.Name == "minCosine" && c.Met && c.Measured == cosine);
+        Assert.Contains(relaxed.Warnings!, w => w.Code == DiagnosticCodes.FidelityLow);
+        Assert.Contains("| features | features | [N, 64, 1, 1] |", ReportWriter.Markdown(relaxed));
+    }
+
+    [Fact]
+    public void Global_magnitude_does_not_wipe_out_a_layer_whose_folded_weights_are_100x_smaller()
+    {
+        var spec = SpecFiles.Load(Dir, $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(ThirdPartyModels.FeaturizerData)}} } },
+          "steps": [ { "prune": { "method": "magnitude", "sparsity": 0.5, "scope": "global" } } ] }
+        """);
+        var report = CompressionPipeline.Run(ThirdPartyModels.Featurizer, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
+        foreach (var layer in report.Layers)
+        {
+            output.WriteLine($"{layer.Node}: {layer.Sparsity:P1}, relative error {layer.RelativeError:E2}");
+        }
+
+        var small = report.Layers.Single(l => l.Weight.StartsWith("block1.b.0", StringComparison.Ordinal));
+        Assert.InRange(small.Sparsity, 0.2, 0.8);
+        Assert.True(report.Metrics!.MeanCosine >= 0.95, $"cosine {report.Metrics.MeanCosine}");
+    }
+
+    [Fact]
+    public void An_encoder_output_is_judged_on_real_tokens_only()
+    {
+        var spec = SpecFiles.Load(Dir, $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(ThirdPartyModels.EncoderData)}}, "output": "last_hidden_state" } },
+          "steps": [ { "quantize": { "weights": "int8", "activations": "dynamic" } } ], "constraints": { "minCosine": 0.98 } }
+        """);
+        var report = CompressionPipeline.Run(ThirdPartyModels.Encoder, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
+        var o = report.Metrics!.Primary;
+        Assert.Equal(OutputKind.Features, o.Kind);
+        Assert.Equal(new long[] { -1, 16, 64 }, o.Shape);
+        Assert.True(o.MeanCosine >= 0.98 && o.P1Cosine <= o.MeanCosine);
+
+        var wrong = Assert.Throws<CompressException>(() => CompressionPipeline.Run(ThirdPartyModels.Encoder, SpecFiles.Load(Dir, $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(ThirdPartyModels.EncoderData)}}, "output": "logits" } },
+          "steps": [ { "quantize": { "weights": "fp16" } } ] }
+        """), Path.Combine(Dir, "out2.onnx"), measureLatency: false));
+        Assert.Contains("'logits' is not a float32 output", wrong.Message);
+        Assert.True(wrong.Diagnostic.Line == 1 && wrong.Diagnostic.Column > 10, $"{wrong.Diagnostic.Line},{wrong.Diagnostic.Column}"); // at data.evaluation
+    }
+
+    private static (string Model, string Data) Model(string name) => name switch
+    {
+        "featurizer" => (ThirdPartyModels.Featurizer, ThirdPartyModels.FeaturizerData),
+        "encoder" => (ThirdPartyModels.Encoder, ThirdPartyModels.EncoderData),
+        "det" => (ThirdPartyModels.OcrDet, ThirdPartyModels.OcrLines("ocr_det_64x320.npz", 64, 320)),
+        "cls" => (ThirdPartyModels.OcrCls, ThirdPartyModels.OcrLines("ocr_cls_48x192.npz", 48, 192)),
+        "rec" => (ThirdPartyModels.OcrRec, OcrStrips.Make("ocr_text_calib.npz", 64, 1)),
+        "vad" => (ThirdPartyModels.Vad, ThirdPartyModels.VadChunks()),
+        _ => throw new ArgumentOutOfRangeException(nameof(name)),
+    };
+}
