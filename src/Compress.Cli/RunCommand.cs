@@ -99,12 +99,12 @@ internal static class RunCommand
     }
 }
 
-/// <summary>Progress lines on standard error, with elapsed time; the same on a terminal and in a build log.</summary>
+/// <summary>Progress lines on standard error, with elapsed time and the process's memory; the same on a terminal and in a build log.</summary>
 internal sealed class ProgressLog(TextWriter writer)
 {
     private readonly System.Diagnostics.Stopwatch _watch = System.Diagnostics.Stopwatch.StartNew();
 
-    public void Report(string message) => writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"compress: [{_watch.Elapsed.TotalSeconds,6:0.0}s] {message}"));
+    public void Report(string message) => writer.WriteLine(string.Create(CultureInfo.InvariantCulture, $"compress: [{_watch.Elapsed.TotalSeconds,6:0.0}s {Environment.WorkingSet >> 20,6} MB] {message}"));
 
     /// <summary>A warning in the canonical form, which the MSBuild task turns into a build warning.</summary>
     public void Warn(Core.Diagnostics.CompressDiagnostic warning) => writer.WriteLine(warning.ToString());

@@ -26,16 +26,18 @@ public static class CompressionPipeline
             throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
         }
 
-        var original = OnnxModel.Load(modelPath);
+        // The original is held beside the working copy only when it is run against it (data given): a data-free run
+        // of a large model then peaks at one copy of the weights fewer.
         var evaluation = spec.Evaluation ?? spec.Calibration;
-        var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original, spec.File);
+        var original = evaluation is null ? null : OnnxModel.Load(modelPath);
+        var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
         OnnxModel working;
         CompressionContext context;
         ComparisonMetrics? metrics = null;
         SearchFigures? search = null;
         if (spec.Steps.OfType<PruneStep>().FirstOrDefault(p => p.Auto) is { } auto)
         {
-            var result = AutoSparsity.Run(auto, spec, original, data!, () => Compress(modelPath, spec, outputPath, progress), progress, outputPath);
+            var result = AutoSparsity.Run(auto, spec, original!, data!, () => Compress(modelPath, spec, outputPath, progress), progress, outputPath);
             (working, context, metrics, search) = (result.Model, result.Context, result.Metrics, result.Figures);
         }
         else
@@ -44,7 +46,7 @@ public static class CompressionPipeline
             if (data is not null)
             {
                 progress($"validate: original vs compressed on {Path.GetFileName(data.Source)}");
-                metrics = Compare(original, working, data, spec);
+                metrics = Compare(original!, working, data, spec);
             }
         }
 
@@ -59,7 +61,7 @@ public static class CompressionPipeline
             context.Notes.Add("fidelity not measured: the spec names no evaluation or calibration data, so the default floor could not be checked");
         }
 
-        var originalBytes = ModelBytes(original);
+        var originalBytes = context.OriginalBytes;
         var compressedBytes = SerializedBytes(working);
         if (compressedBytes > originalBytes)
         {
@@ -72,13 +74,13 @@ public static class CompressionPipeline
         if (measureLatency && data is not null)
         {
             progress("latency: batch 1 and batch N, one thread");
-            latency = MeasureLatency(original, working, data);
+            latency = MeasureLatency(original!, working, data);
         }
 
         working.Save(outputPath);
         var size = new SizeFigures(originalBytes, SavedBytes(outputPath), 0, 0, 0);
         var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
-        var parameters = original.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims));
+        var parameters = context.OriginalParameters;
         var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
         size = size with
         {
@@ -99,9 +101,13 @@ public static class CompressionPipeline
     private static (OnnxModel Model, CompressionContext Context) Compress(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress)
     {
         var working = OnnxModel.Load(modelPath);
-        var moved = ConstantsToInitializers.Apply(working);
         var context = new CompressionContext(working, spec,
-            spec.Calibration is { } c ? m => CalibrationSet.Load(c, m, spec.File) : null, progress);
+            spec.Calibration is { } c ? m => CalibrationSet.Load(c, m, spec.File) : null, progress)
+        {
+            OriginalBytes = ModelBytes(working),
+            OriginalParameters = working.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
+        };
+        var moved = ConstantsToInitializers.Apply(working);
         if (moved > 0)
         {
             context.Notes.Add($"{moved} Constant-node weights moved to initializers");
@@ -124,12 +130,15 @@ public static class CompressionPipeline
             var pass = PassRegistry.Create(step);
             progress($"{pass.Name} (spec line {step.Line})");
             pass.Apply(context);
+            GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
         }
 
         var sparse = SparseStorage.Apply(working, context.Layers);
         if (sparse > 0)
         {
             context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
+            progress($"storage: {sparse} pruned weights as bitmask or sparse initializers");
+            GC.Collect(); // the dense copies they replaced
         }
 
         CheckLoads(working, outputPath);
@@ -144,7 +153,7 @@ public static class CompressionPipeline
     {
         try
         {
-            using var runner = new OrtModelRunner(model);
+            using var runner = new OrtModelRunner(model, optimize: false);
         }
         catch (OnnxRuntimeException e)
         {

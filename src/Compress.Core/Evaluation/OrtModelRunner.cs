@@ -17,10 +17,15 @@ public sealed class OrtModelRunner : IDisposable
     private readonly string? _folder;
     private readonly InferenceSession _session;
 
-    public OrtModelRunner(OnnxModel model, int threads = 1)
+    /// <param name="optimize">
+    /// False only checks that the model loads (kernels found, graph valid) without ONNX Runtime's graph optimizations:
+    /// constant-folding a large bitmask-packed model would briefly hold several dense copies of its weights.
+    /// </param>
+    public OrtModelRunner(OnnxModel model, int threads = 1, bool optimize = true)
     {
         using var options = new SessionOptions
         {
+            GraphOptimizationLevel = optimize ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_DISABLE_ALL,
             IntraOpNumThreads = threads,
             InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,

@@ -29,6 +29,12 @@ public sealed class CompressionContext
 
     public List<string> Notes { get; } = [];
 
+    /// <summary>Bytes of the source model on disk (file and external data), taken before any pass.</summary>
+    public long OriginalBytes { get; init; }
+
+    /// <summary>Weights of the source model (initializer elements), taken before any pass.</summary>
+    public long OriginalParameters { get; init; }
+
     public bool HasCalibration => _loadCalibration is not null;
 
     /// <summary>The calibration samples, loaded on first use (the spec reader already required them where needed).</summary>

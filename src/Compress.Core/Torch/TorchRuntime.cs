@@ -18,6 +18,7 @@ public static class TorchRuntime
         try
         {
             NativeTorch.EnsureLoaded();
+            NativeHeap.ReturnLargeBlocks();
         }
         catch (TorchNativeLoadException e)
         {

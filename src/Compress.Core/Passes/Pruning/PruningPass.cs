@@ -46,6 +46,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         long zeros = 0, total = 0;
         for (var i = 0; i < uses.Count; i++)
         {
+            using var layer = NewDisposeScope(); // this layer's copies go as soon as it is written
             var use = uses[i];
             var values = where(pruned[i].ne(0), pruned[i], 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
             var count = values.numel();

@@ -26,11 +26,13 @@ public static class SparsityBudget
     /// </summary>
     public static Tensor ScaleFreeMagnitude(Tensor weight)
     {
-        var squares = weight.to_type(ScalarType.Float64).square().flatten();
+        using var scope = NewDisposeScope(); // the sort's copies are freed per layer, not when the pass ends
+        var squares = weight.square().flatten();
         var (sorted, order) = squares.sort();
-        var remaining = sorted.flip(0).cumsum(0).flip(0).clamp_min(1e-300);
-        var scores = zeros_like(squares).scatter_(0, order, sorted / remaining);
-        return scores.to_type(ScalarType.Float32).reshape(weight.shape);
+        var before = sorted.cumsum(0, ScalarType.Float64) - sorted; // Σ_{v < u} w_v², so Σ_{v ≥ u} = total − before
+        var remaining = (before[-1] + sorted[-1] - before).clamp_min(1e-300);
+        var scores = empty_like(squares).scatter_(0, order, (sorted / remaining).to_type(ScalarType.Float32));
+        return scores.reshape(weight.shape).MoveToOuterDisposeScope();
     }
 
     /// <summary>The weights with everything outside their masks set to +0.0.</summary>
@@ -55,6 +57,32 @@ public static class SparsityBudget
         var total = scores.Sum(s => s.numel());
         var target = (long)Math.Round(sparsity * total);
         var caps = scores.Select(s => (long)Math.Floor(cap * s.numel())).ToList();
+        if (target == 0)
+        {
+            return scores.Select(s => ones_like(s, ScalarType.Bool)).ToList();
+        }
+
+        // Usually no layer reaches its cap: then the threshold is the target-th smallest score of all, found at once
+        // (ties at it go to the first layers, so the count is exact).
+        long[] counts;
+        using (NewDisposeScope())
+        {
+            var threshold = cat(flat, 0).kthvalue(target, 0, false).values.item<float>();
+            counts = flat.Select(s => Below(s, threshold)).ToArray();
+            var rest = target - counts.Sum();
+            for (var i = 0; i < counts.Length && rest > 0; i++)
+            {
+                using var tie = NewDisposeScope();
+                var take = Math.Min(rest, flat[i].eq(threshold).sum().item<long>());
+                counts[i] += take;
+                rest -= take;
+            }
+        }
+
+        if (counts.Select((c, i) => c <= caps[i]).All(ok => ok))
+        {
+            return scores.Select((s, i) => Layer(s, counts[i] / (double)s.numel())).ToList();
+        }
 
         // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect. Each probe frees its
         // temporaries at once: a model-sized mask per layer and probe would otherwise pile up until the pass ends.
