@@ -5,6 +5,7 @@
 //   wrapper [rounds]                         generated wrapper vs hand-written ONNX Runtime code, batch 1 and 64
 //   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for magnitude, SNIP, OBS, WoodFisher
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
+//   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -22,9 +23,13 @@ switch (verb)
         return PruningBenchmark.Run(args[1..]);
     case "sparsegpt-layer":
         return SparseGptLayerBenchmark.Run(args[1..]);
+    case "run":
+        return RunBenchmark.Run(args[1..]);
+    case RunBenchmark.ChildVerb:
+        return RunBenchmark.RunChild(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…]");
         return 2;
 }

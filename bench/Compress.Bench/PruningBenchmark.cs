@@ -45,7 +45,8 @@ internal static class PruningBenchmark
                     File.WriteAllText(spec, $$"""
                         { "data": { "calibration": { "path": "{{Path.GetFileName(calibration)}}", "samples": 512, "seed": 7 },
                                     "evaluation": { "path": "{{Path.GetFileName(test)}}", "labels": "labels" } },
-                          "steps": [ { "prune": { "method": "{{method}}", "sparsity": {{sparsity}} } } ] }
+                          "steps": [ { "prune": { "method": "{{method}}", "sparsity": {{sparsity}} } } ],
+                          "constraints": { "minAgreement": 0 } }
                         """);
                     var watch = Stopwatch.StartNew();
                     var report = CompressionPipeline.Run(model, SpecLoader.Load(spec), Path.Combine(folder, "out.onnx"), measureLatency: false);

@@ -151,6 +151,7 @@ public static class CompressionPipeline
 
     private static void CheckLoads(OnnxModel model, string outputPath)
     {
+        GC.Collect(); // what the passes left behind goes before ONNX Runtime takes its own copy of the weights
         try
         {
             using var runner = new OrtModelRunner(model, optimize: false);

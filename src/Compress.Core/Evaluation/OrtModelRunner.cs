@@ -26,11 +26,17 @@ public sealed class OrtModelRunner : IDisposable
         using var options = new SessionOptions
         {
             GraphOptimizationLevel = optimize ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_DISABLE_ALL,
+            EnableMemoryPattern = optimize,
             IntraOpNumThreads = threads,
             InterOpNumThreads = 1,
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
+        if (!optimize)
+        {
+            options.AddSessionConfigEntry("session.disable_prepacking", "1"); // a load check needs no kernel-ready weight copies
+        }
+
         if (model.ExternalData.Count == 0)
         {
             _session = new InferenceSession(model.Proto.ToByteArray(), options);

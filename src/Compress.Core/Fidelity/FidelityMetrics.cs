@@ -8,14 +8,16 @@ namespace Compress.Core.Fidelity;
 /// </summary>
 public static class FidelityMetrics
 {
-    private sealed record Entry(string Name, OutputKind? Kind, Func<long[]?, IFidelityMetric?> Create);
+    /// <param name="Kind">The kind of output it measures (null: any).</param>
+    /// <param name="Judges">The kind an output is measured as when the spec names this metric (null: as its shape says).</param>
+    private sealed record Entry(string Name, OutputKind? Kind, OutputKind? Judges, Func<long[]?, IFidelityMetric?> Create);
 
     private static readonly Entry[] Entries =
     [
-        new("accuracy", OutputKind.ClassScores, labels => labels is null ? null : new AccuracyMetric(labels)),
-        new("agreement", OutputKind.ClassScores, _ => new AgreementMetric()),
-        new("cosine", null, _ => new CosineMetric()),
-        new("sqnr", null, _ => new SqnrMetric()),
+        new("accuracy", OutputKind.ClassScores, OutputKind.ClassScores, labels => labels is null ? null : new AccuracyMetric(labels)),
+        new("agreement", OutputKind.ClassScores, OutputKind.ClassScores, _ => new AgreementMetric()),
+        new("cosine", null, OutputKind.Features, _ => new CosineMetric()),
+        new("sqnr", null, null, _ => new SqnrMetric()),
     ];
 
     /// <summary>The metric names, in the order the spec's <c>data.metric</c> choices list them.</summary>
@@ -26,7 +28,7 @@ public static class FidelityMetrics
         Entries.Where(e => e.Kind is null || e.Kind == kind).Select(e => e.Create(labels)).OfType<IFidelityMetric>().ToList();
 
     /// <summary>The kind a metric named in the spec needs its output to be measured as, or null when it fits any.</summary>
-    public static OutputKind? KindFor(string? metric) => Entries.FirstOrDefault(e => e.Name == metric)?.Kind;
+    public static OutputKind? KindFor(string? metric) => Entries.FirstOrDefault(e => e.Name == metric)?.Judges;
 }
 
 /// <summary>One output's metrics, fed batch by batch; the kind is fixed at the first batch (from its shape unless forced).</summary>

@@ -123,6 +123,39 @@ public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDi
         Assert.True(report.Metrics!.MeanCosine >= 0.95, $"cosine {report.Metrics.MeanCosine}");
     }
 
+    /// <summary>
+    /// A trained model made 100× lopsided without changing its function: conv2's weights and bias × 0.01, fc1's
+    /// weights × 100 (ReLU, MaxPool and Flatten between them commute with a positive scale). A raw |w| threshold
+    /// would take conv2 to its 98% cap; the scale-free score prunes it as it prunes the original.
+    /// </summary>
+    [Fact]
+    public void Global_magnitude_prunes_a_rescaled_trained_model_as_it_prunes_the_original()
+    {
+        var model = OnnxModel.Load(FashionData.CnnModel);
+        foreach (var (name, factor) in new[] { ("conv2.weight", 0.01f), ("conv2.bias", 0.01f), ("fc1.weight", 100f) })
+        {
+            var tensor = model.Graph.GetInitializer(name)!;
+            using var values = Compress.Core.Torch.OnnxTorchConversion.ToTorch(model, tensor);
+            model.ReplaceData(tensor, Compress.Core.Torch.OnnxTorchConversion.ToOnnx(values * factor, name));
+        }
+
+        var rescaled = Path.Combine(Dir, "cnn_rescaled.onnx");
+        model.Save(rescaled);
+        string Spec(string metric) => $$"""
+        { "data": { "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(true))}}, "labels": "labels", "samples": 2000{{metric}} } },
+          "steps": [ { "prune": { "method": "magnitude", "sparsity": 0.5, "scope": "global" } } ] }
+        """;
+        var original = CompressionPipeline.Run(FashionData.CnnModel, SpecFiles.Load(Dir, Spec("")), Path.Combine(Dir, "a.onnx"), measureLatency: false);
+        var lopsided = CompressionPipeline.Run(rescaled, SpecFiles.Load(Dir, Spec("")), Path.Combine(Dir, "b.onnx"), measureLatency: false);
+        var cosine = CompressionPipeline.Run(rescaled, SpecFiles.Load(Dir, Spec(""", "metric": "cosine" """)), Path.Combine(Dir, "c.onnx"), measureLatency: false);
+        output.WriteLine($"original {original.Metrics!.CompressedAccuracy:P2}, rescaled {lopsided.Metrics!.CompressedAccuracy:P2}, logit cosine {cosine.Metrics!.MeanCosine:0.0000}");
+        Assert.All(original.Layers.Zip(lopsided.Layers), p => Assert.Equal(p.First.Sparsity, p.Second.Sparsity, 3));
+        Assert.InRange(lopsided.Layers.Single(l => l.Weight == "conv2.weight").Sparsity, 0.1, 0.9);
+        Assert.InRange(lopsided.Metrics.CompressedAccuracy!.Value, original.Metrics.CompressedAccuracy!.Value - 0.002, original.Metrics.CompressedAccuracy.Value + 0.002);
+        Assert.Equal(Compress.Core.Fidelity.OutputKind.Features, cosine.Metrics.Kind);
+        Assert.True(cosine.Metrics.MeanCosine >= 0.95, $"cosine {cosine.Metrics.MeanCosine}");
+    }
+
     [Fact]
     public void An_encoder_output_is_judged_on_real_tokens_only()
     {

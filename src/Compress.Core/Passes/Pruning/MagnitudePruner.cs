@@ -13,12 +13,41 @@ namespace Compress.Core.Passes.Pruning;
 /// </summary>
 public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
 {
+    /// <summary>
+    /// Streams the weights: each is read to score it (or take its N:M mask), and read again to apply its mask and be
+    /// written, so only the scores and masks of all layers are held at once — not two dense copies of the model.
+    /// </summary>
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
-        var weights = uses.Select(u => context.Model.ToTorch(u.Weight)).ToList();
-        var masks = Step.N > 0 ? weights.Zip(uses).Select(p => NmMask(p.First, p.Second, context)).ToList()
-            : Masks(weights.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), Step.Sparsity);
-        Write(context, uses, weights, Masked(weights, masks));
+        List<Tensor> masks;
+        if (Step.N > 0)
+        {
+            masks = uses.Select(u => Scoped(() => NmMask(context.Model.ToTorch(u.Weight), u, context))).ToList();
+        }
+        else
+        {
+            var scores = uses.Select(u => Scoped(() => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight)))).ToList();
+            masks = Masks(scores, Step.Sparsity);
+            scores.ForEach(s => s.Dispose());
+        }
+
+        long zeros = 0;
+        for (var i = 0; i < uses.Count; i++)
+        {
+            using var layer = NewDisposeScope();
+            var weight = context.Model.ToTorch(uses[i].Weight);
+            zeros += WriteLayer(context, uses[i], weight, where(masks[i], weight, 0f));
+            masks[i].Dispose();
+        }
+
+        Report(context, uses, zeros);
+    }
+
+    /// <summary>The result of <paramref name="make"/>, its temporaries freed at once.</summary>
+    private static Tensor Scoped(Func<Tensor> make)
+    {
+        using var scope = NewDisposeScope();
+        return make().MoveToOuterDisposeScope();
     }
 
     private Tensor NmMask(Tensor weight, WeightUse use, CompressionContext context)

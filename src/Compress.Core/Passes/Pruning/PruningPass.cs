@@ -1,3 +1,4 @@
+using Compress.Core.Onnx;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Torch;
 using Compress.Spec;
@@ -43,22 +44,32 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     /// <param name="pruned">The weights after it (zeros where pruned; other values may have been updated).</param>
     protected void Write(CompressionContext context, IReadOnlyList<WeightUse> uses, IReadOnlyList<Tensor> originals, IReadOnlyList<Tensor> pruned)
     {
-        long zeros = 0, total = 0;
+        long zeros = 0;
         for (var i = 0; i < uses.Count; i++)
         {
-            using var layer = NewDisposeScope(); // this layer's copies go as soon as it is written
-            var use = uses[i];
-            var values = where(pruned[i].ne(0), pruned[i], 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
-            var count = values.numel();
-            var layerZeros = count - values.count_nonzero().item<long>();
-            var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, count);
-            record.Sparsity = layerZeros / (double)count;
-            record.RelativeError += WeightQuantization.RelativeError(originals[i], values);
-            context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));
-            zeros += layerZeros;
-            total += count;
+            zeros += WriteLayer(context, uses[i], originals[i], pruned[i]);
         }
 
+        Report(context, uses, zeros);
+    }
+
+    /// <summary>Writes one layer's pruned weight with its sparsity and error; returns how many of its weights are zero.</summary>
+    protected static long WriteLayer(CompressionContext context, WeightUse use, Tensor original, Tensor pruned)
+    {
+        using var layer = NewDisposeScope(); // this layer's copies go as soon as it is written
+        var values = where(pruned.ne(0), pruned, 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
+        var count = values.numel();
+        var layerZeros = count - values.count_nonzero().item<long>();
+        var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, count);
+        record.Sparsity = layerZeros / (double)count;
+        record.RelativeError += WeightQuantization.RelativeError(original, values);
+        context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));
+        return layerZeros;
+    }
+
+    protected void Report(CompressionContext context, IReadOnlyList<WeightUse> uses, long zeros)
+    {
+        var total = uses.Sum(u => OnnxElementTypes.ElementCount(u.Weight.Dims));
         context.Progress($"{Name}: {uses.Count} weights, {zeros:N0} of {total:N0} set to zero ({zeros / (double)total:P1})");
     }
 }

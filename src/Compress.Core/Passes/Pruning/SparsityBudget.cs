@@ -17,6 +17,37 @@ public static class SparsityBudget
     public static List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity, PruneStep step) =>
         step.Scope == "layer" ? scores.Select(s => Layer(s, sparsity)).ToList() : Global(scores, sparsity, step.MaxLayerSparsity);
 
+    /// <summary>#{s &lt; t}; each probe frees its mask at once (a model-sized mask per probe would pile up otherwise).</summary>
+    private static long Below(Tensor scores, double t)
+    {
+        using var probe = NewDisposeScope();
+        return scores.lt(t).sum().item<long>();
+    }
+
+    /// <summary>The k-th smallest (1-based) of all the scores, holding at most about a million of them at once.</summary>
+    private static double KthSmallest(IReadOnlyList<Tensor> flat, long k)
+    {
+        double lo = 0, hi = flat.Max(s => s.max().to_type(ScalarType.Float64).item<double>()) * 1.0001 + 1e-30;
+        long belowLo = 0, belowHi = flat.Sum(s => s.numel());
+        for (var iteration = 0; iteration < 64 && belowHi - belowLo > (1 << 20); iteration++)
+        {
+            var mid = (lo + hi) / 2;
+            var below = flat.Sum(s => Below(s, mid));
+            if (below < k)
+            {
+                (lo, belowLo) = (mid, below);
+            }
+            else
+            {
+                (hi, belowHi) = (mid, below);
+            }
+        }
+
+        using var scope = NewDisposeScope();
+        var inside = cat(flat.Select(s => s.masked_select(s.ge(lo).logical_and(s.lt(hi)))).ToList(), 0);
+        return inside.kthvalue(k - belowLo, 0, false).values.to_type(ScalarType.Float64).item<double>();
+    }
+
     /// <summary>
     /// Magnitudes made comparable across layers by LAMP (layer-adaptive magnitude pruning, algorithms.md §1): with a
     /// layer's weights sorted by |w| ascending, score(u) = w_u² / Σ_{v ≥ u} w_v² — the share of the energy still left
@@ -27,11 +58,23 @@ public static class SparsityBudget
     public static Tensor ScaleFreeMagnitude(Tensor weight)
     {
         using var scope = NewDisposeScope(); // the sort's copies are freed per layer, not when the pass ends
-        var squares = weight.square().flatten();
-        var (sorted, order) = squares.sort();
-        var before = sorted.cumsum(0, ScalarType.Float64) - sorted; // Σ_{v < u} w_v², so Σ_{v ≥ u} = total − before
-        var remaining = (before[-1] + sorted[-1] - before).clamp_min(1e-300);
-        var scores = empty_like(squares).scatter_(0, order, (sorted / remaining).to_type(ScalarType.Float32));
+        Tensor sorted, order;
+        using (var squares = weight.square().flatten())
+        {
+            (sorted, order) = squares.sort();
+        }
+
+        // In place, to keep a large layer's temporaries few: Σ_{v ≥ u} w_v² = total − Σ_{v < u} w_v².
+        var remaining = sorted.cumsum(0, ScalarType.Float64);
+        var total = remaining[-1].item<double>();
+        remaining.sub_(sorted).neg_().add_(total).clamp_min_(1e-300);
+        using (var share = remaining.to_type(ScalarType.Float32))
+        {
+            remaining.Dispose();
+            sorted.div_(share);
+        }
+
+        var scores = empty(weight.numel(), ScalarType.Float32).scatter_(0, order, sorted);
         return scores.reshape(weight.shape).MoveToOuterDisposeScope();
     }
 
@@ -62,21 +105,18 @@ public static class SparsityBudget
             return scores.Select(s => ones_like(s, ScalarType.Bool)).ToList();
         }
 
-        // Usually no layer reaches its cap: then the threshold is the target-th smallest score of all, found at once
-        // (ties at it go to the first layers, so the count is exact).
-        long[] counts;
-        using (NewDisposeScope())
+        // Usually no layer reaches its cap: then the threshold is the target-th smallest score of all. Found without
+        // a model-sized sort: bisect until few scores lie in the bracket, then take the exact k-th among those (ties
+        // at it go to the first layers, so the count is exact).
+        var threshold = KthSmallest(flat, target);
+        var counts = flat.Select(s => Below(s, threshold)).ToArray();
+        var rest = target - counts.Sum();
+        for (var i = 0; i < counts.Length && rest > 0; i++)
         {
-            var threshold = cat(flat, 0).kthvalue(target, 0, false).values.item<float>();
-            counts = flat.Select(s => Below(s, threshold)).ToArray();
-            var rest = target - counts.Sum();
-            for (var i = 0; i < counts.Length && rest > 0; i++)
-            {
-                using var tie = NewDisposeScope();
-                var take = Math.Min(rest, flat[i].eq(threshold).sum().item<long>());
-                counts[i] += take;
-                rest -= take;
-            }
+            using var tie = NewDisposeScope();
+            var take = Math.Min(rest, flat[i].eq(threshold).sum().item<long>());
+            counts[i] += take;
+            rest -= take;
         }
 
         if (counts.Select((c, i) => c <= caps[i]).All(ok => ok))
@@ -84,14 +124,7 @@ public static class SparsityBudget
             return scores.Select((s, i) => Layer(s, counts[i] / (double)s.numel())).ToList();
         }
 
-        // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect. Each probe frees its
-        // temporaries at once: a model-sized mask per layer and probe would otherwise pile up until the pass ends.
-        long Below(Tensor s, double t)
-        {
-            using var probe = NewDisposeScope();
-            return s.lt(t).sum().item<long>();
-        }
-
+        // Pruned count at threshold t: Σ_l min(#{s_l < t}, cap_l). Monotone in t, so bisect.
         long PrunedAt(double t) => flat.Select((s, i) => Math.Min(Below(s, t), caps[i])).Sum();
         double lo = 0, hi = flat.Max(s => s.max().to_type(ScalarType.Float64).item<double>()) * 1.0001 + 1e-30;
         for (var iteration = 0; iteration < 200 && hi - lo > 1e-12 * hi; iteration++)
