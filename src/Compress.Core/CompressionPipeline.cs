@@ -50,7 +50,8 @@ public static class CompressionPipeline
             }
         }
 
-        var (constraints, warnings) = metrics is null ? ([], []) : FidelityGate.Check(spec, metrics, WorstLayers(context), outputPath);
+        var (constraints, fidelityWarnings) = metrics is null ? ([], []) : FidelityGate.Check(spec, metrics, WorstLayers(context), outputPath);
+        var warnings = context.Warnings.Concat(fidelityWarnings).ToList();
         if (metrics is null)
         {
             if (FidelityGate.HasFidelityConstraint(spec.Constraints))
@@ -119,6 +120,12 @@ public static class CompressionPipeline
             context.Notes.Add($"{constants} initializers listed as graph inputs (IR version 3 style) made constants");
         }
 
+        var transposes = TransposedWeights.Fold(working);
+        if (transposes > 0)
+        {
+            context.Notes.Add($"{transposes} Transpose nodes on weights applied to the stored weights (an export without constant folding)");
+        }
+
         var folded = BatchNormFolding.Apply(working);
         if (folded > 0)
         {
@@ -129,7 +136,15 @@ public static class CompressionPipeline
         {
             var pass = PassRegistry.Create(step);
             progress($"{pass.Name} (spec line {step.Line})");
+            var before = Fingerprint(context);
             pass.Apply(context);
+            if (Fingerprint(context) == before)
+            {
+                context.Warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
+                    $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: none of its ops ({string.Join(", ", step.OpTypes)}) has a weight it can take" +
+                    (SubgraphWeights(working) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : ""), spec.File));
+            }
+
             GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
         }
 
@@ -177,6 +192,21 @@ public static class CompressionPipeline
         }
     }
 
+    /// <summary>What a pass changes when it does anything: layer records, nodes, initializers.</summary>
+    private static string Fingerprint(CompressionContext context) =>
+        $"{context.Model.Proto.Graph.Node.Count}/{context.Model.Proto.Graph.Initializer.Count}/{context.Model.Proto.Graph.SparseInitializer.Count}/" +
+        string.Join(";", context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
+
+    /// <summary>Weight-sized tensors (≥ 1,024 values) in initializers and Constant nodes of subgraphs (If/Loop/Scan bodies).</summary>
+    private static int SubgraphWeights(OnnxModel model)
+    {
+        static IEnumerable<Onnx.Proto.GraphProto> Nested(Onnx.Proto.GraphProto graph) =>
+            graph.Node.SelectMany(n => n.Attribute).SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(g => Nested(g).Prepend(g));
+        return Nested(model.Proto.Graph).Sum(g =>
+            g.Initializer.Count(t => OnnxElementTypes.ElementCount(t.Dims) >= 1024) +
+            g.Node.Count(n => n.OpType == "Constant" && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && OnnxElementTypes.ElementCount(t.Dims) >= 1024));
+    }
+
     /// <summary>The three layers with the largest relative weight error, as the failure messages name them.</summary>
     internal static IEnumerable<string> WorstLayers(CompressionContext context) =>
         context.Layers.Values.OrderByDescending(l => l.RelativeError).Take(3).Select(l => $"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})");
@@ -196,8 +226,8 @@ public static class CompressionPipeline
 
     private static LatencyFigures MeasureLatency(OnnxModel original, OnnxModel compressed, CalibrationSet data)
     {
-        using var a = new OrtModelRunner(original);
-        using var b = new OrtModelRunner(compressed);
+        using var a = new OrtModelRunner(original, arena: true);
+        using var b = new OrtModelRunner(compressed, arena: true);
         var n = Math.Min(Math.Min(a.MaxBatch(LatencyBatch, data), b.MaxBatch(LatencyBatch, data)), data.Count);
         return new LatencyFigures(n,
             a.MedianLatencyMs(data, 1, 31, LatencyBudget), b.MedianLatencyMs(data, 1, 31, LatencyBudget),

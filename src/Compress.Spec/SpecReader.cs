@@ -300,6 +300,12 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, node["maxLayerSparsity"]!, "'maxLayerSparsity' is below the layer-wise 'sparsity'");
                 }
 
+                if (step.N > 0 && step.Method != "magnitude" && step.BlockSize % step.M != 0)
+                {
+                    // SparseGPT picks each N:M group inside one block of columns: a group may not straddle two blocks.
+                    throw Error(SpecCodes.Inconsistent, node["blockSize"] ?? node, $"'blockSize' {step.BlockSize} must be a multiple of M ({step.M}) for pattern {step.N}:{step.M}");
+                }
+
                 return step;
             }
 

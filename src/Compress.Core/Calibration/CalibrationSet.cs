@@ -30,8 +30,15 @@ public sealed class CalibrationSet
     /// <summary>Inputs fed whole with every sample (batch 1 then, since their batch axis is not the first).</summary>
     public IReadOnlyDictionary<string, NpyArray> Constants { get; }
 
-    /// <summary>The largest batch these samples can be run in: 1 with constant inputs, else <paramref name="wanted"/>.</summary>
-    public int MaxBatch(int wanted) => Constants.Count > 0 ? 1 : wanted;
+    /// <summary>
+    /// The largest batch these samples should be run in: 1 with constant inputs; else <paramref name="wanted"/>, fewer
+    /// when a batch's inputs would pass 4 MB (a 224×224 image model's activations are ~50× its input, per session).
+    /// </summary>
+    public int MaxBatch(int wanted)
+    {
+        var sampleBytes = Inputs.Values.Sum(a => a.SampleSize * Onnx.OnnxElementTypes.BitWidth(a.ElementType) / 8);
+        return Constants.Count > 0 ? 1 : (int)Math.Clamp((4L << 20) / Math.Max(1, sampleBytes), 1, wanted);
+    }
 
     public long[]? Labels { get; }
 

@@ -63,6 +63,9 @@ public static class DiagnosticCodes
     /// <summary>The compressed artifact would be larger than its source; nothing is written.</summary>
     public const string ArtifactLarger = "CMP0035";
 
+    /// <summary>Warning: a step found nothing to change in the model (its weights are of other ops, or inside If/Loop subgraphs).</summary>
+    public const string StepChangedNothing = "CMP0036";
+
     /// <summary>A gradient method needs the model executed in TorchSharp, and the executor lacks one of its operators.</summary>
     public const string OperatorNotExecutable = "CMP0040";
 

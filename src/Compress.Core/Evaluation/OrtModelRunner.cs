@@ -21,10 +21,15 @@ public sealed class OrtModelRunner : IDisposable
     /// False only checks that the model loads (kernels found, graph valid) without ONNX Runtime's graph optimizations:
     /// constant-folding a large bitmask-packed model would briefly hold several dense copies of its weights.
     /// </param>
-    public OrtModelRunner(OnnxModel model, int threads = 1, bool optimize = true)
+    /// <param name="arena">
+    /// Whether ONNX Runtime keeps its CPU memory arena, which grows to the largest batch and never shrinks: wanted
+    /// when timing (as an app runs), not when several sessions of a large model compare or calibrate side by side.
+    /// </param>
+    public OrtModelRunner(OnnxModel model, int threads = 1, bool optimize = true, bool arena = false)
     {
         using var options = new SessionOptions
         {
+            EnableCpuMemArena = arena,
             GraphOptimizationLevel = optimize ? GraphOptimizationLevel.ORT_ENABLE_ALL : GraphOptimizationLevel.ORT_DISABLE_ALL,
             EnableMemoryPattern = optimize,
             IntraOpNumThreads = threads,

@@ -41,6 +41,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\" } } ] }", "CMP0107", 1, 16, "needs calibration data" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.3, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 39, "must be 0.5" },
         { "{ \"data\": { \"evaluation\": { \"path\": \"⟨data⟩\", \"metric\": \"accuracy\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 59, "needs 'labels'" },
+        { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5, \"pattern\": \"2:4\", \"blockSize\": 30 } } ], \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } } }", "CMP0107", 1, 92, "must be a multiple of M (4)" },
         { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\", \"samples\": 1.5 } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0102", 1, 61, "whole number" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"fp16\", \"calibration\": \"entropy\" } } ] }", "CMP0107", 1, 64, "applies to static quantization" },
         { "{ \"target\": { \"executionProvider\": \"cuda\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 36, "allowed: cpu" },

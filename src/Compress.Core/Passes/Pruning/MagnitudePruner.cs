@@ -7,8 +7,8 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Pruning;
 
 /// <summary>
-/// Magnitude pruning (algorithms.md §1): zero the smallest |w|, layer-wise or globally — on |w| relative to its layer's
-/// RMS, so no layer is wiped out by its scale — with every layer capped at <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
+/// Magnitude pruning (algorithms.md §1): zero the smallest |w|, layer-wise or globally — on LAMP scores, which are
+/// scale-free, so no layer is wiped out by its scale — with every layer capped at <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
 /// the input axis keep the N largest. Biases are never pruned.
 /// </summary>
 public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
