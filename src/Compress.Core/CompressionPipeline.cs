@@ -183,7 +183,7 @@ public static class CompressionPipeline
     {
         try
         {
-            return ModelComparison.Compare(original, compressed, data, FidelityChoice.From(spec.Evaluation));
+            return ModelComparison.Compare(original, compressed, data, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
         }
         catch (ArgumentException e)
         {
@@ -226,7 +226,7 @@ public static class CompressionPipeline
 
     private static LatencyFigures MeasureLatency(OnnxModel original, OnnxModel compressed, CalibrationSet data)
     {
-        using var a = new OrtModelRunner(original, arena: true);
+        using var a = OrtModelRunner.FromFile(original.Path!, arena: true);
         using var b = new OrtModelRunner(compressed, arena: true);
         var n = Math.Min(Math.Min(a.MaxBatch(LatencyBatch, data), b.MaxBatch(LatencyBatch, data)), data.Count);
         return new LatencyFigures(n,

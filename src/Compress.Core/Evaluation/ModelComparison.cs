@@ -51,11 +51,15 @@ public static class ModelComparison
     /// float output. A model input whose name contains "mask" and whose data is <c>[N, T]</c> marks padding: those
     /// positions of <c>[N, T, …]</c> outputs are left out.
     /// </summary>
-    public static ComparisonMetrics Compare(OnnxModel original, OnnxModel compressed, CalibrationSet data, FidelityChoice? choice = null, int batchSize = 64)
+    /// <param name="originalOnDisk">Whether <paramref name="original"/> is its file unchanged (then ONNX Runtime reads the file).</param>
+    public static ComparisonMetrics Compare(OnnxModel original, OnnxModel compressed, CalibrationSet data, FidelityChoice? choice = null,
+        int batchSize = 64, bool originalOnDisk = false)
     {
         choice ??= new FidelityChoice();
-        using var a = new OrtModelRunner(original);
+        using var a = originalOnDisk && original.Path is { } path ? OrtModelRunner.FromFile(path) : new OrtModelRunner(original);
+        GC.Collect(); // each session's creation leaves model-sized garbage; the next one should not stack on it
         using var b = new OrtModelRunner(compressed);
+        GC.Collect();
         var names = a.OutputNames.Where(n => a.OutputElementType(n) == "float").ToArray();
         var judged = choice.Output ?? names.FirstOrDefault()
             ?? throw new InvalidOperationException("the model has no float32 output to compare");

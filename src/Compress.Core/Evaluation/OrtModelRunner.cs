@@ -22,10 +22,16 @@ public sealed class OrtModelRunner : IDisposable
     /// constant-folding a large bitmask-packed model would briefly hold several dense copies of its weights.
     /// </param>
     /// <param name="arena">
-    /// Whether ONNX Runtime keeps its CPU memory arena, which grows to the largest batch and never shrinks: wanted
-    /// when timing (as an app runs), not when several sessions of a large model compare or calibrate side by side.
+    /// Whether the session runs as an app's would — with ONNX Runtime's CPU memory arena (which grows to the largest
+    /// batch and never shrinks) and prepacked weights: wanted when timing, not when several sessions of a large model
+    /// compare or calibrate side by side.
     /// </param>
     public OrtModelRunner(OnnxModel model, int threads = 1, bool optimize = true, bool arena = false)
+        : this(model, null, threads, optimize, arena)
+    {
+    }
+
+    private OrtModelRunner(OnnxModel? model, string? file, int threads, bool optimize, bool arena)
     {
         using var options = new SessionOptions
         {
@@ -37,12 +43,17 @@ public sealed class OrtModelRunner : IDisposable
             ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
             LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
         };
-        if (!optimize)
+        if (!arena)
         {
-            options.AddSessionConfigEntry("session.disable_prepacking", "1"); // a load check needs no kernel-ready weight copies
+            // Kernel-ready (prepacked) copies of the weights double a session's memory; only timing needs them.
+            options.AddSessionConfigEntry("session.disable_prepacking", "1");
         }
 
-        if (model.ExternalData.Count == 0)
+        if (file is not null)
+        {
+            _session = new InferenceSession(file, options);
+        }
+        else if (model!.ExternalData.Count == 0)
         {
             _session = new InferenceSession(model.Proto.ToByteArray(), options);
         }
@@ -64,6 +75,12 @@ public sealed class OrtModelRunner : IDisposable
 
         OutputNames = _session.OutputNames.ToArray();
     }
+
+    /// <summary>
+    /// A runner of a model file as it is on disk (never one changed in memory): ONNX Runtime reads it itself, so no
+    /// serialized copy of a large model passes through the managed heap.
+    /// </summary>
+    public static OrtModelRunner FromFile(string path, bool arena = false) => new(null, path, 1, true, arena);
 
     public IReadOnlyList<string> OutputNames { get; }
 
@@ -100,15 +117,28 @@ public sealed class OrtModelRunner : IDisposable
     /// <summary>Largest batch for these samples: the model's, and 1 when the data has constant inputs.</summary>
     public int MaxBatch(int wanted, CalibrationSet data) => Math.Min(MaxBatch(wanted), data.MaxBatch(wanted));
 
-    /// <summary>Runs all samples; <paramref name="onBatch"/> sees (first sample index, count, outputs by name).</summary>
+    /// <summary>What the requested outputs of one batch may take at most: calibration exposes every activation.</summary>
+    private const long OutputBudget = 128L << 20;
+
+    /// <summary>
+    /// Runs all samples; <paramref name="onBatch"/> sees (first sample index, count, outputs by name). The first batch
+    /// is one sample; its outputs' size sets the batch for the rest (at most <paramref name="batchSize"/>, and within
+    /// <see cref="OutputBudget"/>), so exposing all of a transformer's activations does not take gigabytes per batch.
+    /// </summary>
     public void Run(CalibrationSet data, int batchSize, Action<int, int, IReadOnlyDictionary<string, OrtValue>> onBatch, IReadOnlyList<string>? outputs = null)
     {
         var names = (outputs ?? OutputNames).ToArray();
-        var batch = MaxBatch(batchSize, data);
-        for (var start = 0; start < data.Count; start += batch)
+        var batch = 1;
+        for (int start = 0, count; start < data.Count; start += count)
         {
-            var count = Math.Min(batch, data.Count - start);
+            count = Math.Min(batch, data.Count - start);
             using var results = RunBatch(data, start, count, names);
+            if (start == 0)
+            {
+                var sampleBytes = results.Where(r => r.IsTensor).Sum(r => (long)r.GetTensorMutableRawData().Length);
+                batch = (int)Math.Clamp(OutputBudget / Math.Max(1, sampleBytes), 1, MaxBatch(batchSize, data));
+            }
+
             onBatch(start, count, names.Zip(results).ToDictionary(p => p.First, p => p.Second));
         }
     }

@@ -94,6 +94,23 @@ public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDi
     }
 
     [Fact]
+    public void A_step_that_would_grow_the_model_is_refused_with_both_sizes_and_writes_nothing()
+    {
+        // Static int8 on the activations of Add alone: Q/DQ pairs and their scales added, no weight made smaller.
+        var spec = SpecFiles.Load(Dir, $$"""
+        { "data": { "calibration": { "path": {{SpecFiles.Quote(ThirdPartyModels.EncoderData)}} } },
+          "steps": [ { "quantize": { "weights": "int8", "activations": "uint8", "opTypes": ["Add"] } } ],
+          "constraints": { "minCosine": 0 } }
+        """);
+        var outputPath = Path.Combine(Dir, "grown.onnx");
+        var error = Assert.Throws<CompressException>(() => CompressionPipeline.Run(ThirdPartyModels.Encoder, spec, outputPath, measureLatency: false));
+        output.WriteLine(error.Message);
+        Assert.Equal(DiagnosticCodes.ArtifactLarger, error.Diagnostic.Code);
+        Assert.Matches(@"would be [\d,]+ bytes, larger than its source \(1,483,054 bytes\)", error.Message);
+        Assert.False(File.Exists(outputPath));
+    }
+
+    [Fact]
     public void A_collapsed_featurizer_fails_the_default_floor_naming_layers_and_writes_nothing()
     {
         string Spec(string constraints) => $$"""
@@ -177,6 +194,10 @@ public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDi
         """);
         var report = CompressionPipeline.Run(ThirdPartyModels.Encoder, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
         var o = report.Metrics!.Primary;
+        // Exported without constant folding, every Linear weight reaches its MatMul through a Transpose: folded into
+        // the stored weight, all 12 (q, k, v, o, ff1, ff2 of two layers) are quantized.
+        Assert.Contains(report.Notes, n => n.StartsWith("12 Transpose nodes on weights", StringComparison.Ordinal));
+        Assert.Equal(12, report.Layers.Count(l => l.OpType == "MatMul" && l.Bits == 8));
         Assert.Equal(OutputKind.Features, o.Kind);
         Assert.Equal(new long[] { -1, 16, 64 }, o.Shape);
         Assert.True(o.MeanCosine >= 0.98 && o.P1Cosine <= o.MeanCosine);

@@ -28,6 +28,7 @@ public static class TransposedWeights
                 continue;
             }
 
+            TorchRuntime.EnsureLoaded(); // before any torch call: it applies the native-library fix (Debian 12)
             var rank = weight.Dims.Count;
             var permutation = node.Ints("perm") ?? Enumerable.Range(0, rank).Reverse().Select(i => (long)i).ToArray();
             using (NewDisposeScope())
