@@ -75,7 +75,7 @@ internal static class LargeModelBenchmark
             "ort" => CompareInOrt(args[1], args[2]),
             _ => throw new ArgumentException(args[0]),
         };
-        Console.WriteLine($"RESULT\t{args[0]}\t{watch.Elapsed.TotalSeconds:0.0}\t{PeakResidentBytes()}\t{result}");
+        Console.WriteLine($"RESULT\t{args[0]}\t{watch.Elapsed.TotalSeconds:0.0}\t{ChildProcess.PeakResidentBytes()}\t{result}");
         return 0;
     }
 
@@ -142,31 +142,9 @@ internal static class LargeModelBenchmark
 
     private static string[] Child(params string[] args)
     {
-        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
-        if (!Environment.ProcessPath!.EndsWith("Compress.Bench", StringComparison.Ordinal))
-        {
-            start.ArgumentList.Add(typeof(LargeModelBenchmark).Assembly.Location);
-        }
-
-        start.ArgumentList.Add(ChildVerb);
-        foreach (var a in args)
-        {
-            start.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(start)!;
-        var output = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        var line = output.Split('\n').FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal))
-            ?? throw new InvalidOperationException($"phase {args[0]} failed (exit {process.ExitCode}):\n{output}");
-        Console.WriteLine(line);
-        return line.Split('\t')[1..];
-    }
-
-    private static long PeakResidentBytes()
-    {
-        var line = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-        return long.Parse(line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture) * 1024;
+        var fields = ChildProcess.Run(ChildVerb, args);
+        Console.WriteLine("RESULT\t" + string.Join('\t', fields));
+        return fields;
     }
 
     private static long FolderBytes(string folder) => Directory.GetFiles(folder).Sum(f => new FileInfo(f).Length);

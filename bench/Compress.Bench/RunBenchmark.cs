@@ -86,32 +86,14 @@ internal static class RunBenchmark
             result = e.Diagnostic.Code + ": " + e.Diagnostic.Message.Split(';')[0];
         }
 
-        var peak = File.ReadLines("/proc/self/status").First(l => l.StartsWith("VmHWM:", StringComparison.Ordinal));
-        var kilobytes = long.Parse(peak.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1], CultureInfo.InvariantCulture);
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT\t{watch.Elapsed.TotalSeconds:0.0}\t{kilobytes * 1024}\t{result}"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT\t{watch.Elapsed.TotalSeconds:0.0}\t{ChildProcess.PeakResidentBytes()}\t{result}"));
         return 0;
     }
 
     private static (string Seconds, long Peak, string Result) Child(string model, string spec, string output)
     {
-        var start = new ProcessStartInfo(Environment.ProcessPath!) { RedirectStandardOutput = true, UseShellExecute = false };
-        if (!Environment.ProcessPath!.EndsWith("Compress.Bench", StringComparison.Ordinal))
-        {
-            start.ArgumentList.Add(typeof(RunBenchmark).Assembly.Location);
-        }
-
-        foreach (var a in new[] { ChildVerb, model, spec, output })
-        {
-            start.ArgumentList.Add(a);
-        }
-
-        using var process = Process.Start(start)!;
-        var text = process.StandardOutput.ReadToEnd();
-        process.WaitForExit();
-        var line = text.Split('\n').FirstOrDefault(l => l.StartsWith("RESULT\t", StringComparison.Ordinal))
-            ?? throw new InvalidOperationException($"the run failed (exit {process.ExitCode}):\n{text}");
-        var parts = line.Split('\t');
-        return (parts[1], long.Parse(parts[2], CultureInfo.InvariantCulture), parts[3]);
+        var fields = ChildProcess.Run(ChildVerb, model, spec, output);
+        return (fields[0], long.Parse(fields[1], CultureInfo.InvariantCulture), fields[2]);
     }
 
     private static string? Option(string[] args, string name)
