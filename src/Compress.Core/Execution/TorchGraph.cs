@@ -77,47 +77,69 @@ public sealed class TorchGraph : IDisposable
     /// <summary>Runs the graph on <paramref name="inputs"/>; returns the graph outputs and any <paramref name="extra"/> values.</summary>
     public Dictionary<string, Tensor> Run(IReadOnlyDictionary<string, Tensor> inputs, IReadOnlyCollection<string>? extra = null)
     {
+        var values = Begin(inputs);
+        var keep = new HashSet<string>(Outputs.Concat(extra ?? []).Concat(inputs.Keys).Concat(_initializers.Keys), StringComparer.Ordinal);
+        for (var i = 0; i < _order.Count; i++)
+        {
+            Step(values, i, keep);
+        }
+
+        return Outputs.Concat(extra ?? []).Distinct().ToDictionary(n => n, n => values[n], StringComparer.Ordinal);
+    }
+
+    /// <summary>The nodes in the order they run.</summary>
+    public IReadOnlyList<NodeProto> Order => _order;
+
+    /// <summary>The values a run starts from: the weights and <paramref name="inputs"/> (not owned: never disposed here).</summary>
+    public Dictionary<string, Tensor> Begin(IReadOnlyDictionary<string, Tensor> inputs)
+    {
         var values = new Dictionary<string, Tensor>(_initializers, StringComparer.Ordinal);
         foreach (var (name, value) in inputs)
         {
             values[name] = value;
         }
 
-        var keep = new HashSet<string>(Outputs.Concat(extra ?? []).Concat(inputs.Keys).Concat(_initializers.Keys), StringComparer.Ordinal);
-        for (var i = 0; i < _order.Count; i++)
+        return values;
+    }
+
+    /// <summary>
+    /// Runs node <paramref name="index"/> of <see cref="Order"/> on <paramref name="values"/>, adding its outputs and
+    /// disposing the inputs it read for the last time (unless in <paramref name="keep"/>: weights, inputs, outputs).
+    /// </summary>
+    public void Step(Dictionary<string, Tensor> values, int index, IReadOnlySet<string> keep)
+    {
+        var node = _order[index];
+        var arguments = node.Input.Select(n => n.Length == 0 ? null : values.TryGetValue(n, out var v) ? v
+            : throw new InvalidOperationException($"value '{n}' of node '{OnnxGraph.Describe(node)}' is not computed")).ToArray();
+        Tensor[] results;
+        try
         {
-            var node = _order[i];
-            var arguments = node.Input.Select(n => n.Length == 0 ? null : values.TryGetValue(n, out var v) ? v
-                : throw new InvalidOperationException($"value '{n}' of node '{OnnxGraph.Describe(node)}' is not computed")).ToArray();
-            Tensor[] results;
-            try
-            {
-                results = TorchOps.Run(new OpCall(node, arguments, _opset));
-            }
-            catch (NotSupportedException e)
-            {
-                throw CompressException.Error(DiagnosticCodes.OperatorNotExecutable, e.Message, inner: e);
-            }
+            results = TorchOps.Run(new OpCall(node, arguments, _opset));
+        }
+        catch (NotSupportedException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.OperatorNotExecutable, e.Message, inner: e);
+        }
 
-            for (var j = 0; j < results.Length && j < node.Output.Count; j++)
+        for (var j = 0; j < results.Length && j < node.Output.Count; j++)
+        {
+            if (node.Output[j].Length > 0)
             {
-                if (node.Output[j].Length > 0)
-                {
-                    values[node.Output[j]] = results[j];
-                }
-            }
-
-            foreach (var input in node.Input.Distinct())
-            {
-                if (input.Length > 0 && _lastUse[input] == i && !keep.Contains(input) && values.Remove(input, out var done))
-                {
-                    done.Dispose();
-                }
+                values[node.Output[j]] = results[j];
             }
         }
 
-        return Outputs.Concat(extra ?? []).Distinct().ToDictionary(n => n, n => values[n], StringComparer.Ordinal);
+        foreach (var input in node.Input.Distinct())
+        {
+            if (input.Length > 0 && _lastUse[input] == index && !keep.Contains(input) && values.Remove(input, out var done))
+            {
+                done.Dispose();
+            }
+        }
     }
+
+    /// <summary>Names of the weights (never released by <see cref="Step"/>).</summary>
+    public IEnumerable<string> WeightNames => _initializers.Keys;
 
     public void Dispose()
     {

@@ -15,6 +15,8 @@ public sealed class OnnxGraph
     private Dictionary<string, NodeProto>? _producers;
     private Dictionary<string, List<NodeProto>>? _consumers;
     private Dictionary<string, TensorProto>? _initializers;
+    private HashSet<string>? _names;
+    private (int, int, int, int) _namesAt;
 
     internal OnnxGraph(OnnxModel model, GraphProto proto)
     {
@@ -181,8 +183,10 @@ public sealed class OnnxGraph
             throw new ArgumentException($"initializer name '{tensor.Name}' is empty or already used in the graph", nameof(tensor));
         }
 
+        var before = Counts();
         Proto.Initializer.Add(tensor);
-        Invalidate();
+        Track(before, [tensor.Name]);
+        _initializers?.Add(tensor.Name, tensor); // nodes are unchanged: their indexes stay valid
         return tensor;
     }
 
@@ -210,25 +214,47 @@ public sealed class OnnxGraph
         }
     }
 
-    /// <summary>A value name not used anywhere in the graph, derived from <paramref name="prefix"/>.</summary>
+    /// <summary>
+    /// A value name not used anywhere in the graph, derived from <paramref name="prefix"/>, and not handed out before.
+    /// The set of used names is built once and kept up to date as this graph inserts nodes and initializers (rebuilt
+    /// only when the graph was edited past it), so inserting thousands of Q/DQ nodes stays linear.
+    /// </summary>
     public string UniqueName(string prefix)
     {
-        EnsureIndexes();
-        var used = new HashSet<string>(_producers!.Keys.Concat(_consumers!.Keys).Concat(Initializers.Keys)
-            .Concat(Proto.Input.Select(i => i.Name)).Concat(Proto.Output.Select(o => o.Name))
-            .Concat(Proto.Node.Select(n => n.Name)));
-        if (!used.Contains(prefix))
+        var names = UsedNames();
+        var candidate = prefix;
+        for (var i = 1; names.Contains(candidate); i++)
         {
-            return prefix;
+            candidate = $"{prefix}_{i}";
         }
 
-        for (var i = 1; ; i++)
+        names.Add(candidate);
+        return candidate;
+    }
+
+    private HashSet<string> UsedNames()
+    {
+        if (_names is null || _namesAt != Counts())
         {
-            var candidate = $"{prefix}_{i}";
-            if (!used.Contains(candidate))
-            {
-                return candidate;
-            }
+            EnsureIndexes();
+            _names = new HashSet<string>(_producers!.Keys.Concat(_consumers!.Keys).Concat(Initializers.Keys)
+                .Concat(Proto.Input.Select(i => i.Name)).Concat(Proto.Output.Select(o => o.Name))
+                .Concat(Proto.Node.Select(n => n.Name)), StringComparer.Ordinal);
+            _namesAt = Counts();
+        }
+
+        return _names;
+    }
+
+    private (int, int, int, int) Counts() => (Proto.Node.Count, Proto.Initializer.Count, Proto.Input.Count, Proto.Output.Count);
+
+    /// <summary>Keeps the used-name set current after this graph added <paramref name="added"/> (when it was current before).</summary>
+    private void Track((int, int, int, int) before, IEnumerable<string> added)
+    {
+        if (_names is not null && _namesAt == before)
+        {
+            _names.UnionWith(added.Where(n => n.Length > 0));
+            _namesAt = Counts();
         }
     }
 
@@ -236,11 +262,13 @@ public sealed class OnnxGraph
 
     private void Insert(int index, NodeProto[] nodes)
     {
+        var before = Counts();
         for (var i = 0; i < nodes.Length; i++)
         {
             Proto.Node.Insert(index + i, nodes[i]);
         }
 
+        Track(before, nodes.SelectMany(n => n.Output.Concat(n.Input).Append(n.Name)));
         Invalidate();
     }
 

@@ -44,6 +44,33 @@ public sealed class CompressionContext
     public CalibrationSet Calibration => _calibration ??= _loadCalibration?.Invoke(Model)
         ?? throw new InvalidOperationException("no calibration data");
 
+    /// <summary>The sequential pass of a layer-wise method while it runs (<see cref="Layerwise"/>), else null.</summary>
+    public Execution.LayerFrontier? Frontier { get; private set; }
+
+    /// <summary>
+    /// Starts the single sequential pass over the calibration data for a layer-wise method; disposing the result ends
+    /// it. Where the TorchSharp executor cannot run the model, layer inputs come from ONNX Runtime per layer (noted).
+    /// </summary>
+    public IDisposable Layerwise(string method)
+    {
+        Frontier = Execution.LayerFrontier.TryCreate(Model, Calibration, out var why);
+        if (Frontier is null)
+        {
+            Notes.Add($"{method}: layer inputs taken from ONNX Runtime, one run of the model per layer ({why})");
+        }
+
+        return new EndLayerwise(this);
+    }
+
+    private sealed class EndLayerwise(CompressionContext context) : IDisposable
+    {
+        public void Dispose()
+        {
+            context.Frontier?.Dispose();
+            context.Frontier = null;
+        }
+    }
+
     public LayerRecord Layer(string weight, string node, string opType, long parameters) =>
         Layers.TryGetValue(weight, out var record) ? record : Layers[weight] = new LayerRecord(weight, node, opType, parameters);
 }

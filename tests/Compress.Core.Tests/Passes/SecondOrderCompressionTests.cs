@@ -96,14 +96,14 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
     public void A_gradient_method_names_the_operator_the_executor_lacks()
     {
         var random = new Random(1);
-        var model = new GraphBuilder("erf")
+        var model = new GraphBuilder("sin")
             .Input("input", DataType.Float, "batch", 784)
             .Initializer("W", Enumerable.Range(0, 784 * 10).Select(_ => (float)random.NextDouble() - 0.5f).ToArray(), 784, 10)
             .Node("MatMul", ["input", "W"], ["z"], "matmul")
-            .Node("Erf", ["z"], ["logits"], "erf")
+            .Node("Sin", ["z"], ["logits"], "sin")
             .Output("logits", DataType.Float, "batch", 10)
             .Build();
-        var path = Path.Combine(Dir, "erf.onnx");
+        var path = Path.Combine(Dir, "sin.onnx");
         model.Save(path);
         var spec = SpecFiles.Load(Dir, $$"""
             { "data": { "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(false))}}, "samples": 64 } },
@@ -111,8 +111,45 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
             """);
         var error = Assert.Throws<CompressException>(() => CompressionPipeline.Run(path, spec, Path.Combine(Dir, "out.onnx")));
         Assert.Equal(DiagnosticCodes.OperatorNotExecutable, error.Diagnostic.Code);
-        Assert.Contains("Erf (1×, e.g. 'erf')", error.Message);
+        Assert.Contains("Sin (1×, e.g. 'sin')", error.Message);
         Assert.False(File.Exists(Path.Combine(Dir, "out.onnx")));
+    }
+
+    /// <summary>
+    /// The layer-wise methods take each layer's input from one sequential run in the TorchSharp executor; a model the
+    /// executor cannot run (here a Sin after the layer) falls back to ONNX Runtime per layer — said in the notes — and
+    /// the two give the same layer (Hessians equal up to float rounding).
+    /// </summary>
+    [Fact]
+    public void Layer_inputs_come_from_one_sequential_run_or_from_onnx_runtime_when_the_executor_cannot_run_the_model()
+    {
+        var random = new Random(2);
+        var weights = Enumerable.Range(0, 784 * 10).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
+        OnnxModel Model(string last) => new GraphBuilder(last)
+            .Input("input", DataType.Float, "batch", 784)
+            .Initializer("W", weights, 784, 10)
+            .Node("MatMul", ["input", "W"], ["z"], "matmul")
+            .Node(last, ["z"], ["logits"], "last")
+            .Output("logits", DataType.Float, "batch", 10)
+            .Build();
+        var spec = SpecFiles.Load(Dir, $$"""
+            { "data": { "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(false))}}, "samples": 256 } },
+              "steps": [ { "prune": { "method": "obs", "sparsity": 0.5, "scope": "layer" } } ], "constraints": { "minSqnrDb": -100 } }
+            """);
+        CompressionReport Run(string last)
+        {
+            var path = Path.Combine(Dir, last + ".onnx");
+            Model(last).Save(path);
+            return CompressionPipeline.Run(path, spec, Path.Combine(Dir, last + ".out.onnx"), measureLatency: false);
+        }
+
+        var sequential = Run("Tanh");
+        var perLayer = Run("Sin");
+        Assert.DoesNotContain(sequential.Notes, n => n.Contains("layer inputs taken from ONNX Runtime", StringComparison.Ordinal));
+        Assert.Contains(perLayer.Notes, n => n.StartsWith("obs: layer inputs taken from ONNX Runtime, one run of the model per layer", StringComparison.Ordinal) && n.Contains("Sin"));
+        var (x, y) = (sequential.Layers.Single(), perLayer.Layers.Single());
+        Assert.Equal(x.Sparsity, y.Sparsity);
+        Assert.Equal(x.RelativeError, y.RelativeError, 1e-4); // the same weights pruned, the same compensation
     }
 
     private CompressionReport Prune(string model, string method, double sparsity) =>

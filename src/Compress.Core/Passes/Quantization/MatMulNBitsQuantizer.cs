@@ -25,6 +25,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var bits = step.Weights == "int4" ? 4 : 8;
         var converted = 0;
+        using var sequential = step.Method == "gptq" ? context.Layerwise("gptq") : null;
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
         {
             var node = use.Node;
@@ -55,6 +56,12 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             }
 
             var dequantized = IntegerGrid.Dequantize(codes, scales, zeroPoints);
+            if (context.Frontier is { } frontier)
+            {
+                var effective = IntegerGrid.Unblocks(dequantized, k); // [N, K]: what the MatMulNBits node will compute with
+                frontier.SetWeight(use.Weight.Name, use.OutputAxis == 0 ? effective : effective.t());
+            }
+
             codes = codes.to_type(ScalarType.Byte);
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
             record.Bits = bits;

@@ -23,21 +23,33 @@ public static class LayerHessian
     {
         var node = use.Node;
         var input = node.Input[0];
-        var data = context.Calibration;
         var geometry = ConvGeometry.Of(use);
-        using var runner = OrtModelRunner.Exposing(context.Model, [input]);
         var cols = LayerMatrix.Columns(use);
         var groups = geometry?.Groups ?? 1;
         var hessian = zeros([groups, cols, cols], ScalarType.Float64);
         long rows = 0;
-        runner.Run(data, BatchSize, (_, _, outputs) =>
+        void Add(Tensor x)
         {
             using var scope = NewDisposeScope();
-            var x = ToTorch(outputs[input]);
             var matrices = geometry is null ? Rows(x, node) : geometry.Im2Col(x);
             rows += matrices.shape[1];
             hessian.add_(matrices.transpose(1, 2).bmm(matrices).to_type(ScalarType.Float64));
-        }, [input]);
+        }
+
+        if (context.Frontier?.InputOf(node) is { } all)
+        {
+            // The frontier holds the input over all samples: im2col of a batch at a time keeps the copies small.
+            var batch = node.OpType == "Gemm" && node.Int("transA", 0) == 1 ? all.shape[0] : BatchSize;
+            for (long start = 0; start < all.shape[0]; start += batch)
+            {
+                Add(all.narrow(0, start, Math.Min(batch, all.shape[0] - start)));
+            }
+        }
+        else
+        {
+            using var runner = OrtModelRunner.Exposing(context.Model, [input]);
+            runner.Run(context.Calibration, BatchSize, (_, _, outputs) => Add(ToTorch(outputs[input])), [input]);
+        }
 
         if (rows == 0)
         {

@@ -20,6 +20,7 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
         var targets = LayerTargets(context, uses);
+        using var sequential = context.Layerwise("obs");
         for (var i = 0; i < uses.Count; i++)
         {
             using var scope = NewDisposeScope();
@@ -29,8 +30,9 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
             var hessian = LayerHessian.Compute(context, use);
             var matrix = LayerMatrix.ToMatrix(weight, use);
             var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : targets[i], N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
-            var pruned = LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options).Weight);
-            Write(context, [use], [weight], [LayerMatrix.FromMatrix(pruned, use)]);
+            var pruned = LayerMatrix.FromMatrix(LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options).Weight), use);
+            Write(context, [use], [weight], [pruned]);
+            context.Frontier?.SetWeight(use.Weight.Name, pruned);
         }
     }
 
