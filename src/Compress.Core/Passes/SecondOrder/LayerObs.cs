@@ -98,7 +98,12 @@ public static class LayerObs
             fixedZeros = fixedZeros.index_select(1, permutation);
         }
 
-        var u = UpperInverseCholesky(h, options.Damping).to_type(ScalarType.Float32);
+        Tensor u;
+        using (var upper = UpperInverseCholesky(h, options.Damping)) // consumes h: cols² float64 each (265 MB for a 640-channel 3×3 conv)
+        {
+            u = upper.to_type(ScalarType.Float32);
+        }
+
         var codes = grid is null ? null : zeros(rows, cols);
         // A grid refitted at a group's first column must see that group's columns fully updated: blocks hold whole groups.
         var block = grid is null || staticScales is not null ? options.BlockSize : Math.Max(options.BlockSize, options.GroupSize);
@@ -196,16 +201,25 @@ public static class LayerObs
     /// </summary>
     private static Tensor UpperInverseCholesky(Tensor h, double damping)
     {
+        // h is this run's own copy: damped in place (no further cols² copy), released once factored.
         var mean = h.diagonal().mean().item<double>();
+        var added = 0.0;
         for (var attempt = 0; ; attempt++)
         {
-            var damped = h.clone();
-            damped.diagonal().add_(damping * Math.Pow(10, attempt) * mean);
-            var (lower, info) = linalg.cholesky_ex(damped);
-            if (info.item<int>() == 0)
+            var target = damping * Math.Pow(10, attempt) * mean;
+            h.diagonal().add_(target - added);
+            added = target;
+            var (lower, info) = linalg.cholesky_ex(h);
+            using (lower)
             {
-                var inverse = cholesky_inverse(lower);
-                return linalg.cholesky(inverse).mT;
+                if (info.item<int>() == 0)
+                {
+                    h.Dispose();
+                    using var inverse = cholesky_inverse(lower);
+                    lower.Dispose();
+                    using var factor = linalg.cholesky(inverse);
+                    return factor.mT.contiguous();
+                }
             }
 
             if (attempt == 4)
