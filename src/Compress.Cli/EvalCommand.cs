@@ -62,9 +62,9 @@ internal static class EvalCommand
                 {
                     metrics = ModelComparison.Compare(original, candidate, set, FidelityChoice.From(source));
                 }
-                catch (ArgumentException e)
+                catch (UnknownOutputException e)
                 {
-                    throw CompressException.Error(DiagnosticCodes.CommandLineUsage, $"--output: {e.Message.Split(" (Parameter")[0]}", path);
+                    throw CompressException.Error(DiagnosticCodes.CommandLineUsage, $"--output: {e.Message}", path);
                 }
             }
 

@@ -185,10 +185,10 @@ public static class CompressionPipeline
         {
             return ModelComparison.Compare(original, compressed, data, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
         }
-        catch (ArgumentException e)
+        catch (UnknownOutputException e)
         {
             var at = spec.Evaluation;
-            throw CompressException.Error(SpecCodes.Inconsistent, $"data.evaluation.output: {e.Message.Split(" (Parameter")[0]}", spec.File, at?.Line ?? 1, at?.Column ?? 1);
+            throw CompressException.Error(SpecCodes.Inconsistent, $"data.evaluation.output: {e.Message}", spec.File, at?.Line ?? 1, at?.Column ?? 1);
         }
     }
 

@@ -44,6 +44,9 @@ public sealed record FidelityChoice(string? Output = null, string? Metric = null
     public static FidelityChoice From(Compress.Spec.DataSource? evaluation) => new(evaluation?.Output, evaluation?.Metric);
 }
 
+/// <summary>The output a comparison was asked to judge is not a float output of the model.</summary>
+public sealed class UnknownOutputException(string message) : Exception(message);
+
 public static class ModelComparison
 {
     /// <summary>
@@ -65,7 +68,7 @@ public static class ModelComparison
             ?? throw new InvalidOperationException("the model has no float32 output to compare");
         if (!names.Contains(judged))
         {
-            throw new ArgumentException($"'{judged}' is not a float32 output of the model (outputs: {string.Join(", ", a.OutputNames)})", nameof(choice));
+            throw new UnknownOutputException($"'{judged}' is not a float32 output of the model (outputs: {string.Join(", ", a.OutputNames)})");
         }
 
         var mask = AttentionMask(data);

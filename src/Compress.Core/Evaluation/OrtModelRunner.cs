@@ -53,7 +53,7 @@ public sealed class OrtModelRunner : IDisposable
         {
             _session = new InferenceSession(file, options);
         }
-        else if (model!.ExternalData.Count == 0)
+        else if (model!.ExternalData.Count == 0 && model.Proto.CalculateSize() is > 0 and < int.MaxValue - (64 << 20))
         {
             _session = new InferenceSession(model.Proto.ToByteArray(), options);
         }
@@ -110,12 +110,16 @@ public sealed class OrtModelRunner : IDisposable
         }
     }
 
-    /// <summary>Largest batch the model accepts on every input (1 when a first dimension is fixed to 1).</summary>
-    public int MaxBatch(int wanted) =>
-        _session.InputMetadata.Values.Any(m => m.Dimensions.Length > 0 && m.Dimensions[0] == 1) ? 1 : wanted;
-
-    /// <summary>Largest batch for these samples: the model's, and 1 when the data has constant inputs.</summary>
-    public int MaxBatch(int wanted, CalibrationSet data) => Math.Min(MaxBatch(wanted), data.MaxBatch(wanted));
+    /// <summary>
+    /// Largest batch for these samples: the smallest first dimension the model fixes on a per-sample input (inputs fed
+    /// whole, such as an RNN state [2, N, H], do not count), else <paramref name="wanted"/>; and the data's own limit.
+    /// </summary>
+    public int MaxBatch(int wanted, CalibrationSet data)
+    {
+        var fixedBatch = _session.InputMetadata.Where(p => data.Inputs.ContainsKey(p.Key) && p.Value.Dimensions.Length > 0 && p.Value.Dimensions[0] > 0)
+            .Select(p => p.Value.Dimensions[0]).DefaultIfEmpty(wanted).Min();
+        return Math.Max(1, Math.Min(fixedBatch, data.MaxBatch(wanted)));
+    }
 
     /// <summary>What the requested outputs of one batch may take at most: calibration exposes every activation.</summary>
     private const long OutputBudget = 128L << 20;

@@ -3,6 +3,7 @@ using Compress.Core.Diagnostics;
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
+using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
 namespace Compress.Core.Execution;
@@ -24,6 +25,12 @@ public sealed class LayerFrontier : IDisposable
     private readonly HashSet<string> _keep;
     private readonly Dictionary<string, int> _position = new(StringComparer.Ordinal);
     private int _next;
+
+    /// <summary>All samples run at once: their inputs may take this much (activations are tens of times more).</summary>
+    private const long MaxInputBytes = 64L << 20;
+
+    /// <summary>Why the frontier stopped part-way (an operator refused at run time), or null.</summary>
+    public string? Failure { get; private set; }
 
     private LayerFrontier(TorchGraph graph, Dictionary<string, Tensor> inputs)
     {
@@ -47,10 +54,16 @@ public sealed class LayerFrontier : IDisposable
     /// </summary>
     public static LayerFrontier? TryCreate(OnnxModel model, CalibrationSet data, out string? why)
     {
-        why = null;
-        if (model.ExternalData.Count > 0)
+        var inputBytes = data.Inputs.Values.Sum(a => a.Length * Onnx.OnnxElementTypes.BitWidth(a.ElementType) / 8);
+        var fixedBatch = model.Proto.Graph.Input.Where(i => data.Inputs.ContainsKey(i.Name))
+            .Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue);
+        why = model.ExternalData.Count > 0 ? "the model keeps weights in external data"
+            : data.Constants.Count > 0 ? "inputs fed whole with every sample run one sample at a time"
+            : fixedBatch ? "the model fixes its batch size"
+            : inputBytes > MaxInputBytes ? $"{inputBytes >> 20} MB of calibration inputs would be held at once (at most {MaxInputBytes >> 20} MB)"
+            : null;
+        if (why is not null)
         {
-            why = "the model keeps weights in external data";
             return null;
         }
 
@@ -82,11 +95,28 @@ public sealed class LayerFrontier : IDisposable
     /// </summary>
     public Tensor? InputOf(NodeProto node)
     {
-        if (node.Output.Count == 0 || !_position.TryGetValue(node.Output[0], out var index) || index < _next)
+        if (Failure is not null || node.Output.Count == 0 || !_position.TryGetValue(node.Output[0], out var index) || index < _next)
         {
             return null;
         }
 
+        try
+        {
+            Advance(index);
+        }
+        catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
+        {
+            // An operator refused at run time (an attribute or mode the executor lacks): the remaining layers take
+            // their inputs from ONNX Runtime, as a model the executor cannot run at all does.
+            Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
+            return null;
+        }
+
+        return _values.TryGetValue(node.Input[0], out var x) ? x : null;
+    }
+
+    private void Advance(int index)
+    {
         while (_next < index)
         {
             // The step's temporaries go with this scope; its outputs live on in the frontier, outside any caller's scope.
@@ -101,8 +131,6 @@ public sealed class LayerFrontier : IDisposable
                 }
             }
         }
-
-        return _values.TryGetValue(node.Input[0], out var x) ? x : null;
     }
 
     /// <summary>The weight as the compressed layer now computes with it; later layers see it.</summary>

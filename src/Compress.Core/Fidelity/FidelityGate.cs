@@ -80,7 +80,9 @@ public static class FidelityGate
                 continue;
             }
 
-            if (value < floor && judgedByFloor && output.Name == metrics.Output)
+            // Written as "not at least" so that NaN (an output that blew up) fails rather than passes.
+            var belowFloor = !(value >= floor);
+            if (belowFloor && judgedByFloor && output.Name == metrics.Output)
             {
                 throw CompressException.Error(DiagnosticCodes.FidelityBelowFloor,
                     Invariant($"the compressed model collapsed: output '{output.Name}' ({OutputKinds.Name(output.Kind)}) {name} {value:0.####} is below the default floor {floor}") +
@@ -88,11 +90,11 @@ public static class FidelityGate
                     $"Compress less, exclude those layers, or set constraints.{(output.Kind == OutputKind.ClassScores ? "minAgreement" : "minCosine")} to accept it. No output was written.", outputPath);
             }
 
-            if (value < floor || (value < close && judgedByFloor && output.Name == metrics.Output))
+            if (belowFloor || (!(value >= close) && judgedByFloor && output.Name == metrics.Output))
             {
                 warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.FidelityLow,
                     Invariant($"output '{output.Name}' ({OutputKinds.Name(output.Kind)}) {name} {value:0.####} is ") +
-                    (value < floor ? Invariant($"below the default floor {floor}") : Invariant($"under {close}: close to the default floor {floor}")) +
+                    (belowFloor ? Invariant($"below the default floor {floor}") : Invariant($"under {close}: close to the default floor {floor}")) +
                     $" ({Describe(output)}); check the model's results or set a constraint", outputPath));
             }
         }

@@ -16,7 +16,8 @@ public sealed class OnnxGraph
     private Dictionary<string, List<NodeProto>>? _consumers;
     private Dictionary<string, TensorProto>? _initializers;
     private HashSet<string>? _names;
-    private (int, int, int, int) _namesAt;
+    private (long, int, int, int, int) _namesAt;
+    private long _version;
 
     internal OnnxGraph(OnnxModel model, GraphProto proto)
     {
@@ -246,16 +247,30 @@ public sealed class OnnxGraph
         return _names;
     }
 
-    private (int, int, int, int) Counts() => (Proto.Node.Count, Proto.Initializer.Count, Proto.Input.Count, Proto.Output.Count);
+    /// <summary>
+    /// Where the graph stands: this graph's edit count, and the proto's sizes (which also move when a pass edits the
+    /// proto directly, as the opset upgrader does).
+    /// </summary>
+    private (long, int, int, int, int) Counts() => (_version, Proto.Node.Count, Proto.Initializer.Count, Proto.Input.Count, Proto.Output.Count);
 
-    /// <summary>Keeps the used-name set current after this graph added <paramref name="added"/> (when it was current before).</summary>
-    private void Track((int, int, int, int) before, IEnumerable<string> added)
+    /// <summary>
+    /// Keeps the used-name set current after this graph added <paramref name="added"/>, when the set was current just
+    /// before the edit (<paramref name="before"/>: the graph's standing then).
+    /// </summary>
+    private void Track((long, int, int, int, int) before, IEnumerable<string> added)
     {
         if (_names is not null && _namesAt == before)
         {
             _names.UnionWith(added.Where(n => n.Length > 0));
             _namesAt = Counts();
         }
+    }
+
+    /// <summary>Forgets every index and the used-name set, after the proto was edited directly.</summary>
+    public void Refresh()
+    {
+        Invalidate();
+        _names = null;
     }
 
     public static string Describe(NodeProto node) => string.IsNullOrEmpty(node.Name) ? $"{node.OpType}({string.Join(",", node.Output)})" : node.Name;
@@ -268,8 +283,8 @@ public sealed class OnnxGraph
             Proto.Node.Insert(index + i, nodes[i]);
         }
 
-        Track(before, nodes.SelectMany(n => n.Output.Concat(n.Input).Append(n.Name)));
         Invalidate();
+        Track(before, nodes.SelectMany(n => n.Output.Concat(n.Input).Append(n.Name)));
     }
 
     private int IndexOf(NodeProto node)
@@ -287,6 +302,7 @@ public sealed class OnnxGraph
 
     private void Invalidate()
     {
+        _version++;
         _producers = null;
         _consumers = null;
         _initializers = null;

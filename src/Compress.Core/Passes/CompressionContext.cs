@@ -66,6 +66,11 @@ public sealed class CompressionContext
     {
         public void Dispose()
         {
+            if (context.Frontier?.Failure is { } failure)
+            {
+                context.Notes.Add($"layer inputs taken from ONNX Runtime for the layers after the executor stopped ({failure})");
+            }
+
             context.Frontier?.Dispose();
             context.Frontier = null;
         }

@@ -101,7 +101,7 @@ public static class StateDictCompressor
         written.Insert(0, new StateDictTensor(CompressedStateDict.MetadataName, StateDictElementType.Byte, [metadata.Length], metadata));
         var originalBytes = new FileInfo(modelPath).Length;
         long expectedBytes;
-        using (var measure = new MemoryStream())
+        using (var measure = new ByteCounter())
         {
             StateDictFile.Write(measure, written);
             expectedBytes = measure.Length;
@@ -192,4 +192,36 @@ public static class StateDictCompressor
         };
         return new StateDictTensor(name, type, value.shape, contiguous.bytes.ToArray());
     }
+}
+
+/// <summary>A write-only stream that only counts: the size a writer would produce, without holding a copy.</summary>
+internal sealed class ByteCounter : Stream
+{
+    private long _length;
+
+    public override bool CanRead => false;
+
+    public override bool CanSeek => false;
+
+    public override bool CanWrite => true;
+
+    public override long Length => _length;
+
+    public override long Position { get => _length; set => throw new NotSupportedException(); }
+
+    public override void Write(byte[] buffer, int offset, int count) => _length += count;
+
+    public override void Write(ReadOnlySpan<byte> buffer) => _length += buffer.Length;
+
+    public override void WriteByte(byte value) => _length++;
+
+    public override void Flush()
+    {
+    }
+
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+
+    public override void SetLength(long value) => throw new NotSupportedException();
 }

@@ -52,6 +52,17 @@ public sealed class FidelityMetricsTests
     }
 
     [Fact]
+    public void An_output_that_blew_up_fails_the_floor_rather_than_passing_it()
+    {
+        var metrics = new Compress.Core.Evaluation.ComparisonMetrics(4, "y",
+            [new OutputFidelity("y", OutputKind.Features, [-1, 8]) { MeanCosine = double.NaN, P1Cosine = double.NaN, SqnrDb = double.NaN }]);
+        var error = Assert.Throws<Compress.Core.Diagnostics.CompressException>(() =>
+            FidelityGate.Check(new CompressionSpec { File = "spec.json" }, metrics, ["layer (int8, relative error 1E+000)"], "out.onnx"));
+        Assert.Equal(Compress.Core.Diagnostics.DiagnosticCodes.FidelityBelowFloor, error.Diagnostic.Code);
+        Assert.Contains("mean cosine NaN", error.Message);
+    }
+
+    [Fact]
     public void Class_scores_get_agreement_accuracy_cosine_and_sqnr()
     {
         float[] y = [3, 1, 0, 2, 1, 0];

@@ -65,7 +65,12 @@ public static class SparseStorage
             string format;
             if (bitmaskBytes <= sparseBytes)
             {
-                OpsetUpgrader.RaiseTo(model, 11);
+                if ((model.GetOpsetVersion("") ?? 0) < 11)
+                {
+                    OpsetUpgrader.RaiseTo(model, 11);
+                    graph.Refresh(); // the upgrader edits the proto directly (Clip/Slice inputs)
+                }
+
                 shared ??= new SharedConstants(graph);
                 StoreAsBitmask(graph, tensor, nonzero, nonzeros, width, shared);
                 format = " bitmask";

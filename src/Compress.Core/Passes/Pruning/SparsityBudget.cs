@@ -61,7 +61,7 @@ public static class SparsityBudget
         Tensor sorted, order;
         using (var squares = weight.square().flatten())
         {
-            (sorted, order) = squares.sort();
+            (sorted, order) = squares.sort(dim: 0, descending: false, stable: true); // ties in a fixed order: same bytes everywhere
         }
 
         // In place, to keep a large layer's temporaries few: Σ_{v ≥ u} w_v² = total − Σ_{v < u} w_v².

@@ -31,6 +31,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         {
             // ONNX Runtime's QDQ fusions produce QLinearConv & co. (opset 10+); older models are raised first.
             Graph.OpsetUpgrader.RaiseTo(model, 11);
+            model.Graph.Refresh(); // the upgrader edits the proto directly
             context.Notes.Add("ai.onnx opset raised to 11 for the quantized kernels (Clip and Slice rewritten)");
         }
 
