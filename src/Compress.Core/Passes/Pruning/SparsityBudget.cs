@@ -67,7 +67,11 @@ public static class SparsityBudget
         // In place, to keep a large layer's temporaries few: Σ_{v ≥ u} w_v² = total − Σ_{v < u} w_v².
         var remaining = sorted.cumsum(0, ScalarType.Float64);
         var total = remaining[-1].item<double>();
-        remaining.sub_(sorted).neg_().add_(total).clamp_min_(1e-300);
+        using (var sorted64 = sorted.to_type(ScalarType.Float64)) // in-place ops on one dtype only
+        {
+            remaining.sub_(sorted64).neg_().add_(total).clamp_min_(1e-300);
+        }
+
         using (var share = remaining.to_type(ScalarType.Float32))
         {
             remaining.Dispose();

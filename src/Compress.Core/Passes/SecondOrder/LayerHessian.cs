@@ -33,7 +33,7 @@ public static class LayerHessian
             using var scope = NewDisposeScope();
             var matrices = geometry is null ? Rows(x, node) : geometry.Im2Col(x);
             rows += matrices.shape[1];
-            hessian.add_(matrices.transpose(1, 2).bmm(matrices)); // float32 products summed into float64, no converted copy
+            hessian.add_(matrices.transpose(1, 2).bmm(matrices).to_type(ScalarType.Float64));
         }
 
         if (context.Frontier?.InputOf(node) is { } all)
