@@ -207,9 +207,8 @@ public static class CompressionPipeline
             g.Node.Count(n => n.OpType == "Constant" && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && OnnxElementTypes.ElementCount(t.Dims) >= 1024));
     }
 
-    /// <summary>The three layers with the largest relative weight error, as the failure messages name them.</summary>
-    internal static IEnumerable<string> WorstLayers(CompressionContext context) =>
-        context.Layers.Values.OrderByDescending(l => l.RelativeError).Take(3).Select(l => $"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})");
+    private static IEnumerable<string> WorstLayers(CompressionContext context) =>
+        FidelityGate.WorstLayers(context.Layers.Values.Select(l => (l.Node, l.Format, l.RelativeError)));
 
     /// <summary>The bytes <see cref="OnnxModel.Save"/> will write: the serialized message plus the external data it keeps.</summary>
     private static long SerializedBytes(OnnxModel model) =>

@@ -102,6 +102,10 @@ public static class FidelityGate
         return (results, warnings);
     }
 
+    /// <summary>The three layers with the largest relative weight error, as the failure messages name them.</summary>
+    public static IEnumerable<string> WorstLayers(IEnumerable<(string Node, string Format, double RelativeError)> layers) =>
+        layers.OrderByDescending(l => l.RelativeError).Take(3).Select(l => Invariant($"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})"));
+
     private static (string Name, double? Measured, double Floor, double Close) FloorOf(OutputFidelity output) => output.Kind == OutputKind.ClassScores
         ? ("agreement", output.Agreement, AgreementFloor, AgreementClose)
         : ("mean cosine", output.MeanCosine, CosineFloor, CosineClose);

@@ -42,17 +42,17 @@ public static class StateDictComparison
         return figures;
     }
 
-    /// <summary>The tensors of a state dict, decoded when Compress.Build wrote it.</summary>
+    /// <summary>The tensors of a state dict (one read of the file), decoded when Compress.Build wrote it.</summary>
     private static IReadOnlyList<StateDictTensor> Read(string path)
     {
+        var stored = StateDictCompressor.ReadFile(path);
         try
         {
-            var raw = StateDictFile.Read(path);
-            return raw.Any(t => t.Name == CompressedStateDict.MetadataName) ? CompressedStateDict.Read(path) : raw;
+            return stored.Any(t => t.Name == CompressedStateDict.MetadataName) ? CompressedStateDict.Decode(stored, path) : stored;
         }
-        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        catch (InvalidDataException e)
         {
-            throw CompressException.Error(DiagnosticCodes.ModelMalformed, $"not a readable TorchSharp state dict: {e.Message}", path, inner: e);
+            throw CompressException.Error(DiagnosticCodes.ModelMalformed, $"not a readable compressed state dict: {e.Message}", path, inner: e);
         }
     }
 }

@@ -28,20 +28,7 @@ public static class StateDictCompressor
         TorchRuntime.EnsureLoaded();
         TorchFormats.CheckOutput(modelPath, outputPath);
         TorchFormats.Refuse(spec, "TorchSharp state-dict", ["magnitude"], constraints: false);
-        IReadOnlyList<StateDictTensor> entries;
-        try
-        {
-            entries = StateDictFile.Read(modelPath);
-        }
-        catch (InvalidDataException e)
-        {
-            throw CompressException.Error(DiagnosticCodes.ModelMalformed, e.Message, modelPath, inner: e);
-        }
-        catch (IOException e)
-        {
-            throw CompressException.Error(DiagnosticCodes.ModelNotFound, e.Message, modelPath, inner: e);
-        }
-
+        var entries = ReadFile(modelPath);
         using var scope = NewDisposeScope();
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
         var bits = new Dictionary<string, (int Bits, int BlockSize)>(StringComparer.Ordinal);
@@ -170,6 +157,23 @@ public static class StateDictCompressor
         var count = mask.numel();
         var bits = nn.functional.pad(mask.to_type(ScalarType.Byte), [0, (count + 7) / 8 * 8 - count]).reshape(-1, 8).to_type(ScalarType.Int32);
         return (bits * tensor(new[] { 1, 2, 4, 8, 16, 32, 64, 128 })).sum(1).to_type(ScalarType.Byte);
+    }
+
+    /// <summary>A state dict's entries as stored; an unreadable file is CMP0002 (malformed) or CMP0001 (not found) at its path.</summary>
+    internal static IReadOnlyList<StateDictTensor> ReadFile(string path)
+    {
+        try
+        {
+            return StateDictFile.Read(path);
+        }
+        catch (Exception e) when (e is InvalidDataException or EndOfStreamException)
+        {
+            throw CompressException.Error(DiagnosticCodes.ModelMalformed, e.Message, path, inner: e);
+        }
+        catch (IOException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.ModelNotFound, e.Message, path, inner: e);
+        }
     }
 
     internal static Tensor ToTorch(StateDictTensor entry)

@@ -122,8 +122,7 @@ public static class TorchScriptCompressor
         {
             progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
             metrics = Compare(original, module, evaluation, spec);
-            var worst = records.Values.OrderByDescending(r => r.RelativeError).Take(3).Select(r => $"{r.Node} ({r.Format}, relative error {r.RelativeError:E2})");
-            (constraints, warnings) = FidelityGate.Check(spec, metrics, worst, outputPath);
+            (constraints, warnings) = FidelityGate.Check(spec, metrics, FidelityGate.WorstLayers(records.Values.Select(r => (r.Node, r.Format, r.RelativeError))), outputPath);
         }
 
         var originalBytes = new FileInfo(modelPath).Length;

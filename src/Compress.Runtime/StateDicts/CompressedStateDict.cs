@@ -49,9 +49,12 @@ public static class CompressedStateDict
     public static readonly JsonSerializerOptions Json = new() { PropertyNamingPolicy = JsonNamingPolicy.CamelCase, DefaultIgnoreCondition = JsonIgnoreCondition.WhenWritingDefault };
 
     /// <summary>Every tensor of the original state dict, decoded, in the original order.</summary>
-    public static IReadOnlyList<StateDictTensor> Read(string path)
+    public static IReadOnlyList<StateDictTensor> Read(string path) => Decode(StateDictFile.Read(path), path);
+
+    /// <summary>Every tensor of the original state dict from the entries of a compressed one already read from <paramref name="path"/>.</summary>
+    public static IReadOnlyList<StateDictTensor> Decode(IReadOnlyList<StateDictTensor> stored, string path)
     {
-        var entries = StateDictFile.Read(path).ToDictionary(e => e.Name, StringComparer.Ordinal);
+        var entries = stored.ToDictionary(e => e.Name, StringComparer.Ordinal);
         if (!entries.TryGetValue(MetadataName, out var metadata))
         {
             throw new InvalidDataException($"{path}: not a Compress.Build state dict (no '{MetadataName}' entry)");
