@@ -24,6 +24,8 @@ internal static class RunBenchmark
         ("int4 weight-only", """{ "quantize": { "weights": "int4", "blockSize": 32 } }""", false),
         ("fp16", """{ "quantize": { "weights": "fp16" } }""", false),
         ("obs 50%", """{ "prune": { "method": "obs", "sparsity": 0.5 } }""", true),
+        ("obs 50% per layer", """{ "prune": { "method": "obs", "sparsity": 0.5, "scope": "layer" } }""", true),
+        ("obs 50% per layer + static int8", """{ "prune": { "method": "obs", "sparsity": 0.5, "scope": "layer" } }, { "quantize": { "weights": "int8", "activations": "uint8" } }""", true),
         ("static int8", """{ "quantize": { "weights": "int8", "activations": "uint8" } }""", true),
         ("gptq int4", """{ "quantize": { "weights": "int4", "method": "gptq", "blockSize": 32 } }""", true),
     ];
@@ -48,6 +50,7 @@ internal static class RunBenchmark
         Console.WriteLine();
         Console.WriteLine("| step | seconds | peak RSS (MB) | limit (MB) | within | output |");
         Console.WriteLine("| --- | ---: | ---: | ---: | --- | --- |");
+        var perStage = new List<(string Name, string Stages)>();
         try
         {
             foreach (var (name, step, dataAware) in Steps.Where(s => (only is null || only.Contains(s.Name)) && (data is not null || !s.DataAware)))
@@ -57,9 +60,22 @@ internal static class RunBenchmark
                 var relaxed = data is null ? "" : """, "constraints": { "minSqnrDb": -100 }""";
                 File.WriteAllText(spec, $$"""{ {{dataJson}} "steps": [ {{step}} ]{{relaxed}} }""");
                 var limit = 3 * modelBytes + (data is not null ? dataBytes + (1L << 30) : 1L << 29); // with data every run evaluates
-                var (seconds, peak, result) = Child(model, spec, Path.Combine(folder, "out.onnx"));
+                var (seconds, peak, result, stages) = Child(model, spec, Path.Combine(folder, "out.onnx"));
                 Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
                     $"| {name} | {seconds} | {peak / 1e6:0} | {limit / 1e6:0} | {(peak <= limit ? "yes" : "**no**")} | {result} |"));
+                perStage.Add((name, stages));
+            }
+
+            Console.WriteLine();
+            Console.WriteLine("| step | stage | seconds | peak RSS (MB, sampled) |");
+            Console.WriteLine("| --- | --- | ---: | ---: |");
+            foreach (var (name, stages) in perStage)
+            {
+                foreach (var stage in stages.Split(';'))
+                {
+                    var parts = stage.Split(' ');
+                    Console.WriteLine($"| {name} | {string.Join(' ', parts[..^2])} | {parts[^2]} | {parts[^1]} |");
+                }
             }
         }
         finally
@@ -74,10 +90,11 @@ internal static class RunBenchmark
     public static int RunChild(string[] args)
     {
         var watch = Stopwatch.StartNew();
+        using var stages = new StageRecorder();
         string result;
         try
         {
-            var report = CompressionPipeline.Run(args[0], SpecLoader.Load(args[1]), args[2], measureLatency: false);
+            var report = CompressionPipeline.Run(args[0], SpecLoader.Load(args[1]), args[2], stages.Progress, measureLatency: false);
             result = string.Create(CultureInfo.InvariantCulture, $"{report.Size.Ratio:0.000}× of the source") +
                 (report.Metrics is { } m ? string.Create(CultureInfo.InvariantCulture, $", {(m.Agreement is { } a ? $"agreement {a:0.0000}" : $"cosine {m.MeanCosine:0.0000}")}") : "");
         }
@@ -86,14 +103,14 @@ internal static class RunBenchmark
             result = e.Diagnostic.Code + ": " + e.Diagnostic.Message.Split(';')[0];
         }
 
-        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT\t{watch.Elapsed.TotalSeconds:0.0}\t{ChildProcess.PeakResidentBytes()}\t{result}"));
+        Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"RESULT\t{watch.Elapsed.TotalSeconds:0.0}\t{ChildProcess.PeakResidentBytes()}\t{result}\t{stages.Summary()}"));
         return 0;
     }
 
-    private static (string Seconds, long Peak, string Result) Child(string model, string spec, string output)
+    private static (string Seconds, long Peak, string Result, string Stages) Child(string model, string spec, string output)
     {
         var fields = ChildProcess.Run(ChildVerb, model, spec, output);
-        return (fields[0], long.Parse(fields[1], CultureInfo.InvariantCulture), fields[2]);
+        return (fields[0], long.Parse(fields[1], CultureInfo.InvariantCulture), fields[2], fields[3]);
     }
 
     private static string? Option(string[] args, string name)

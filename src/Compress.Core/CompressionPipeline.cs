@@ -26,23 +26,24 @@ public static class CompressionPipeline
             throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
         }
 
-        // The original is held beside the working copy only when it is run against it (data given): a data-free run
-        // of a large model then peaks at one copy of the weights fewer.
+        // The original runs from its file: only its interface is held beside the working copy (no second copy of the weights).
         var evaluation = spec.Evaluation ?? spec.Calibration;
-        var original = evaluation is null ? null : OnnxModel.Load(modelPath);
+        var original = evaluation is null ? null : OnnxModel.LoadInterface(modelPath);
         var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
+        // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice.
+        var calibration = spec.Evaluation is null ? data : null;
         OnnxModel working;
         CompressionContext context;
         ComparisonMetrics? metrics = null;
         SearchFigures? search = null;
         if (spec.Steps.OfType<PruneStep>().FirstOrDefault(p => p.Auto) is { } auto)
         {
-            var result = AutoSparsity.Run(auto, spec, original!, data!, () => Compress(modelPath, spec, outputPath, progress), progress, outputPath);
+            var result = AutoSparsity.Run(auto, spec, original!, data!, () => Compress(modelPath, spec, outputPath, progress, calibration), progress, outputPath);
             (working, context, metrics, search) = (result.Model, result.Context, result.Metrics, result.Figures);
         }
         else
         {
-            (working, context) = Compress(modelPath, spec, outputPath, progress);
+            (working, context) = Compress(modelPath, spec, outputPath, progress, calibration);
             if (data is not null)
             {
                 progress($"validate: original vs compressed on {Path.GetFileName(data.Source)}");
@@ -99,11 +100,12 @@ public static class CompressionPipeline
     }
 
     /// <summary>One compression of the model file by the spec's steps (a fresh copy each time), checked to load in ONNX Runtime.</summary>
-    private static (OnnxModel Model, CompressionContext Context) Compress(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress)
+    private static (OnnxModel Model, CompressionContext Context) Compress(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress,
+        CalibrationSet? loaded)
     {
         var working = OnnxModel.Load(modelPath);
         var context = new CompressionContext(working, spec,
-            spec.Calibration is { } c ? m => CalibrationSet.Load(c, m, spec.File) : null, progress)
+            spec.Calibration is { } c ? m => loaded ?? CalibrationSet.Load(c, m, spec.File) : null, progress)
         {
             OriginalBytes = ModelBytes(working),
             OriginalParameters = working.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),

@@ -33,6 +33,11 @@ public sealed class OrtModelRunner : IDisposable
 
     private OrtModelRunner(OnnxModel? model, string? file, int threads, bool optimize, bool arena)
     {
+        if (model?.IsInterface == true)
+        {
+            throw new InvalidOperationException("a model loaded without its weights (OnnxModel.LoadInterface) runs from its file");
+        }
+
         using var options = new SessionOptions
         {
             EnableCpuMemArena = arena,

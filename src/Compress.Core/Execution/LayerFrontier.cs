@@ -14,30 +14,39 @@ namespace Compress.Core.Execution;
 /// samples is there to form the layer's Hessian; the method compresses the layer and hands back the weight as it now
 /// computes (pruned, or dequantized from its grid), and the frontier moves on with it — so every layer sees the
 /// earlier ones compressed, as before, but the model runs once instead of once per layer, and no ONNX Runtime
-/// session is made per layer. Only the live activations are held. The executor runs a snapshot of the model taken
-/// when the pass starts, so graph edits the pass makes (MatMulNBits, Q/DQ nodes) do not disturb it.
+/// session is made per layer. The samples run in chunks of at most <see cref="ChunkInputBytes"/> of inputs, each
+/// node over every chunk in turn, so an operator's temporaries are a chunk's, and only the live activations are
+/// held (an input is released after its last use). The executor runs a snapshot of the model taken when the pass
+/// starts, so graph edits the pass makes (MatMulNBits, Q/DQ nodes) do not disturb it.
 /// </summary>
 public sealed class LayerFrontier : IDisposable
 {
     private readonly TorchGraph _graph;
-    private readonly Dictionary<string, Tensor> _values;
-    private readonly Dictionary<string, Tensor> _inputs;
+    private readonly List<Dictionary<string, Tensor>> _chunks;
     private readonly HashSet<string> _keep;
     private readonly Dictionary<string, int> _position = new(StringComparer.Ordinal);
     private int _next;
 
-    /// <summary>All samples run at once: their inputs may take this much (activations are tens of times more).</summary>
-    private const long MaxInputBytes = 64L << 20;
+    /// <summary>A chunk's inputs take at most this much (its activations are tens of times more, and go one chunk at a time).</summary>
+    private const long ChunkInputBytes = 16L << 20;
+
+    /// <summary>
+    /// All chunks' activations are live together: inputs beyond this fall back to ONNX Runtime per layer (which streams
+    /// batches) rather than hold activations tens of times larger.
+    /// </summary>
+    private const long MaxInputBytes = 256L << 20;
 
     /// <summary>Why the frontier stopped part-way (an operator refused at run time), or null.</summary>
     public string? Failure { get; private set; }
 
-    private LayerFrontier(TorchGraph graph, Dictionary<string, Tensor> inputs)
+    /// <summary>How many chunks the samples run in.</summary>
+    public int Chunks => _chunks.Count;
+
+    private LayerFrontier(TorchGraph graph, List<Dictionary<string, Tensor>> chunks)
     {
         _graph = graph;
-        _inputs = inputs;
-        _values = graph.Begin(inputs);
-        _keep = new HashSet<string>(graph.WeightNames.Concat(inputs.Keys), StringComparer.Ordinal);
+        _chunks = chunks.Select(graph.Begin).ToList();
+        _keep = new HashSet<string>(graph.WeightNames, StringComparer.Ordinal); // inputs go after their last use
         for (var i = 0; i < graph.Order.Count; i++)
         {
             foreach (var output in graph.Order[i].Output.Where(o => o.Length > 0))
@@ -54,13 +63,13 @@ public sealed class LayerFrontier : IDisposable
     /// </summary>
     public static LayerFrontier? TryCreate(OnnxModel model, CalibrationSet data, out string? why)
     {
-        var inputBytes = data.Inputs.Values.Sum(a => a.Length * Onnx.OnnxElementTypes.BitWidth(a.ElementType) / 8);
+        var inputBytes = data.Inputs.Values.Sum(a => a.Data.LongLength);
         var fixedBatch = model.Proto.Graph.Input.Where(i => data.Inputs.ContainsKey(i.Name))
             .Any(i => i.Type?.TensorType?.Shape?.Dim is { Count: > 0 } d && d[0].ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue);
         why = model.ExternalData.Count > 0 ? "the model keeps weights in external data"
             : data.Constants.Count > 0 ? "inputs fed whole with every sample run one sample at a time"
             : fixedBatch ? "the model fixes its batch size"
-            : inputBytes > MaxInputBytes ? $"{inputBytes >> 20} MB of calibration inputs would be held at once (at most {MaxInputBytes >> 20} MB)"
+            : inputBytes > MaxInputBytes ? $"{inputBytes >> 20} MB of calibration inputs: their activations would be held at once (at most {MaxInputBytes >> 20} MB of inputs)"
             : null;
         if (why is not null)
         {
@@ -71,7 +80,7 @@ public sealed class LayerFrontier : IDisposable
         TorchGraph graph;
         try
         {
-            graph = new TorchGraph(new OnnxModel(model.Proto.Clone()));
+            graph = new TorchGraph(new OnnxModel(Snapshot(model.Proto)));
         }
         catch (CompressException e) when (e.Diagnostic.Code == DiagnosticCodes.OperatorNotExecutable)
         {
@@ -79,21 +88,45 @@ public sealed class LayerFrontier : IDisposable
             return null;
         }
 
-        var inputs = data.Inputs.Concat(data.Constants).ToDictionary(p => p.Key, p =>
+        var chunkCount = (int)Math.Clamp((inputBytes + ChunkInputBytes - 1) / ChunkInputBytes, 1, Math.Max(1, data.Count));
+        var perChunk = (data.Count + chunkCount - 1) / chunkCount;
+        var chunks = new List<Dictionary<string, Tensor>>();
+        for (var start = 0; start < data.Count; start += perChunk)
         {
-            var type = OnnxTorchConversion.ScalarTypeOf(p.Value.ElementType) ?? throw new NotSupportedException($"input element type {p.Value.ElementType}");
-            var tensor = empty(p.Value.Shape, type);
-            p.Value.Data.AsSpan().CopyTo(tensor.bytes);
-            return tensor.DetachFromDisposeScope();
-        }, StringComparer.Ordinal);
-        return new LayerFrontier(graph, inputs);
+            var count = Math.Min(perChunk, data.Count - start);
+            chunks.Add(data.Inputs.ToDictionary(p => p.Key, p =>
+            {
+                var type = OnnxTorchConversion.ScalarTypeOf(p.Value.ElementType) ?? throw new NotSupportedException($"input element type {p.Value.ElementType}");
+                var tensor = empty([count, .. p.Value.Shape.Skip(1)], type);
+                p.Value.Rows(start, count).CopyTo(tensor.bytes);
+                return tensor.DetachFromDisposeScope();
+            }, StringComparer.Ordinal));
+        }
+
+        return new LayerFrontier(graph, chunks);
     }
 
     /// <summary>
-    /// The input of <paramref name="node"/> over all samples, running the graph up to it; null when the frontier has
-    /// passed it already or does not know it (the caller then takes the input from ONNX Runtime).
+    /// The model's structure copied (nodes, inputs, outputs), its initializers shared: the executor reads them into
+    /// tensors at once, so the pass's later graph edits do not reach it and no second copy of the weights is made.
     /// </summary>
-    public Tensor? InputOf(NodeProto node)
+    private static ModelProto Snapshot(ModelProto proto)
+    {
+        var graph = new GraphProto { Name = proto.Graph.Name };
+        graph.Node.AddRange(proto.Graph.Node.Select(n => n.Clone()));
+        graph.Input.AddRange(proto.Graph.Input.Select(v => v.Clone()));
+        graph.Output.AddRange(proto.Graph.Output.Select(v => v.Clone()));
+        graph.Initializer.AddRange(proto.Graph.Initializer);
+        var copy = new ModelProto { IrVersion = proto.IrVersion, Graph = graph };
+        copy.OpsetImport.AddRange(proto.OpsetImport.Select(o => o.Clone()));
+        return copy;
+    }
+
+    /// <summary>
+    /// The input of <paramref name="node"/> over all samples, one tensor per chunk, running the graph up to it; null
+    /// when the frontier has passed it already or does not know it (the caller then takes the input from ONNX Runtime).
+    /// </summary>
+    public IReadOnlyList<Tensor>? InputOf(NodeProto node)
     {
         if (Failure is not null || node.Output.Count == 0 || !_position.TryGetValue(node.Output[0], out var index) || index < _next)
         {
@@ -112,24 +145,29 @@ public sealed class LayerFrontier : IDisposable
             return null;
         }
 
-        return _values.TryGetValue(node.Input[0], out var x) ? x : null;
+        return _chunks.All(values => values.ContainsKey(node.Input[0])) ? _chunks.Select(values => values[node.Input[0]]).ToList() : null;
     }
 
     private void Advance(int index)
     {
         while (_next < index)
         {
-            // The step's temporaries go with this scope; its outputs live on in the frontier, outside any caller's scope.
-            using var scope = NewDisposeScope();
             var step = _graph.Order[_next];
-            _graph.Step(_values, _next++, _keep);
-            foreach (var output in step.Output.Where(o => o.Length > 0))
+            foreach (var values in _chunks)
             {
-                if (_values.TryGetValue(output, out var value))
+                // The step's temporaries go with this scope; its outputs live on in the frontier, outside any caller's scope.
+                using var scope = NewDisposeScope();
+                _graph.Step(values, _next, _keep);
+                foreach (var output in step.Output.Where(o => o.Length > 0))
                 {
-                    value.DetachFromDisposeScope();
+                    if (values.TryGetValue(output, out var value))
+                    {
+                        value.DetachFromDisposeScope();
+                    }
                 }
             }
+
+            _next++;
         }
     }
 
@@ -137,22 +175,23 @@ public sealed class LayerFrontier : IDisposable
     public void SetWeight(string name, Tensor value)
     {
         _graph.SetWeight(name, value.to_type(ScalarType.Float32).contiguous().clone());
-        _values[name] = _graph.Weight(name);
+        foreach (var values in _chunks)
+        {
+            values[name] = _graph.Weight(name);
+        }
     }
 
     public void Dispose()
     {
-        foreach (var (name, value) in _values)
+        foreach (var values in _chunks)
         {
-            if (!_keep.Contains(name))
+            foreach (var (name, value) in values)
             {
-                value.Dispose();
+                if (!_keep.Contains(name))
+                {
+                    value.Dispose();
+                }
             }
-        }
-
-        foreach (var input in _inputs.Values)
-        {
-            input.Dispose();
         }
 
         _graph.Dispose();

@@ -42,6 +42,25 @@ public sealed class OnnxModel
 
     public static OnnxModel Load(string path, OnnxReadOptions? options = null) => OnnxModelReader.Read(path, options ?? new OnnxReadOptions());
 
+    /// <summary>
+    /// The model as read, less its weights' values (names, element types and shapes kept): enough to match data to its
+    /// inputs and to run its file in ONNX Runtime, without holding its weights beside a working copy.
+    /// </summary>
+    public static OnnxModel LoadInterface(string path)
+    {
+        var model = Load(path);
+        foreach (var tensor in model.Proto.Graph.Initializer)
+        {
+            model.ReplaceData(tensor, new TensorProto());
+        }
+
+        model.IsInterface = true;
+        return model;
+    }
+
+    /// <summary>Whether this is a model's interface only (<see cref="LoadInterface"/>): its file is what runs.</summary>
+    public bool IsInterface { get; private set; }
+
     public void Save(string path, OnnxWriteOptions? options = null) => OnnxModelWriter.Write(this, path, options ?? new OnnxWriteOptions());
 
     /// <summary>The opset version imported for <paramref name="domain"/> ("" or "ai.onnx" for the default domain), or null.</summary>

@@ -58,6 +58,10 @@ public sealed class CompressionContext
         {
             Notes.Add($"{method}: layer inputs taken from ONNX Runtime, one run of the model per layer ({why})");
         }
+        else
+        {
+            Progress($"{method}: one sequential pass over {Calibration.Count:N0} samples in {Frontier.Chunks} chunk{(Frontier.Chunks == 1 ? "" : "s")}");
+        }
 
         return new EndLayerwise(this);
     }

@@ -1,3 +1,4 @@
+using Compress.Core.Data;
 using Compress.Core.Diagnostics;
 using Compress.Core.Onnx;
 using Compress.Core.Reports;
@@ -150,6 +151,53 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
         var (x, y) = (sequential.Layers.Single(), perLayer.Layers.Single());
         Assert.Equal(x.Sparsity, y.Sparsity);
         Assert.Equal(x.RelativeError, y.RelativeError, 1e-4); // the same weights pruned, the same compensation
+    }
+
+    /// <summary>
+    /// Samples whose inputs pass a chunk's budget (16 MB) run through the executor in chunks, node by node; the layer
+    /// Hessian over all chunks equals ONNX Runtime's per-layer one. The layer is 2,048 inputs wide, so its Hessian is
+    /// accumulated by symmetric strips in float32 — the path of a wide Conv.
+    /// </summary>
+    [Fact]
+    public void Samples_beyond_one_chunk_flow_in_chunks_and_give_the_same_layer_as_onnx_runtime()
+    {
+        const int features = 2048, samples = 4096; // 32 MB of inputs: two chunks
+        var random = new Random(3);
+        var weights = Enumerable.Range(0, features * 16).Select(_ => (float)random.NextDouble() - 0.5f).ToArray();
+        var inputs = new float[samples * features];
+        for (var i = 0; i < inputs.Length; i++)
+        {
+            inputs[i] = (float)(random.NextDouble() * 2 - 1) * (1 + i % features % 7); // columns of several scales
+        }
+
+        var data = Path.Combine(Dir, "wide.npz");
+        ArrayFile.Write(data, NpyArray.Create("input", inputs, samples, features));
+        var spec = SpecFiles.Load(Dir, $$"""
+            { "data": { "calibration": { "path": {{SpecFiles.Quote(data)}} } },
+              "steps": [ { "prune": { "method": "obs", "sparsity": 0.5, "scope": "layer" } } ], "constraints": { "minSqnrDb": -100 } }
+            """);
+        (CompressionReport Report, List<string> Progress) Run(string last)
+        {
+            var path = Path.Combine(Dir, last + ".onnx");
+            new GraphBuilder(last)
+                .Input("input", DataType.Float, "batch", features)
+                .Initializer("W", weights, features, 16)
+                .Node("MatMul", ["input", "W"], ["z"], "matmul")
+                .Node(last, ["z"], ["out"], "last")
+                .Output("out", DataType.Float, "batch", 16)
+                .Build().Save(path);
+            var progress = new List<string>();
+            return (CompressionPipeline.Run(path, spec, Path.Combine(Dir, last + ".out.onnx"), progress.Add, measureLatency: false), progress);
+        }
+
+        var (chunked, lines) = Run("Tanh");
+        var (perLayer, _) = Run("Sin");
+        Assert.Contains("obs: one sequential pass over 4,096 samples in 2 chunks", lines);
+        Assert.Contains(perLayer.Notes, n => n.StartsWith("obs: layer inputs taken from ONNX Runtime", StringComparison.Ordinal));
+        var (x, y) = (chunked.Layers.Single(), perLayer.Layers.Single());
+        Assert.Equal(0.5, x.Sparsity, 1e-9);
+        Assert.Equal(x.Sparsity, y.Sparsity);
+        Assert.Equal(x.RelativeError, y.RelativeError, 1e-4);
     }
 
     private CompressionReport Prune(string model, string method, double sparsity) =>

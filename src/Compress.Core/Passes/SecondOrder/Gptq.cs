@@ -17,9 +17,11 @@ public static class Gptq
     public static (Tensor Codes, Tensor Scales, Tensor Zeros) Quantize(CompressionContext context, WeightUse use, Tensor matrix, IntegerGrid grid, QuantizeStep step)
     {
         context.Progress($"gptq: {use.NodeName} ({matrix.shape[0]}×{matrix.shape[1]})");
-        using var hessian = LayerHessian.Compute(context, use);
         var options = new ObsOptions { Grid = grid, GroupSize = step.BlockSize, ActOrder = step.ActOrder, Damping = step.Damping };
-        var (_, codes) = LayerObs.Run(matrix, hessian[0], options);
+        var hessians = LayerHessian.Compute(context, use);
+        var hessian = hessians[0];
+        hessians.Dispose(); // the run takes the layer's Hessian over and releases it once factored
+        var (_, codes) = LayerObs.Run(matrix, hessian, options, takeOver: true);
         return (codes!.Codes, codes.Scales.unsqueeze(2), codes.Zeros.unsqueeze(2));
     }
 
@@ -30,7 +32,7 @@ public static class Gptq
     public static Tensor QuantizeInt8(CompressionContext context, WeightUse use, Tensor weight, Tensor scales, QuantizeStep step)
     {
         context.Progress($"gptq: {use.NodeName} ({string.Join("×", weight.shape)})");
-        using var hessian = LayerHessian.Compute(context, use);
+        var hessian = LayerHessian.Compute(context, use);
         var matrix = LayerMatrix.ToMatrix(weight, use);
         var rows = matrix.shape[0];
         var rowScales = (scales.numel() == 1 ? scales.expand(rows) : scales).reshape(rows, 1).to_type(ScalarType.Float32);
@@ -43,7 +45,7 @@ public static class Gptq
                 Grid = grid, GroupSize = (int)matrix.shape[1], ActOrder = step.ActOrder, Damping = step.Damping,
                 FixedGrid = (slice, full_like(slice, 128)),
             };
-            return LayerObs.Run(groupRows, h, options).Codes!.Codes;
+            return LayerObs.Run(groupRows, h, options, takeOver: true).Codes!.Codes;
         });
         return LayerMatrix.FromMatrix(codes - 128, use).to_type(ScalarType.Int8);
     }

@@ -51,17 +51,25 @@ public static class LayerObs
     public static Tensor PerGroup(Tensor matrix, Tensor hessians, Func<Tensor, Tensor, long, Tensor> run)
     {
         var rows = matrix.shape[0] / hessians.shape[0];
-        return cat(Enumerable.Range(0, (int)hessians.shape[0]).Select(g => run(matrix.narrow(0, g * rows, rows), hessians[g], g * rows)).ToList(), 0);
+        var slices = Enumerable.Range(0, (int)hessians.shape[0]).Select(g => hessians[g]).ToList();
+        hessians.Dispose(); // each run may take its slice over (Run): the storage goes once the last group is factored
+        return cat(slices.Select((h, g) => run(matrix.narrow(0, g * rows, rows), h, g * rows)).ToList(), 0);
     }
 
     /// <param name="weight">[rows, cols] float32 (rows = output channels).</param>
     /// <param name="hessian">[cols, cols] float64, 2XXᵀ over the calibration rows.</param>
-    public static (Tensor Weight, GridCodes? Codes) Run(Tensor weight, Tensor hessian, ObsOptions options)
+    /// <param name="takeOver">
+    /// Whether the run may damp and factor <paramref name="hessian"/> in place and release it once factored (a wide
+    /// layer's Hessian is hundreds of MB: no copy is made); otherwise it works on a copy.
+    /// </param>
+    public static (Tensor Weight, GridCodes? Codes) Run(Tensor weight, Tensor hessian, ObsOptions options, bool takeOver = false)
     {
         var rows = weight.shape[0];
         var cols = weight.shape[1];
         var w = weight.to_type(ScalarType.Float32).clone();
-        var h = hessian.to_type(ScalarType.Float64).clone();
+        // A Hessian of LayerHessian.SinglePrecisionColumns or more columns stays float32; smaller ones work in float64.
+        var precision = hessian.shape[0] >= LayerHessian.SinglePrecisionColumns ? ScalarType.Float32 : ScalarType.Float64;
+        var h = takeOver && hessian.dtype == precision ? hessian : hessian.to_type(precision).clone();
         var dead = h.diagonal().eq(0);
         h.diagonal().masked_fill_(dead, 1);
         w.masked_fill_(dead.unsqueeze(0), 0);
@@ -98,11 +106,8 @@ public static class LayerObs
             fixedZeros = fixedZeros.index_select(1, permutation);
         }
 
-        Tensor u;
-        using (var upper = UpperInverseCholesky(h, options.Damping)) // consumes h: cols² float64 each (265 MB for a 640-channel 3×3 conv)
-        {
-            u = upper.to_type(ScalarType.Float32);
-        }
+        // Consumes h: cols² each (133 MB in float32 for a 640-channel 3×3 conv); U comes back float32.
+        var u = UpperInverseCholesky(h, options.Damping);
 
         var codes = grid is null ? null : zeros(rows, cols);
         // A grid refitted at a group's first column must see that group's columns fully updated: blocks hold whole groups.
@@ -196,13 +201,13 @@ public static class LayerObs
     }
 
     /// <summary>
-    /// U with H⁻¹ = UᵀU, after damping the diagonal by <paramref name="damping"/>·mean(diag H). A Hessian that is
+    /// U (float32) with H⁻¹ = UᵀU, after damping the diagonal by <paramref name="damping"/>·mean(diag H). A Hessian that is
     /// still not positive definite (rank-deficient calibration) is damped ten times more, up to four times.
     /// </summary>
     private static Tensor UpperInverseCholesky(Tensor h, double damping)
     {
         // h is this run's own copy: damped in place (no further cols² copy), released once factored.
-        var mean = h.diagonal().mean().item<double>();
+        var mean = h.diagonal().mean().ToDouble();
         var added = 0.0;
         for (var attempt = 0; ; attempt++)
         {
@@ -218,7 +223,8 @@ public static class LayerObs
                     using var inverse = cholesky_inverse(lower);
                     lower.Dispose();
                     using var factor = linalg.cholesky(inverse);
-                    return factor.mT.contiguous();
+                    inverse.Dispose();
+                    return factor.mT.to_type(ScalarType.Float32).contiguous();
                 }
             }
 

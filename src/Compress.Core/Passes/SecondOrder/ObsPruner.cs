@@ -30,7 +30,7 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
             var hessian = LayerHessian.Compute(context, use);
             var matrix = LayerMatrix.ToMatrix(weight, use);
             var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : targets[i], N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
-            var pruned = LayerMatrix.FromMatrix(LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options).Weight), use);
+            var pruned = LayerMatrix.FromMatrix(LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight), use);
             Write(context, [use], [weight], [pruned]);
             context.Frontier?.SetWeight(use.Weight.Name, pruned);
         }
