@@ -99,11 +99,15 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var floatMeans = step.BiasCorrection ? BiasCorrection.ChannelMeans(model, context.Calibration, layerOutputs) : null;
         var qdq = new QdqNodes(model);
         var biases = new List<CorrectableBias>();
-        foreach (var use in nodes.Where(weights.ContainsKey).Select(n => weights[n]))
+        // GPTQ takes each layer's input from one sequential pass with the earlier layers' weights already on their grids.
+        using (var sequential = step.Method == "gptq" ? context.Layerwise("gptq") : null)
         {
-            if (QuantizeWeight(context, qdq, use, parameters) is { } bias)
+            foreach (var use in nodes.Where(weights.ContainsKey).Select(n => weights[n]))
             {
-                biases.Add(bias);
+                if (QuantizeWeight(context, qdq, use, parameters) is { } bias)
+                {
+                    biases.Add(bias);
+                }
             }
         }
 
@@ -204,7 +208,9 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
         record.Bits = 8;
         record.Format = (axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel") + (step.Method == "gptq" ? " (GPTQ)" : "");
-        record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
+        var onGrid = WeightQuantization.Dequantize(q, scales, axis);
+        record.RelativeError += WeightQuantization.RelativeError(w, onGrid);
+        context.Frontier?.SetWeight(use.Weight.Name, onGrid);
         var weightName = use.Weight.Name;
         var (dequantized, stored) = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
         use.Node.Input[use.InputIndex] = dequantized;
