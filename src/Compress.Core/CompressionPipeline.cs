@@ -81,7 +81,7 @@ public static class CompressionPipeline
 
         working.Save(outputPath);
         var size = new SizeFigures(originalBytes, SavedBytes(outputPath), 0, 0, 0);
-        var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format, l.RelativeError)).ToList();
+        var layers = context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format.ToString(), l.RelativeError)).ToList();
         var parameters = context.OriginalParameters;
         var prunedZeros = context.Layers.Values.Sum(l => l.Sparsity * l.Parameters);
         size = size with
@@ -210,7 +210,7 @@ public static class CompressionPipeline
     }
 
     private static IEnumerable<string> WorstLayers(CompressionContext context) =>
-        FidelityGate.WorstLayers(context.Layers.Values.Select(l => (l.Node, l.Format, l.RelativeError)));
+        FidelityGate.WorstLayers(context.Layers.Values.Select(l => (l.Node, l.Format.ToString(), l.RelativeError)));
 
     /// <summary>The bytes <see cref="OnnxModel.Save"/> will write: the serialized message plus the external data it keeps.</summary>
     private static long SerializedBytes(OnnxModel model) =>

@@ -27,6 +27,9 @@ public sealed class CompressionContext
     /// <summary>Per weight tensor (by its original name): what happened to it.</summary>
     public Dictionary<string, LayerRecord> Layers { get; } = new(StringComparer.Ordinal);
 
+    /// <summary>Per step and layer, what the step is to do (sparsity, pattern, bits): the step's values unless allocated.</summary>
+    public Plans.CompressionPlan Plan { get; } = new();
+
     public List<string> Notes { get; } = [];
 
     /// <summary>Warnings the run shows (canonical CMP lines) besides the fidelity ones.</summary>
@@ -98,12 +101,18 @@ public sealed class LayerRecord(string weight, string node, string opType, long 
     public double Sparsity { get; set; }
 
     /// <summary>Bits per weight as stored: 32, 16, 8 or 4.</summary>
-    public int Bits { get; set; } = 32;
+    public int Bits => Format.Bits;
 
-    public string Format { get; set; } = "float32";
+    public Plans.WeightFormat Format { get; set; } = Plans.WeightFormat.Float32;
 
-    /// <summary>The initializer that holds the layer's weight after the passes so far (a quantized copy's name, say).</summary>
-    public string StoredAs { get; set; } = weight;
+    /// <summary>
+    /// The initializers that hold the layer's weight after the passes so far (a quantized copy's name, say; a factorized
+    /// layer has two).
+    /// </summary>
+    public IReadOnlyList<string> StoredAs { get; private set; } = [weight];
+
+    /// <summary>Records the initializers that now hold the layer's weight.</summary>
+    public void Store(params string[] initializers) => StoredAs = initializers;
 
     /// <summary>‖Ŵ − W‖² / ‖W‖² against the original float weights, after every pass so far.</summary>
     public double RelativeError { get; set; }

@@ -28,7 +28,7 @@ public static class SparseStorage
 
     public static int Apply(OnnxModel model, IReadOnlyDictionary<string, LayerRecord> layers)
     {
-        var byStorage = layers.Values.ToDictionary(l => l.StoredAs);
+        var byStorage = layers.Values.SelectMany(l => l.StoredAs.Select(s => (Stored: s, Layer: l))).ToDictionary(p => p.Stored, p => p.Layer);
         var graph = model.Graph;
         // The bitmask's rebuilding nodes need opset 11; an older model is raised to it when that is safe and pays off.
         var bitmaskAllowed = OpsetUpgrader.CanRaiseTo(model, 11);
@@ -62,7 +62,7 @@ public static class SparseStorage
                 continue;
             }
 
-            string format;
+            Plans.SparseLayout layout;
             if (bitmaskBytes <= sparseBytes)
             {
                 if ((model.GetOpsetVersion("") ?? 0) < 11)
@@ -73,17 +73,17 @@ public static class SparseStorage
 
                 shared ??= new SharedConstants(graph);
                 StoreAsBitmask(graph, tensor, nonzero, nonzeros, width, shared);
-                format = " bitmask";
+                layout = Plans.SparseLayout.Bitmask;
             }
             else
             {
                 StoreAsSparse(graph, tensor, nonzero, nonzeros, width);
-                format = " sparse";
+                layout = Plans.SparseLayout.Sparse;
             }
 
             if (byStorage.TryGetValue(tensor.Name, out var record))
             {
-                record.Format += format;
+                record.Format = record.Format with { Layout = layout };
             }
 
             converted++;

@@ -1,5 +1,6 @@
 using Compress.Core.Onnx;
 using Compress.Core.Passes.Quantization;
+using Compress.Core.Plans;
 using Compress.Core.Torch;
 using Compress.Spec;
 using TorchSharp;
@@ -9,8 +10,9 @@ namespace Compress.Core.Passes.Pruning;
 
 /// <summary>
 /// What every pruner shares: the step's weights (each once: a weight shared by several nodes is pruned at its
-/// first use), masks from saliency scores by the step's scope, and writing the result back with per-layer
-/// sparsity and error. A subclass computes the pruned weights.
+/// first use), their plans (<see cref="CompressionPlan"/>: the step's sparsity, or an allocation's per layer),
+/// masks from saliency scores by the plan or the step's scope, and writing the result back with per-layer sparsity
+/// and error (a global scope's shares recorded in the plan). A subclass computes the pruned weights.
 /// </summary>
 public abstract class PruningPass(PruneStep step) : ICompressionPass
 {
@@ -29,14 +31,40 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         }
 
         using var scope = NewDisposeScope();
+        LayerPlans = uses.Select(u => context.Plan.For(Step, u.Weight.Name)).ToList();
+        Allocated = context.Plan.IsAllocated(Step);
+        if (Allocated)
+        {
+            context.Notes.Add($"{Name}: per-layer sparsity from the allocation ({uses.Count} layers)");
+        }
+
         Prune(context, uses);
     }
+
+    /// <summary>The plan of each weight the step prunes, in the order of the uses given to <see cref="Prune"/>.</summary>
+    protected IReadOnlyList<LayerPlan> LayerPlans { get; private set; } = [];
+
+    /// <summary>Whether an allocation set the layers' sparsities (then each layer gets its own, whatever the scope).</summary>
+    protected bool Allocated { get; private set; }
+
+    /// <summary>Each layer's target sparsity when the layers have their own (allocated, or the layer scope); null for a global share-out.</summary>
+    protected double[]? LayerSparsities =>
+        Allocated ? LayerPlans.Select(p => p.Sparsity ?? 0).ToArray()
+        : Step.Scope == "layer" || Step.N > 0 ? LayerPlans.Select(p => p.Sparsity ?? Step.Sparsity).ToArray()
+        : null;
 
     /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
     /// <summary>Keep-masks from scores ≥ 0: per layer, or one global threshold with every layer capped at <c>maxLayerSparsity</c>.</summary>
-    protected List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => SparsityBudget.Masks(scores, sparsity, Step);
+    /// <remarks>
+    /// With an allocation, each layer keeps its own share of the schedule: <paramref name="sparsity"/> is the step's
+    /// (or a WoodFisher sub-step's) target and layer l prunes plan_l · sparsity / step sparsity.
+    /// </remarks>
+    protected List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) =>
+        Allocated
+            ? scores.Select((s, i) => SparsityBudget.Layer(s, Step.Sparsity > 0 ? (LayerPlans[i].Sparsity ?? 0) * sparsity / Step.Sparsity : LayerPlans[i].Sparsity ?? 0)).ToList()
+            : SparsityBudget.Masks(scores, sparsity, Step);
 
     protected static List<Tensor> Masked(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) => SparsityBudget.Apply(weights, masks);
 
@@ -54,7 +82,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     }
 
     /// <summary>Writes one layer's pruned weight with its sparsity and error; returns how many of its weights are zero.</summary>
-    protected static long WriteLayer(CompressionContext context, WeightUse use, Tensor original, Tensor pruned)
+    protected long WriteLayer(CompressionContext context, WeightUse use, Tensor original, Tensor pruned)
     {
         using var layer = NewDisposeScope(); // this layer's copies go as soon as it is written
         var values = where(pruned.ne(0), pruned, 0f); // +0.0, not −0.0: zeros must be all-zero bytes for sparse storage
@@ -62,6 +90,10 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         var layerZeros = count - values.count_nonzero().item<long>();
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, count);
         record.Sparsity = layerZeros / (double)count;
+        if (!Allocated && Step.Scope == "global" && Step.N == 0)
+        {
+            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, PlanSource.GlobalShares) { Sparsity = record.Sparsity });
+        }
         record.RelativeError += WeightQuantization.RelativeError(original, values);
         context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));
         return layerZeros;

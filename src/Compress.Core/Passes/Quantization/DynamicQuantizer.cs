@@ -37,13 +37,12 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             int? axis = step.Granularity == "channel" ? 1 : null;
             var (q, scales) = WeightQuantization.SymmetricInt8(kn, axis);
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
-            record.Bits = 8;
-            record.Format = "int8 dynamic";
+            record.Format = new Plans.WeightFormat(Plans.WeightEncoding.DynamicInt8, 8);
             record.RelativeError += WeightQuantization.RelativeError(kn, WeightQuantization.Dequantize(q, scales, axis));
 
             var baseName = use.Weight.Name;
             var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
-            record.StoredAs = qName;
+            record.Store(qName);
             var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
             var zName = graph.AddInitializer((axis is null ? zeros(Array.Empty<long>(), ScalarType.Int8) : zeros_like(scales, ScalarType.Int8)).ToOnnx(graph.UniqueName(baseName + "_zero_point"))).Name;
             var inputs = new List<string> { node.Input[0], qName, sName, zName };

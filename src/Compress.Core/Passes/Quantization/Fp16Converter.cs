@@ -38,14 +38,13 @@ public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
             var values = model.ToTorch(initializer);
             var half = values.to_type(ScalarType.Float16);
             var record = context.Layer(initializer.Name, OnnxGraph.Describe(consumers[0]), consumers[0].OpType, values.numel());
-            record.Bits = 16;
-            record.Format = "float16";
+            record.Format = new Plans.WeightFormat(Plans.WeightEncoding.Float16, 16);
             record.RelativeError += Quantization.WeightQuantization.RelativeError(values, half.to_type(ScalarType.Float32));
 
             var name = initializer.Name;
             var halfName = graph.UniqueName(name + "_fp16");
             graph.AddInitializer(half.ToOnnx(halfName));
-            record.StoredAs = halfName;
+            record.Store(halfName);
             var castOutput = graph.UniqueName(name + "_fp32");
             var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(name + "_cast"), Input = { halfName }, Output = { castOutput } };
             cast.Attribute.Add(OnnxAttribute.Int("to", (long)DataType.Float));

@@ -23,7 +23,6 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
     {
         TorchRuntime.EnsureLoaded();
         var graph = context.Model.Graph;
-        var bits = step.Weights == "int4" ? 4 : 8;
         var converted = 0;
         using var sequential = step.Method == "gptq" ? context.Layerwise("gptq") : null;
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
@@ -32,6 +31,14 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             if (!WeightSelection.IsPlainMatMul(node))
             {
                 context.Notes.Add($"weight-only: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
+                continue;
+            }
+
+            // The step's bits, or the layer's own from an allocation (4 or 8; 32 keeps the layer float).
+            var bits = context.Plan.For(step, use.Weight.Name).Bits ?? (step.Weights == "int4" ? 4 : 8);
+            if (bits is not (4 or 8))
+            {
+                context.Notes.Add($"weight-only: '{use.NodeName}' kept float (allocated {bits} bits)");
                 continue;
             }
 
@@ -64,14 +71,16 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 
             codes = codes.to_type(ScalarType.Byte);
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
-            record.Bits = bits;
-            record.Format = $"{step.Weights} MatMulNBits block {step.BlockSize}" + (step.Symmetric ? "" : " asymmetric") + (step.Method == "gptq" ? " (GPTQ)" : "");
+            record.Format = new Plans.WeightFormat(Plans.WeightEncoding.MatMulNBits, bits)
+            {
+                BlockSize = step.BlockSize, Asymmetric = !step.Symmetric, Rounding = step.Method == "gptq" ? "GPTQ" : null,
+            };
             record.RelativeError += WeightQuantization.RelativeError(nk, IntegerGrid.Unblocks(dequantized, k));
 
             var baseName = use.Weight.Name;
             var packed = bits == 4 ? IntegerGrid.PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
             var bName = graph.AddInitializer(packed.contiguous().ToOnnx(graph.UniqueName(baseName + "_nbits"))).Name;
-            record.StoredAs = bName;
+            record.Store(bName);
             var sName = graph.AddInitializer(scales.reshape(n * blocks).ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
             var inputs = new List<string> { node.Input[0], bName, sName };
             if (!step.Symmetric)

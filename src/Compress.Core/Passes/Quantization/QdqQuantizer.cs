@@ -206,15 +206,14 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
-        record.Bits = 8;
-        record.Format = (axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel") + (step.Method == "gptq" ? " (GPTQ)" : "");
+        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.QdqInt8, 8) { PerTensor = axis is null, Rounding = step.Method == "gptq" ? "GPTQ" : null };
         var onGrid = WeightQuantization.Dequantize(q, scales, axis);
         record.RelativeError += WeightQuantization.RelativeError(w, onGrid);
         context.Frontier?.SetWeight(use.Weight.Name, onGrid);
         var weightName = use.Weight.Name;
         var (dequantized, stored) = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
         use.Node.Input[use.InputIndex] = dequantized;
-        record.StoredAs = stored.Name;
+        record.Store(stored.Name);
 
         if (b is not null)
         {

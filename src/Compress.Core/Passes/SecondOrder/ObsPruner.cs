@@ -38,14 +38,9 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 
     private double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
-        if (Step.N > 0)
+        if (LayerSparsities is { } own)
         {
-            return uses.Select(_ => 1 - Step.N / (double)Step.M).ToArray();
-        }
-
-        if (Step.Scope == "layer")
-        {
-            return uses.Select(_ => Step.Sparsity).ToArray();
+            return own;
         }
 
         using var scope = NewDisposeScope();

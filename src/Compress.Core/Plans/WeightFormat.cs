@@ -1,0 +1,70 @@
+using System.Globalization;
+
+namespace Compress.Core.Plans;
+
+/// <summary>How a layer's weight values are encoded after the passes so far.</summary>
+public enum WeightEncoding
+{
+    Float32,
+    Float16,
+
+    /// <summary>int8 behind a DequantizeLinear (static quantization).</summary>
+    QdqInt8,
+
+    /// <summary>int8 read by MatMulInteger / DynamicQuantizeLinear (dynamic quantization).</summary>
+    DynamicInt8,
+
+    /// <summary>int4/int8 blocks of <c>com.microsoft.MatMulNBits</c> (weight-only).</summary>
+    MatMulNBits,
+}
+
+/// <summary>How the weight's zeros are stored: as they are, as a bitmask of nonzeros, or as a sparse initializer.</summary>
+public enum SparseLayout
+{
+    Dense,
+    Bitmask,
+    Sparse,
+}
+
+/// <summary>
+/// A layer's stored weight, typed: its encoding and bits, the grid's layout (block, symmetry, per-tensor or
+/// per-channel), the method that chose the values on the grid, and how zeros are stored. Shown in reports as one
+/// line (<see cref="ToString"/>), e.g. <c>int4 MatMulNBits block 32 (GPTQ) bitmask</c>.
+/// </summary>
+public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
+{
+    public static readonly WeightFormat Float32 = new(WeightEncoding.Float32, 32);
+
+    /// <summary>MatMulNBits: weights per block along the input axis.</summary>
+    public int? BlockSize { get; init; }
+
+    /// <summary>MatMulNBits: zero points stored (asymmetric grid).</summary>
+    public bool Asymmetric { get; init; }
+
+    /// <summary>QDQ: one scale for the whole tensor instead of one per output channel.</summary>
+    public bool PerTensor { get; init; }
+
+    /// <summary>The method that put the values on the grid when it is not round-to-nearest, e.g. <c>GPTQ</c>.</summary>
+    public string? Rounding { get; init; }
+
+    public SparseLayout Layout { get; init; } = SparseLayout.Dense;
+
+    public override string ToString()
+    {
+        var text = Encoding switch
+        {
+            WeightEncoding.Float32 => "float32",
+            WeightEncoding.Float16 => "float16",
+            WeightEncoding.DynamicInt8 => "int8 dynamic",
+            WeightEncoding.QdqInt8 => PerTensor ? "int8 QDQ per-tensor" : "int8 QDQ per-channel",
+            WeightEncoding.MatMulNBits => string.Create(CultureInfo.InvariantCulture, $"int{Bits} MatMulNBits block {BlockSize}") + (Asymmetric ? " asymmetric" : ""),
+            _ => Encoding.ToString(),
+        };
+        return text + (Rounding is null ? "" : $" ({Rounding})") + Layout switch
+        {
+            SparseLayout.Bitmask => " bitmask",
+            SparseLayout.Sparse => " sparse",
+            _ => "",
+        };
+    }
+}
