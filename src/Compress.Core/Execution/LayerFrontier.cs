@@ -148,6 +148,60 @@ public sealed class LayerFrontier : IDisposable
         return _chunks.All(values => values.ContainsKey(node.Input[0])) ? _chunks.Select(values => values[node.Input[0]]).ToList() : null;
     }
 
+    /// <summary>
+    /// <paramref name="tensor"/> over all samples (one tensor per chunk, the caller's to dispose) as the graph computes
+    /// it from where the frontier stands, without moving the frontier: the nodes up to its producer run on scratch
+    /// values. Null when the frontier has passed it, does not know it, or cannot run a node on the way.
+    /// </summary>
+    public IReadOnlyList<Tensor>? Peek(string tensor)
+    {
+        if (Failure is not null || !_position.TryGetValue(tensor, out var index) || index < _next)
+        {
+            return null;
+        }
+
+        var results = new List<Tensor>();
+        try
+        {
+            foreach (var values in _chunks)
+            {
+                using var scope = NewDisposeScope(); // the scratch values go with it
+                var scratch = new Dictionary<string, Tensor>(values, StringComparer.Ordinal);
+                var keep = new HashSet<string>(values.Keys, StringComparer.Ordinal); // the frontier's own values are not the scratch's to free
+                for (var i = _next; i <= index; i++)
+                {
+                    _graph.Step(scratch, i, keep);
+                }
+
+                results.Add(scratch[tensor].MoveToOuterDisposeScope());
+            }
+        }
+        catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
+        {
+            Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
+            results.ForEach(r => r.Dispose());
+            return null;
+        }
+
+        return results;
+    }
+
+    /// <summary>Moves the frontier past the node that produces <paramref name="tensor"/> (nothing when it is there already).</summary>
+    public void AdvancePast(string tensor)
+    {
+        if (Failure is null && _position.TryGetValue(tensor, out var index))
+        {
+            try
+            {
+                Advance(index + 1);
+            }
+            catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
+            {
+                Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
+            }
+        }
+    }
+
     private void Advance(int index)
     {
         while (_next < index)
@@ -172,12 +226,57 @@ public sealed class LayerFrontier : IDisposable
     }
 
     /// <summary>The weight as the compressed layer now computes with it; later layers see it.</summary>
-    public void SetWeight(string name, Tensor value)
+    public void SetWeight(string name, Tensor value) => SetInitializer(name, value.to_type(ScalarType.Float32));
+
+    /// <summary>Replaces an initializer's value as it is, element type included (a bias's int32 codes, say).</summary>
+    public void SetInitializer(string name, Tensor value)
     {
-        _graph.SetWeight(name, value.to_type(ScalarType.Float32).contiguous().clone());
+        _graph.SetWeight(name, value.contiguous().clone());
         foreach (var values in _chunks)
         {
             values[name] = _graph.Weight(name);
+        }
+
+        RecomputeConstants(name);
+    }
+
+    /// <summary>
+    /// Values the frontier already computed from constants alone that depend on <paramref name="initializer"/> (a
+    /// DequantizeLinear of a bias's int32 codes, run early because it needs no activation) are computed again, so the
+    /// layers still to come see the new value. Those already consumed are gone and need nothing.
+    /// </summary>
+    private void RecomputeConstants(string initializer)
+    {
+        var changed = new HashSet<string>(StringComparer.Ordinal) { initializer };
+        for (var i = 0; i < _next; i++)
+        {
+            var node = _graph.Order[i];
+            var inputs = node.Input.Where(n => n.Length > 0).ToList();
+            if (!inputs.Any(changed.Contains) || !inputs.All(n => changed.Contains(n) || _keep.Contains(n))
+                || !node.Output.Any(o => o.Length > 0 && _chunks[0].ContainsKey(o)))
+            {
+                continue;
+            }
+
+            foreach (var values in _chunks)
+            {
+                using var scope = NewDisposeScope();
+                foreach (var output in node.Output.Where(o => o.Length > 0))
+                {
+                    if (values.Remove(output, out var old))
+                    {
+                        old.Dispose();
+                    }
+                }
+
+                _graph.Step(values, i, _keep.Concat(changed).ToHashSet(StringComparer.Ordinal));
+                foreach (var output in node.Output.Where(o => o.Length > 0))
+                {
+                    values[output].DetachFromDisposeScope();
+                }
+            }
+
+            changed.UnionWith(node.Output.Where(o => o.Length > 0));
         }
     }
 

@@ -21,10 +21,13 @@ public sealed class TorchGraph : IDisposable
     private readonly Dictionary<string, int> _lastUse = new(StringComparer.Ordinal);
     private readonly long _opset;
 
+    /// <summary>ONNX Runtime's contrib operators that are their standard namesakes (QDQ with per-axis scales before opset 13).</summary>
+    private static readonly HashSet<string> ContribAliases = ["com.microsoft.QuantizeLinear", "com.microsoft.DequantizeLinear"];
+
     public TorchGraph(OnnxModel model)
     {
         TorchRuntime.EnsureLoaded();
-        var missing = model.Graph.Nodes.Where(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx" || !TorchOps.IsSupported(n.OpType))
+        var missing = model.Graph.Nodes.Where(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx" && !ContribAliases.Contains($"{n.Domain}.{n.OpType}") || !TorchOps.IsSupported(n.OpType))
             .GroupBy(n => string.IsNullOrEmpty(n.Domain) ? n.OpType : $"{n.Domain}.{n.OpType}").ToList();
         if (missing.Count > 0)
         {

@@ -62,6 +62,8 @@ public static partial class TorchOps
         ["Shape"] = Shape,
         ["Constant"] = Constant,
         ["Cast"] = Cast,
+        ["QuantizeLinear"] = QuantizeLinear,
+        ["DequantizeLinear"] = DequantizeLinear,
         ["Resize"] = Resize,
     };
 

@@ -3,6 +3,7 @@ using Compress.Core.Calibration;
 using Compress.Core.Evaluation;
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
 using Google.Protobuf;
 
 namespace Compress.Core.Passes.Quantization;
@@ -22,7 +23,9 @@ internal sealed record CorrectableBias(NodeProto Node, string FloatOutput, Tenso
 /// where the layer's input stayed float). Layers are
 /// corrected one at a time in graph order, each measured with the corrections before it in place: correcting all
 /// layers from one measurement over-corrects downstream (PP-OCRv4 rec collapsed to 73% agreement that way).
-/// One ONNX Runtime run per layer, so it is opt-in.
+/// The quantized means come from one sequential pass over the quantized graph in the TorchSharp executor: at each layer
+/// the nodes up to its observed output run on scratch values, the bias is corrected, and the pass moves on with it
+/// (algorithms.md §7); where the executor cannot run the graph, from one ONNX Runtime run per layer (noted).
 /// </summary>
 internal static class BiasCorrection
 {
@@ -58,9 +61,27 @@ internal static class BiasCorrection
 
     public static int Apply(CompressionContext context, IReadOnlyList<CorrectableBias> biases, Dictionary<string, double[]> floatMeans)
     {
+        using var frontier = Execution.LayerFrontier.TryCreate(context.Model, context.Calibration, out var why);
+        if (frontier is null)
+        {
+            context.Notes.Add($"bias correction: quantized means from ONNX Runtime, one run of the model per layer ({why})");
+        }
+
+        var fallbacks = 0;
         foreach (var bias in biases)
         {
-            var quantizedMeans = ChannelMeans(context.Model, context.Calibration, [bias.Observed])[bias.Observed];
+            double[] quantizedMeans;
+            if (frontier?.Peek(bias.Observed) is { } chunks)
+            {
+                quantizedMeans = Means(chunks);
+                chunks.ToList().ForEach(c => c.Dispose());
+            }
+            else
+            {
+                fallbacks += frontier is null ? 0 : 1;
+                quantizedMeans = ChannelMeans(context.Model, context.Calibration, [bias.Observed])[bias.Observed];
+            }
+
             var reference = floatMeans[bias.FloatOutput];
             if (bias.Scales is null)
             {
@@ -71,6 +92,7 @@ internal static class BiasCorrection
                 }
 
                 bias.Bias.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(floats.AsSpan()));
+                Moved(frontier, context, bias);
                 continue;
             }
 
@@ -82,9 +104,48 @@ internal static class BiasCorrection
             }
 
             bias.Bias.RawData = ByteString.CopyFrom(MemoryMarshal.AsBytes(values.AsSpan()));
+            Moved(frontier, context, bias);
+        }
+
+        if (fallbacks > 0)
+        {
+            context.Notes.Add($"bias correction: {fallbacks} of {biases.Count} layers measured by ONNX Runtime ({frontier!.Failure ?? "their output lies behind the sequential pass"})");
         }
 
         context.Progress($"bias correction: {biases.Count} layers");
         return biases.Count;
+    }
+
+    /// <summary>The corrected bias into the sequential pass, which then moves past the layer's observed output.</summary>
+    private static void Moved(Execution.LayerFrontier? frontier, CompressionContext context, CorrectableBias bias)
+    {
+        if (frontier is null)
+        {
+            return;
+        }
+
+        using (var corrected = context.Model.ToTorch(bias.Bias))
+        {
+            frontier.SetInitializer(bias.Bias.Name, corrected);
+        }
+
+        frontier.AdvancePast(bias.Observed);
+    }
+
+    /// <summary>Per-channel means (axis 1, or the only axis) over every chunk of a value, as <see cref="ChannelMeans"/> takes them.</summary>
+    private static double[] Means(IReadOnlyList<TorchSharp.torch.Tensor> chunks)
+    {
+        using var scope = TorchSharp.torch.NewDisposeScope();
+        var channels = chunks[0].dim() >= 2 ? chunks[0].shape[1] : 1;
+        var sum = TorchSharp.torch.zeros(channels, TorchSharp.torch.ScalarType.Float64);
+        long count = 0;
+        foreach (var x in chunks)
+        {
+            var rows = x.dim() >= 2 ? x.transpose(0, 1).reshape(channels, -1) : x.reshape(1, -1);
+            sum.add_(rows.to_type(TorchSharp.torch.ScalarType.Float64).sum(1));
+            count += rows.shape[1];
+        }
+
+        return sum.div_(count).data<double>().ToArray();
     }
 }
