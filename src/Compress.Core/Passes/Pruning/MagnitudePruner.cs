@@ -1,6 +1,7 @@
 using Compress.Core.Onnx;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -11,6 +12,7 @@ namespace Compress.Core.Passes.Pruning;
 /// scale-free, so no layer is wiped out by its scale — with every layer capped at <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
 /// the input axis keep the N largest. Biases are never pruned.
 /// </summary>
+[ImplementsMethod(MagnitudeMethod.Name)]
 public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
 {
     /// <summary>

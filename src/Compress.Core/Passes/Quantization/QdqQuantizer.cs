@@ -3,6 +3,7 @@ using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,6 +18,7 @@ namespace Compress.Core.Passes.Quantization;
 /// DQ→op→Q groups into integer kernels (QLinearConv, QGemm, QLinearMatMul, …) when it loads the model.
 /// Pass-through ops (MaxPool, Flatten, Reshape, …) share their input's parameters so the pairs around them cancel.
 /// </summary>
+[ImplementsMethod(RtnMethod.Name, GptqMethod.Name, Scheme = QuantizeSchemes.Static)]
 public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 {
     private static readonly HashSet<string> PassThrough = ["MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"];
@@ -196,14 +198,14 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             : axis is null ? (b.abs().max() / (x.Scale * (double)int.MaxValue * 0.5)).reshape(1)
             : b.abs() / (x.Scale * (double)int.MaxValue * 0.5);
         var (q, scales) = WeightQuantization.SymmetricInt8(w, axis, minScales);
-        if (step.Method == "gptq")
+        if (MethodCatalog.Of(step) == GptqMethod.Descriptor)
         {
             q = SecondOrder.Gptq.QuantizeInt8(context, use, w, scales, step);
         }
 
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
         record.Bits = 8;
-        record.Format = (axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel") + (step.Method == "gptq" ? " (GPTQ)" : "");
+        record.Format = (axis is null ? "int8 QDQ per-tensor" : "int8 QDQ per-channel") + (MethodCatalog.Of(step) == GptqMethod.Descriptor ? " (GPTQ)" : "");
         record.RelativeError += WeightQuantization.RelativeError(w, WeightQuantization.Dequantize(q, scales, axis));
         var weightName = use.Weight.Name;
         var (dequantized, stored) = qdq.Dequantize(weightName, q, scales, zeros_like(scales, ScalarType.Int8), axis);
