@@ -37,22 +37,4 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
             context.Frontier?.SetWeight(use.Weight.Name, pruned);
         }
     }
-
-    private double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)
-    {
-        if (Step.N > 0)
-        {
-            return uses.Select(_ => 1 - Step.N / (double)Step.M).ToArray();
-        }
-
-        if (Step.Scope == "layer")
-        {
-            return uses.Select(_ => Step.Sparsity).ToArray();
-        }
-
-        using var scope = NewDisposeScope();
-        var magnitudes = uses.Select(u => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight))).ToList();
-        return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
-            .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
-    }
 }
