@@ -18,6 +18,7 @@ namespace Compress.Spec.Methods
             ObsMethod.Descriptor,
             WoodFisherMethod.Descriptor,
             SnipMethod.Descriptor,
+            WandaMethod.Descriptor,
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
         };
