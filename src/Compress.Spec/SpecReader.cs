@@ -105,7 +105,7 @@ namespace Compress.Spec
                 Type(steps, JsonKind.Array, "'steps'");
                 if (steps.Items.Count == 0)
                 {
-                    throw Error(SpecCodes.OutOfRange, steps, "'steps' is empty: name at least one prune or quantize step");
+                    throw Error(SpecCodes.OutOfRange, steps, $"'steps' is empty: name at least one {string.Join(" or ", MethodCatalog.Kinds)} step");
                 }
 
                 foreach (var item in steps.Items)
@@ -226,7 +226,7 @@ namespace Compress.Spec
                 Object(node, "step", "a step");
                 if (node.Members.Count != 1)
                 {
-                    throw Error(SpecCodes.WrongType, node, "a step is an object with exactly one key, 'prune' or 'quantize'");
+                    throw Error(SpecCodes.WrongType, node, $"a step is an object with exactly one key, {StepKind.List(MethodCatalog.Kinds.Select(k => k.Name), "or")}");
                 }
 
                 var member = node.Members[0];

@@ -106,7 +106,7 @@ namespace Compress.Spec.Methods
         }
 
         /// <summary>'a', 'b' and 'c' (or <paramref name="last"/>).</summary>
-        protected static string List(IEnumerable<string> items, string last)
+        internal static string List(IEnumerable<string> items, string last)
         {
             var quoted = items.Select(i => $"'{i}'").ToList();
             return quoted.Count == 1 ? quoted[0] : $"{string.Join(", ", quoted.Take(quoted.Count - 1))} {last} {quoted[quoted.Count - 1]}";
