@@ -4,6 +4,7 @@
 #   ./build.sh test     install test inputs (apt, npm), restore, build and run every test
 #   ./build.sh setup    only install/cache the test inputs
 #   ./build.sh bench    run the benchmarks (prints tables; not part of the tests)
+#   ./build.sh schema   regenerate schemas/compress-spec.schema.json from the method descriptors (review the diff)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -80,5 +81,7 @@ case "${1:-}" in
   sample) sample "${@:2}" ;;
   bench)
     dotnet run --project bench/Compress.Bench -c Release -- "${@:2}" ;;
-  *) echo "usage: ./build.sh sample|test|setup|bench" >&2; exit 2 ;;
+  schema) # the schema test writes what it would compare (tests/Compress.Core.Tests/Spec/SpecSchema.cs)
+    COMPRESS_UPDATE_SCHEMA=1 dotnet test tests/Compress.Core.Tests -c Release --nologo --filter "FullyQualifiedName~SpecSchemaTests" ;;
+  *) echo "usage: ./build.sh sample|test|setup|bench|schema" >&2; exit 2 ;;
 esac

@@ -3,7 +3,7 @@
 //   calibration [repeats]                    static int8 on the CNN (512 samples) vs the 512 forward passes alone
 //   build-time [repeats]                     cold and no-op builds of the sample, with and without its CompressModel item
 //   wrapper [rounds]                         generated wrapper vs hand-written ONNX Runtime code, batch 1 and 64
-//   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for magnitude, SNIP, OBS, WoodFisher
+//   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for every pruning method of the catalog
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 //   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
 using Compress.Bench;

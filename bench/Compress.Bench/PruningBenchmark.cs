@@ -2,18 +2,19 @@ using System.Diagnostics;
 using Compress.Core;
 using Compress.Core.Data;
 using Compress.Core.Spec;
+using Compress.Spec.Methods;
 
 namespace Compress.Bench;
 
 /// <summary>
 /// One-shot pruning without fine-tuning: accuracy on the 10,000 Fashion-MNIST test images against global sparsity
-/// (50/70/80/90/95%) for magnitude, SNIP, OBS (SparseGPT) and WoodFisher, on the project's MLP and CNN, each
-/// compressed by the real pipeline with 512 seeded calibration samples and its defaults. Prints one table per
-/// model with the seconds each compression took.
+/// (50/70/80/90/95%) for every pruning method of the catalog (magnitude, OBS/SparseGPT, WoodFisher, SNIP, Wanda), on
+/// the project's MLP and CNN, each compressed by the real pipeline with 512 seeded calibration samples and its
+/// defaults. Prints one table per model with the seconds each compression took.
 /// </summary>
 internal static class PruningBenchmark
 {
-    private static readonly string[] Methods = ["magnitude", "snip", "obs", "woodfisher"];
+    private static readonly string[] Methods = [.. MethodCatalog.Of(StepKind.Prune).Select(m => m.Name)];
     private static readonly double[] Sparsities = [0.5, 0.7, 0.8, 0.9, 0.95];
 
     public static int Run(string[] args)

@@ -4,6 +4,7 @@ using System.Linq;
 using Compress.Spec;
 using Compress.Spec.Kernels;
 using Compress.Spec.Manifest;
+using Compress.Spec.Methods;
 using Microsoft.CodeAnalysis;
 using Microsoft.CodeAnalysis.Diagnostics;
 
@@ -137,14 +138,12 @@ namespace Compress.Analyzers
 
             foreach (var step in spec.Steps)
             {
-                var (kind, handles) = step switch
-                {
-                    QuantizeStep { Activations: "none" } q when q.Weights != "fp16" => ("weight-only quantization", new[] { "MatMul", "Gemm" }),
-                    QuantizeStep { Activations: "dynamic" } => ("dynamic quantization", new[] { "MatMul", "Gemm" }),
-                    PruneStep => ("pruning", new[] { "Conv", "Gemm", "MatMul" }),
-                    _ => ("", new string[0]),
-                };
-                foreach (var manifest in manifests.Where(m => handles.Length > 0 && m.SourceOperators.Count > 0
+                // The operators whose weights the step rewrites, from its method (or scheme) descriptor.
+                var method = MethodCatalog.Of(step);
+                var scheme = method.Scheme(step.Scheme);
+                var handles = (scheme is null ? method.Touches : scheme.Touches) ?? new string[0];
+                var kind = scheme is null ? method.Kind.Noun : $"{scheme.Name} {method.Kind.Noun}";
+                foreach (var manifest in manifests.Where(m => handles.Count > 0 && m.SourceOperators.Count > 0
                     && !m.SourceOperators.Any(o => o.Domain == "ai.onnx" && handles.Contains(o.Op))))
                 {
                     context.ReportDiagnostic(Diagnostic.Create(Rules.MethodFindsNothing, SpecAnalyzer.At(context.AdditionalFile.Path, text, step.Line, step.Column),

@@ -1,5 +1,5 @@
 using System.Collections.Generic;
-using System.Linq;
+using Compress.Spec.Methods;
 
 namespace Compress.Spec
 {
@@ -62,14 +62,27 @@ namespace Compress.Spec
         /// <summary>Operator types the step applies to.</summary>
         public List<string> OpTypes { get; } = new List<string>();
 
+        /// <summary>The step's key in the spec: <c>prune</c>, <c>quantize</c>.</summary>
         public abstract string Kind { get; }
+
+        /// <summary>The method as the spec names it (an alias stays an alias); <see cref="MethodCatalog.Of(SpecStep)"/> finds its descriptor.</summary>
+        public abstract string Method { get; set; }
+
+        /// <summary>For kinds with schemes: the one the step's settings choose (<see cref="QuantizeStep.Scheme"/>); else null.</summary>
+        public virtual string? Scheme => null;
+
+        /// <summary>The method's options (<see cref="MethodDescriptor.Options"/>), as given or defaulted; booleans are 0 or 1.</summary>
+        public Dictionary<string, double> Options { get; } = new Dictionary<string, double>();
+
+        /// <summary>An option of the step's method, or <paramref name="fallback"/> when the method has no such option.</summary>
+        public double Option(string key, double fallback) => Options.TryGetValue(key, out var value) ? value : fallback;
     }
 
     public sealed class PruneStep : SpecStep
     {
         public override string Kind => "prune";
 
-        public string Method { get; set; } = "magnitude";
+        public override string Method { get; set; } = MagnitudeMethod.Name;
 
         public double Sparsity { get; set; }
 
@@ -96,14 +109,14 @@ namespace Compress.Spec
         public int Steps { get; set; } = 4;
 
         /// <summary>Whether the method needs calibration data (activations or gradients).</summary>
-        public bool DataAware => SpecReader.DataAwarePruning.Contains(Method);
+        public bool DataAware => MethodCatalog.Of(this).Data != MethodData.None;
     }
 
     public sealed class QuantizeStep : SpecStep
     {
         public override string Kind => "quantize";
 
-        public string Method { get; set; } = "rtn";
+        public override string Method { get; set; } = RtnMethod.Name;
 
         /// <summary><c>int8</c>, <c>int4</c> or <c>fp16</c>.</summary>
         public string Weights { get; set; } = "int8";
@@ -138,12 +151,12 @@ namespace Compress.Spec
         /// <summary>GPTQ: dampening as a fraction of the mean Hessian diagonal.</summary>
         public double Damping { get; set; } = 0.01;
 
-        /// <summary>What the step produces, derived from weights and activations.</summary>
-        public string Scheme =>
-            Weights == "fp16" ? "fp16"
-            : Activations == "dynamic" ? "dynamic"
-            : Activations == "none" ? "weight-only"
-            : "static";
+        /// <summary>What the step produces (<see cref="QuantizeSchemes"/>), derived from weights and activations.</summary>
+        public override string Scheme =>
+            Weights == "fp16" ? QuantizeSchemes.Fp16
+            : Activations == "dynamic" ? QuantizeSchemes.Dynamic
+            : Activations == "none" ? QuantizeSchemes.WeightOnly
+            : QuantizeSchemes.Static;
     }
 
     public sealed class SpecConstraints

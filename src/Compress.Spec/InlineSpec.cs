@@ -114,7 +114,7 @@ namespace Compress.Spec
             if (sparsity is not null)
             {
                 w.StartObject().Key("prune").StartObject()
-                    .Property("method", "magnitude").Property("sparsity", Fraction("Sparsity", sparsity, open: true)).Property("scope", "global")
+                    .Property("method", Methods.MagnitudeMethod.Name).Property("sparsity", Fraction("Sparsity", sparsity, open: true)).Property("scope", "global")
                     .EndObject().EndObject();
             }
 

@@ -29,7 +29,7 @@ public sealed class SpecAnalyzerTests
     [Fact]
     public Task An_unknown_method_lists_the_available_ones() => Verify("""
         { "steps": [ { "prune": { "method": {|#0:"|}lottery", "sparsity": 0.5 } } ] }
-        """, Expected(0, "CMP0105", "unknown method 'lottery' (available: magnitude, obs, sparsegpt, woodfisher, snip)"));
+        """, Expected(0, "CMP0105", "unknown method 'lottery' (available: magnitude, obs, sparsegpt, woodfisher, snip, wanda)"));
 
     [Fact]
     public Task Broken_json_is_underlined_at_the_break() => Verify("""

@@ -7,6 +7,7 @@ using Compress.Core.Reports;
 using Compress.Core.Torch;
 using Compress.Runtime.StateDicts;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -27,7 +28,7 @@ public static class StateDictCompressor
         progress ??= _ => { };
         TorchRuntime.EnsureLoaded();
         TorchFormats.CheckOutput(modelPath, outputPath);
-        TorchFormats.Refuse(spec, "TorchSharp state-dict", ["magnitude"], constraints: false);
+        TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: false);
         var entries = ReadFile(modelPath);
         using var scope = NewDisposeScope();
         var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
@@ -51,7 +52,7 @@ public static class StateDictCompressor
                         weights[selected[i].Name] = pruned[i];
                     }
 
-                    progress($"prune/magnitude: {selected.Count} weights of {Path.GetFileName(modelPath)}");
+                    progress($"prune/{MagnitudeMethod.Name}: {selected.Count} weights of {Path.GetFileName(modelPath)}");
                     break;
                 case QuantizeStep quantize:
                     foreach (var entry in selected)

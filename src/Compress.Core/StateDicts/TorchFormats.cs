@@ -1,5 +1,6 @@
 using Compress.Core.Diagnostics;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using SpecLoader = Compress.Core.Spec.SpecLoader;
 
 namespace Compress.Core.StateDicts;
@@ -15,19 +16,25 @@ internal static class TorchFormats
         }
     }
 
-    /// <summary>Refuses, at its place in the spec, every step the format cannot run: only <paramref name="pruneMethods"/>, weight-only or fp16.</summary>
-    public static void Refuse(CompressionSpec spec, string format, IReadOnlyCollection<string> pruneMethods, bool constraints)
+    /// <summary>
+    /// Refuses, at its place in the spec, every step the format cannot run: a method or scheme whose descriptor does not
+    /// offer <paramref name="format"/> (<see cref="MethodDescriptor.Formats"/>), N:M, <c>auto</c>, asymmetric grids.
+    /// </summary>
+    /// <param name="name">The format in messages: <c>TorchScript</c>, <c>TorchSharp state-dict</c>.</param>
+    public static void Refuse(CompressionSpec spec, ModelFormat format, string name, bool constraints)
     {
+        var pruneMethods = MethodCatalog.Of(StepKind.Prune).Where(m => m.Offers(format)).Select(m => $"'{m.Name}'");
         foreach (var step in spec.Steps)
         {
+            var method = MethodCatalog.Of(step);
             var problem = step switch
             {
-                PruneStep p when !pruneMethods.Contains(p.Method) => $"'{p.Method}' is not offered for {format} models (they take {string.Join(", ", pruneMethods.Select(m => $"'{m}'"))}); export the model to ONNX for it",
-                PruneStep { N: > 0 } => $"N:M patterns are not offered for {format} models; use unstructured sparsity",
-                PruneStep { Auto: true } => $"'sparsity': 'auto' is offered for ONNX models, not {format}",
-                QuantizeStep q when q.Method != "rtn" => $"'{q.Method}' runs on ONNX graphs, not {format} models",
-                QuantizeStep q when q.Scheme is not ("weight-only" or "fp16") => $"{q.Scheme} quantization needs an ONNX graph; for {format} models set 'activations' to 'none' (int8/int4) or use fp16",
-                QuantizeStep { Symmetric: false } => $"{format} int4/int8 is symmetric; leave out 'symmetric'",
+                PruneStep p when !method.Offers(format) => $"'{p.Method}' is not offered for {name} models (they take {string.Join(", ", pruneMethods)}); export the model to ONNX for it",
+                PruneStep { N: > 0 } => $"N:M patterns are not offered for {name} models; use unstructured sparsity",
+                PruneStep { Auto: true } => $"'sparsity': 'auto' is offered for ONNX models, not {name}",
+                QuantizeStep q when !method.Offers(format) => $"'{q.Method}' runs on ONNX graphs, not {name} models",
+                QuantizeStep q when !method.Offers(format, q.Scheme) => $"{q.Scheme} quantization needs an ONNX graph; for {name} models set 'activations' to 'none' (int8/int4) or use fp16",
+                QuantizeStep { Symmetric: false } => $"{name} int4/int8 is symmetric; leave out 'symmetric'",
                 _ => null,
             };
             if (problem is not null)
@@ -39,7 +46,7 @@ internal static class TorchFormats
         var c = spec.Constraints;
         if (!constraints && (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinSqnrDb is not null))
         {
-            throw SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, $"constraints need a model that can be evaluated; a {format} file has no graph. Check accuracy in your app after LoadInto");
+            throw SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, $"constraints need a model that can be evaluated; a {name} file has no graph. Check accuracy in your app after LoadInto");
         }
     }
 }

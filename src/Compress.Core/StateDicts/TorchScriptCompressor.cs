@@ -9,6 +9,7 @@ using Compress.Core.Passes.Quantization;
 using Compress.Core.Reports;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -28,12 +29,29 @@ public static class TorchScriptCompressor
 {
     private const int Batch = 256;
 
+    /// <summary>
+    /// How each pruning method offered for TorchScript (<see cref="MethodDescriptor.Formats"/>) prunes the module's
+    /// weights, by method name; a test checks that the two agree.
+    /// </summary>
+    internal static readonly IReadOnlyDictionary<string, Func<TorchScriptPruning, List<Tensor>>> Pruners = new Dictionary<string, Func<TorchScriptPruning, List<Tensor>>>
+    {
+        [MagnitudeMethod.Name] = p => SparsityBudget.Apply(p.Weights, p.Masks(p.Weights.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), p.Step.Sparsity)),
+        [SnipMethod.Name] = p =>
+        {
+            var gradients = p.Gradients(Math.Min(128, p.Calibration!.Samples ?? 128));
+            p.Progress($"snip: gradients on {gradients.Count} samples (loss against {gradients.Source})");
+            var g = gradients.Gradients(0, gradients.Count);
+            return SparsityBudget.Apply(p.Weights, p.Masks(p.Weights.Zip(g, (w, d) => (w * d).abs()).ToList(), p.Step.Sparsity));
+        },
+        [WoodFisherMethod.Name] = p => Passes.SecondOrder.WoodFisher.Prune(p.Gradients(p.Calibration!.Samples), p.Names, p.Weights, p.Step, p.Masks, p.Progress),
+    };
+
     public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null)
     {
         progress ??= _ => { };
         TorchRuntime.EnsureLoaded();
         TorchFormats.CheckOutput(modelPath, outputPath);
-        TorchFormats.Refuse(spec, "TorchScript", ["magnitude", "snip", "woodfisher"], constraints: true);
+        TorchFormats.Refuse(spec, ModelFormat.TorchScript, "TorchScript", constraints: true);
         using var original = Load(modelPath);
         using var module = Load(modelPath);
         var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
@@ -49,29 +67,15 @@ public static class TorchScriptCompressor
                 switch (step)
                 {
                     case PruneStep prune:
-                        List<Tensor> Masks(IReadOnlyList<Tensor> scores, double sparsity) => SparsityBudget.Masks(scores, sparsity, prune);
                         var current = names.Select(n => parameters[n].detach().clone()).ToList();
-                        List<Tensor> pruned;
-                        if (prune.Method == "magnitude")
+                        TorchScriptGradients Gradients(int? count)
                         {
-                            pruned = SparsityBudget.Apply(current, Masks(current.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), prune.Sparsity));
+                            var (x, labels) = Samples(spec.Calibration!.Path, spec.Calibration.Labels, count, spec.File);
+                            return new TorchScriptGradients(module, parameters, names, x, labels is null ? null : tensor(labels));
                         }
-                        else
-                        {
-                            var source = spec.Calibration!;
-                            var (x, labels) = Samples(source.Path, source.Labels, prune.Method == "snip" ? Math.Min(128, source.Samples ?? 128) : source.Samples, spec.File);
-                            var gradients = new TorchScriptGradients(module, parameters, names, x, labels is null ? null : tensor(labels));
-                            if (prune.Method == "snip")
-                            {
-                                progress($"snip: gradients on {gradients.Count} samples (loss against {gradients.Source})");
-                                var g = gradients.Gradients(0, gradients.Count);
-                                pruned = SparsityBudget.Apply(current, Masks(current.Zip(g, (w, d) => (w * d).abs()).ToList(), prune.Sparsity));
-                            }
-                            else
-                            {
-                                pruned = Passes.SecondOrder.WoodFisher.Prune(gradients, names, current, prune, Masks, progress);
-                            }
-                        }
+
+                        var pruned = Pruners[MethodCatalog.Of(prune).Name](new TorchScriptPruning(
+                            prune, current, names, (scores, sparsity) => SparsityBudget.Masks(scores, sparsity, prune), Gradients, spec.Calibration, progress));
 
                         using (no_grad())
                         {
@@ -265,3 +269,16 @@ public static class TorchScriptCompressor
         }
     }
 }
+
+/// <summary>
+/// What a TorchScript pruner gets: the step, copies of the weights it prunes and their names, keep-masks by the step's
+/// scope, and gradients of the module on the first calibration samples (all of them for null).
+/// </summary>
+internal sealed record TorchScriptPruning(
+    PruneStep Step,
+    List<Tensor> Weights,
+    IReadOnlyList<string> Names,
+    Func<IReadOnlyList<Tensor>, double, List<Tensor>> Masks,
+    Func<int?, TorchScriptGradients> Gradients,
+    DataSource? Calibration,
+    Action<string> Progress);

@@ -1,6 +1,7 @@
 using Compress.Core.Onnx;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -11,6 +12,7 @@ namespace Compress.Core.Passes.Pruning;
 /// scale-free, so no layer is wiped out by its scale — with every layer capped at <c>maxLayerSparsity</c> (<see cref="SparsityBudget"/>). N:M: in every group of M consecutive weights along
 /// the input axis keep the N largest. Biases are never pruned.
 /// </summary>
+[ImplementsMethod(MagnitudeMethod.Name)]
 public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
 {
     /// <summary>
@@ -54,16 +56,8 @@ public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
     {
         // Groups run along the input (reduction) axis: rows of [out, in·k·k] for Conv and transB Gemm, columns otherwise.
         var matrix = use.OutputAxis == 0 ? weight.reshape(weight.shape[0], -1) : weight.t();
-        var columns = matrix.shape[1];
-        if (columns % Step.M != 0)
-        {
-            throw Spec.SpecLoader.At(context.Spec, Step.Line, Step.Column, SpecCodes.Inconsistent,
-                $"pattern {Step.N}:{Step.M} needs the input size of '{use.NodeName}' ({columns}) to be a multiple of {Step.M}; add it to 'exclude'");
-        }
-
-        var groups = matrix.abs().reshape(matrix.shape[0], columns / Step.M, Step.M);
-        var keep = groups.topk(Step.N, dim: 2).indexes;
-        var mask = zeros_like(groups, ScalarType.Bool).scatter_(2, keep, ones_like(keep, ScalarType.Bool)).reshape(matrix.shape[0], columns);
+        CheckGroups(context, use, matrix.shape[1]);
+        var mask = SparsityBudget.NmKeep(matrix.abs(), Step.N, Step.M);
         return use.OutputAxis == 0 ? mask.reshape(weight.shape) : mask.t().contiguous();
     }
 }

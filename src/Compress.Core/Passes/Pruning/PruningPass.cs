@@ -56,6 +56,34 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
+    /// <summary>
+    /// Each layer's sparsity for the layer-wise methods, which choose the weights within a layer themselves: N:M's
+    /// 1 − N/M; <c>scope: "layer"</c>, the target; <c>global</c>, the layer's share of one global threshold on
+    /// scale-free magnitudes with every layer capped at <c>maxLayerSparsity</c> (algorithms.md §1, §4).
+    /// </summary>
+    protected double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)
+    {
+        if (LayerSparsities is { } own)
+        {
+            return own; // N:M, the layer scope, or an allocation
+        }
+
+        using var scope = NewDisposeScope();
+        var magnitudes = uses.Select(u => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight))).ToList();
+        return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
+            .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
+    }
+
+    /// <summary>Refuses N:M on a layer whose input size (the groups' axis) is not a multiple of M, naming it (CMP0107 at the step).</summary>
+    protected void CheckGroups(CompressionContext context, WeightUse use, long columns)
+    {
+        if (columns % Step.M != 0)
+        {
+            throw Spec.SpecLoader.At(context.Spec, Step.Line, Step.Column, SpecCodes.Inconsistent,
+                $"pattern {Step.N}:{Step.M} needs the input size of '{use.NodeName}' ({columns}) to be a multiple of {Step.M}; add it to 'exclude'");
+        }
+    }
+
     /// <summary>Keep-masks from scores ≥ 0: per layer, or one global threshold with every layer capped at <c>maxLayerSparsity</c>.</summary>
     /// <remarks>
     /// With an allocation, each layer keeps its own share of the schedule: <paramref name="sparsity"/> is the step's

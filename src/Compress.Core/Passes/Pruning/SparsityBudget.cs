@@ -82,6 +82,31 @@ public static class SparsityBudget
         return scores.reshape(weight.shape).MoveToOuterDisposeScope();
     }
 
+    /// <summary>Keep-mask of a [rows, cols] score matrix: in every group of M consecutive columns of a row, the N highest.</summary>
+    public static Tensor NmKeep(Tensor scores, int n, int m)
+    {
+        var groups = scores.reshape(scores.shape[0], scores.shape[1] / m, m);
+        var keep = groups.topk(n, dim: 2).indexes;
+        return zeros_like(groups, ScalarType.Bool).scatter_(2, keep, ones_like(keep, ScalarType.Bool)).reshape(scores.shape[0], scores.shape[1]);
+    }
+
+    /// <summary>
+    /// Keep-mask of a [rows, cols] score matrix: each row loses its round(<paramref name="sparsity"/>·cols) lowest
+    /// scores, exactly (ties in column order).
+    /// </summary>
+    public static Tensor RowKeep(Tensor scores, double sparsity)
+    {
+        var k = (long)Math.Round(sparsity * scores.shape[1]);
+        var keep = ones_like(scores, ScalarType.Bool);
+        if (k == 0)
+        {
+            return keep;
+        }
+
+        var lowest = scores.sort(dim: 1, descending: false, stable: true).Indices.narrow(1, 0, k);
+        return keep.scatter_(1, lowest, zeros_like(lowest, ScalarType.Bool));
+    }
+
     /// <summary>The weights with everything outside their masks set to +0.0.</summary>
     public static List<Tensor> Apply(IReadOnlyList<Tensor> weights, IReadOnlyList<Tensor> masks) =>
         weights.Zip(masks, (w, m) => where(m, w, 0f)).ToList();

@@ -2,6 +2,7 @@ using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,6 +13,7 @@ namespace Compress.Core.Passes.Quantization;
 /// quantized at run time. Each MatMul(A, W) or Gemm(A, W, C) with alpha = beta = 1 and no transA becomes ONNX
 /// Runtime's com.microsoft DynamicQuantizeMatMul(A, W_int8[K, N], scale, zero_point, bias).
 /// </summary>
+[ImplementsMethod(RtnMethod.Name, Scheme = QuantizeSchemes.Dynamic)]
 public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
 {
     public string Name => "quantize/dynamic";

@@ -3,6 +3,7 @@ using Compress.Core.Onnx.Proto;
 using Compress.Spec.Kernels;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using static TorchSharp.torch;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
@@ -14,6 +15,7 @@ namespace Compress.Core.Passes.Quantization;
 /// all its float inputs are fp16 — in practice ONNX Runtime's CPU provider has fp16 kernels for data movement,
 /// not for arithmetic, so arithmetic stays float32 behind one Cast per weight, which ONNX Runtime folds at load.
 /// </summary>
+[ImplementsMethod(RtnMethod.Name, Scheme = QuantizeSchemes.Fp16)]
 public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
 {
     public string Name => "quantize/fp16";

@@ -3,6 +3,7 @@ using Compress.Core.Onnx.Proto;
 using Compress.Core.Passes.SecondOrder;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,8 +16,11 @@ namespace Compress.Core.Passes.Quantization;
 /// s = max|w| / (2^(b−1) − 1) and the default zero point; or asymmetric min-max with explicit zero points.
 /// B is stored [N, ⌈K/bs⌉, bs·b/8], low nibble first; K is zero-padded to whole blocks.
 /// </summary>
+[ImplementsMethod(RtnMethod.Name, GptqMethod.Name, Scheme = QuantizeSchemes.WeightOnly)]
 public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 {
+    private readonly bool _gptq = MethodCatalog.Of(step) == GptqMethod.Descriptor;
+
     public string Name => "quantize/weight-only";
 
     public void Apply(CompressionContext context)
@@ -24,7 +28,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         TorchRuntime.EnsureLoaded();
         var graph = context.Model.Graph;
         var converted = 0;
-        using var sequential = step.Method == "gptq" ? context.Layerwise("gptq") : null;
+        using var sequential = _gptq ? context.Layerwise(GptqMethod.Name) : null;
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
         {
             var node = use.Node;
@@ -50,7 +54,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var padded = IntegerGrid.Blocks(nk, step.BlockSize);
             var grid = new IntegerGrid(bits, step.Symmetric);
             Tensor codes, scales, zeroPoints;
-            if (step.Method == "gptq")
+            if (_gptq)
             {
                 (codes, scales, zeroPoints) = Gptq.Quantize(context, use, nk, grid, step);
                 var inside = arange(blocks * step.BlockSize).lt(k).reshape(1, blocks, step.BlockSize);
@@ -73,7 +77,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
             record.Format = new Plans.WeightFormat(Plans.WeightEncoding.MatMulNBits, bits)
             {
-                BlockSize = step.BlockSize, Asymmetric = !step.Symmetric, Rounding = step.Method == "gptq" ? "GPTQ" : null,
+                BlockSize = step.BlockSize, Asymmetric = !step.Symmetric, Rounding = _gptq ? "GPTQ" : null,
             };
             record.RelativeError += WeightQuantization.RelativeError(nk, IntegerGrid.Unblocks(dequantized, k));
 

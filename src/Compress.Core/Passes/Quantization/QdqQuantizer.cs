@@ -3,6 +3,7 @@ using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TensorElementType = Microsoft.ML.OnnxRuntime.Tensors.TensorElementType;
 using TorchSharp;
 using static TorchSharp.torch;
@@ -17,6 +18,7 @@ namespace Compress.Core.Passes.Quantization;
 /// DQ→op→Q groups into integer kernels (QLinearConv, QGemm, QLinearMatMul, …) when it loads the model.
 /// Pass-through ops (MaxPool, Flatten, Reshape, …) share their input's parameters so the pairs around them cancel.
 /// </summary>
+[ImplementsMethod(RtnMethod.Name, GptqMethod.Name, Scheme = QuantizeSchemes.Static)]
 public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 {
     private static readonly HashSet<string> PassThrough = ["MaxPool", "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze"];
@@ -100,7 +102,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var qdq = new QdqNodes(model);
         var biases = new List<CorrectableBias>();
         // GPTQ takes each layer's input from one sequential pass with the earlier layers' weights already on their grids.
-        using (var sequential = step.Method == "gptq" ? context.Layerwise("gptq") : null)
+        using (var sequential = MethodCatalog.Of(step) == GptqMethod.Descriptor ? context.Layerwise(GptqMethod.Name) : null)
         {
             foreach (var use in nodes.Where(weights.ContainsKey).Select(n => weights[n]))
             {
@@ -200,13 +202,13 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             : axis is null ? (b.abs().max() / (x.Scale * (double)int.MaxValue * 0.5)).reshape(1)
             : b.abs() / (x.Scale * (double)int.MaxValue * 0.5);
         var (q, scales) = WeightQuantization.SymmetricInt8(w, axis, minScales);
-        if (step.Method == "gptq")
+        if (MethodCatalog.Of(step) == GptqMethod.Descriptor)
         {
             q = SecondOrder.Gptq.QuantizeInt8(context, use, w, scales, step);
         }
 
         var record = context.Layer(use.Weight.Name, use.NodeName, use.Node.OpType, w.numel());
-        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.QdqInt8, 8) { PerTensor = axis is null, Rounding = step.Method == "gptq" ? "GPTQ" : null };
+        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.QdqInt8, 8) { PerTensor = axis is null, Rounding = MethodCatalog.Of(step) == GptqMethod.Descriptor ? "GPTQ" : null };
         var onGrid = WeightQuantization.Dequantize(q, scales, axis);
         record.RelativeError += WeightQuantization.RelativeError(w, onGrid);
         context.Frontier?.SetWeight(use.Weight.Name, onGrid);

@@ -35,19 +35,39 @@ public static class LayerHessian
 
     public static Tensor Compute(CompressionContext context, WeightUse use)
     {
+        var cols = LayerMatrix.Columns(use);
+        var hessian = zeros([ConvGeometry.Of(use)?.Groups ?? 1, cols, cols], cols >= SinglePrecisionColumns ? ScalarType.Float32 : ScalarType.Float64);
+        var rows = Stream(context, use, matrices => Accumulate(hessian, matrices));
+        return hessian.mul_(2.0 / rows);
+    }
+
+    /// <summary>
+    /// Σ x_j² over the layer's input rows, [groups, cols] float64: the diagonal of XᵀX alone, without the cols² matrix
+    /// (Wanda's ‖X_j‖², algorithms.md §12).
+    /// </summary>
+    public static Tensor InputSquares(CompressionContext context, WeightUse use)
+    {
+        var squares = zeros([ConvGeometry.Of(use)?.Groups ?? 1, LayerMatrix.Columns(use)], ScalarType.Float64);
+        Stream(context, use, matrices => squares.add_(matrices.square().sum(1, type: ScalarType.Float64)));
+        return squares;
+    }
+
+    /// <summary>
+    /// The layer's input rows on the calibration samples, a batch at a time, handed to <paramref name="add"/> as
+    /// [groups, rows, cols] (inside a dispose scope per batch); returns how many rows there were.
+    /// </summary>
+    public static long Stream(CompressionContext context, WeightUse use, Action<Tensor> add)
+    {
         var node = use.Node;
         var input = node.Input[0];
         var geometry = ConvGeometry.Of(use);
-        var cols = LayerMatrix.Columns(use);
-        var groups = geometry?.Groups ?? 1;
-        var hessian = zeros([groups, cols, cols], cols >= SinglePrecisionColumns ? ScalarType.Float32 : ScalarType.Float64);
         long rows = 0;
         void Add(Tensor x)
         {
             using var scope = NewDisposeScope();
             var matrices = geometry is null ? Rows(x, node) : geometry.Im2Col(x);
             rows += matrices.shape[1];
-            Accumulate(hessian, matrices);
+            add(matrices);
         }
 
         if (context.Frontier?.InputOf(node) is { } chunks)
@@ -75,7 +95,7 @@ public static class LayerHessian
             throw new InvalidOperationException($"no calibration rows reached '{use.NodeName}'");
         }
 
-        return hessian.mul_(2.0 / rows);
+        return rows;
     }
 
     /// <summary>

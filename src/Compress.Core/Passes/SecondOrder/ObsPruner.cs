@@ -3,6 +3,7 @@ using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -15,12 +16,13 @@ namespace Compress.Core.Passes.SecondOrder;
 /// magnitude threshold (capped at <c>maxLayerSparsity</c>), then lets OBS choose which weights and how to
 /// compensate within the layer.
 /// </summary>
+[ImplementsMethod(ObsMethod.Name)]
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
         var targets = LayerTargets(context, uses);
-        using var sequential = context.Layerwise("obs");
+        using var sequential = context.Layerwise(ObsMethod.Name);
         for (var i = 0; i < uses.Count; i++)
         {
             using var scope = NewDisposeScope();
@@ -34,18 +36,5 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
             Write(context, [use], [weight], [pruned]);
             context.Frontier?.SetWeight(use.Weight.Name, pruned);
         }
-    }
-
-    private double[] LayerTargets(CompressionContext context, IReadOnlyList<WeightUse> uses)
-    {
-        if (LayerSparsities is { } own)
-        {
-            return own;
-        }
-
-        using var scope = NewDisposeScope();
-        var magnitudes = uses.Select(u => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight))).ToList();
-        return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
-            .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
     }
 }

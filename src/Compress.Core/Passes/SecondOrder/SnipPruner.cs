@@ -2,6 +2,7 @@ using Compress.Core.Execution;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using TorchSharp;
 using static TorchSharp.torch;
 
@@ -12,6 +13,7 @@ namespace Compress.Core.Passes.SecondOrder;
 /// 128 calibration samples, gradients through the TorchSharp executor; the lowest scores are pruned globally
 /// (per-layer cap) or per layer.
 /// </summary>
+[ImplementsMethod(SnipMethod.Name)]
 public sealed class SnipPruner(PruneStep step) : PruningPass(step)
 {
     private const int Minibatch = 128;

@@ -2,6 +2,7 @@ using Compress.Core.Execution;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 
 namespace Compress.Core.Passes.SecondOrder;
 
@@ -9,6 +10,7 @@ namespace Compress.Core.Passes.SecondOrder;
 /// <c>prune.method: "woodfisher"</c> on an ONNX graph: <see cref="WoodFisher"/> with gradients through the TorchSharp
 /// executor (<see cref="GradientSource"/>), masks by the step's scope.
 /// </summary>
+[ImplementsMethod(WoodFisherMethod.Name)]
 public sealed class WoodFisherPruner(PruneStep step) : PruningPass(step)
 {
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)

@@ -1,0 +1,24 @@
+namespace Compress.Spec.Methods
+{
+    /// <summary><c>prune.method: "obs"</c>, alias <c>"sparsegpt"</c> (algorithms.md §4): layer-wise OBS with the input Hessian.</summary>
+    public static class ObsMethod
+    {
+        public const string Name = "obs";
+
+        public static readonly MethodDescriptor Descriptor = new MethodDescriptor(
+            Name,
+            StepKind.Prune,
+            "layer-wise OBS with the input Hessian (SparseGPT)",
+            MethodData.Activations,
+            ModelFormat.Onnx,
+            aliases: new[] { "sparsegpt" },
+            options: new[]
+            {
+                MethodOption.Integer("blockSize", 128, 16, 1024, "columns per block"),
+                MethodOption.Number("damping", 0.01, 1e-9, 1, "fraction of the mean Hessian diagonal"),
+            },
+            opTypes: PruneOps.Weighted,
+            touches: PruneOps.Weighted,
+            patterns: true);
+    }
+}
