@@ -227,7 +227,11 @@ public static class TorchScriptCompressor
     {
         var full = Path.GetFullPath(outputPath);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);
-        var saved = full + "." + Guid.NewGuid().ToString("N")[..8] + ".jit.tmp";
+        // torch.jit.save names the archive's root folder after the file: a private folder keeps the name the output's
+        // own (not a random temporary name), so the same inputs give the same bytes.
+        var folder = Path.Combine(Path.GetDirectoryName(full)!, "." + Guid.NewGuid().ToString("N")[..8] + ".jit.tmp");
+        Directory.CreateDirectory(folder);
+        var saved = Path.Combine(folder, Path.GetFileName(full));
         var packed = full + "." + Guid.NewGuid().ToString("N")[..8] + ".tmp";
         try
         {
@@ -260,7 +264,7 @@ public static class TorchScriptCompressor
         }
         finally
         {
-            File.Delete(saved);
+            Directory.Delete(folder, recursive: true);
             File.Delete(packed);
             if (half)
             {

@@ -59,6 +59,14 @@ public sealed class TorchScriptTests(ITestOutputHelper output) : TempDirectoryTe
     }
 
     [Fact]
+    public void Same_inputs_give_the_same_archive_bytes()
+    {
+        var first = File.ReadAllBytes(Compress("ts_mlp.pt", """{ "quantize": { "weights": "int8", "activations": "none" } }""").Output);
+        var second = File.ReadAllBytes(Compress("ts_mlp.pt", """{ "quantize": { "weights": "int8", "activations": "none" } }""").Output);
+        Assert.Equal(first, second); // the archive's root folder was once a random temporary name
+    }
+
+    [Fact]
     public void An_unmet_constraint_writes_nothing()
     {
         var error = Assert.Throws<CompressException>(() => Compress("ts_mlp.pt", """{ "prune": { "sparsity": 0.97 } }""", """, "constraints": { "maxAccuracyDrop": 0.01 }"""));
