@@ -74,6 +74,29 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
             .Select(m => 1 - m.to_type(ScalarType.Float64).mean().item<double>()).ToArray();
     }
 
+    /// <summary>
+    /// The layer-wise pruners' loop (SparseGPT, Wanda): each layer in graph order, its input from one sequential pass
+    /// (<see cref="CompressionContext.Layerwise"/>) with the earlier layers already pruned; <paramref name="prune"/>
+    /// gets the layer, its weight as [rows = outputs, cols = inputs (·kh·kw)] and its target, and returns the pruned
+    /// matrix, which is written and handed to the pass for the layers after it.
+    /// </summary>
+    protected void EachLayer(CompressionContext context, IReadOnlyList<WeightUse> uses, string method, Func<WeightUse, Tensor, double, Tensor> prune)
+    {
+        var targets = LayerTargets(context, uses);
+        using var sequential = context.Layerwise(method);
+        for (var i = 0; i < uses.Count; i++)
+        {
+            using var scope = NewDisposeScope();
+            var use = uses[i];
+            var weight = context.Model.ToTorch(use.Weight);
+            var matrix = SecondOrder.LayerMatrix.ToMatrix(weight, use);
+            context.Progress($"{method}: {use.NodeName} ({i + 1}/{uses.Count}), target {targets[i]:P1}");
+            var pruned = SecondOrder.LayerMatrix.FromMatrix(prune(use, matrix, targets[i]), use);
+            Write(context, [use], [weight], [pruned]);
+            context.Frontier?.SetWeight(use.Weight.Name, pruned);
+        }
+    }
+
     /// <summary>Refuses N:M on a layer whose input size (the groups' axis) is not a multiple of M, naming it (CMP0107 at the step).</summary>
     protected void CheckGroups(CompressionContext context, WeightUse use, long columns)
     {

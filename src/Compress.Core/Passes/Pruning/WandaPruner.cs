@@ -20,28 +20,17 @@ namespace Compress.Core.Passes.Pruning;
 [ImplementsMethod(WandaMethod.Name)]
 public sealed class WandaPruner(PruneStep step) : PruningPass(step)
 {
-    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
-    {
-        var targets = LayerTargets(context, uses);
-        using var sequential = context.Layerwise(WandaMethod.Name);
-        for (var i = 0; i < uses.Count; i++)
+    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
+        EachLayer(context, uses, WandaMethod.Name, (use, matrix, target) =>
         {
-            using var scope = NewDisposeScope();
-            var use = uses[i];
-            var weight = context.Model.ToTorch(use.Weight);
-            var matrix = LayerMatrix.ToMatrix(weight, use); // [rows = outputs, cols = inputs (·kh·kw)]
             if (Step.N > 0)
             {
                 CheckGroups(context, use, matrix.shape[1]);
             }
 
-            context.Progress($"wanda: {use.NodeName} ({i + 1}/{uses.Count}), target {targets[i]:P1}");
             var norms = LayerHessian.InputSquares(context, use).sqrt_(); // [groups, cols]: ‖X_j‖₂
             var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
-            var keep = Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, targets[i]);
-            var pruned = LayerMatrix.FromMatrix(where(keep, matrix, 0f), use);
-            Write(context, [use], [weight], [pruned]);
-            context.Frontier?.SetWeight(use.Weight.Name, pruned);
-        }
-    }
+            var keep = Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, target);
+            return where(keep, matrix, 0f);
+        });
 }

@@ -19,22 +19,10 @@ namespace Compress.Core.Passes.SecondOrder;
 [ImplementsMethod(ObsMethod.Name)]
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
-    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
-    {
-        var targets = LayerTargets(context, uses);
-        using var sequential = context.Layerwise(ObsMethod.Name);
-        for (var i = 0; i < uses.Count; i++)
+    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
+        EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
         {
-            using var scope = NewDisposeScope();
-            var use = uses[i];
-            var weight = context.Model.ToTorch(use.Weight);
-            context.Progress($"obs: {use.NodeName} ({i + 1}/{uses.Count}), target {targets[i]:P1}");
-            var hessian = LayerHessian.Compute(context, use);
-            var matrix = LayerMatrix.ToMatrix(weight, use);
-            var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : targets[i], N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
-            var pruned = LayerMatrix.FromMatrix(LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight), use);
-            Write(context, [use], [weight], [pruned]);
-            context.Frontier?.SetWeight(use.Weight.Name, pruned);
-        }
-    }
+            var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : target, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
+            return LayerObs.PerGroup(matrix, LayerHessian.Compute(context, use), (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+        });
 }
