@@ -39,12 +39,7 @@ internal static class RunCommand
         ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
     {
         var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
-        var result = format switch
-        {
-            ModelFormats.TorchSharp => Core.StateDicts.StateDictCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
-            ModelFormats.TorchScript => Core.StateDicts.TorchScriptCompressor.Run(model, SpecLoader.Load(spec), output, progress.Report),
-            _ => CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency),
-        };
+        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency && format == ModelFormats.Onnx, format);
         foreach (var warning in result.Warnings ?? [])
         {
             progress.Warn(warning);

@@ -2,11 +2,15 @@ using Compress.Core.Calibration;
 using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
 using Compress.Core.Fidelity;
+using Compress.Core.Formats;
 using Compress.Core.Onnx;
 using Compress.Core.Passes;
 using Compress.Core.Passes.Graph;
 using Compress.Core.Reports;
+using Compress.Core.StateDicts;
+using Compress.Core.Torch;
 using Compress.Spec;
+using Compress.Spec.Methods;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Compress.Core;
@@ -18,12 +22,23 @@ namespace Compress.Core;
 /// </summary>
 public static class CompressionPipeline
 {
-    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null, bool measureLatency = true)
+    /// <param name="format">
+    /// <see cref="ModelFormats.Onnx"/> (the default), <see cref="ModelFormats.TorchScript"/> or
+    /// <see cref="ModelFormats.TorchSharp"/>: every format goes through the same step loop, fidelity gate, size check and
+    /// report; ONNX adds its graph preparation, sparse storage, the load check, <c>"sparsity": "auto"</c> and latency.
+    /// </param>
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null, bool measureLatency = true,
+        string format = ModelFormats.Onnx)
     {
         progress ??= _ => { };
         if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
         {
             throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
+        }
+
+        if (format != ModelFormats.Onnx)
+        {
+            return RunTorch(modelPath, spec, outputPath, progress, format);
         }
 
         // The original runs from its file: only its interface is held beside the working copy (no second copy of the weights).
@@ -134,21 +149,7 @@ public static class CompressionPipeline
             context.Notes.Add($"{folded} BatchNormalization nodes folded into the preceding Conv");
         }
 
-        foreach (var step in spec.Steps)
-        {
-            var pass = PassRegistry.Create(step);
-            progress($"{pass.Name} (spec line {step.Line})");
-            var before = Fingerprint(context);
-            pass.Apply(context);
-            if (Fingerprint(context) == before)
-            {
-                context.Warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
-                    $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: none of its ops ({string.Join(", ", step.OpTypes)}) has a weight it can take" +
-                    (SubgraphWeights(working) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : ""), spec.File));
-            }
-
-            GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
-        }
+        context.Warnings.AddRange(ApplySteps(new OnnxSteps(context), spec, progress));
 
         var sparse = SparseStorage.Apply(working, context.Layers);
         if (sparse > 0)
@@ -194,10 +195,79 @@ public static class CompressionPipeline
         }
     }
 
-    /// <summary>What a pass changes when it does anything: layer records, nodes, initializers.</summary>
-    private static string Fingerprint(CompressionContext context) =>
-        $"{context.Model.Proto.Graph.Node.Count}/{context.Model.Proto.Graph.Initializer.Count}/{context.Model.Proto.Graph.SparseInitializer.Count}/" +
-        string.Join(";", context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
+    /// <summary>
+    /// The step loop every format shares: each step announced, applied, and warned about (CMP0036) when it changed
+    /// nothing in the model.
+    /// </summary>
+    private static List<CompressDiagnostic> ApplySteps(IStepTarget target, CompressionSpec spec, Action<string> progress)
+    {
+        var warnings = new List<CompressDiagnostic>();
+        foreach (var step in spec.Steps)
+        {
+            progress($"{PassRegistry.KeyOf(step)} (spec line {step.Line})");
+            var before = target.Fingerprint();
+            target.Apply(step, progress);
+            if (target.Fingerprint() == before)
+            {
+                warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
+                    $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: {target.NothingChangedHint(step)}", spec.File));
+            }
+        }
+
+        return warnings;
+    }
+
+    /// <summary>A TorchScript archive or TorchSharp state dict: the shared step loop, fidelity gate, size check and report.</summary>
+    private static CompressionReport RunTorch(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress, string format)
+    {
+        TorchRuntime.EnsureLoaded();
+        var torchScript = format == ModelFormats.TorchScript;
+        TorchFormats.Refuse(spec, torchScript ? ModelFormat.TorchScript : ModelFormat.TorchSharp, torchScript ? "TorchScript" : "TorchSharp state-dict", constraints: torchScript);
+        using IModelFormat model = torchScript ? new TorchScriptFormat(modelPath, spec) : new StateDictFormat(modelPath);
+        var warnings = ApplySteps(model, spec, progress);
+        var layers = model.Layers();
+        ComparisonMetrics? metrics = null;
+        List<ConstraintResult> constraints = [];
+        if ((spec.Evaluation ?? spec.Calibration) is { } evaluation && torchScript)
+        {
+            progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
+            metrics = model.Compare(evaluation, spec, progress);
+        }
+
+        if (metrics is not null)
+        {
+            var (results, fidelityWarnings) = FidelityGate.Check(spec, metrics, FidelityGate.WorstLayers(layers.Select(l => (l.Node, l.Format, l.RelativeError))), outputPath);
+            constraints = results;
+            warnings.AddRange(fidelityWarnings);
+        }
+
+        model.Save(outputPath);
+        var compressedBytes = new FileInfo(outputPath).Length;
+        var parameters = model.SourceParameters;
+        var size = new SizeFigures(model.SourceBytes, compressedBytes, parameters, compressedBytes / (double)model.SourceBytes,
+            parameters == 0 ? 0 : layers.Sum(l => l.Sparsity * l.Parameters) / parameters);
+        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
+            spec.Steps.Select(PassRegistry.KeyOf).ToList(), size, layers.ToList(), metrics, constraints, null, model.Notes.ToList(), Warnings: warnings);
+    }
+
+    /// <summary>The ONNX working copy as the step loop sees it: each step through its pass on the compression context.</summary>
+    private sealed class OnnxSteps(CompressionContext context) : IStepTarget
+    {
+        public void Apply(SpecStep step, Action<string> progress)
+        {
+            PassRegistry.Create(step).Apply(context);
+            GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
+        }
+
+        /// <summary>What a pass changes when it does anything: layer records, nodes, initializers.</summary>
+        public string Fingerprint() =>
+            $"{context.Model.Proto.Graph.Node.Count}/{context.Model.Proto.Graph.Initializer.Count}/{context.Model.Proto.Graph.SparseInitializer.Count}/" +
+            string.Join(";", context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
+
+        public string NothingChangedHint(SpecStep step) =>
+            $"none of its ops ({string.Join(", ", step.OpTypes)}) has a weight it can take" +
+            (SubgraphWeights(context.Model) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : "");
+    }
 
     /// <summary>Weight-sized tensors (≥ 1,024 values) in initializers and Constant nodes of subgraphs (If/Loop/Scan bodies).</summary>
     private static int SubgraphWeights(OnnxModel model)

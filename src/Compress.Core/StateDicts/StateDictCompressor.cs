@@ -23,96 +23,12 @@ namespace Compress.Core.StateDicts;
 /// </summary>
 public static class StateDictCompressor
 {
-    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null)
-    {
-        progress ??= _ => { };
-        TorchRuntime.EnsureLoaded();
-        TorchFormats.CheckOutput(modelPath, outputPath);
-        TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: false);
-        var entries = ReadFile(modelPath);
-        using var scope = NewDisposeScope();
-        var weights = new Dictionary<string, Tensor>(StringComparer.Ordinal);
-        var bits = new Dictionary<string, (int Bits, int BlockSize)>(StringComparer.Ordinal);
-        var layers = new Dictionary<string, LayerFigures>(StringComparer.Ordinal);
-        foreach (var step in spec.Steps)
-        {
-            var selected = entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2 && Passes.WeightSelection.NameMatches(e.Name, step)).ToList();
-            foreach (var entry in selected.Where(e => !weights.ContainsKey(e.Name)))
-            {
-                weights[entry.Name] = ToTorch(entry);
-            }
-
-            switch (step)
-            {
-                case PruneStep prune:
-                    var current = selected.Select(e => weights[e.Name]).ToList();
-                    var pruned = SparsityBudget.Apply(current, SparsityBudget.Masks(current.Select(SparsityBudget.ScaleFreeMagnitude).ToList(), prune.Sparsity, prune));
-                    for (var i = 0; i < selected.Count; i++)
-                    {
-                        weights[selected[i].Name] = pruned[i];
-                    }
-
-                    progress($"prune/{MagnitudeMethod.Name}: {selected.Count} weights of {Path.GetFileName(modelPath)}");
-                    break;
-                case QuantizeStep quantize:
-                    foreach (var entry in selected)
-                    {
-                        bits[entry.Name] = quantize.Weights switch { "int8" => (8, 0), "int4" => (4, quantize.BlockSize), _ => (16, 0) };
-                    }
-
-                    progress($"quantize/{quantize.Weights}: {selected.Count} weights of {Path.GetFileName(modelPath)}");
-                    break;
-            }
-        }
-
-        var written = new List<StateDictTensor>();
-        var stored = new List<StoredTensor>();
-        foreach (var entry in entries)
-        {
-            if (!weights.TryGetValue(entry.Name, out var weight))
-            {
-                written.Add(entry);
-                stored.Add(new StoredTensor { Name = entry.Name, Shape = entry.Shape });
-                continue;
-            }
-
-            var original = ToTorch(entry);
-            var (encoding, tensors, decoded) = Encode(entry.Name, weight, bits.GetValueOrDefault(entry.Name, (32, 0)));
-            written.AddRange(tensors);
-            stored.Add(new StoredTensor { Name = entry.Name, Encoding = encoding, Shape = entry.Shape, BlockSize = bits.GetValueOrDefault(entry.Name).BlockSize });
-            var sparsity = 1 - decoded.count_nonzero().item<long>() / (double)decoded.numel();
-            layers[entry.Name] = new LayerFigures(entry.Name, entry.Name, "state-dict", entry.Count, sparsity,
-                bits.TryGetValue(entry.Name, out var f) ? f.Bits : 32, encoding, WeightQuantization.RelativeError(original, decoded));
-        }
-
-        var metadata = JsonSerializer.SerializeToUtf8Bytes(new CompressedStateDictInfo { Tensors = stored }, CompressedStateDict.Json);
-        written.Insert(0, new StateDictTensor(CompressedStateDict.MetadataName, StateDictElementType.Byte, [metadata.Length], metadata));
-        var originalBytes = new FileInfo(modelPath).Length;
-        long expectedBytes;
-        using (var measure = new ByteCounter())
-        {
-            StateDictFile.Write(measure, written);
-            expectedBytes = measure.Length;
-        }
-
-        if (expectedBytes > originalBytes)
-        {
-            throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
-                $"the compressed state dict would be {expectedBytes:N0} bytes, larger than its source ({originalBytes:N0} bytes); nothing was written", outputPath);
-        }
-
-        StateDictFile.Write(outputPath, written);
-        var compressedBytes = new FileInfo(outputPath).Length;
-        var parameters = entries.Sum(e => e.Count);
-        var zeros = layers.Values.Sum(l => l.Sparsity * l.Parameters);
-        var size = new SizeFigures(originalBytes, compressedBytes, parameters, compressedBytes / (double)originalBytes, parameters == 0 ? 0 : zeros / parameters);
-        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
-            spec.Steps.Select(Passes.PassRegistry.KeyOf).ToList(), size, layers.Values.ToList(),
-            null, [], null, ["TorchSharp state dict: restore it with the wrapper's LoadInto(module); accuracy is checked by your app, not here"]);
-    }
+    /// <summary>Compresses the state dict by the spec through the shared pipeline (<see cref="CompressionPipeline.Run"/>).</summary>
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null) =>
+        CompressionPipeline.Run(modelPath, spec, outputPath, progress, measureLatency: false, format: ModelFormats.TorchSharp);
 
     /// <summary>The stored form: quantized codes (+ row scales), or float values; with a bit mask when that is smaller.</summary>
-    private static (string Encoding, List<StateDictTensor> Tensors, Tensor Decoded) Encode(string name, Tensor weight, (int Bits, int BlockSize) format)
+    internal static (string Encoding, List<StateDictTensor> Tensors, Tensor Decoded) Encode(string name, Tensor weight, (int Bits, int BlockSize) format)
     {
         var rows = weight.shape[0];
         var matrix = weight.reshape(rows, -1);

@@ -5,17 +5,9 @@ using SpecLoader = Compress.Core.Spec.SpecLoader;
 
 namespace Compress.Core.StateDicts;
 
-/// <summary>What the TorchSharp and TorchScript compressors share: the output check and the refusal of what needs an ONNX graph.</summary>
+/// <summary>What the TorchSharp and TorchScript formats share: the refusal of what needs an ONNX graph.</summary>
 internal static class TorchFormats
 {
-    public static void CheckOutput(string modelPath, string outputPath)
-    {
-        if (Path.GetFullPath(outputPath) == Path.GetFullPath(modelPath))
-        {
-            throw CompressException.Error(DiagnosticCodes.OutputInvalid, "the output would overwrite the input model; choose another --output", outputPath);
-        }
-    }
-
     /// <summary>
     /// Refuses, at its place in the spec, every step the format cannot run: a method or scheme whose descriptor does not
     /// offer <paramref name="format"/> (<see cref="MethodDescriptor.Formats"/>), N:M, <c>auto</c>, asymmetric grids.

@@ -46,104 +46,12 @@ public static class TorchScriptCompressor
         [WoodFisherMethod.Name] = p => Passes.SecondOrder.WoodFisher.Prune(p.Gradients(p.Calibration!.Samples), p.Names, p.Weights, p.Step, p.Masks, p.Progress),
     };
 
-    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null)
-    {
-        progress ??= _ => { };
-        TorchRuntime.EnsureLoaded();
-        TorchFormats.CheckOutput(modelPath, outputPath);
-        TorchFormats.Refuse(spec, ModelFormat.TorchScript, "TorchScript", constraints: true);
-        using var original = Load(modelPath);
-        using var module = Load(modelPath);
-        var parameters = module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
-        var records = new Dictionary<string, LayerFigures>(StringComparer.Ordinal);
-        var halfStorage = false;
-        using (var scope = NewDisposeScope())
-        {
-            var originals = parameters.ToDictionary(p => p.Key, p => p.Value.detach().clone());
-            var bits = new Dictionary<string, int>(StringComparer.Ordinal);
-            foreach (var step in spec.Steps)
-            {
-                var names = parameters.Where(p => p.Value.dim() >= 2 && Passes.WeightSelection.NameMatches(p.Key, step)).Select(p => p.Key).ToList();
-                switch (step)
-                {
-                    case PruneStep prune:
-                        var current = names.Select(n => parameters[n].detach().clone()).ToList();
-                        TorchScriptGradients Gradients(int? count)
-                        {
-                            var (x, labels) = Samples(spec.Calibration!.Path, spec.Calibration.Labels, count, spec.File);
-                            return new TorchScriptGradients(module, parameters, names, x, labels is null ? null : tensor(labels));
-                        }
-
-                        var pruned = Pruners[MethodCatalog.Of(prune).Name](new TorchScriptPruning(
-                            prune, current, names, (scores, sparsity) => SparsityBudget.Masks(scores, sparsity, prune), Gradients, spec.Calibration, progress));
-
-                        using (no_grad())
-                        {
-                            for (var i = 0; i < names.Count; i++)
-                            {
-                                parameters[names[i]].copy_(pruned[i]);
-                            }
-                        }
-
-                        progress($"prune/{prune.Method}: {names.Count} weights of {Path.GetFileName(modelPath)}");
-                        break;
-                    case QuantizeStep quantize:
-                        using (no_grad())
-                        {
-                            foreach (var name in names)
-                            {
-                                var p = parameters[name];
-                                p.copy_(quantize.Weights switch
-                                {
-                                    "int8" => PowerOfTwoGrid(p, 8, 0),
-                                    "int4" => PowerOfTwoGrid(p, 4, quantize.BlockSize),
-                                    _ => p.to_type(ScalarType.Float16).to_type(ScalarType.Float32),
-                                });
-                                bits[name] = quantize.Weights switch { "int8" => 8, "int4" => 4, _ => 16 };
-                            }
-                        }
-
-                        halfStorage = true;
-                        progress($"quantize/{quantize.Weights}: {names.Count} weights of {Path.GetFileName(modelPath)}");
-                        break;
-                }
-            }
-
-            foreach (var (name, value) in parameters.Where(p => p.Value.dim() >= 2 && (bits.ContainsKey(p.Key) || p.Value.eq(0).any().item<bool>())))
-            {
-                var zeros = value.eq(0).sum().item<long>();
-                records[name] = new LayerFigures(name, name, "torchscript", value.numel(), zeros / (double)value.numel(), bits.GetValueOrDefault(name, 32),
-                    bits.TryGetValue(name, out var b) ? (b == 16 ? "fp16" : $"int{b} power-of-two grid, stored float16") : "float32",
-                    WeightQuantization.RelativeError(originals[name], value.detach()));
-            }
-        }
-
-        ComparisonMetrics? metrics = null;
-        List<ConstraintResult> constraints = [];
-        List<CompressDiagnostic> warnings = [];
-        var evaluation = spec.Evaluation ?? spec.Calibration;
-        if (evaluation is not null)
-        {
-            progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
-            metrics = Compare(original, module, evaluation, spec);
-            (constraints, warnings) = FidelityGate.Check(spec, metrics, FidelityGate.WorstLayers(records.Values.Select(r => (r.Node, r.Format, r.RelativeError))), outputPath);
-        }
-
-        var originalBytes = new FileInfo(modelPath).Length;
-        Save(module, outputPath, halfStorage, originalBytes);
-        var compressedBytes = new FileInfo(outputPath).Length;
-        var count = parameters.Values.Sum(p => p.numel());
-        var size = new SizeFigures(originalBytes, compressedBytes, count, compressedBytes / (double)originalBytes,
-            count == 0 ? 0 : records.Values.Sum(r => r.Sparsity * r.Parameters) / count);
-        return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File,
-            spec.Steps.Select(Passes.PassRegistry.KeyOf).ToList(), size, records.Values.ToList(),
-            metrics, constraints, null,
-            halfStorage ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"] : [],
-            Warnings: warnings);
-    }
+    /// <summary>Compresses the archive by the spec through the shared pipeline (<see cref="CompressionPipeline.Run"/>).</summary>
+    public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null) =>
+        CompressionPipeline.Run(modelPath, spec, outputPath, progress, measureLatency: false, format: ModelFormats.TorchScript);
 
     /// <summary>x̂ = s·q, q in ±(2^(b−1) − 1), s the power of two at or above max|w| / (2^(b−1) − 1) per row (int4: per row and block).</summary>
-    private static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block)
+    internal static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block)
     {
         var matrix = weight.reshape(weight.shape[0], -1);
         var padded = IntegerGrid.Blocks(matrix, block == 0 ? matrix.shape[1] : block);
@@ -188,7 +96,7 @@ public static class TorchScriptCompressor
     /// The input array of a data file — its only float32 array, or the one named <c>input</c> — and its labels, the
     /// first <paramref name="count"/> rows.
     /// </summary>
-    private static (Tensor X, long[]? Labels) Samples(string path, string? labelsName, int? count, string specFile)
+    internal static (Tensor X, long[]? Labels) Samples(string path, string? labelsName, int? count, string specFile)
     {
         var arrays = ArrayFile.Read(path);
         var floats = arrays.Where(a => a.Key != labelsName && a.Value.ElementType == Onnx.Proto.TensorProto.Types.DataType.Float).ToList();
@@ -207,7 +115,7 @@ public static class TorchScriptCompressor
         return (x, labels);
     }
 
-    private static jit.ScriptModule<Tensor, Tensor> Load(string path)
+    internal static jit.ScriptModule<Tensor, Tensor> Load(string path)
     {
         try
         {
@@ -223,7 +131,7 @@ public static class TorchScriptCompressor
     /// torch.jit.save to a temporary file, then every entry re-written deflated into the output (atomically); an
     /// archive larger than <paramref name="maxBytes"/> (the source) is refused before it replaces anything.
     /// </summary>
-    private static void Save(jit.ScriptModule<Tensor, Tensor> module, string outputPath, bool half, long maxBytes)
+    internal static void Save(jit.ScriptModule<Tensor, Tensor> module, string outputPath, bool half, long maxBytes)
     {
         var full = Path.GetFullPath(outputPath);
         Directory.CreateDirectory(Path.GetDirectoryName(full)!);

@@ -127,6 +127,21 @@ public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
         Assert.Equal(1, error.Diagnostic.Line);
     }
 
+    /// <summary>The state dict runs through the same step loop as ONNX: a step that selects nothing is warned about.</summary>
+    [Fact]
+    public void A_step_that_changes_nothing_is_warned_about_as_for_onnx()
+    {
+        TorchRuntime.EnsureLoaded();
+        var path = Path.Combine(Dir, "model.dat");
+        Mlp(16).save(path);
+        var spec = SpecFiles.Load(Dir, """{ "steps": [ { "quantize": { "weights": "fp16" } }, { "prune": { "sparsity": 0.5, "include": ["decoder.*"] } } ] }""");
+        var report = StateDictCompressor.Run(path, spec, Path.Combine(Dir, "out.dat"));
+        var warning = Assert.Single(report.Warnings!);
+        Assert.Equal(DiagnosticCodes.StepChangedNothing, warning.Code);
+        Assert.Contains("step 'prune/magnitude' (spec line 1) changed nothing in the model: none of the state dict's float32 weights", warning.Message);
+        Assert.Equal(16, report.Layers.Single(l => l.Weight == "fc1.weight").Bits);
+    }
+
     private static TorchSharp.Modules.Sequential Mlp(int hidden) => nn.Sequential(
         ("fc1", nn.Linear(784, hidden)), ("bn", nn.BatchNorm1d(hidden)), ("relu", nn.ReLU()), ("fc2", nn.Linear(hidden, 10)));
 

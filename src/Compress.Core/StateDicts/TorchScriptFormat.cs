@@ -1,0 +1,132 @@
+using Compress.Core.Evaluation;
+using Compress.Core.Formats;
+using Compress.Core.Passes.Pruning;
+using Compress.Core.Passes.Quantization;
+using Compress.Core.Reports;
+using Compress.Spec;
+using Compress.Spec.Methods;
+using static TorchSharp.torch;
+
+namespace Compress.Core.StateDicts;
+
+/// <summary>
+/// A TorchScript archive in a compression run (<see cref="TorchScriptCompressor"/> describes what is offered): the
+/// scripted module loaded twice (original and working copy), its weights pruned or put on grids in place.
+/// </summary>
+internal sealed class TorchScriptFormat : IModelFormat
+{
+    private readonly string _path;
+    private readonly jit.ScriptModule<Tensor, Tensor> _original;
+    private readonly jit.ScriptModule<Tensor, Tensor> _module;
+    private readonly Dictionary<string, TorchSharp.Modules.Parameter> _parameters;
+    private readonly Dictionary<string, Tensor> _originals;
+    private readonly Dictionary<string, int> _bits = new(StringComparer.Ordinal);
+    private readonly CompressionSpec _spec;
+    private bool _halfStorage;
+
+    public TorchScriptFormat(string path, CompressionSpec spec)
+    {
+        _path = path;
+        _spec = spec;
+        _original = TorchScriptCompressor.Load(path);
+        _module = TorchScriptCompressor.Load(path);
+        _parameters = _module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
+        _originals = _parameters.ToDictionary(p => p.Key, p => p.Value.detach().clone().DetachFromDisposeScope());
+        SourceBytes = new FileInfo(path).Length;
+        SourceParameters = _parameters.Values.Sum(p => p.numel());
+    }
+
+    public long SourceBytes { get; }
+
+    public long SourceParameters { get; }
+
+    public IReadOnlyList<string> Notes => _halfStorage
+        ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"]
+        : [];
+
+    public void Apply(SpecStep step, Action<string> progress)
+    {
+        using var scope = NewDisposeScope();
+        var names = _parameters.Where(p => p.Value.dim() >= 2 && Passes.WeightSelection.NameMatches(p.Key, step)).Select(p => p.Key).ToList();
+        switch (step)
+        {
+            case PruneStep prune:
+                var current = names.Select(n => _parameters[n].detach().clone()).ToList();
+                TorchScriptGradients Gradients(int? count)
+                {
+                    var (x, labels) = TorchScriptCompressor.Samples(_spec.Calibration!.Path, _spec.Calibration.Labels, count, _spec.File);
+                    return new TorchScriptGradients(_module, _parameters, names, x, labels is null ? null : tensor(labels));
+                }
+
+                var pruned = TorchScriptCompressor.Pruners[MethodCatalog.Of(prune).Name](new TorchScriptPruning(
+                    prune, current, names, (scores, sparsity) => SparsityBudget.Masks(scores, sparsity, prune), Gradients, _spec.Calibration, progress));
+                using (no_grad())
+                {
+                    for (var i = 0; i < names.Count; i++)
+                    {
+                        _parameters[names[i]].copy_(pruned[i]);
+                    }
+                }
+
+                progress($"prune/{prune.Method}: {names.Count} weights of {Path.GetFileName(_path)}");
+                break;
+            case QuantizeStep quantize:
+                using (no_grad())
+                {
+                    foreach (var name in names)
+                    {
+                        var p = _parameters[name];
+                        p.copy_(quantize.Weights switch
+                        {
+                            "int8" => TorchScriptCompressor.PowerOfTwoGrid(p, 8, 0),
+                            "int4" => TorchScriptCompressor.PowerOfTwoGrid(p, 4, quantize.BlockSize),
+                            _ => p.to_type(ScalarType.Float16).to_type(ScalarType.Float32),
+                        });
+                        _bits[name] = quantize.Weights switch { "int8" => 8, "int4" => 4, _ => 16 };
+                    }
+                }
+
+                _halfStorage = true;
+                progress($"quantize/{quantize.Weights}: {names.Count} weights of {Path.GetFileName(_path)}");
+                break;
+        }
+    }
+
+    public string Fingerprint()
+    {
+        using var scope = NewDisposeScope();
+        return string.Join(";", _parameters.Where(p => p.Value.dim() >= 2).Select(p => $"{p.Key}:{_bits.GetValueOrDefault(p.Key, 32)}:{p.Value.eq(0).sum().item<long>()}:{p.Value.ne(_originals[p.Key]).any().item<bool>()}"));
+    }
+
+    public string NothingChangedHint(SpecStep step) =>
+        $"none of the module's weights (parameters of rank ≥ 2) matches its include/exclude globs";
+
+    public IReadOnlyList<LayerFigures> Layers()
+    {
+        using var scope = NewDisposeScope();
+        return _parameters.Where(p => p.Value.dim() >= 2 && (_bits.ContainsKey(p.Key) || p.Value.eq(0).any().item<bool>())).Select(p =>
+        {
+            var (name, value) = (p.Key, p.Value);
+            var zeros = value.eq(0).sum().item<long>();
+            return new LayerFigures(name, name, "torchscript", value.numel(), zeros / (double)value.numel(), _bits.GetValueOrDefault(name, 32),
+                _bits.TryGetValue(name, out var b) ? (b == 16 ? "fp16" : $"int{b} power-of-two grid, stored float16") : "float32",
+                WeightQuantization.RelativeError(_originals[name], value.detach()));
+        }).ToList();
+    }
+
+    public ComparisonMetrics? Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
+        TorchScriptCompressor.Compare(_original, _module, data, spec);
+
+    public void Save(string outputPath) => TorchScriptCompressor.Save(_module, outputPath, _halfStorage, SourceBytes);
+
+    public void Dispose()
+    {
+        foreach (var tensor in _originals.Values)
+        {
+            tensor.Dispose();
+        }
+
+        _module.Dispose();
+        _original.Dispose();
+    }
+}
