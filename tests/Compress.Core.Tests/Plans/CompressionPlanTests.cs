@@ -72,6 +72,21 @@ public sealed class CompressionPlanTests : TempDirectoryTest
         Assert.Contains(context.Notes, n => n.Contains("'fc3' kept float (allocated 32 bits)", StringComparison.Ordinal));
     }
 
+    [Theory]
+    [InlineData("""{ "quantize": { "weights": "int8", "activations": "dynamic" } }""", "int8 dynamic")]
+    [InlineData("""{ "quantize": { "weights": "fp16" } }""", "float16")]
+    public void An_allocation_keeps_a_layer_float_in_every_scheme(string step, string format)
+    {
+        var (context, spec) = Context(step);
+        context.Plan.Allocate(spec, new LayerPlan("fc2.weight", PlanSource.Step) { Bits = 32 });
+
+        PassRegistry.Create(spec).Apply(context);
+
+        Assert.Equal(format, context.Layers["fc1.weight"].Format.ToString());
+        Assert.False(context.Layers.ContainsKey("fc2.weight"));
+        Assert.Equal(format, context.Layers["fc3.weight"].Format.ToString());
+    }
+
     [Fact]
     public void Formats_read_as_the_reports_always_wrote_them()
     {

@@ -33,6 +33,12 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
                 continue;
             }
 
+            if (context.Plan.For(step, use.Weight.Name).Bits == 32)
+            {
+                context.Notes.Add($"dynamic: '{use.NodeName}' kept float (allocated 32 bits)");
+                continue;
+            }
+
             using var scope = NewDisposeScope();
             var w = context.Model.ToTorch(use.Weight);
             var kn = use.OutputAxis == 0 ? w.t().contiguous() : w; // [K, N]

@@ -36,6 +36,11 @@ public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
                 continue; // scalars and tiny vectors gain nothing and are often shape arithmetic
             }
 
+            if (context.Plan.For(step, initializer.Name).Bits == 32)
+            {
+                continue; // an allocation keeps this weight float32
+            }
+
             using var scope = NewDisposeScope();
             var values = model.ToTorch(initializer);
             var half = values.to_type(ScalarType.Float16);

@@ -106,6 +106,12 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         {
             foreach (var use in nodes.Where(weights.ContainsKey).Select(n => weights[n]))
             {
+                if (context.Plan.For(step, use.Weight.Name).Bits == 32)
+                {
+                    context.Notes.Add($"static: '{use.NodeName}' weight kept float (allocated 32 bits)");
+                    continue;
+                }
+
                 if (QuantizeWeight(context, qdq, use, parameters) is { } bias)
                 {
                     biases.Add(bias);
