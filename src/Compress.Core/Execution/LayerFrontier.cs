@@ -133,15 +133,8 @@ public sealed class LayerFrontier : IDisposable
             return null;
         }
 
-        try
+        if (!Guarded(() => Advance(index)))
         {
-            Advance(index);
-        }
-        catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
-        {
-            // An operator refused at run time (an attribute or mode the executor lacks): the remaining layers take
-            // their inputs from ONNX Runtime, as a model the executor cannot run at all does.
-            Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
             return null;
         }
 
@@ -161,7 +154,7 @@ public sealed class LayerFrontier : IDisposable
         }
 
         var results = new List<Tensor>();
-        try
+        var ran = Guarded(() =>
         {
             foreach (var values in _chunks)
             {
@@ -175,10 +168,9 @@ public sealed class LayerFrontier : IDisposable
 
                 results.Add(scratch[tensor].MoveToOuterDisposeScope());
             }
-        }
-        catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
+        });
+        if (!ran)
         {
-            Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
             results.ForEach(r => r.Dispose());
             return null;
         }
@@ -191,37 +183,54 @@ public sealed class LayerFrontier : IDisposable
     {
         if (Failure is null && _position.TryGetValue(tensor, out var index))
         {
-            try
-            {
-                Advance(index + 1);
-            }
-            catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
-            {
-                Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
-            }
+            Guarded(() => Advance(index + 1));
+        }
+    }
+
+    /// <summary>
+    /// Runs <paramref name="run"/>; an operator refused at run time (an attribute or mode the executor lacks) stops the
+    /// frontier (<see cref="Failure"/>), and the remaining layers take their inputs from ONNX Runtime, as a model the
+    /// executor cannot run at all does.
+    /// </summary>
+    private bool Guarded(Action run)
+    {
+        try
+        {
+            run();
+            return true;
+        }
+        catch (Exception e) when (e is CompressException or ExternalException or InvalidOperationException or ArgumentException)
+        {
+            Failure = e is CompressException c ? c.Diagnostic.Message : e.Message.Split('\n')[0];
+            return false;
         }
     }
 
     private void Advance(int index)
     {
-        while (_next < index)
+        for (; _next < index; _next++)
         {
-            var step = _graph.Order[_next];
             foreach (var values in _chunks)
             {
-                // The step's temporaries go with this scope; its outputs live on in the frontier, outside any caller's scope.
-                using var scope = NewDisposeScope();
-                _graph.Step(values, _next, _keep);
-                foreach (var output in step.Output.Where(o => o.Length > 0))
-                {
-                    if (values.TryGetValue(output, out var value))
-                    {
-                        value.DetachFromDisposeScope();
-                    }
-                }
+                Step(values, _next, _keep);
             }
+        }
+    }
 
-            _next++;
+    /// <summary>
+    /// Runs node <paramref name="index"/> on one chunk's values: its temporaries go with this scope, its outputs live on
+    /// in the frontier, outside any caller's scope.
+    /// </summary>
+    private void Step(Dictionary<string, Tensor> values, int index, IReadOnlySet<string> keep)
+    {
+        using var scope = NewDisposeScope();
+        _graph.Step(values, index, keep);
+        foreach (var output in _graph.Order[index].Output.Where(o => o.Length > 0))
+        {
+            if (values.TryGetValue(output, out var value))
+            {
+                value.DetachFromDisposeScope();
+            }
         }
     }
 
@@ -258,9 +267,9 @@ public sealed class LayerFrontier : IDisposable
                 continue;
             }
 
+            var keep = _keep.Concat(changed).ToHashSet(StringComparer.Ordinal);
             foreach (var values in _chunks)
             {
-                using var scope = NewDisposeScope();
                 foreach (var output in node.Output.Where(o => o.Length > 0))
                 {
                     if (values.Remove(output, out var old))
@@ -269,11 +278,7 @@ public sealed class LayerFrontier : IDisposable
                     }
                 }
 
-                _graph.Step(values, i, _keep.Concat(changed).ToHashSet(StringComparer.Ordinal));
-                foreach (var output in node.Output.Where(o => o.Length > 0))
-                {
-                    values[output].DetachFromDisposeScope();
-                }
+                Step(values, i, keep);
             }
 
             changed.UnionWith(node.Output.Where(o => o.Length > 0));
