@@ -61,11 +61,8 @@ internal static class BiasCorrection
 
     public static int Apply(CompressionContext context, IReadOnlyList<CorrectableBias> biases, Dictionary<string, double[]> floatMeans)
     {
-        using var frontier = Execution.LayerFrontier.TryCreate(context.Model, context.Calibration, out var why);
-        if (frontier is null)
-        {
-            context.Notes.Add($"bias correction: quantized means from ONNX Runtime, one run of the model per layer ({why})");
-        }
+        using var sequential = context.Layerwise("bias correction"); // notes it when ONNX Runtime measures instead
+        var frontier = context.Frontier;
 
         var fallbacks = 0;
         foreach (var bias in biases)
@@ -109,7 +106,7 @@ internal static class BiasCorrection
 
         if (fallbacks > 0)
         {
-            context.Notes.Add($"bias correction: {fallbacks} of {biases.Count} layers measured by ONNX Runtime ({frontier!.Failure ?? "their output lies behind the sequential pass"})");
+            context.Notes.Add($"bias correction: {fallbacks} of {biases.Count} layers measured by ONNX Runtime ({(frontier!.Failure is null ? "their output lies behind the sequential pass" : "after the executor stopped")})");
         }
 
         context.Progress($"bias correction: {biases.Count} layers");
