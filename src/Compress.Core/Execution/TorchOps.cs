@@ -64,6 +64,7 @@ public static partial class TorchOps
         ["Cast"] = Cast,
         ["QuantizeLinear"] = QuantizeLinear,
         ["DequantizeLinear"] = DequantizeLinear,
+        ["GatherBlockQuantized"] = GatherBlockQuantized,
         ["Resize"] = Resize,
     };
 

@@ -29,6 +29,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var converted = 0;
         using var sequential = _gptq ? context.Layerwise(GptqMethod.Name) : null;
+        var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8);
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
         {
             var node = use.Node;
@@ -115,6 +116,6 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         context.Model.RequireOpset("com.microsoft", 1);
-        context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes");
+        context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes" + EmbeddingTables.Describe(tables));
     }
 }
