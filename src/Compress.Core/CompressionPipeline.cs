@@ -79,7 +79,7 @@ public static class CompressionPipeline
         }
 
         var originalBytes = context.OriginalBytes;
-        var compressedBytes = SerializedBytes(working);
+        var compressedBytes = working.SerializedBytes();
         if (compressedBytes > originalBytes)
         {
             throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
@@ -91,7 +91,7 @@ public static class CompressionPipeline
         if (measureLatency && data is not null)
         {
             progress("latency: batch 1 and batch N, one thread");
-            latency = MeasureLatency(original!, working, data);
+            latency = LatencyComparison.Measure(original!.Path!, working, data);
         }
 
         working.Save(outputPath);
@@ -122,33 +122,10 @@ public static class CompressionPipeline
         var context = new CompressionContext(working, spec,
             spec.Calibration is { } c ? m => loaded ?? CalibrationSet.Load(c, m, spec.File) : null, progress)
         {
-            OriginalBytes = ModelBytes(working),
+            OriginalBytes = working.BytesOnDisk(),
             OriginalParameters = working.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
         };
-        var moved = ConstantsToInitializers.Apply(working);
-        if (moved > 0)
-        {
-            context.Notes.Add($"{moved} Constant-node weights moved to initializers");
-        }
-
-        var constants = InitializerInputs.Drop(working);
-        if (constants > 0)
-        {
-            context.Notes.Add($"{constants} initializers listed as graph inputs (IR version 3 style) made constants");
-        }
-
-        var transposes = TransposedWeights.Fold(working);
-        if (transposes > 0)
-        {
-            context.Notes.Add($"{transposes} Transpose nodes on weights applied to the stored weights (an export without constant folding)");
-        }
-
-        var folded = BatchNormFolding.Apply(working);
-        if (folded > 0)
-        {
-            context.Notes.Add($"{folded} BatchNormalization nodes folded into the preceding Conv");
-        }
-
+        GraphPreparation.Apply(working, context.Notes);
         context.Warnings.AddRange(ApplySteps(new OnnxSteps(context), spec, progress));
 
         var sparse = SparseStorage.Apply(working, context.Layers);
@@ -162,10 +139,6 @@ public static class CompressionPipeline
         CheckLoads(working, outputPath);
         return (working, context);
     }
-
-    /// <summary>Bytes on disk: the model file plus the external data files it references.</summary>
-    public static long ModelBytes(OnnxModel model) =>
-        new FileInfo(model.Path!).Length + model.ExternalData.Values.Select(r => r.FullPath).Distinct().Sum(f => new FileInfo(f).Length);
 
     private static void CheckLoads(OnnxModel model, string outputPath)
     {
@@ -282,26 +255,7 @@ public static class CompressionPipeline
     private static IEnumerable<string> WorstLayers(CompressionContext context) =>
         FidelityGate.WorstLayers(context.Layers.Values.Select(l => (l.Node, l.Format.ToString(), l.RelativeError)));
 
-    /// <summary>The bytes <see cref="OnnxModel.Save"/> will write: the serialized message plus the external data it keeps.</summary>
-    private static long SerializedBytes(OnnxModel model) =>
-        model.Proto.CalculateSize() + model.ExternalData.Values.Sum(r => r.Length);
-
     /// <summary>Bytes on disk of a model just written: the file plus the external data file the writer puts next to it.</summary>
     private static long SavedBytes(string path) =>
         new FileInfo(path).Length + (File.Exists(path + ".data") ? new FileInfo(path + ".data").Length : 0);
-
-    /// <summary>Latency is measured at batch 1 and batch ≤ 32, each for about a second at most (plus a warm-up and three runs).</summary>
-    private const int LatencyBatch = 32;
-
-    private static readonly TimeSpan LatencyBudget = TimeSpan.FromSeconds(1);
-
-    private static LatencyFigures MeasureLatency(OnnxModel original, OnnxModel compressed, CalibrationSet data)
-    {
-        using var a = OrtModelRunner.FromFile(original.Path!, arena: true);
-        using var b = new OrtModelRunner(compressed, arena: true);
-        var n = Math.Min(Math.Min(a.MaxBatch(LatencyBatch, data), b.MaxBatch(LatencyBatch, data)), data.Count);
-        return new LatencyFigures(n,
-            a.MedianLatencyMs(data, 1, 31, LatencyBudget), b.MedianLatencyMs(data, 1, 31, LatencyBudget),
-            a.MedianLatencyMs(data, n, 11, LatencyBudget), b.MedianLatencyMs(data, n, 11, LatencyBudget));
-    }
 }
