@@ -8,9 +8,7 @@ using Compress.Core.Passes;
 using Compress.Core.Passes.Graph;
 using Compress.Core.Reports;
 using Compress.Core.StateDicts;
-using Compress.Core.Torch;
 using Compress.Spec;
-using Compress.Spec.Methods;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Compress.Core;
@@ -193,18 +191,16 @@ public static class CompressionPipeline
     /// <summary>A TorchScript archive or TorchSharp state dict: the shared step loop, fidelity gate, size check and report.</summary>
     private static CompressionReport RunTorch(string modelPath, CompressionSpec spec, string outputPath, Action<string> progress, string format)
     {
-        TorchRuntime.EnsureLoaded();
-        var torchScript = format == ModelFormats.TorchScript;
-        TorchFormats.Refuse(spec, torchScript ? ModelFormat.TorchScript : ModelFormat.TorchSharp, torchScript ? "TorchScript" : "TorchSharp state-dict", constraints: torchScript);
-        using IModelFormat model = torchScript ? new TorchScriptFormat(modelPath, spec) : new StateDictFormat(modelPath);
+        using IModelFormat model = format == ModelFormats.TorchScript ? new TorchScriptFormat(modelPath, spec) : new StateDictFormat(modelPath, spec);
         var warnings = ApplySteps(model, spec, progress);
+        model.Finish(outputPath, progress);
         var layers = model.Layers();
         ComparisonMetrics? metrics = null;
         List<ConstraintResult> constraints = [];
-        if ((spec.Evaluation ?? spec.Calibration) is { } evaluation && torchScript)
+        if ((spec.Evaluation ?? spec.Calibration) is { } evaluation && model is IRunnableFormat runnable)
         {
             progress($"validate: original vs compressed on {Path.GetFileName(evaluation.Path)}");
-            metrics = model.Compare(evaluation, spec, progress);
+            metrics = runnable.Compare(evaluation, spec, progress);
         }
 
         if (metrics is not null)
@@ -214,8 +210,7 @@ public static class CompressionPipeline
             warnings.AddRange(fidelityWarnings);
         }
 
-        model.Save(outputPath);
-        var compressedBytes = new FileInfo(outputPath).Length;
+        var compressedBytes = model.Save(outputPath);
         var parameters = model.SourceParameters;
         var size = new SizeFigures(model.SourceBytes, compressedBytes, parameters, compressedBytes / (double)model.SourceBytes,
             parameters == 0 ? 0 : layers.Sum(l => l.Sparsity * l.Parameters) / parameters);
