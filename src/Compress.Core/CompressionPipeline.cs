@@ -48,7 +48,7 @@ public static class CompressionPipeline
             notes.Add(AutoSparsity.Note(search));
         }
 
-        if (run.Metrics is null && model is ITimedFormat) // as before: ONNX alone says so (TorchScript follows in the next change)
+        if (run.Metrics is null && model is IRunnableFormat)
         {
             notes.Add(FidelityGate.Unmeasured(spec));
         }
