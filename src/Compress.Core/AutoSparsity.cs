@@ -21,6 +21,7 @@ internal static class AutoSparsity
     /// <param name="opened">The model as the pipeline opened it: the first round's working copy; later rounds reopen it.</param>
     /// <param name="compress">One compression of a working copy by the spec's steps (the pipeline's step loop and finishing stage).</param>
     /// <returns>The chosen round; its model is <paramref name="opened"/> or a later round's, which the caller disposes.</returns>
+    /// <remarks>Every round not chosen is disposed as soon as it is superseded or fails, so at most two working copies are held.</remarks>
     public static Compressed Run(PruneStep step, CompressionSpec spec, DataSource data, IReopenableFormat opened,
         Func<IModelFormat, List<CompressDiagnostic>> compress, Action<string> progress, string outputPath)
     {
@@ -49,10 +50,7 @@ internal static class AutoSparsity
                 hi = sparsity;
             }
 
-            if (dropped is not null && dropped != opened)
-            {
-                dropped.Dispose();
-            }
+            dropped?.Dispose(); // its working copy goes (as large as the model); the opened one too when a later round wins
         }
 
         if (best is not { } chosen)

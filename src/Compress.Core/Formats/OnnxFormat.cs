@@ -20,59 +20,63 @@ namespace Compress.Core.Formats;
 internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 {
     private readonly Source _source;
-    private readonly OnnxModel _model;
-    private readonly CompressionContext _context;
+    private CompressionContext? _working;
 
     public OnnxFormat(string path, CompressionSpec spec, Action<string> progress)
-        : this(Source.Open(path, spec), spec, progress)
+        : this(Source.Open(path, spec, progress))
     {
     }
 
-    private OnnxFormat(Source source, CompressionSpec spec, Action<string> progress)
+    private OnnxFormat(Source source)
     {
         _source = source;
-        _model = OnnxModel.Load(source.Path);
-        _context = new CompressionContext(_model, spec,
-            spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File) : null, progress)
+        var (model, spec) = (OnnxModel.Load(source.Path), source.Spec);
+        _working = new CompressionContext(model, spec,
+            spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File) : null, source.Progress)
         {
-            OriginalBytes = _model.BytesOnDisk(),
-            OriginalParameters = _model.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
+            OriginalBytes = model.BytesOnDisk(),
+            OriginalParameters = model.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
         };
-        GraphPreparation.Apply(_model, _context.Notes);
+        GraphPreparation.Apply(model, _working.Notes);
     }
 
-    public long SourceBytes => _context.OriginalBytes;
+    /// <summary>The working copy and what its passes work on and record.</summary>
+    private CompressionContext Context => _working ?? throw new ObjectDisposedException(nameof(OnnxFormat));
 
-    public long SourceParameters => _context.OriginalParameters;
+    private OnnxModel Model => Context.Model;
 
-    public IReadOnlyList<string> Notes => _context.Notes;
+    public long SourceBytes => Context.OriginalBytes;
 
-    public IReopenableFormat Reopen() => new OnnxFormat(_source, _context.Spec, _context.Progress);
+    public long SourceParameters => Context.OriginalParameters;
+
+    public IReadOnlyList<string> Notes => Context.Notes;
+
+    public IReopenableFormat Reopen() => new OnnxFormat(_source);
 
     public void Apply(SpecStep step, Action<string> progress)
     {
-        PassRegistry.Create(step).Apply(_context);
+        PassRegistry.Create(step).Apply(Context);
         GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
     }
 
     /// <summary>What a pass changes when it does anything: layer records, nodes, initializers.</summary>
     public string Fingerprint() =>
-        $"{_model.Proto.Graph.Node.Count}/{_model.Proto.Graph.Initializer.Count}/{_model.Proto.Graph.SparseInitializer.Count}/" +
-        string.Join(";", _context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
+        $"{Model.Proto.Graph.Node.Count}/{Model.Proto.Graph.Initializer.Count}/{Model.Proto.Graph.SparseInitializer.Count}/" +
+        string.Join(";", Context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
 
     public string NothingChangedHint(SpecStep step) =>
         $"none of its ops ({string.Join(", ", step.OpTypes)}) has a weight it can take" +
-        (SubgraphWeights(_model) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : "");
+        (SubgraphWeights(Model) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : "");
 
     public IReadOnlyList<LayerFigures> Layers() =>
-        _context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format.ToString(), l.RelativeError)).ToList();
+        Context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format.ToString(), l.RelativeError)).ToList();
 
     public void Finish(string outputPath, Action<string> progress)
     {
-        var sparse = SparseStorage.Apply(_model, _context.Layers);
+        var sparse = SparseStorage.Apply(Model, Context.Layers);
         if (sparse > 0)
         {
-            _context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
+            Context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
             progress($"storage: {sparse} pruned weights as bitmask or sparse initializers");
             GC.Collect(); // the dense copies they replaced
         }
@@ -80,7 +84,7 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
         GC.Collect(); // what the passes left behind goes before ONNX Runtime takes its own copy of the weights
         try
         {
-            using var runner = new OrtModelRunner(_model, optimize: false);
+            using var runner = new OrtModelRunner(Model, optimize: false);
         }
         catch (OnnxRuntimeException e)
         {
@@ -95,7 +99,7 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     {
         try
         {
-            return ModelComparison.Compare(_source.Original!, _model, _source.Data!, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
+            return ModelComparison.Compare(_source.Original!, Model, _source.Data!, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
         }
         catch (UnknownOutputException e)
         {
@@ -105,11 +109,11 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     }
 
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
-    public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, _model, _source.Data!);
+    public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
 
     public long Save(string outputPath)
     {
-        var bytes = _model.SerializedBytes();
+        var bytes = Model.SerializedBytes();
         if (bytes > SourceBytes)
         {
             throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
@@ -117,15 +121,13 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
                 "the steps cannot shrink this model as specified (see the report's layers), so nothing was written", outputPath);
         }
 
-        _model.Save(outputPath);
+        Model.Save(outputPath);
         // The writer puts external data (a model past protobuf's 2 GB) in a file next to the model.
         return new FileInfo(outputPath).Length + (File.Exists(outputPath + ".data") ? new FileInfo(outputPath + ".data").Length : 0);
     }
 
-    /// <summary>Nothing to release: the working copy and the data are managed memory, ONNX Runtime sessions are per use.</summary>
-    public void Dispose()
-    {
-    }
+    /// <summary>Lets the working copy go (a round of the sparsity search that was not chosen): it is as large as the model.</summary>
+    public void Dispose() => _working = null;
 
     /// <summary>Weight-sized tensors (≥ 1,024 values) in initializers and Constant nodes of subgraphs (If/Loop/Scan bodies).</summary>
     private static int SubgraphWeights(OnnxModel model)
@@ -138,18 +140,19 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     }
 
     /// <summary>
-    /// What every working copy of one model shares, read once: the original's interface and the evaluation data
-    /// (the spec's evaluation data, else its calibration data), and the calibration set when it is that same data.
+    /// What every working copy of one model shares: the spec and the progress sink, and, read once, the original's
+    /// interface and the evaluation data (the spec's evaluation data, else its calibration data), which is the
+    /// calibration set too when the spec names no evaluation data.
     /// </summary>
-    private sealed record Source(string Path, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration)
+    private sealed record Source(string Path, CompressionSpec Spec, Action<string> Progress, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration)
     {
-        public static Source Open(string path, CompressionSpec spec)
+        public static Source Open(string path, CompressionSpec spec, Action<string> progress)
         {
             var evaluation = spec.Evaluation ?? spec.Calibration;
             var original = evaluation is null ? null : OnnxModel.LoadInterface(path);
             var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
             // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice.
-            return new Source(path, original, data, spec.Evaluation is null ? data : null);
+            return new Source(path, spec, progress, original, data, spec.Evaluation is null ? data : null);
         }
     }
 }
