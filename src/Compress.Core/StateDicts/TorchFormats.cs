@@ -36,7 +36,7 @@ internal static class TorchFormats
         }
 
         var c = spec.Constraints;
-        if (!constraints && (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinSqnrDb is not null))
+        if (!constraints && (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinCosine is not null || c.MinSqnrDb is not null))
         {
             throw SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, $"constraints need a model that can be evaluated; a {name} file has no graph. Check accuracy in your app after LoadInto");
         }

@@ -52,6 +52,22 @@ public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
         Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
     }
 
+    /// <summary>A state dict has no graph to run: a fidelity constraint is refused, never silently ignored.</summary>
+    [Theory]
+    [InlineData("minCosine", "0.99")]
+    [InlineData("minSqnrDb", "30")]
+    [InlineData("minAgreement", "0.9")]
+    public void Fidelity_constraints_on_a_state_dict_are_refused(string constraint, string value)
+    {
+        TorchRuntime.EnsureLoaded();
+        var path = Path.Combine(Dir, "model.dat");
+        Mlp(16).save(path);
+        var spec = SpecFiles.Load(Dir, $$"""{ "steps": [ { "quantize": { "weights": "fp16" } } ], "constraints": { "{{constraint}}": {{value}} } }""");
+        var error = Assert.Throws<CompressException>(() => StateDictCompressor.Run(path, spec, Path.Combine(Dir, "out.dat")));
+        Assert.Contains("constraints need a model that can be evaluated", error.Message);
+        Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
+    }
+
     [Theory]
     // 1.5 points: this briefly trained model (73.24%) loses 1.01 under the scale-free (LAMP) global threshold, 0.9 before.
     [InlineData("""{ "prune": { "sparsity": 0.5 } }, { "quantize": { "weights": "int8", "activations": "none" } }""", 0.20, 0.015)]
