@@ -62,6 +62,12 @@ namespace Compress.Spec
         /// <summary>Operator types the step applies to.</summary>
         public List<string> OpTypes { get; } = new List<string>();
 
+        /// <summary>
+        /// Whether <see cref="OpTypes"/> are the method's defaults (the spec names none): a pass may then refine them
+        /// from the graph, as static quantization keeps a transformer's LayerNorm, Softmax and GELU float.
+        /// </summary>
+        public bool DefaultOpTypes { get; set; }
+
         /// <summary>The step's key in the spec: <c>prune</c>, <c>quantize</c>.</summary>
         public abstract string Kind { get; }
 

@@ -38,8 +38,11 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         var graph = model.Graph;
+        // Op types left to their defaults keep a transformer's LayerNorm, Softmax and GELU float (FloatIslands).
+        var floatNodes = step.DefaultOpTypes ? FloatIslands.Find(graph) : null;
+        context.Notes.AddRange(floatNodes?.Describe() ?? []);
         var nodes = graph.TopologicalOrder()
-            .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step)).ToList();
+            .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step) && floatNodes?.Contains(n) != true).ToList();
         var weights = new Dictionary<NodeProto, WeightUse>(ReferenceEqualityComparer.Instance);
         foreach (var use in WeightSelection.Select(graph, step))
         {
