@@ -147,6 +147,12 @@ namespace Compress.Spec
         /// <summary>Empirical bias correction of quantized Conv/Gemm layers against the float model (static only).</summary>
         public bool BiasCorrection { get; set; }
 
+        /// <summary>
+        /// SmoothQuant's migration strength α (static only): per-channel scales moved from the outputs of LayerNorms
+        /// into the weights of the MatMul/Gemm reading them; null leaves the model as it is.
+        /// </summary>
+        public double? Smoothing { get; set; }
+
         public int BlockSize { get; set; } = 32;
 
         public bool Symmetric { get; set; } = true;

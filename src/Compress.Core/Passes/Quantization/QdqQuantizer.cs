@@ -39,7 +39,14 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 
         var graph = model.Graph;
         // Op types left to their defaults keep a transformer's LayerNorm, Softmax and GELU float (FloatIslands).
-        var floatNodes = step.DefaultOpTypes ? FloatIslands.Find(graph) : null;
+        var islands = step.DefaultOpTypes || step.Smoothing is not null ? FloatIslands.Find(graph) : null;
+        if (step.Smoothing is { } alpha)
+        {
+            context.Progress($"smoothing: α {alpha}, LayerNorm outputs on {context.Calibration.Count} samples");
+            context.Notes.AddRange(ActivationSmoothing.Apply(model, islands!, context.Calibration, alpha));
+        }
+
+        var floatNodes = step.DefaultOpTypes ? islands : null;
         context.Notes.AddRange(floatNodes?.Describe() ?? []);
         var nodes = graph.TopologicalOrder()
             .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step) && floatNodes?.Contains(n) != true).ToList();
