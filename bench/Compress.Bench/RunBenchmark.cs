@@ -44,7 +44,7 @@ internal static class RunBenchmark
         var only = Option(args, "--only")?.Split(',').Select(s => s.Trim()).ToHashSet();
         var folder = Path.Combine(Path.GetTempPath(), "compress-bench-run", Guid.NewGuid().ToString("N"));
         Directory.CreateDirectory(folder);
-        var modelBytes = CompressionPipeline.ModelBytes(Compress.Core.Onnx.OnnxModel.Load(model));
+        var modelBytes = Compress.Core.Onnx.OnnxModel.Load(model).BytesOnDisk();
         var dataBytes = data is null ? 0 : new FileInfo(data).Length;
         Console.WriteLine($"{Path.GetFileName(model)}: {modelBytes / 1e6:0.0} MB{(data is null ? "" : $", data {Path.GetFileName(data)} {dataBytes / 1e6:0.0} MB, {samples} samples")}; {Environment.ProcessorCount} cores");
         Console.WriteLine();

@@ -39,7 +39,7 @@ internal static class RunCommand
         ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
     {
         var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
-        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency && format == ModelFormats.Onnx, format);
+        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency, format);
         foreach (var warning in result.Warnings ?? [])
         {
             progress.Warn(warning);

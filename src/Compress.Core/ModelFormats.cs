@@ -1,13 +1,24 @@
 using Compress.Core.Diagnostics;
+using Compress.Core.Formats;
+using Compress.Core.StateDicts;
+using Compress.Spec;
 
 namespace Compress.Core;
 
-/// <summary>Which kind of model a file is: by its extension for ONNX, else by its first bytes.</summary>
+/// <summary>Which kind of model a file is (by its extension for ONNX, else by its first bytes), and opening it as that format.</summary>
 public static class ModelFormats
 {
     public const string Onnx = "onnx";
     public const string TorchSharp = "torchsharp";
     public const string TorchScript = "torchscript";
+
+    /// <summary>Opens the model for a compression run by <paramref name="spec"/>; a format other than ONNX or TorchScript reads a TorchSharp state dict.</summary>
+    internal static IModelFormat Open(string format, string path, CompressionSpec spec, Action<string> progress) => format switch
+    {
+        Onnx => new OnnxFormat(path, spec, progress),
+        TorchScript => new TorchScriptFormat(path, spec),
+        _ => new StateDictFormat(path, spec),
+    };
 
     /// <summary><c>onnx</c> for .onnx; <c>torchscript</c> for a zip archive (what <c>torch.jit.save</c> writes); else <c>torchsharp</c>.</summary>
     public static string Detect(string path)

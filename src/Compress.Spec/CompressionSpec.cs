@@ -74,6 +74,9 @@ namespace Compress.Spec
         /// <summary>The method as the spec names it (an alias stays an alias); <see cref="MethodCatalog.Of(SpecStep)"/> finds its descriptor.</summary>
         public abstract string Method { get; set; }
 
+        /// <summary>The spec left <c>method</c> out: the kind's default applies, and a pass may choose better with data at hand.</summary>
+        public bool MethodDefaulted { get; set; }
+
         /// <summary>For kinds with schemes: the one the step's settings choose (<see cref="QuantizeStep.Scheme"/>); else null.</summary>
         public virtual string? Scheme => null;
 

@@ -235,6 +235,7 @@ namespace Compress.Spec
                 var kind = MethodCatalog.Kind(member.Key)!;
                 var (method, written) = Method(body, kind);
                 var step = kind.Read(this, body, method, written);
+                step.MethodDefaulted = body["method"] == null;
                 step.Line = member.Line;
                 step.Column = member.Column;
                 StringList(body, "include", step.Include);

@@ -21,13 +21,16 @@ public sealed class TorchGraph : IDisposable
     private readonly Dictionary<string, int> _lastUse = new(StringComparer.Ordinal);
     private readonly long _opset;
 
-    /// <summary>ONNX Runtime's contrib operators that are their standard namesakes (QDQ with per-axis scales before opset 13).</summary>
-    private static readonly HashSet<string> ContribAliases = ["com.microsoft.QuantizeLinear", "com.microsoft.DequantizeLinear"];
+    /// <summary>
+    /// ONNX Runtime's contrib operators the executor runs: standard namesakes (QDQ with per-axis scales before opset 13)
+    /// and the block-quantized embedding lookup the quantizers write.
+    /// </summary>
+    private static readonly HashSet<string> ContribOperators = ["com.microsoft.QuantizeLinear", "com.microsoft.DequantizeLinear", "com.microsoft.GatherBlockQuantized"];
 
     public TorchGraph(OnnxModel model)
     {
         TorchRuntime.EnsureLoaded();
-        var missing = model.Graph.Nodes.Where(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx" && !ContribAliases.Contains($"{n.Domain}.{n.OpType}") || !TorchOps.IsSupported(n.OpType))
+        var missing = model.Graph.Nodes.Where(n => !string.IsNullOrEmpty(n.Domain) && n.Domain != "ai.onnx" && !ContribOperators.Contains($"{n.Domain}.{n.OpType}") || !TorchOps.IsSupported(n.OpType))
             .GroupBy(n => string.IsNullOrEmpty(n.Domain) ? n.OpType : $"{n.Domain}.{n.OpType}").ToList();
         if (missing.Count > 0)
         {

@@ -6,7 +6,8 @@ namespace Compress.Core.Execution;
 /// <summary>
 /// QuantizeLinear and DequantizeLinear (opsets 10–21): per-tensor, or per-axis with a 1-D scale; int8, uint8 and
 /// int32 (dequantize only) codes. So the executor runs statically quantized (QDQ) graphs, as bias correction's
-/// sequential pass needs. Blocked quantization and float8 are refused.
+/// sequential pass needs. Blocked quantization and float8 are refused. Also com.microsoft GatherBlockQuantized with
+/// uint8 data (4 or 8 bits, gather axis 0, blocks along the last axis), as the embedding tables are stored.
 /// </summary>
 public static partial class TorchOps
 {
@@ -73,5 +74,34 @@ public static partial class TorchOps
         {
             throw c.Unsupported("blocked quantization (block_size)");
         }
+    }
+
+    /// <summary>Rows of a block-quantized table: gathered first, then only those rows dequantized.</summary>
+    private static Tensor[] GatherBlockQuantized(OpCall c)
+    {
+        var bits = (int)c.Node.Int("bits", 4);
+        var block = c.Node.Int("block_size", 128);
+        if (c.X.dtype != ScalarType.Byte || bits is not (4 or 8) || c.X.dim() != 2 || c.Node.Int("gather_axis", 0) != 0 || c.Node.Int("quantize_axis", 1) is not (1 or -1))
+        {
+            throw c.Unsupported($"{c.X.dtype} data with {bits} bits, rank {c.X.dim()} and these axes");
+        }
+
+        var indices = c.Inputs[1]!.to_type(ScalarType.Int64);
+        var flat = where(indices.lt(0), indices + c.X.shape[0], indices).flatten();
+        var codes = Unpack(c.X.index_select(0, flat), bits);
+        var width = codes.shape[1];
+        var scales = c.Inputs[2]!.index_select(0, flat).to_type(ScalarType.Float32);
+        var zeros = c.Input(3) is { } z
+            ? Unpack(z.index_select(0, flat), bits).narrow(1, 0, scales.shape[1])
+            : full_like(scales, 1 << (bits - 1));
+        var values = (codes - zeros.repeat_interleave(block, 1).narrow(1, 0, width)) * scales.repeat_interleave(block, 1).narrow(1, 0, width);
+        return [values.reshape([.. indices.shape, width])];
+    }
+
+    /// <summary>uint8 bytes as codes (float): as they are for 8 bits, two per byte (low nibble first) for 4.</summary>
+    private static Tensor Unpack(Tensor bytes, int bits)
+    {
+        var values = bytes.to_type(ScalarType.Int32);
+        return (bits == 8 ? values : stack([values.bitwise_and(15), values.bitwise_right_shift(4)], -1).reshape(bytes.shape[0], -1)).to_type(ScalarType.Float32);
     }
 }

@@ -199,4 +199,37 @@ public static partial class TorchOps
         "ceil" => (long)Math.Ceiling(v),
         _ => throw c.Unsupported($"nearest_mode '{mode}'"),
     };
+
+    /// <summary>A tensor of the given shape filled with the <c>value</c> attribute's one element (float 0 without it).</summary>
+    private static Tensor[] ConstantOfShape(OpCall c)
+    {
+        var shape = c.Longs(0)!;
+        var value = c.Node.TensorValue("value") is { } given ? Torch.OnnxTorchConversion.EmbeddedToTorch(given).reshape(1) : zeros(1);
+        return [value.expand(shape.Length == 0 ? [1] : shape).reshape(shape).contiguous()];
+    }
+
+    /// <summary>Numpy-style broadcast of x against the given shape (either side may hold the 1s).</summary>
+    private static Tensor[] Expand(OpCall c)
+    {
+        var shape = c.Longs(1)!;
+        var rank = Math.Max(shape.Length, (int)c.X.dim());
+        var target = new long[rank];
+        for (var i = 0; i < rank; i++)
+        {
+            var a = i - (rank - (int)c.X.dim()) is var ai and >= 0 ? c.X.shape[ai] : 1;
+            var b = i - (rank - shape.Length) is var bi and >= 0 ? shape[bi] : 1;
+            target[i] = a == 1 ? b : a;
+        }
+
+        return [c.X.expand(target)];
+    }
+
+    /// <summary>start, start + delta, … up to (not including) limit, in the inputs' type.</summary>
+    private static Tensor[] Range(OpCall c)
+    {
+        var (start, limit, delta) = (c.Inputs[0]!, c.Inputs[1]!, c.Inputs[2]!);
+        return start.is_floating_point()
+            ? [arange(start.item<float>(), limit.item<float>(), delta.item<float>(), dtype: start.dtype)]
+            : [arange(start.to_type(ScalarType.Int64).item<long>(), limit.to_type(ScalarType.Int64).item<long>(), delta.to_type(ScalarType.Int64).item<long>(), dtype: start.dtype)];
+    }
 }

@@ -60,10 +60,14 @@ public static partial class TorchOps
         ["Unsqueeze"] = Unsqueeze,
         ["Squeeze"] = Squeeze,
         ["Shape"] = Shape,
+        ["ConstantOfShape"] = ConstantOfShape,
+        ["Expand"] = Expand,
+        ["Range"] = Range,
         ["Constant"] = Constant,
         ["Cast"] = Cast,
         ["QuantizeLinear"] = QuantizeLinear,
         ["DequantizeLinear"] = DequantizeLinear,
+        ["GatherBlockQuantized"] = GatherBlockQuantized,
         ["Resize"] = Resize,
     };
 

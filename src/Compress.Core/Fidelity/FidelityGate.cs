@@ -102,6 +102,14 @@ public static class FidelityGate
         return (results, warnings);
     }
 
+    /// <summary>
+    /// For a model that could have been run on data but was given none: constraints are a spec error (CMP0107); else
+    /// the report's note that the default floor was not checked.
+    /// </summary>
+    public static string Unmeasured(CompressionSpec spec) => HasFidelityConstraint(spec.Constraints)
+        ? throw CompressException.Error(SpecCodes.Inconsistent, "constraints need evaluation or calibration data to be checked", spec.File, 1, 1)
+        : "fidelity not measured: the spec names no evaluation or calibration data, so the default floor could not be checked";
+
     /// <summary>The three layers with the largest relative weight error, as the failure messages name them.</summary>
     public static IEnumerable<string> WorstLayers(IEnumerable<(string Node, string Format, double RelativeError)> layers) =>
         layers.OrderByDescending(l => l.RelativeError).Take(3).Select(l => Invariant($"{l.Node} ({l.Format}, relative error {l.RelativeError:E2})"));

@@ -7,8 +7,10 @@ namespace Compress.Core.Formats;
 /// <summary>
 /// One model format's part of a compression run. <see cref="CompressionPipeline"/> owns the rest — the step loop with
 /// its progress and "changed nothing" warning (CMP0036), the fidelity floor and constraints (<c>FidelityGate</c>), the
-/// size figures and the report — for every format alike; a format opens its model, applies a step to its working copy,
-/// runs original and compressed on data when it can, and writes the artifact.
+/// size figures and the report — for every format alike; a format opens its model (checking the spec against what it
+/// offers), applies a step to its working copy, finishes it, and writes the artifact. What a format can do beyond
+/// that it says by the capabilities it implements: <see cref="IRunnableFormat"/>, <see cref="ITimedFormat"/>,
+/// <see cref="IReopenableFormat"/>.
 /// </summary>
 public interface IModelFormat : IStepTarget, IDisposable
 {
@@ -21,13 +23,19 @@ public interface IModelFormat : IStepTarget, IDisposable
     /// <summary>Per weight tensor, what the steps did to it.</summary>
     IReadOnlyList<LayerFigures> Layers();
 
-    /// <summary>Original against compressed on <paramref name="data"/>; null when the format has no model to run.</summary>
-    ComparisonMetrics? Compare(DataSource data, CompressionSpec spec, Action<string> progress);
+    /// <summary>
+    /// Makes the working copy, after the last step, what would be written (ONNX: pruned weights in their sparse
+    /// storage, the result checked to load); a model the format cannot write is refused naming <paramref name="outputPath"/>.
+    /// </summary>
+    void Finish(string outputPath, Action<string> progress);
 
-    /// <summary>Writes the artifact atomically; one larger than the source is refused (CMP0035) before anything is replaced.</summary>
-    void Save(string outputPath);
+    /// <summary>
+    /// Writes the artifact atomically and returns its bytes on disk; one larger than the source is refused (CMP0035)
+    /// before anything is replaced.
+    /// </summary>
+    long Save(string outputPath);
 
-    /// <summary>Notes for the report (how to load the artifact, say).</summary>
+    /// <summary>Notes for the report (how to load the artifact, what was done to the model besides the steps).</summary>
     IReadOnlyList<string> Notes { get; }
 }
 
@@ -42,4 +50,31 @@ public interface IStepTarget
 
     /// <summary>Why a step may have found nothing to change, for the CMP0036 warning.</summary>
     string NothingChangedHint(SpecStep step);
+}
+
+/// <summary>
+/// A format whose original and compressed models run on data, so the fidelity gate can judge the compression; without
+/// data, constraints are refused and the report says fidelity was not measured.
+/// </summary>
+public interface IRunnableFormat : IModelFormat
+{
+    /// <summary>Original against compressed on <paramref name="data"/>: the spec's evaluation data, else its calibration data.</summary>
+    ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress);
+}
+
+/// <summary>A format whose models' speed can be measured on the data (<c>compress run</c> without <c>--no-latency</c>).</summary>
+public interface ITimedFormat : IRunnableFormat
+{
+    /// <summary>Original against compressed for speed on <paramref name="data"/>; a figure for the report, never a check.</summary>
+    LatencyFigures MeasureLatency(DataSource data);
+}
+
+/// <summary>
+/// A format that can compress its model again from the same source: each round of <c>"sparsity": "auto"</c>
+/// (<see cref="AutoSparsity"/>) is a fresh working copy that shares what was read once (the original, the data).
+/// </summary>
+public interface IReopenableFormat : IRunnableFormat
+{
+    /// <summary>A fresh working copy of the source, as opened and before any step.</summary>
+    IReopenableFormat Reopen();
 }

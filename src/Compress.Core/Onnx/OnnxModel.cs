@@ -63,6 +63,13 @@ public sealed class OnnxModel
 
     public void Save(string path, OnnxWriteOptions? options = null) => OnnxModelWriter.Write(this, path, options ?? new OnnxWriteOptions());
 
+    /// <summary>Bytes on disk of the file this model was read from, plus the external data files it references.</summary>
+    public long BytesOnDisk() =>
+        new FileInfo(Path!).Length + ExternalData.Values.Select(r => r.FullPath).Distinct().Sum(f => new FileInfo(f).Length);
+
+    /// <summary>The bytes <see cref="Save"/> will write: the serialized message plus the external data it keeps.</summary>
+    public long SerializedBytes() => Proto.CalculateSize() + ExternalData.Values.Sum(r => r.Length);
+
     /// <summary>The opset version imported for <paramref name="domain"/> ("" or "ai.onnx" for the default domain), or null.</summary>
     public long? GetOpsetVersion(string domain)
     {

@@ -32,9 +32,6 @@ public sealed class CompressionContext
 
     public List<string> Notes { get; } = [];
 
-    /// <summary>Warnings the run shows (canonical CMP lines) besides the fidelity ones.</summary>
-    public List<Diagnostics.CompressDiagnostic> Warnings { get; } = [];
-
     /// <summary>Bytes of the source model on disk (file and external data), taken before any pass.</summary>
     public long OriginalBytes { get; init; }
 

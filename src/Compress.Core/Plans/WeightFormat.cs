@@ -16,6 +16,9 @@ public enum WeightEncoding
 
     /// <summary>int4/int8 blocks of <c>com.microsoft.MatMulNBits</c> (weight-only).</summary>
     MatMulNBits,
+
+    /// <summary>An embedding table's rows as int8 (one scale per row) or int4 blocks of <c>com.microsoft.GatherBlockQuantized</c>.</summary>
+    GatherBlockQuantized,
 }
 
 /// <summary>How the weight's zeros are stored: as they are, as a bitmask of nonzeros, or as a sparse initializer.</summary>
@@ -35,7 +38,7 @@ public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
 {
     public static readonly WeightFormat Float32 = new(WeightEncoding.Float32, 32);
 
-    /// <summary>MatMulNBits: weights per block along the input axis.</summary>
+    /// <summary>MatMulNBits: weights per block along the input axis; GatherBlockQuantized: along the row (null: one scale per row).</summary>
     public int? BlockSize { get; init; }
 
     /// <summary>MatMulNBits: zero points stored (asymmetric grid).</summary>
@@ -58,6 +61,8 @@ public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
             WeightEncoding.DynamicInt8 => "int8 dynamic",
             WeightEncoding.QdqInt8 => PerTensor ? "int8 QDQ per-tensor" : "int8 QDQ per-channel",
             WeightEncoding.MatMulNBits => string.Create(CultureInfo.InvariantCulture, $"int{Bits} MatMulNBits block {BlockSize}") + (Asymmetric ? " asymmetric" : ""),
+            WeightEncoding.GatherBlockQuantized => string.Create(CultureInfo.InvariantCulture, $"int{Bits} GatherBlockQuantized {(BlockSize is { } size ? $"block {size}" : "per row")}")
+                + (Asymmetric ? " asymmetric" : ""),
             _ => Encoding.ToString(),
         };
         return text + (Rounding is null ? "" : $" ({Rounding})") + Layout switch

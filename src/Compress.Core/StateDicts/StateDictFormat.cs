@@ -1,10 +1,10 @@
 using System.Text.Json;
 using Compress.Core.Diagnostics;
-using Compress.Core.Evaluation;
 using Compress.Core.Formats;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Reports;
+using Compress.Core.Torch;
 using Compress.Runtime.StateDicts;
 using Compress.Spec;
 using Compress.Spec.Methods;
@@ -16,7 +16,7 @@ namespace Compress.Core.StateDicts;
 /// A TorchSharp state dict in a compression run (<see cref="StateDictCompressor"/> describes what is offered): its
 /// entries read once, the selected weights pruned in memory and given their bits, each encoded in its smallest stored
 /// form when the layers are first asked for, and written as a <see cref="CompressedStateDict"/>. It has no graph, so it
-/// cannot be run on data.
+/// cannot be run on data (it is no <see cref="IRunnableFormat"/>), and the spec's constraints are refused when it is opened.
 /// </summary>
 internal sealed class StateDictFormat : IModelFormat
 {
@@ -26,8 +26,10 @@ internal sealed class StateDictFormat : IModelFormat
     private readonly Dictionary<string, (int Bits, int BlockSize)> _bits = new(StringComparer.Ordinal);
     private (List<StateDictTensor> Written, List<LayerFigures> Layers)? _encoded;
 
-    public StateDictFormat(string path)
+    public StateDictFormat(string path, CompressionSpec spec)
     {
+        TorchRuntime.EnsureLoaded();
+        TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: false);
         _path = path;
         _entries = StateDictCompressor.ReadFile(path);
         SourceBytes = new FileInfo(path).Length;
@@ -87,9 +89,12 @@ internal sealed class StateDictFormat : IModelFormat
 
     public IReadOnlyList<LayerFigures> Layers() => Encoded().Layers;
 
-    public ComparisonMetrics? Compare(DataSource data, CompressionSpec spec, Action<string> progress) => null;
+    /// <summary>Nothing to finish: the weights are encoded when the layers are first asked for.</summary>
+    public void Finish(string outputPath, Action<string> progress)
+    {
+    }
 
-    public void Save(string outputPath)
+    public long Save(string outputPath)
     {
         var written = Encoded().Written;
         long expectedBytes;
@@ -106,6 +111,7 @@ internal sealed class StateDictFormat : IModelFormat
         }
 
         StateDictFile.Write(outputPath, written);
+        return new FileInfo(outputPath).Length;
     }
 
     /// <summary>Every entry as it will be written (weights in their smallest form, the metadata entry first) and the layers' figures.</summary>

@@ -3,6 +3,7 @@ using Compress.Core.Formats;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Reports;
+using Compress.Core.Torch;
 using Compress.Spec;
 using Compress.Spec.Methods;
 using static TorchSharp.torch;
@@ -11,9 +12,10 @@ namespace Compress.Core.StateDicts;
 
 /// <summary>
 /// A TorchScript archive in a compression run (<see cref="TorchScriptCompressor"/> describes what is offered): the
-/// scripted module loaded twice (original and working copy), its weights pruned or put on grids in place.
+/// scripted module loaded twice (original and working copy), its weights pruned or put on grids in place. A spec step
+/// the format does not offer is refused when it is opened (<see cref="TorchFormats.Refuse"/>).
 /// </summary>
-internal sealed class TorchScriptFormat : IModelFormat
+internal sealed class TorchScriptFormat : IRunnableFormat
 {
     private readonly string _path;
     private readonly jit.ScriptModule<Tensor, Tensor> _original;
@@ -26,6 +28,8 @@ internal sealed class TorchScriptFormat : IModelFormat
 
     public TorchScriptFormat(string path, CompressionSpec spec)
     {
+        TorchRuntime.EnsureLoaded();
+        TorchFormats.Refuse(spec, ModelFormat.TorchScript, "TorchScript", constraints: true);
         _path = path;
         _spec = spec;
         _original = TorchScriptCompressor.Load(path);
@@ -114,10 +118,19 @@ internal sealed class TorchScriptFormat : IModelFormat
         }).ToList();
     }
 
-    public ComparisonMetrics? Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
+    public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
         TorchScriptCompressor.Compare(_original, _module, data, spec);
 
-    public void Save(string outputPath) => TorchScriptCompressor.Save(_module, outputPath, _halfStorage, SourceBytes);
+    /// <summary>Nothing to finish: the weights were changed in place, and float16 storage is chosen when saving.</summary>
+    public void Finish(string outputPath, Action<string> progress)
+    {
+    }
+
+    public long Save(string outputPath)
+    {
+        TorchScriptCompressor.Save(_module, outputPath, _halfStorage, SourceBytes);
+        return new FileInfo(outputPath).Length;
+    }
 
     public void Dispose()
     {

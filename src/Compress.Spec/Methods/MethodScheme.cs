@@ -48,21 +48,24 @@ namespace Compress.Spec.Methods
         public const string WeightOnly = "weight-only";
         public const string Fp16 = "fp16";
 
-        /// <summary>Static QDQ also covers the ops ONNX Runtime runs on int8 between them, so quantized regions connect.</summary>
+        /// <summary>
+    /// Static QDQ also covers the ops ONNX Runtime runs on int8 between them, so quantized regions connect. Every
+    /// integer scheme also takes <c>Gather</c> over a constant table (embeddings, as GatherBlockQuantized).
+    /// </summary>
         private static readonly string[] StaticOpTypes =
         {
             "Conv", "Gemm", "MatMul", "Add", "Mul", "MaxPool", "AveragePool", "GlobalAveragePool", "Concat", "Relu",
-            "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+            "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Gather",
         };
 
         public static readonly MethodScheme StaticQdq = new MethodScheme(Static,
             "static int8 (QDQ, 'activations': 'int8'/'uint8')", MethodData.Activations, ModelFormat.Onnx, StaticOpTypes, null);
 
         public static readonly MethodScheme DynamicMatMul = new MethodScheme(Dynamic,
-            "dynamic int8 (DynamicQuantizeMatMul, 'activations': 'dynamic')", MethodData.None, ModelFormat.Onnx, new[] { "Gemm", "MatMul" }, new[] { "MatMul", "Gemm" });
+            "dynamic int8 (DynamicQuantizeMatMul, 'activations': 'dynamic')", MethodData.None, ModelFormat.Onnx, new[] { "Gemm", "MatMul", "Gather" }, new[] { "MatMul", "Gemm", "Gather" });
 
         public static readonly MethodScheme MatMulNBits = new MethodScheme(WeightOnly,
-            "int4/int8 weight-only (MatMulNBits, 'activations': 'none')", MethodData.None, ModelFormat.All, new[] { "Gemm", "MatMul" }, new[] { "MatMul", "Gemm" });
+            "int4/int8 weight-only (MatMulNBits, 'activations': 'none')", MethodData.None, ModelFormat.All, new[] { "Gemm", "MatMul", "Gather" }, new[] { "MatMul", "Gemm", "Gather" });
 
         public static readonly MethodScheme Float16 = new MethodScheme(Fp16,
             "fp16 storage ('weights': 'fp16')", MethodData.None, ModelFormat.All, new[] { "Conv", "Gemm", "MatMul" }, null);

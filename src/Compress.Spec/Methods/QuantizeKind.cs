@@ -36,10 +36,14 @@ namespace Compress.Spec.Methods
                 BiasCorrection = node["biasCorrection"] is JsonNode correction && values.Boolean(correction, "'biasCorrection'"),
                 Smoothing = values.OptionalNumber(node, "smoothing", 0, 1),
             };
-            ReadOptions(values, node, method, step);
-            step.ActOrder = step.Option("actOrder", 0) != 0;
-            step.Damping = step.Option("damping", step.Damping);
             step.Activations = values.Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
+
+            // int4 weight-only naming no method runs GPTQ with act-order when the spec has calibration data, so it takes GPTQ's options.
+            var int4Default = node["method"] == null && step.Weights == "int4" && step.Activations == "none";
+            var optionsOf = int4Default ? GptqMethod.Descriptor : method;
+            ReadOptions(values, node, optionsOf, step);
+            step.ActOrder = int4Default && node["actOrder"] == null || step.Option("actOrder", 0) != 0;
+            step.Damping = step.Option("damping", step.Damping);
             if (node["blockSize"] is JsonNode block)
             {
                 var size = (int)values.Number(block, "'blockSize'", 16, 256, integer: true);
@@ -77,7 +81,7 @@ namespace Compress.Spec.Methods
                     $"'{written}' writes {string.Join(" or ", method.Schemes.Select(s => s.Summary))}, not {step.Scheme}");
             }
 
-            RefuseOptionsNotTaken(values, node, method, written);
+            RefuseOptionsNotTaken(values, node, optionsOf, written);
             if (node["percentile"] != null && step.Calibration != "percentile")
             {
                 throw values.Error(SpecCodes.Inconsistent, node["percentile"]!, "'percentile' applies to 'calibration': 'percentile'");

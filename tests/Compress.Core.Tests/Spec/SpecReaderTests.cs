@@ -36,7 +36,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"prune\": { \"method\": \"woodfisher\", \"sparsity\": 0.5, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 79, "prunes unstructured" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"auto\" } } ] }", "CMP0107", 1, 16, "set constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"most\" } } ] }", "CMP0102", 1, 39, "the one string it takes is \"auto\"" },
-        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int4\", \"actOrder\": true } } ] }", "CMP0107", 1, 61, "apply to 'method': 'gptq'" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"actOrder\": true } } ] }", "CMP0107", 1, 61, "apply to 'method': 'gptq'" },
         { "{ \"data\": { \"calibration\": { \"path\": \"nope.npz\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0106", 1, 38, "data file 'nope.npz' not found" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\" } } ] }", "CMP0107", 1, 16, "needs calibration data" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.3, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 39, "must be 0.5" },

@@ -74,6 +74,24 @@ public sealed class TorchScriptTests(ITestOutputHelper output) : TempDirectoryTe
         Assert.False(File.Exists(Path.Combine(Dir, "out.pt")));
     }
 
+    /// <summary>As for ONNX: without data the report says fidelity was not measured, and constraints are a spec error.</summary>
+    [Fact]
+    public void Without_data_fidelity_is_not_measured_and_constraints_are_refused()
+    {
+        TorchRuntime.EnsureLoaded();
+        var (model, outputPath) = (FashionData.TorchScriptFixture("ts_mlp.pt"), Path.Combine(Dir, "out.pt"));
+        var report = TorchScriptCompressor.Run(model, SpecFiles.Load(Dir, """{ "steps": [ { "quantize": { "weights": "fp16" } } ] }"""), outputPath);
+        Assert.Null(report.Metrics);
+        Assert.Contains(report.Notes, n => n.StartsWith("fidelity not measured", StringComparison.Ordinal));
+
+        File.Delete(outputPath);
+        var error = Assert.Throws<CompressException>(() => TorchScriptCompressor.Run(model,
+            SpecFiles.Load(Dir, """{ "steps": [ { "quantize": { "weights": "fp16" } } ], "constraints": { "minCosine": 0.9 } }"""), outputPath));
+        Assert.Equal(global::Compress.Spec.SpecCodes.Inconsistent, error.Diagnostic.Code);
+        Assert.Contains("constraints need evaluation or calibration data", error.Message);
+        Assert.False(File.Exists(outputPath));
+    }
+
     private Compress.Core.Reports.CompressionReport Compress(string fixture, string step, string extra = "")
     {
         TorchRuntime.EnsureLoaded();

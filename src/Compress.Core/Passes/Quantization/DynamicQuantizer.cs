@@ -21,6 +21,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
     public void Apply(CompressionContext context)
     {
         TorchRuntime.EnsureLoaded();
+        var tables = EmbeddingTables.Quantize(context, step, 8);
         var graph = context.Model.Graph;
         var uses = WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm").ToList();
         var converted = 0;
@@ -75,6 +76,6 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         context.Model.RequireOpset("com.microsoft", 1);
-        context.Progress($"quantize: dynamic int8 on {converted} MatMul/Gemm nodes");
+        context.Progress($"quantize: dynamic int8 on {converted} MatMul/Gemm nodes" + EmbeddingTables.Describe(tables));
     }
 }

@@ -19,7 +19,7 @@ namespace Compress.Core.Passes.Quantization;
 [ImplementsMethod(RtnMethod.Name, GptqMethod.Name, Scheme = QuantizeSchemes.WeightOnly)]
 public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 {
-    private readonly bool _gptq = MethodCatalog.Of(step) == GptqMethod.Descriptor;
+    private readonly bool _gptqNamed = MethodCatalog.Of(step) == GptqMethod.Descriptor;
 
     public string Name => "quantize/weight-only";
 
@@ -28,7 +28,20 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         TorchRuntime.EnsureLoaded();
         var graph = context.Model.Graph;
         var converted = 0;
-        using var sequential = _gptq ? context.Layerwise(GptqMethod.Name) : null;
+        var fallbacks = 0;
+
+        // int4 without a named method, calibration data at hand: GPTQ (with act-order unless the step says otherwise) rather than round-to-nearest.
+        var gptqByDefault = !_gptqNamed && step.MethodDefaulted && step.Weights == "int4" && context.HasCalibration;
+        var gptq = _gptqNamed || gptqByDefault;
+        var maxLayerError = step.Option("maxLayerError", GptqMethod.MaxLayerError);
+        if (gptqByDefault)
+        {
+            context.Notes.Add($"weight-only: int4 rounded by GPTQ{(step.ActOrder ? " with act-order" : "")}, the calibration data being given ('method': 'rtn' for round-to-nearest); "
+                + $"layers whose output error stays above {maxLayerError:P1} are stored int8");
+        }
+
+        using var sequential = gptq ? context.Layerwise(GptqMethod.Name) : null;
+        var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8);
         foreach (var use in WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2))
         {
             var node = use.Node;
@@ -39,7 +52,8 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             }
 
             // The step's bits, or the layer's own from an allocation (4 or 8; 32 keeps the layer float).
-            var bits = context.Plan.For(step, use.Weight.Name).Bits ?? (step.Weights == "int4" ? 4 : 8);
+            var plan = context.Plan.For(step, use.Weight.Name);
+            var bits = plan.Bits ?? (step.Weights == "int4" ? 4 : 8);
             if (bits is not (4 or 8))
             {
                 context.Notes.Add($"weight-only: '{use.NodeName}' kept float (allocated {bits} bits)");
@@ -54,11 +68,26 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var padded = IntegerGrid.Blocks(nk, step.BlockSize);
             var grid = new IntegerGrid(bits, step.Symmetric);
             Tensor codes, scales, zeroPoints;
-            if (_gptq)
+            var rounding = gptq ? "GPTQ" : null;
+            if (gptq)
             {
-                (codes, scales, zeroPoints) = Gptq.Quantize(context, use, nk, grid, step);
-                var inside = arange(blocks * step.BlockSize).lt(k).reshape(1, blocks, step.BlockSize);
-                codes = where(inside, IntegerGrid.Blocks(codes, step.BlockSize), zeroPoints.expand(n, blocks, step.BlockSize));
+                (codes, scales, zeroPoints, var outputError) = Gptq.Quantize(context, use, nk, grid, step, step.ActOrder);
+                if (bits == 4 && plan.Source != Plans.PlanSource.Allocation && outputError > maxLayerError)
+                {
+                    // Rounding did not hold this layer: int8 round-to-nearest keeps its error about 250× smaller.
+                    context.Notes.Add($"weight-only: '{use.NodeName}' stored int8, its int4 output error {outputError:P2} being above {maxLayerError:P1}");
+                    bits = 8;
+                    grid = new IntegerGrid(bits, step.Symmetric);
+                    (scales, zeroPoints) = grid.Fit(padded, 2);
+                    codes = grid.Codes(padded, scales, zeroPoints);
+                    rounding = null;
+                    fallbacks++;
+                }
+                else
+                {
+                    var inside = arange(blocks * step.BlockSize).lt(k).reshape(1, blocks, step.BlockSize);
+                    codes = where(inside, IntegerGrid.Blocks(codes, step.BlockSize), zeroPoints.expand(n, blocks, step.BlockSize));
+                }
             }
             else
             {
@@ -77,7 +106,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
             record.Format = new Plans.WeightFormat(Plans.WeightEncoding.MatMulNBits, bits)
             {
-                BlockSize = step.BlockSize, Asymmetric = !step.Symmetric, Rounding = _gptq ? "GPTQ" : null,
+                BlockSize = step.BlockSize, Asymmetric = !step.Symmetric, Rounding = rounding,
             };
             record.RelativeError += WeightQuantization.RelativeError(nk, IntegerGrid.Unblocks(dequantized, k));
 
@@ -115,6 +144,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         context.Model.RequireOpset("com.microsoft", 1);
-        context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes");
+        context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes"
+            + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + EmbeddingTables.Describe(tables));
     }
 }

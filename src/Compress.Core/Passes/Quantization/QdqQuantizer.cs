@@ -37,6 +37,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             context.Notes.Add("ai.onnx opset raised to 11 for the quantized kernels (Clip and Slice rewritten)");
         }
 
+        var tables = EmbeddingTables.Quantize(context, step, 8);
         var graph = model.Graph;
         // Op types left to their defaults keep a transformer's LayerNorm, Softmax and GELU float (FloatIslands).
         var islands = step.DefaultOpTypes || step.Smoothing is not null ? FloatIslands.Find(graph) : null;
@@ -49,7 +50,8 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         var floatNodes = step.DefaultOpTypes ? islands : null;
         context.Notes.AddRange(floatNodes?.Describe() ?? []);
         var nodes = graph.TopologicalOrder()
-            .Where(n => string.IsNullOrEmpty(n.Domain) && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step) && floatNodes?.Contains(n) != true).ToList();
+            .Where(n => string.IsNullOrEmpty(n.Domain) && n.OpType != "Gather" && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step) && floatNodes?.Contains(n) != true)
+            .ToList();
         var weights = new Dictionary<NodeProto, WeightUse>(ReferenceEqualityComparer.Instance);
         foreach (var use in WeightSelection.Select(graph, step))
         {
@@ -160,7 +162,7 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
             BiasCorrection.Apply(context, biases, floatMeans);
         }
 
-        context.Progress($"quantize: static {step.Activations} activations ({step.Calibration}), {weights.Count} int8 weights, {parameters.Count} activation tensors");
+        context.Progress($"quantize: static {step.Activations} activations ({step.Calibration}), {weights.Count} int8 weights, {parameters.Count} activation tensors" + EmbeddingTables.Describe(tables));
     }
 
     private Dictionary<string, ActivationRange> Calibrate(CompressionContext context, List<string> tensors)

@@ -8,21 +8,36 @@ namespace Compress.Core.Passes.SecondOrder;
 /// <summary>
 /// GPTQ (algorithms.md §4) for the weight-only quantizer: the layer's input Hessian from the calibration data, then
 /// layer-wise OBS rounding onto the b-bit grid with one grid per MatMulNBits block (group = <c>blockSize</c>).
-/// Zeros left by an earlier prune step stay zero.
+/// Zeros left by an earlier prune step stay zero. The layer's output error on the calibration data comes back too, for
+/// the int4 → int8 fallback.
 /// </summary>
 public static class Gptq
 {
     /// <param name="matrix">[N, K] (rows = output columns of the MatMul).</param>
-    /// <returns>Codes [N, K] and scales, zero points [N, blocks, 1], all float.</returns>
-    public static (Tensor Codes, Tensor Scales, Tensor Zeros) Quantize(CompressionContext context, WeightUse use, Tensor matrix, IntegerGrid grid, QuantizeStep step)
+    /// <param name="actOrder">Columns by descending Hessian diagonal (the step's <c>actOrder</c>, or the int4 default).</param>
+    /// <returns>
+    /// Codes [N, K] and scales, zero points [N, blocks, 1], all float; and the layer's relative output error on the
+    /// calibration data, ‖(W − Ŵ)·X‖² / ‖W·X‖² = tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ) with H = X·Xᵀ.
+    /// </returns>
+    public static (Tensor Codes, Tensor Scales, Tensor Zeros, double OutputError) Quantize(
+        CompressionContext context, WeightUse use, Tensor matrix, IntegerGrid grid, QuantizeStep step, bool actOrder)
     {
-        context.Progress($"gptq: {use.NodeName} ({matrix.shape[0]}×{matrix.shape[1]})");
-        var options = new ObsOptions { Grid = grid, GroupSize = step.BlockSize, ActOrder = step.ActOrder, Damping = step.Damping };
+        var options = new ObsOptions { Grid = grid, GroupSize = step.BlockSize, ActOrder = actOrder, Damping = step.Damping };
         var hessians = LayerHessian.Compute(context, use);
         var hessian = hessians[0];
         hessians.Dispose(); // the run takes the layer's Hessian over and releases it once factored
+        var original = matrix.to_type(hessian.dtype);
+        var signal = (original.matmul(hessian) * original).sum().item<double>();
+        var kept = hessian.clone(); // the run factors its own copy in place
         var (_, codes) = LayerObs.Run(matrix, hessian, options, takeOver: true);
-        return (codes!.Codes, codes.Scales.unsqueeze(2), codes.Zeros.unsqueeze(2));
+        var scales = codes!.Scales.unsqueeze(2);
+        var zeros = codes.Zeros.unsqueeze(2);
+        var rounded = IntegerGrid.Unblocks(IntegerGrid.Dequantize(IntegerGrid.Blocks(codes.Codes, step.BlockSize), scales, zeros), matrix.shape[1]);
+        var delta = original - rounded.to_type(kept.dtype);
+        var error = signal <= 0 ? 0 : (delta.matmul(kept) * delta).sum().item<double>() / signal;
+        kept.Dispose();
+        context.Progress($"gptq: {use.NodeName} ({matrix.shape[0]}×{matrix.shape[1]}): output error {error:P2}");
+        return (codes.Codes, scales, zeros, error);
     }
 
     /// <summary>

@@ -1,0 +1,158 @@
+using Compress.Core.Calibration;
+using Compress.Core.Diagnostics;
+using Compress.Core.Evaluation;
+using Compress.Core.Onnx;
+using Compress.Core.Passes;
+using Compress.Core.Passes.Graph;
+using Compress.Core.Reports;
+using Compress.Spec;
+using Microsoft.ML.OnnxRuntime;
+
+namespace Compress.Core.Formats;
+
+/// <summary>
+/// An ONNX model in a compression run. Opening reads the evaluation data against the original's interface (the
+/// original runs from its file: no second copy of its weights is held), so data that does not fit the model is refused
+/// before any step runs; then the working copy, prepared for the steps (<see cref="GraphPreparation"/>). Each step is
+/// its pass (<see cref="PassRegistry"/>) on one <see cref="CompressionContext"/>; finishing stores pruned weights as
+/// bitmask or sparse initializers (<see cref="SparseStorage"/>) and checks that ONNX Runtime loads the result.
+/// </summary>
+internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
+{
+    private readonly Source _source;
+    private CompressionContext? _working;
+
+    public OnnxFormat(string path, CompressionSpec spec, Action<string> progress)
+        : this(Source.Open(path, spec, progress))
+    {
+    }
+
+    private OnnxFormat(Source source)
+    {
+        _source = source;
+        var (model, spec) = (OnnxModel.Load(source.Path), source.Spec);
+        _working = new CompressionContext(model, spec,
+            spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File) : null, source.Progress)
+        {
+            OriginalBytes = model.BytesOnDisk(),
+            OriginalParameters = model.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
+        };
+        GraphPreparation.Apply(model, _working.Notes);
+    }
+
+    /// <summary>The working copy and what its passes work on and record.</summary>
+    private CompressionContext Context => _working ?? throw new ObjectDisposedException(nameof(OnnxFormat));
+
+    private OnnxModel Model => Context.Model;
+
+    public long SourceBytes => Context.OriginalBytes;
+
+    public long SourceParameters => Context.OriginalParameters;
+
+    public IReadOnlyList<string> Notes => Context.Notes;
+
+    public IReopenableFormat Reopen() => new OnnxFormat(_source);
+
+    public void Apply(SpecStep step, Action<string> progress)
+    {
+        PassRegistry.Create(step).Apply(Context);
+        GC.Collect(); // a pass leaves model-sized buffers (replaced tensor data, conversions) behind: free them before the next
+    }
+
+    /// <summary>What a pass changes when it does anything: layer records, nodes, initializers.</summary>
+    public string Fingerprint() =>
+        $"{Model.Proto.Graph.Node.Count}/{Model.Proto.Graph.Initializer.Count}/{Model.Proto.Graph.SparseInitializer.Count}/" +
+        string.Join(";", Context.Layers.Values.Select(l => $"{l.Weight}:{l.Format}:{l.Bits}:{l.Sparsity}"));
+
+    public string NothingChangedHint(SpecStep step) =>
+        $"none of its ops ({string.Join(", ", step.OpTypes)}) has a weight it can take" +
+        (SubgraphWeights(Model) is > 0 and var nested ? $"; {nested} weights sit inside If/Loop subgraphs, which the steps do not reach yet" : "");
+
+    public IReadOnlyList<LayerFigures> Layers() =>
+        Context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format.ToString(), l.RelativeError)).ToList();
+
+    public void Finish(string outputPath, Action<string> progress)
+    {
+        var sparse = SparseStorage.Apply(Model, Context.Layers);
+        if (sparse > 0)
+        {
+            Context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
+            progress($"storage: {sparse} pruned weights as bitmask or sparse initializers");
+            GC.Collect(); // the dense copies they replaced
+        }
+
+        GC.Collect(); // what the passes left behind goes before ONNX Runtime takes its own copy of the weights
+        try
+        {
+            using var runner = new OrtModelRunner(Model, optimize: false);
+        }
+        catch (OnnxRuntimeException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.CompressedModelRejected,
+                $"ONNX Runtime cannot load the compressed model: {e.Message}", outputPath, inner: e);
+        }
+    }
+
+    /// <summary>Judges the output the spec names (an unknown name is a spec error at <c>data.evaluation</c>).</summary>
+    /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
+    public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress)
+    {
+        try
+        {
+            return ModelComparison.Compare(_source.Original!, Model, _source.Data!, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
+        }
+        catch (UnknownOutputException e)
+        {
+            var at = spec.Evaluation;
+            throw CompressException.Error(SpecCodes.Inconsistent, $"data.evaluation.output: {e.Message}", spec.File, at?.Line ?? 1, at?.Column ?? 1);
+        }
+    }
+
+    /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
+    public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
+
+    public long Save(string outputPath)
+    {
+        var bytes = Model.SerializedBytes();
+        if (bytes > SourceBytes)
+        {
+            throw CompressException.Error(DiagnosticCodes.ArtifactLarger,
+                $"the compressed model would be {bytes:N0} bytes, larger than its source ({SourceBytes:N0} bytes); " +
+                "the steps cannot shrink this model as specified (see the report's layers), so nothing was written", outputPath);
+        }
+
+        Model.Save(outputPath);
+        // The writer puts external data (a model past protobuf's 2 GB) in a file next to the model.
+        return new FileInfo(outputPath).Length + (File.Exists(outputPath + ".data") ? new FileInfo(outputPath + ".data").Length : 0);
+    }
+
+    /// <summary>Lets the working copy go (a round of the sparsity search that was not chosen): it is as large as the model.</summary>
+    public void Dispose() => _working = null;
+
+    /// <summary>Weight-sized tensors (≥ 1,024 values) in initializers and Constant nodes of subgraphs (If/Loop/Scan bodies).</summary>
+    private static int SubgraphWeights(OnnxModel model)
+    {
+        static IEnumerable<Onnx.Proto.GraphProto> Nested(Onnx.Proto.GraphProto graph) =>
+            graph.Node.SelectMany(n => n.Attribute).SelectMany(a => a.G is null ? a.Graphs : a.Graphs.Prepend(a.G)).SelectMany(g => Nested(g).Prepend(g));
+        return Nested(model.Proto.Graph).Sum(g =>
+            g.Initializer.Count(t => OnnxElementTypes.ElementCount(t.Dims) >= 1024) +
+            g.Node.Count(n => n.OpType == "Constant" && n.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { } t && OnnxElementTypes.ElementCount(t.Dims) >= 1024));
+    }
+
+    /// <summary>
+    /// What every working copy of one model shares: the spec and the progress sink, and, read once, the original's
+    /// interface and the evaluation data (the spec's evaluation data, else its calibration data), which is the
+    /// calibration set too when the spec names no evaluation data.
+    /// </summary>
+    private sealed record Source(string Path, CompressionSpec Spec, Action<string> Progress, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration)
+    {
+        public static Source Open(string path, CompressionSpec spec, Action<string> progress)
+        {
+            var evaluation = spec.Evaluation ?? spec.Calibration;
+            var original = evaluation is null ? null : OnnxModel.LoadInterface(path);
+            var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
+            // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice.
+            return new Source(path, spec, progress, original, data, spec.Evaluation is null ? data : null);
+        }
+    }
+}

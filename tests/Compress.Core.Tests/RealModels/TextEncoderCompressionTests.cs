@@ -1,0 +1,92 @@
+using Compress.Core.Data;
+using Compress.Core.Tests.TestSupport;
+using Microsoft.ML.OnnxRuntime;
+using Xunit.Abstractions;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Tests.RealModels;
+
+/// <summary>
+/// The trained sentence encoder (tests/fixtures/text: vocabulary 8,192 × 128, 4 layers, trained on English text) in
+/// each integer scheme, judged as an application uses it: mean-pooled sentence embeddings of the 128 held-out
+/// evaluation sentences, their cosine to the original's and whether each sentence keeps its nearest neighbour.
+/// </summary>
+public sealed class TextEncoderCompressionTests(ITestOutputHelper output) : TempDirectoryTest
+{
+    private static string Fixture(string name) => Path.Combine(TestData.RepoRoot, "tests", "fixtures", "text", name);
+
+    private static string Spec(string step) => $$"""
+        { "data": { "calibration": { "path": {{SpecFiles.Quote(Fixture("calibration.npz"))}} },
+                    "evaluation": { "path": {{SpecFiles.Quote(Fixture("evaluation.npz"))}} } },
+          "steps": [ { {{step}} } ] }
+        """;
+
+    [Theory]
+    [InlineData("dynamic", """ "quantize": { "weights": "int8", "activations": "dynamic" } """, 0.27, 0.99, 0.95)]
+    [InlineData("int4", """ "quantize": { "weights": "int4", "activations": "none" } """, 0.17, 0.98, 0.75)]
+    [InlineData("static", """ "quantize": { "weights": "int8", "activations": "int8" } """, 0.28, 0.98, 0.9)]
+    public void Each_scheme_keeps_the_sentence_embeddings(string name, string step, double maxRatio, double minCosine, double minNeighbours)
+    {
+        var path = Path.Combine(Dir, name + ".onnx");
+        var report = CompressionPipeline.Run(Fixture("text_encoder.onnx"), SpecFiles.Load(Dir, Spec(step)), path, measureLatency: false);
+        var (cosine, neighbours) = Embeddings(path);
+        output.WriteLine($"{name}: {report.Size.CompressedBytes:N0} bytes ({report.Size.Ratio:0.000}x), pooled cosine {cosine:0.0000}, nearest neighbour kept {neighbours:P1}, token cosine {report.Metrics!.Primary.MeanCosine:0.0000}");
+        Assert.Contains(report.Layers, l => l.Weight == "tokens.weight" && l.Format.Contains("GatherBlockQuantized", StringComparison.Ordinal));
+        Assert.True(report.Size.Ratio <= maxRatio, $"{report.Size.Ratio:0.000}x");
+        Assert.True(cosine >= minCosine, $"pooled cosine {cosine:0.0000}");
+        Assert.True(neighbours >= minNeighbours, $"nearest neighbour kept {neighbours:P1}");
+    }
+
+    /// <summary>WoodFisher's gradients run through the TorchSharp executor on the BERT graph (Erf, Where, Expand, ConstantOfShape, masks).</summary>
+    [Fact]
+    public void Woodfisher_prunes_the_encoder_by_half()
+    {
+        var path = Path.Combine(Dir, "woodfisher.onnx");
+        var spec = SpecFiles.Load(Dir, $$"""
+            { "data": { "calibration": { "path": {{SpecFiles.Quote(Fixture("calibration.npz"))}}, "samples": 64 },
+                        "evaluation": { "path": {{SpecFiles.Quote(Fixture("evaluation.npz"))}} } },
+              "steps": [ { "prune": { "method": "woodfisher", "sparsity": 0.5 } } ], "constraints": { "minCosine": 0.9 } }
+            """);
+        var report = CompressionPipeline.Run(Fixture("text_encoder.onnx"), spec, path, measureLatency: false);
+        var (cosine, neighbours) = Embeddings(path);
+        output.WriteLine($"woodfisher 50%: sparsity {report.Size.OverallSparsity:P1}, pooled cosine {cosine:0.0000}, nearest neighbour kept {neighbours:P1}");
+        var pruned = report.Layers.Where(l => l.OpType == "MatMul").ToList();
+        Assert.Equal(24, pruned.Count);
+        Assert.InRange(pruned.Sum(l => l.Sparsity * l.Parameters) / pruned.Sum(l => l.Parameters), 0.49, 0.505);
+        Assert.True(cosine >= 0.95, $"pooled cosine {cosine:0.0000}");
+    }
+
+    /// <summary>Mean cosine of the masked-mean-pooled embeddings (compressed vs original), and the share of sentences whose nearest other sentence stays the same.</summary>
+    private static (double Cosine, double Neighbours) Embeddings(string compressed)
+    {
+        Compress.Core.Torch.TorchRuntime.EnsureLoaded();
+        using var scope = NewDisposeScope();
+        var original = Pooled(Fixture("text_encoder.onnx"));
+        var ours = Pooled(compressed);
+        var cosine = (original * ours).sum(1).mean().item<float>();
+        static Tensor Nearest(Tensor e)
+        {
+            var similarity = e.matmul(e.t()) - eye(e.shape[0]) * 4; // a sentence is not its own neighbour
+            return similarity.argmax(1);
+        }
+
+        var kept = Nearest(original).eq(Nearest(ours)).to_type(ScalarType.Float32).mean().item<float>();
+        return (cosine, kept);
+    }
+
+    private static Tensor Pooled(string model)
+    {
+        var arrays = ArrayFile.Read(Fixture("evaluation.npz"));
+        var ids = arrays["input_ids"].ToInt64();
+        var mask = arrays["attention_mask"].ToInt64();
+        long[] shape = [.. arrays["input_ids"].Shape];
+        using var session = OrtHarness.Open(model);
+        using var inputIds = OrtValue.CreateTensorValueFromMemory(ids, shape);
+        using var attentionMask = OrtValue.CreateTensorValueFromMemory(mask, shape);
+        using var runOptions = new RunOptions();
+        using var results = session.Run(runOptions, ["input_ids", "attention_mask"], [inputIds, attentionMask], ["last_hidden_state"]);
+        var hidden = tensor(results[0].GetTensorDataAsSpan<float>().ToArray()).reshape(results[0].GetTensorTypeAndShape().Shape);
+        var weights = tensor(mask).reshape(shape).to_type(ScalarType.Float32).unsqueeze(2);
+        return nn.functional.normalize((hidden * weights).sum(1), p: 2, dim: 1);
+    }
+}
