@@ -182,14 +182,26 @@ public sealed class FloatIslands
         return WithResidual(x, nodes, output, gamma, beta);
     }
 
-    /// <summary>The residual (or embedding) sum a LayerNorm normalises: an Add of two computed tensors.</summary>
+    /// <summary>
+    /// The residual sum a LayerNorm normalises (an Add of two computed tensors), or the embedding sum of several tables
+    /// (Adds of Adds, each read only by the next). A pre-LN encoder's residual Add that an earlier LayerNorm already
+    /// claimed stays in that island.
+    /// </summary>
     private FloatIsland WithResidual(string input, List<NodeProto> nodes, string output, string? gamma, string? beta)
     {
-        if (_graph.GetProducer(input) is { OpType: "Add" } sum && Variable(sum).Count == 2)
+        var sums = new List<NodeProto>();
+        var pending = new Stack<(string Tensor, bool First)>([(input, true)]);
+        while (pending.TryPop(out var at) && sums.Count < 4)
         {
-            nodes.Insert(0, sum);
+            if (_graph.GetProducer(at.Tensor) is { OpType: "Add" } sum && string.IsNullOrEmpty(sum.Domain) && Variable(sum).Count == 2
+                && !Contains(sum) && (at.First || SoleConsumer(at.Tensor) is not null))
+            {
+                sums.Add(sum);
+                sum.Input.ToList().ForEach(i => pending.Push((i, false)));
+            }
         }
 
+        nodes.InsertRange(0, sums);
         return new FloatIsland(IslandKind.LayerNorm, nodes, output, gamma, beta);
     }
 
