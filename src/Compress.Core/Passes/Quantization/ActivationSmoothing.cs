@@ -9,7 +9,7 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Quantization;
 
 /// <summary>
-/// SmoothQuant (algorithms.md §18): a LayerNorm's output channels with large activations make one int8 scale too coarse
+/// SmoothQuant (algorithms.md §13): a LayerNorm's output channels with large activations make one int8 scale too coarse
 /// for all the others, while the weights reading them are easy to quantize. Per channel j,
 /// s_j = max|X_j|^α / max|W_j|^(1−α); the LayerNorm's γ and β are divided by s (so X becomes X / s) and the rows of
 /// every MatMul/Gemm weight reading X are multiplied by s, which leaves X·W unchanged. A reader that is not such a

@@ -26,7 +26,7 @@ public sealed record FloatIsland(IslandKind Kind, IReadOnlyList<NodeProto> Nodes
 
 /// <summary>
 /// The parts of a graph that static int8 keeps float when the step leaves <c>opTypes</c> to its defaults
-/// (algorithms.md §18), most of them a transformer's: their tensors have ranges one int8 scale cannot hold (the mask
+/// (algorithms.md §13), most of them a transformer's: their tensors have ranges one int8 scale cannot hold (the mask
 /// bias of −10000 beside scores of a few units, the residual stream's outlier channels) and ONNX Runtime has no
 /// integer kernel for them, so Q/DQ pairs there cost precision and time for nothing; the same holds for a MatMul's
 /// bias Add, which ONNX Runtime folds into the integer MatMul. Found from the graph's structure, not from node names.
