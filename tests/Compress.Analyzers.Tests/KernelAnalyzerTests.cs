@@ -81,7 +81,7 @@ public sealed class KernelAnalyzerTests
     public Task Weight_only_quantization_of_a_model_without_matmul_or_gemm_is_flagged() => Verify(
         Manifest("[]", """[ { "domain": "ai.onnx", "op": "Conv", "count": 2, "nodes": ["c1", "c2"] }, { "domain": "ai.onnx", "op": "Relu", "count": 2, "nodes": ["r1", "r2"] } ]"""),
         """{ "steps": [ { {|#0:"|}quantize": { "weights": "int4", "activations": "none" } } ] }""",
-        new DiagnosticResult(Rules.MethodFindsNothing).WithLocation(0).WithArguments("weight-only quantization", "MatMul and Gemm", "Net", "Conv, Relu"));
+        new DiagnosticResult(Rules.MethodFindsNothing).WithLocation(0).WithArguments("weight-only quantization", "MatMul and Gemm and Gather", "Net", "Conv, Relu"));
 
     [Fact]
     public Task Pruning_a_model_without_weighted_layers_is_flagged() => Verify(

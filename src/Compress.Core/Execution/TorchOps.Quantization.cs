@@ -95,7 +95,7 @@ public static partial class TorchOps
             ? Unpack(z.index_select(0, flat), bits).narrow(1, 0, scales.shape[1])
             : full_like(scales, 1 << (bits - 1));
         var values = (codes - zeros.repeat_interleave(block, 1).narrow(1, 0, width)) * scales.repeat_interleave(block, 1).narrow(1, 0, width);
-        return [values.reshape([.. indices.shape, width])];
+        return [values.reshape([.. indices.shape, width]).to_type(c.Inputs[2]!.dtype)]; // the scales' type, as the kernel does
     }
 
     /// <summary>uint8 bytes as codes (float): as they are for 8 bits, two per byte (low nibble first) for 4.</summary>

@@ -41,7 +41,7 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
     [Fact]
     public void Gptq_int4_is_more_accurate_than_round_to_nearest()
     {
-        var rtn = Compress("mlp", """{ "quantize": { "weights": "int4", "blockSize": 32 } }""");
+        var rtn = Compress("mlp", """{ "quantize": { "method": "rtn", "weights": "int4", "blockSize": 32 } }"""); // named: with data, int4 defaults to GPTQ
         var gptq = Compress("mlp", """{ "quantize": { "method": "gptq", "weights": "int4", "blockSize": 32 } }""");
         output.WriteLine($"int4 g32: round-to-nearest {Accuracy(rtn):P2} ({rtn.Metrics!.SqnrDb:0.0} dB), GPTQ {Accuracy(gptq):P2} ({gptq.Metrics!.SqnrDb:0.0} dB)");
         Assert.True(Accuracy(gptq) > Accuracy(rtn), $"GPTQ {Accuracy(gptq):P2} vs round-to-nearest {Accuracy(rtn):P2}");

@@ -11,7 +11,7 @@ namespace Compress.Core.Passes.Quantization;
 /// <summary>
 /// Dynamic int8 for MatMul/Gemm-heavy models: weights int8 (symmetric, per output column or per tensor), activations
 /// quantized at run time. Each MatMul(A, W) or Gemm(A, W, C) with alpha = beta = 1 and no transA becomes ONNX
-/// Runtime's com.microsoft DynamicQuantizeMatMul(A, W_int8[K, N], scale, zero_point, bias).
+/// Runtime's com.microsoft DynamicQuantizeMatMul(A, W_int8[K, N], scale, [no zero point: symmetric], bias).
 /// </summary>
 [ImplementsMethod(RtnMethod.Name, Scheme = QuantizeSchemes.Dynamic)]
 public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
@@ -53,8 +53,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
             record.Store(qName);
             var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
-            var zName = graph.AddInitializer((axis is null ? zeros(Array.Empty<long>(), ScalarType.Int8) : zeros_like(scales, ScalarType.Int8)).ToOnnx(graph.UniqueName(baseName + "_zero_point"))).Name;
-            var inputs = new List<string> { node.Input[0], qName, sName, zName };
+            var inputs = new List<string> { node.Input[0], qName, sName, "" }; // symmetric: the zero point left out is 0
             if (node.OpType == "Gemm" && node.Input.Count > 2 && graph.GetInitializer(node.Input[2]) is { Dims.Count: 1 } bias)
             {
                 inputs.Add(bias.Name);
@@ -64,8 +63,11 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
                 context.Notes.Add($"dynamic: '{use.NodeName}' kept float (bias is not a 1-D constant)");
                 graph.RemoveInitializer(qName);
                 graph.RemoveInitializer(sName);
-                graph.RemoveInitializer(zName);
                 continue;
+            }
+            else
+            {
+                inputs.RemoveAt(3); // nothing after the zero point's place
             }
 
             var replacement = new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };
@@ -73,6 +75,11 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             graph.RemoveInitializerIfUnused(baseName);
 
             converted++;
+        }
+
+        if (converted > 0)
+        {
+            FloatVectors.ToFloat16(context, "dynamic");
         }
 
         context.Model.RequireOpset("com.microsoft", 1);

@@ -12,7 +12,9 @@ namespace Compress.Core.Passes.Quantization;
 /// transformer encoder's bytes — stored as ONNX Runtime's <c>com.microsoft.GatherBlockQuantized</c> (algorithms.md §11):
 /// uint8 codes along each row, gathered and dequantized row by row at run time, so the table is never expanded whole.
 /// int8 keeps one symmetric scale per row (a block as wide as the row; code 128 is zero); int4 takes blocks of the
-/// step's block size along the row, two codes per byte, symmetric or with stored zero points as the step says. A
+/// step's block size along the row, two codes per byte, symmetric or with stored zero points as the step says. Scales
+/// are float16 (the kernel then gathers float16 rows, cast to float32 after: half the scales' bytes, an error far below
+/// the grid's). A
 /// table cut by <c>Slice</c> (positions up to the sequence length) is int8 per row behind a DequantizeLinear. Every
 /// quantize scheme (static, dynamic, weight-only) calls this for the <c>Gather</c> nodes it selects; a table another op
 /// also reads (tied weights) is left float and said in the notes.
@@ -125,9 +127,10 @@ public static class EmbeddingTables
         var symmetric = bits == 8 || step.Symmetric;
         var grid = new IntegerGrid(bits, symmetric);
         var blocked = IntegerGrid.Blocks(values, block);
-        var (scales, zeros) = grid.Fit(blocked, 2);
+        var (fitted, zeros) = grid.Fit(blocked, 2);
+        var scales = fitted.to_type(ScalarType.Float16).to_type(ScalarType.Float32); // stored as float16 (below)
         var codes = grid.Codes(blocked, scales, zeros);
-        var dequantized = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), width);
+        var dequantized = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), width).to_type(ScalarType.Float16).to_type(ScalarType.Float32);
         context.Frontier?.SetWeight(table.Name, dequantized);
 
         var record = context.Layer(table.Name, OnnxGraph.Describe(gathers[0]), "Gather", values.numel());
@@ -139,7 +142,7 @@ public static class EmbeddingTables
         var blocks = scales.shape[1];
         var dataName = graph.AddInitializer(data.contiguous().ToOnnx(graph.UniqueName(table.Name + "_quantized"))).Name;
         record.Store(dataName);
-        var scaleName = graph.AddInitializer(scales.reshape(rows, blocks).contiguous().ToOnnx(graph.UniqueName(table.Name + "_scales"))).Name;
+        var scaleName = graph.AddInitializer(scales.reshape(rows, blocks).to_type(ScalarType.Float16).contiguous().ToOnnx(graph.UniqueName(table.Name + "_scales"))).Name;
         string? zeroName = null;
         if (!symmetric)
         {
@@ -150,10 +153,11 @@ public static class EmbeddingTables
 
         foreach (var gather in gathers)
         {
+            var rows16 = graph.UniqueName(gather.Output[0] + "_fp16");
             var replacement = new NodeProto
             {
                 OpType = "GatherBlockQuantized", Domain = "com.microsoft", Name = gather.Name,
-                Input = { dataName, gather.Input[1], scaleName }, Output = { gather.Output },
+                Input = { dataName, gather.Input[1], scaleName }, Output = { rows16 },
             };
             if (zeroName is not null)
             {
@@ -164,7 +168,9 @@ public static class EmbeddingTables
             replacement.Attribute.Add(OnnxAttribute.Int("quantize_axis", 1));
             replacement.Attribute.Add(OnnxAttribute.Int("block_size", block));
             replacement.Attribute.Add(OnnxAttribute.Int("bits", bits));
-            graph.Replace(gather, replacement);
+            var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(gather.Name + "_float"), Input = { rows16 }, Output = { gather.Output } };
+            cast.Attribute.Add(OnnxAttribute.Int("to", (long)TensorProto.Types.DataType.Float));
+            graph.Replace(gather, replacement, cast);
         }
 
         graph.RemoveInitializerIfUnused(table.Name);

@@ -48,21 +48,29 @@ public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
             record.Format = new Plans.WeightFormat(Plans.WeightEncoding.Float16, 16);
             record.RelativeError += Quantization.WeightQuantization.RelativeError(values, half.to_type(ScalarType.Float32));
 
-            var name = initializer.Name;
-            var halfName = graph.UniqueName(name + "_fp16");
-            graph.AddInitializer(half.ToOnnx(halfName));
-            record.Store(halfName);
-            var castOutput = graph.UniqueName(name + "_fp32");
-            var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(name + "_cast"), Input = { halfName }, Output = { castOutput } };
-            cast.Attribute.Add(OnnxAttribute.Int("to", (long)DataType.Float));
-            graph.Prepend(cast);
-            graph.RedirectConsumers(name, castOutput, except: cast, graphOutputs: false);
-            graph.RemoveInitializer(name);
+            record.Store(StoreHalf(graph, initializer.Name, half));
             converted++;
         }
 
         var fp16Ops = graph.Nodes.Select(n => n.OpType).Distinct().Count(op => OrtKernelTable.Cpu.Supports("", op, opset, "float16"));
         context.Notes.Add($"fp16: {converted} weights stored as float16; arithmetic stays float32 (ONNX Runtime's CPU provider has no fp16 kernel for it; {fp16Ops} op types of this model have one)");
         context.Progress($"quantize: fp16 storage for {converted} weights");
+    }
+
+    /// <summary>
+    /// Replaces a float initializer by its float16 copy behind one Cast to float32 (which ONNX Runtime folds at load);
+    /// its readers read the Cast. Returns the float16 initializer's name.
+    /// </summary>
+    internal static string StoreHalf(OnnxGraph graph, string name, Tensor half)
+    {
+        var halfName = graph.UniqueName(name + "_fp16");
+        graph.AddInitializer(half.ToOnnx(halfName));
+        var castOutput = graph.UniqueName(name + "_fp32");
+        var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(name + "_cast"), Input = { halfName }, Output = { castOutput } };
+        cast.Attribute.Add(OnnxAttribute.Int("to", (long)DataType.Float));
+        graph.Prepend(cast);
+        graph.RedirectConsumers(name, castOutput, except: cast, graphOutputs: false);
+        graph.RemoveInitializer(name);
+        return halfName;
     }
 }

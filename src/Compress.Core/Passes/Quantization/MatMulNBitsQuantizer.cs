@@ -143,6 +143,11 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             converted++;
         }
 
+        if (converted > 0)
+        {
+            FloatVectors.ToFloat16(context, "weight-only");
+        }
+
         context.Model.RequireOpset("com.microsoft", 1);
         context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes"
             + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + EmbeddingTables.Describe(tables));
