@@ -62,6 +62,12 @@ namespace Compress.Spec
         /// <summary>Operator types the step applies to.</summary>
         public List<string> OpTypes { get; } = new List<string>();
 
+        /// <summary>
+        /// Whether <see cref="OpTypes"/> are the method's defaults (the spec names none): a pass may then refine them
+        /// from the graph, as static quantization keeps a transformer's LayerNorm, Softmax and GELU float.
+        /// </summary>
+        public bool DefaultOpTypes { get; set; }
+
         /// <summary>The step's key in the spec: <c>prune</c>, <c>quantize</c>.</summary>
         public abstract string Kind { get; }
 
@@ -143,6 +149,12 @@ namespace Compress.Spec
 
         /// <summary>Empirical bias correction of quantized Conv/Gemm layers against the float model (static only).</summary>
         public bool BiasCorrection { get; set; }
+
+        /// <summary>
+        /// SmoothQuant's migration strength α (static only): per-channel scales moved from the outputs of LayerNorms
+        /// into the weights of the MatMul/Gemm reading them; null leaves the model as it is.
+        /// </summary>
+        public double? Smoothing { get; set; }
 
         public int BlockSize { get; set; } = 32;
 

@@ -244,6 +244,7 @@ namespace Compress.Spec
                 if (step.OpTypes.Count == 0)
                 {
                     step.OpTypes.AddRange(method.Scheme(step.Scheme)?.OpTypes ?? method.OpTypes);
+                    step.DefaultOpTypes = true;
                 }
 
                 return step;

@@ -149,12 +149,15 @@ public sealed class OnnxGraph
         Invalidate();
     }
 
-    /// <summary>Points every reader of <paramref name="oldName"/> (nodes, and graph outputs unless told not to) at <paramref name="newName"/>.</summary>
-    public void RedirectConsumers(string oldName, string newName, NodeProto? except = null, bool graphOutputs = true)
+    /// <summary>
+    /// Points every reader of <paramref name="oldName"/> (nodes — only those <paramref name="only"/> accepts, when given —
+    /// and graph outputs unless told not to) at <paramref name="newName"/>.
+    /// </summary>
+    public void RedirectConsumers(string oldName, string newName, NodeProto? except = null, bool graphOutputs = true, Func<NodeProto, bool>? only = null)
     {
         foreach (var node in Proto.Node)
         {
-            if (ReferenceEquals(node, except))
+            if (ReferenceEquals(node, except) || (only is not null && !only(node)))
             {
                 continue;
             }

@@ -11,7 +11,7 @@ namespace Compress.Spec.Methods
     {
         public QuantizeKind()
             : base("quantize", "quantization", RtnMethod.Name,
-                new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "blockSize", "symmetric" },
+                new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "smoothing", "blockSize", "symmetric" },
                 new Dictionary<string, string[]>
                 {
                     ["weights"] = new[] { "int8", "int4", "fp16" },
@@ -34,6 +34,7 @@ namespace Compress.Spec.Methods
                 MinActivationSqnrDb = values.OptionalNumber(node, "minActivationSqnrDb", 0, 100),
                 Symmetric = node["symmetric"] is JsonNode symmetric ? values.Boolean(symmetric, "'symmetric'") : true,
                 BiasCorrection = node["biasCorrection"] is JsonNode correction && values.Boolean(correction, "'biasCorrection'"),
+                Smoothing = values.OptionalNumber(node, "smoothing", 0, 1),
             };
             step.Activations = values.Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
 
@@ -69,7 +70,7 @@ namespace Compress.Spec.Methods
                 throw values.Error(SpecCodes.Inconsistent, node["blockSize"]!, "'blockSize' applies to weight-only quantization ('activations': 'none')");
             }
 
-            if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"] ?? node["biasCorrection"]) is JsonNode calibrationOnly && step.Scheme != QuantizeSchemes.Static)
+            if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"] ?? node["biasCorrection"] ?? node["smoothing"]) is JsonNode calibrationOnly && step.Scheme != QuantizeSchemes.Static)
             {
                 throw values.Error(SpecCodes.Inconsistent, calibrationOnly, "activation calibration applies to static quantization ('activations': 'int8' or 'uint8')");
             }

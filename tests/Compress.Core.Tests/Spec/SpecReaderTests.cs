@@ -44,6 +44,10 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5, \"pattern\": \"2:4\", \"blockSize\": 30 } } ], \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } } }", "CMP0107", 1, 92, "must be a multiple of M (4)" },
         { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\", \"samples\": 1.5 } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0102", 1, 61, "whole number" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"fp16\", \"calibration\": \"entropy\" } } ] }", "CMP0107", 1, 64, "applies to static quantization" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\", \"smoothing\": 1.5 } } ] }", "CMP0103", 1, 85, "'smoothing' is 1.5; it must be between 0 and 1" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\", \"smoothing\": -0.1 } } ] }", "CMP0103", 1, 85, "'smoothing' is -0.1; it must be between 0 and 1" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\", \"smoothing\": true } } ] }", "CMP0102", 1, 85, "'smoothing' must be a number" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"dynamic\", \"smoothing\": 0.5 } } ] }", "CMP0107", 1, 88, "applies to static quantization" },
         { "{ \"target\": { \"executionProvider\": \"cuda\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 36, "allowed: cpu" },
     };
 

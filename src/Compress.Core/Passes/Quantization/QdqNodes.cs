@@ -26,8 +26,11 @@ internal sealed class QdqNodes
 
     public string Domain { get; }
 
-    /// <summary>A Q→DQ pair on activation <paramref name="tensor"/>, placed after its producer; readers move to the DQ output (returned).</summary>
-    public string InsertPair(string tensor, float scale, int zeroPoint, bool unsigned)
+    /// <summary>
+    /// A Q→DQ pair on activation <paramref name="tensor"/>, placed after its producer; readers move to the DQ output
+    /// (returned) — only the quantized ones when <paramref name="readers"/> says which, so float ops keep the float values.
+    /// </summary>
+    public string InsertPair(string tensor, float scale, int zeroPoint, bool unsigned, Func<NodeProto, bool>? readers = null)
     {
         var graph = _model.Graph;
         var scaleName = graph.AddInitializer(OnnxTensors.Scalar(graph.UniqueName(tensor + "_scale"), scale)).Name;
@@ -47,7 +50,7 @@ internal sealed class QdqNodes
             graph.Prepend(q, dq);
         }
 
-        graph.RedirectConsumers(tensor, dequantized, except: q, graphOutputs: false);
+        graph.RedirectConsumers(tensor, dequantized, except: q, graphOutputs: false, only: readers);
         return dequantized;
     }
 

@@ -39,8 +39,19 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
 
         var tables = EmbeddingTables.Quantize(context, step, 8);
         var graph = model.Graph;
+        // Op types left to their defaults keep a transformer's LayerNorm, Softmax and GELU float (FloatIslands).
+        var islands = step.DefaultOpTypes || step.Smoothing is not null ? FloatIslands.Find(graph) : null;
+        if (step.Smoothing is { } alpha)
+        {
+            context.Progress($"smoothing: α {alpha}, LayerNorm outputs on {context.Calibration.Count} samples");
+            context.Notes.AddRange(ActivationSmoothing.Apply(model, islands!, context.Calibration, alpha));
+        }
+
+        var floatNodes = step.DefaultOpTypes ? islands : null;
+        context.Notes.AddRange(floatNodes?.Describe() ?? []);
         var nodes = graph.TopologicalOrder()
-            .Where(n => string.IsNullOrEmpty(n.Domain) && n.OpType != "Gather" && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step)).ToList();
+            .Where(n => string.IsNullOrEmpty(n.Domain) && n.OpType != "Gather" && step.OpTypes.Contains(n.OpType) && WeightSelection.Matches(n, step) && floatNodes?.Contains(n) != true)
+            .ToList();
         var weights = new Dictionary<NodeProto, WeightUse>(ReferenceEqualityComparer.Instance);
         foreach (var use in WeightSelection.Select(graph, step))
         {
@@ -121,10 +132,24 @@ public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         var dequantized = new Dictionary<string, string>();
+        var widened = 0;
         foreach (var tensor in candidates.Where(parameters.ContainsKey))
         {
+            // ONNX Runtime turns an int8 pair into uint8 (zero point + 128, the same grid) for its x86 integer kernels
+            // only when the pair has one reader; a pair read by several ops would stay int8 and every op reading it
+            // would fall back to float (BERT-base-like encoder: 2.3× slower than float). Such pairs are written as uint8.
+            // Ops left float (unselected, or in a float island) keep reading the float tensor.
             var (scale, zero) = parameters[tensor];
-            dequantized[tensor] = qdq.InsertPair(tensor, scale, zero, unsigned);
+            var several = !unsigned && graph.GetConsumers(tensor).Count(selected.Contains) > 1;
+            widened += several ? 1 : 0;
+            dequantized[tensor] = several
+                ? qdq.InsertPair(tensor, scale, zero + 128, unsigned: true, selected.Contains)
+                : qdq.InsertPair(tensor, scale, zero, unsigned, selected.Contains);
+        }
+
+        if (widened > 0)
+        {
+            context.Notes.Add($"static: {widened} int8 activations read by several ops written as uint8 pairs (zero point + 128: the same grid), as ONNX Runtime's integer kernels take them");
         }
 
         if (floatMeans is not null)
