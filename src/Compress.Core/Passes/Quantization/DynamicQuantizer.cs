@@ -53,10 +53,10 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
             record.Store(qName);
             var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
-            var inputs = new List<string> { node.Input[0], qName, sName, "" }; // symmetric: the zero point left out is 0
+            var inputs = new List<string> { node.Input[0], qName, sName }; // symmetric: the zero point left out is 0
             if (node.OpType == "Gemm" && node.Input.Count > 2 && graph.GetInitializer(node.Input[2]) is { Dims.Count: 1 } bias)
             {
-                inputs.Add(bias.Name);
+                inputs.AddRange(["", bias.Name]); // the bias after the zero point's empty place
             }
             else if (node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0)
             {
@@ -64,10 +64,6 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
                 graph.RemoveInitializer(qName);
                 graph.RemoveInitializer(sName);
                 continue;
-            }
-            else
-            {
-                inputs.RemoveAt(3); // nothing after the zero point's place
             }
 
             var replacement = new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };

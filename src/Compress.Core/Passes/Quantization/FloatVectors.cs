@@ -32,14 +32,7 @@ public static class FloatVectors
             }
 
             using var scope = NewDisposeScope();
-            var half = context.Model.ToTorch(vector).to_type(ScalarType.Float16);
-            // The Cast writes the vector's own name, so its readers stay as they are and the file gains only one name.
-            var halfName = graph.UniqueName(vector.Name + "_fp16");
-            graph.AddInitializer(half.ToOnnx(halfName));
-            graph.RemoveInitializer(vector.Name);
-            var cast = new NodeProto { OpType = "Cast", Input = { halfName }, Output = { vector.Name } };
-            cast.Attribute.Add(OnnxAttribute.Int("to", (long)TensorProto.Types.DataType.Float));
-            graph.Prepend(cast);
+            Fp16Converter.StoreHalf(graph, vector.Name, context.Model.ToTorch(vector).to_type(ScalarType.Float16), castKeepsName: true);
             bytes += 2 * vector.Dims[0];
             converted++;
         }

@@ -58,18 +58,28 @@ public sealed class Fp16Converter(QuantizeStep step) : ICompressionPass
     }
 
     /// <summary>
-    /// Replaces a float initializer by its float16 copy behind one Cast to float32 (which ONNX Runtime folds at load);
-    /// its readers read the Cast. Returns the float16 initializer's name.
+    /// Replaces a float initializer by its float16 copy behind one Cast to float32 (which ONNX Runtime folds at load).
+    /// The Cast writes a new name its readers are redirected to, or — <paramref name="castKeepsName"/> — the initializer's
+    /// own name, so readers stay as they are and the file gains one name less. Returns the float16 initializer's name.
     /// </summary>
-    internal static string StoreHalf(OnnxGraph graph, string name, Tensor half)
+    internal static string StoreHalf(OnnxGraph graph, string name, Tensor half, bool castKeepsName = false)
     {
         var halfName = graph.UniqueName(name + "_fp16");
         graph.AddInitializer(half.ToOnnx(halfName));
-        var castOutput = graph.UniqueName(name + "_fp32");
-        var cast = new NodeProto { OpType = "Cast", Name = graph.UniqueName(name + "_cast"), Input = { halfName }, Output = { castOutput } };
+        var cast = new NodeProto { OpType = "Cast", Input = { halfName } };
         cast.Attribute.Add(OnnxAttribute.Int("to", (long)DataType.Float));
+        if (castKeepsName)
+        {
+            graph.RemoveInitializer(name);
+            cast.Output.Add(name);
+            graph.Prepend(cast);
+            return halfName;
+        }
+
+        cast.Name = graph.UniqueName(name + "_cast");
+        cast.Output.Add(graph.UniqueName(name + "_fp32"));
         graph.Prepend(cast);
-        graph.RedirectConsumers(name, castOutput, except: cast, graphOutputs: false);
+        graph.RedirectConsumers(name, cast.Output[0], except: cast, graphOutputs: false);
         graph.RemoveInitializer(name);
         return halfName;
     }

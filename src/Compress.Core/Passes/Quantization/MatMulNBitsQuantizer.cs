@@ -71,8 +71,9 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var rounding = gptq ? "GPTQ" : null;
             if (gptq)
             {
-                (codes, scales, zeroPoints, var outputError) = Gptq.Quantize(context, use, nk, grid, step, step.ActOrder);
-                if (bits == 4 && plan.Source != Plans.PlanSource.Allocation && outputError > maxLayerError)
+                var mayFallBack = bits == 4 && plan.Source != Plans.PlanSource.Allocation;
+                (codes, scales, zeroPoints, var outputError) = Gptq.Quantize(context, use, nk, grid, step, step.ActOrder, measureError: mayFallBack);
+                if (outputError > maxLayerError)
                 {
                     // Rounding did not hold this layer: int8 round-to-nearest keeps its error about 250× smaller.
                     context.Notes.Add($"weight-only: '{use.NodeName}' stored int8, its int4 output error {outputError:P2} being above {maxLayerError:P1}");

@@ -15,28 +15,33 @@ public static class Gptq
 {
     /// <param name="matrix">[N, K] (rows = output columns of the MatMul).</param>
     /// <param name="actOrder">Columns by descending Hessian diagonal (the step's <c>actOrder</c>, or the int4 default).</param>
+    /// <param name="measureError">Whether to measure the output error (it keeps a copy of the Hessian while rounding).</param>
     /// <returns>
-    /// Codes [N, K] and scales, zero points [N, blocks, 1], all float; and the layer's relative output error on the
-    /// calibration data, ‖(W − Ŵ)·X‖² / ‖W·X‖² = tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ) with H = X·Xᵀ.
+    /// Codes [N, K] and scales, zero points [N, blocks, 1], all float; and, when asked, the layer's relative output error
+    /// on the calibration data, ‖(W − Ŵ)·X‖² / ‖W·X‖² = tr(ΔW·H·ΔWᵀ) / tr(W·H·Wᵀ) with H = X·Xᵀ.
     /// </returns>
-    public static (Tensor Codes, Tensor Scales, Tensor Zeros, double OutputError) Quantize(
-        CompressionContext context, WeightUse use, Tensor matrix, IntegerGrid grid, QuantizeStep step, bool actOrder)
+    public static (Tensor Codes, Tensor Scales, Tensor Zeros, double? OutputError) Quantize(
+        CompressionContext context, WeightUse use, Tensor matrix, IntegerGrid grid, QuantizeStep step, bool actOrder, bool measureError)
     {
         var options = new ObsOptions { Grid = grid, GroupSize = step.BlockSize, ActOrder = actOrder, Damping = step.Damping };
         var hessians = LayerHessian.Compute(context, use);
         var hessian = hessians[0];
         hessians.Dispose(); // the run takes the layer's Hessian over and releases it once factored
-        var original = matrix.to_type(hessian.dtype);
-        var signal = (original.matmul(hessian) * original).sum().item<double>();
-        var kept = hessian.clone(); // the run factors its own copy in place
+        using var kept = measureError ? hessian.clone() : null; // the run factors its own copy in place
         var (_, codes) = LayerObs.Run(matrix, hessian, options, takeOver: true);
         var scales = codes!.Scales.unsqueeze(2);
         var zeros = codes.Zeros.unsqueeze(2);
-        var rounded = IntegerGrid.Unblocks(IntegerGrid.Dequantize(IntegerGrid.Blocks(codes.Codes, step.BlockSize), scales, zeros), matrix.shape[1]);
-        var delta = original - rounded.to_type(kept.dtype);
-        var error = signal <= 0 ? 0 : (delta.matmul(kept) * delta).sum().item<double>() / signal;
-        kept.Dispose();
-        context.Progress($"gptq: {use.NodeName} ({matrix.shape[0]}×{matrix.shape[1]}): output error {error:P2}");
+        double? error = null;
+        if (kept is not null)
+        {
+            var original = matrix.to_type(kept.dtype);
+            var rounded = IntegerGrid.Unblocks(IntegerGrid.Dequantize(IntegerGrid.Blocks(codes.Codes, step.BlockSize), scales, zeros), matrix.shape[1]);
+            var delta = original - rounded.to_type(kept.dtype);
+            var signal = (original.matmul(kept) * original).sum().item<double>();
+            error = signal <= 0 ? 0 : (delta.matmul(kept) * delta).sum().item<double>() / signal;
+        }
+
+        context.Progress($"gptq: {use.NodeName} ({matrix.shape[0]}×{matrix.shape[1]})" + (error is { } e ? $": output error {e:P2}" : ""));
         return (codes.Codes, scales, zeros, error);
     }
 
