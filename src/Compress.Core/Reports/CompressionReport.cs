@@ -16,7 +16,8 @@ public sealed record CompressionReport(
     LatencyFigures? Latency,
     IReadOnlyList<string> Notes,
     SearchFigures? Search = null,
-    IReadOnlyList<CompressDiagnostic>? Warnings = null);
+    IReadOnlyList<CompressDiagnostic>? Warnings = null,
+    AllocationFigures? Allocation = null);
 
 public sealed record SizeFigures(long OriginalBytes, long CompressedBytes, long OriginalParameters, double Ratio, double OverallSparsity);
 
