@@ -21,6 +21,8 @@ namespace Compress.Spec.Methods
             WandaMethod.Descriptor,
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
+            DpMethod.Descriptor,
+            AnnealMethod.Descriptor,
         };
 
         /// <summary>The step kinds the methods belong to, in catalog order.</summary>

@@ -53,6 +53,12 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         : Step.Scope == "layer" || Step.N > 0 ? LayerPlans.Select(p => p.Sparsity ?? Step.Sparsity).ToArray()
         : null;
 
+    /// <summary>
+    /// The method's rule for one layer on its own (a matrix, its input Hessians, a sparsity), for the allocation's error
+    /// database: a layer-wise method that has one shares a global target out by the allocation instead of magnitudes.
+    /// </summary>
+    protected internal virtual Allocation.LayerPruner? DatabasePruner => null;
+
     /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
@@ -66,6 +72,11 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         if (LayerSparsities is { } own)
         {
             return own; // N:M, the layer scope, or an allocation
+        }
+
+        if (DatabasePruner is { } pruner && Step.DataAware)
+        {
+            return Allocation.DefaultAllocation.PruneShares(context, Step, uses, pruner);
         }
 
         using var scope = NewDisposeScope();
@@ -143,7 +154,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         record.Sparsity = layerZeros / (double)count;
         if (!Allocated && Step.Scope == "global" && Step.N == 0)
         {
-            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, PlanSource.GlobalShares) { Sparsity = record.Sparsity });
+            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, DatabasePruner is null ? PlanSource.GlobalShares : PlanSource.Allocation) { Sparsity = record.Sparsity });
         }
         record.RelativeError += WeightQuantization.RelativeError(original, values);
         context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));

@@ -19,6 +19,9 @@ namespace Compress.Core.Passes.SecondOrder;
 [ImplementsMethod(ObsMethod.Name)]
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
+        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, new ObsOptions { Sparsity = sparsity, BlockSize = Step.BlockSize, Damping = Step.Damping }, takeOver: true).Weight);
+
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
         EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
         {
