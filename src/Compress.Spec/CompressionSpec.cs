@@ -103,6 +103,9 @@ namespace Compress.Spec
 
         public int M { get; set; }
 
+        /// <summary><c>"pattern": "channel"</c>: whole channels removed with their dependency groups (algorithms.md §8).</summary>
+        public bool Channel { get; set; }
+
         public double MaxLayerSparsity { get; set; } = 0.98;
 
         /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
