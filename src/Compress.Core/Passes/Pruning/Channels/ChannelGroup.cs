@@ -29,7 +29,7 @@ public sealed record ChannelSlice(string Initializer, NodeProto Node, int Axis, 
 public sealed record ChannelFix(NodeProto Node, string? ShapeInitializer, int ShapeIndex, long PerChannel);
 
 /// <summary>
-/// A dependency group (algorithms.md §8): channels written by one or more producers and read, through pass-through
+/// A dependency group (algorithms.md §14): channels written by one or more producers and read, through pass-through
 /// ops, by every consumer — removing channel c removes it from all of them at once, so the graph stays consistent.
 /// A group the engine cannot remove safely has a <see cref="Refusal"/> and is left whole.
 /// </summary>

@@ -4,7 +4,7 @@ using Compress.Core.Onnx.Proto;
 namespace Compress.Core.Passes.Pruning.Channels;
 
 /// <summary>
-/// Finds the dependency groups of an ONNX graph (algorithms.md §8), as DepGraph does on autograd graphs: from each
+/// Finds the dependency groups of an ONNX graph (algorithms.md §14), as DepGraph does on autograd graphs: from each
 /// producer (Conv with group 1, Gemm, MatMul with a constant weight) the channels are followed forward to every
 /// reader and backward to every writer. Pass-through ops (activations, pooling, BatchNormalization, element-wise ops
 /// with broadcast constants, depthwise Conv) tie their input and output channels; all non-constant inputs of an

@@ -13,7 +13,7 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Pruning.Channels;
 
 /// <summary>
-/// <c>"pattern": "channel"</c> (algorithms.md §8): whole channels removed from the graph, so tensors and kernels
+/// <c>"pattern": "channel"</c> (algorithms.md §14): whole channels removed from the graph, so tensors and kernels
 /// shrink. The channels are those of each dependency group (<see cref="ChannelGroups"/>); a group loses the same
 /// channels in every producer, consumer and coupled parameter, and never all of them. Channels are chosen by a group
 /// score — with calibration data (method <c>obs</c>) the OBS cost of removing the channel's inputs from each consumer,
@@ -134,9 +134,26 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// <summary>The weight whose plan sets the group's sparsity: its first producer's.</summary>
     private static string Weight(ChannelGroup group) => group.Seed.Input[1];
 
-    /// <summary>How many of the group's channels go at <paramref name="sparsity"/>: capped by <c>maxLayerSparsity</c>, one always kept.</summary>
-    private long Removable(ChannelGroup group, double sparsity) =>
-        Math.Clamp((long)Math.Round(group.Channels * Math.Min(sparsity, step.MaxLayerSparsity)), 0, group.Channels - 1);
+    /// <summary>
+    /// How many of the group's channels go at <paramref name="sparsity"/>: capped by <c>maxLayerSparsity</c>, one always
+    /// kept, and a group of a multiple of <see cref="Block"/> channels keeps a multiple of it (the nearest, at least one
+    /// block): ONNX Runtime's blocked Conv kernels (NCHWc) work in 8-channel blocks, and on the ResNet-20 30% of the
+    /// channels cut to odd counts ran 1.14× slower than the dense model while 50% (multiples of 8) ran 1.8× faster.
+    /// </summary>
+    private long Removable(ChannelGroup group, double sparsity)
+    {
+        var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, step.MaxLayerSparsity));
+        if (remove > 0 && group.Channels % Block == 0 && group.Channels >= 2 * Block)
+        {
+            var keep = Math.Max(Block, (long)Math.Round((group.Channels - remove) / (double)Block, MidpointRounding.AwayFromZero) * Block);
+            remove = group.Channels - keep;
+        }
+
+        return Math.Clamp(remove, 0, group.Channels - 1);
+    }
+
+    /// <summary>Kept channels are rounded to multiples of this (in groups whose size is one).</summary>
+    private const long Block = 8;
 
     /// <summary>
     /// <c>scope: "global"</c>: the lowest-scoring channels over all groups (each group's scores divided by their mean, so
@@ -200,7 +217,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     }
 
     /// <summary>
-    /// Second order (algorithms.md §3, §8): for each consumer, removing channel c's inputs S with the best update of the
+    /// Second order (algorithms.md §3, §14): for each consumer, removing channel c's inputs S with the best update of the
     /// rest costs Σ_rows w_S [(H⁻¹)_SS]⁻¹ w_Sᵀ of output error; as a fraction of the consumer's output energy
     /// tr(W H Wᵀ), summed over the consumers.
     /// </summary>
@@ -381,9 +398,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         }
 
         /// <summary>
-        /// The kept inputs (and bias) refitted to the consumer's output before removal: [W | b] H[:, K] (H_KK + λI)⁻¹ over
-        /// the kept columns K (algorithms.md §4's OBS update for a whole set at once); the removed columns are zeroed
-        /// (surgery then drops them).
+        /// The kept inputs K (and bias) refitted to the consumer's output in the original model, by ridge least squares
+        /// towards the weights as they were: [W' | b'] = ([W | b] E[zₒ z_Kᵀ] + λ[W_K | b]) (E[z_K z_Kᵀ] + λI)⁻¹ (algorithms.md
+        /// §14); the removed columns are zeroed (surgery then drops them).
         /// </summary>
         public void Refit(OnnxModel model, long[] removed)
         {

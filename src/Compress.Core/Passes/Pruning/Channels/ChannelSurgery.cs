@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Pruning.Channels;
 
 /// <summary>
-/// Physical removal of a group's channels (algorithms.md §8): every slice of the group loses the removed channels'
+/// Physical removal of a group's channels (algorithms.md §14): every slice of the group loses the removed channels'
 /// elements — Conv W rows and the next Conv's W columns, biases, BatchNorm's scale/B/mean/var, Gemm rows or columns
 /// by transB, broadcast constants, depthwise filters — a depthwise Conv's <c>group</c> and a Reshape's feature count
 /// are lowered to match, and value_info for the reshaped values is dropped (ONNX Runtime infers it again).
