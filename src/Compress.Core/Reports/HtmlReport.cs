@@ -28,7 +28,7 @@ public static class HtmlReport
         td.name { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 0.92em; word-break: break-all; }
         .muted { color: #666; } .bad { color: #b00020; font-weight: 600; } .good { color: #1b7a32; }
         li.warning { color: #8a4b00; } .caption { color: #555; font-size: 0.88em; margin: 0.2em 0 0.5em; }
-        .chart-box { max-height: 640px; overflow: auto; border: 1px solid #ddd; margin-bottom: 1em; }
+        .chart-box { width: fit-content; max-width: 100%; max-height: 640px; overflow: auto; border: 1px solid #ddd; margin-bottom: 1em; }
         svg.chart { display: block; } svg.chart text.label { font-family: ui-monospace, Menlo, Consolas, monospace; font-size: 10.5px; }
         svg.chart text.tick { fill: #555; font-size: 10px; } svg.chart text.chosen-label { font-weight: bold; }
         """;

@@ -68,11 +68,11 @@ internal sealed record CurveAxis(string Title, Func<double, string> Tick);
 internal static class SvgCharts
 {
     public const int Width = 960;
-    private const int LabelWidth = 290;
-    private const int PlotWidth = 450;
+    private const int LabelWidth = 370;
+    private const int PlotWidth = 400;
     private const int RowHeight = 16;
     private const int AxisHeight = 34;
-    private const int LabelChars = 44;
+    private const int LabelChars = 58; // 10.5 px monospace: about 6.3 units a character; BERT names are 40–55
 
     public static string HorizontalBars(string chart, string title, IReadOnlyList<BarRow> rows, BarScale scale, IReadOnlyList<(string Name, string Fill)> legend)
     {
@@ -186,7 +186,7 @@ internal static class SvgCharts
         var step = (raw / magnitude) switch { <= 1 => 1, <= 2 => 2, <= 5 => 5, _ => 10 } * magnitude;
         for (var i = Math.Ceiling(lo / step - 1e-9); i * step <= hi + step * 1e-9; i++)
         {
-            yield return Math.Round(i * step, 12);
+            yield return Math.Round(i * step, 12) + 0.0; // + 0.0 turns −0 into 0, which would print as "-0"
         }
     }
 
