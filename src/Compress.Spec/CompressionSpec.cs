@@ -103,6 +103,9 @@ namespace Compress.Spec
 
         public int M { get; set; }
 
+        /// <summary><c>"pattern": "channel"</c>: whole channels removed with their dependency groups (algorithms.md §14).</summary>
+        public bool Channel { get; set; }
+
         public double MaxLayerSparsity { get; set; } = 0.98;
 
         /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
@@ -228,6 +231,12 @@ namespace Compress.Spec
 
         /// <summary>Smallest allowed output signal-to-quantization-noise ratio, in dB.</summary>
         public double? MinSqnrDb { get; set; }
+
+        /// <summary>
+        /// Largest allowed batch-1 latency of the compressed model over the source's (one thread, median): the latency
+        /// guard keeps quantized regions float where that is faster, and refuses to ship a model past the ratio.
+        /// </summary>
+        public double? MaxLatencyRatio { get; set; }
     }
 
     public sealed class SpecTarget
