@@ -77,7 +77,7 @@ public sealed class Allocator
                 return new AllocatedLayer(l.Use.Weight.Name, l.Use.NodeName, l.Parameters, Traces[i], chosen.Sparsity, chosen.Bits, chosen.Cost,
                     problem.Layers[i].Select(c => new AllocationOption(c.Sparsity, c.Bits, c.Cost, c.Error)).ToList());
             }).ToList(),
-            rounds);
+            rounds, problem.Budget);
 
     /// <summary>Weights kept at a sparsity (the cost of a prune-only allocation).</summary>
     public static long Kept(LayerErrors layer, DatabaseEntry entry) => (long)Math.Round(layer.Parameters * (1 - entry.Sparsity));

@@ -24,6 +24,37 @@ public static class DefaultAllocation
         var words = $"{budget:N0} of {total:N0} weights kept ({1 - step.Sparsity:P1}), proxy: {weighting}";
         context.Allocation = allocator.Figures(problem, solution, "dp", words, []);
         context.Notes.Add($"prune/{step.Method}: per-layer sparsity allocated by dynamic programming over the error database ({words})");
-        return solution.Choice.Select((k, i) => problem.Layers[i][k].Sparsity).ToArray();
+        return Fill(problem, solution);
+    }
+
+    /// <summary>
+    /// The chosen levels' sparsities, with the weights the discrete levels left of the budget given back to the layer
+    /// whose next denser level saves the most error per weight (its sparsity between the two levels), so the step
+    /// keeps exactly its budget.
+    /// </summary>
+    private static double[] Fill(AllocationProblem problem, AllocationSolution solution)
+    {
+        var sparsities = solution.Choice.Select((k, i) => problem.Layers[i][k].Sparsity).ToArray();
+        var left = problem.Budget - solution.Cost;
+        var (layer, rate, room) = (-1, 0.0, 0L);
+        for (var l = 0; l < sparsities.Length; l++)
+        {
+            var now = problem.Layers[l][solution.Choice[l]];
+            var denser = problem.Layers[l].Where(c => c.Cost > now.Cost).MinBy(c => c.Cost);
+            if (denser is not null && (now.Error - denser.Error) / (denser.Cost - now.Cost) is var r && r > rate)
+            {
+                (layer, rate, room) = (l, r, denser.Cost - now.Cost);
+            }
+        }
+
+        if (layer >= 0 && left > 0)
+        {
+            var now = problem.Layers[layer][solution.Choice[layer]];
+            var kept = now.Cost + Math.Min(left, room);
+            var weights = (double)problem.Layers[layer].Max(c => c.Cost); // the dense level keeps every weight
+            sparsities[layer] = 1 - kept / weights;
+        }
+
+        return sparsities;
     }
 }

@@ -61,18 +61,14 @@ public sealed class QuboAnnealer
     {
         var n = q.Count;
         var x = new int[n];
-        // Start one-hot at each layer's cheapest choice, slack empty: a state the one-hot penalty does not charge.
+        // Start one-hot at a random choice per layer, slack empty: a state the one-hot penalty does not charge.
         foreach (var layer in q.LayerVariables)
         {
-            x[layer.OrderBy(v => q.Cost[v]).First()] = 1;
+            x[layer[random.Next(layer.Length)]] = 1;
         }
 
         var field = new double[n];
-        for (var i = 0; i < n; i++)
-        {
-            field[i] = q.Linear[i];
-        }
-
+        Array.Copy(q.Linear, field, n);
         for (var i = 0; i < n; i++)
         {
             if (x[i] == 1)
@@ -81,60 +77,45 @@ public sealed class QuboAnnealer
             }
         }
 
+        var active = q.LayerVariables.Select(l => l.First(v => x[v] == 1)).ToArray();
+        // The starting temperature: the median |ΔE| of proposals from the starting state.
+        var sampled = Enumerable.Range(0, 400).Select(_ => Math.Abs(Propose(q, x, field, active, random).Delta)).Where(d => d > 0).Order().ToList();
+        var t0 = sampled.Count == 0 ? 1 : sampled[sampled.Count / 2]; // the median: a few slack flips' huge ΔE would set it far too hot
+        var t1 = t0 * 1e-4;
         var energy = q.Energy(x);
         var bestState = (int[])x.Clone();
         var bestEnergy = energy;
-        var t0 = q.Temperature;
-        var t1 = t0 * 1e-5;
         var moves = Sweeps * n;
-        var active = q.LayerVariables.Select(l => l.First(v => x[v] == 1)).ToArray();
         for (var move = 0; move < moves; move++)
         {
             var temperature = t0 * Math.Pow(t1 / t0, move / (double)moves);
-            if (random.NextDouble() < 0.7)
+            var (delta, off, on) = Propose(q, x, field, active, random);
+            if (off < 0 && on < 0 || !Accept(delta, temperature, random))
             {
-                // Pair flip inside one layer: its set bit off, another of its bits on.
-                var l = random.Next(q.LayerVariables.Length);
-                var variables = q.LayerVariables[l];
-                var on = variables[random.Next(variables.Length)];
-                var off = active[l];
-                if (on == off || x[off] == 0 || x[on] == 1)
+                continue;
+            }
+
+            foreach (var i in new[] { off, on })
+            {
+                if (i < 0)
                 {
                     continue;
                 }
 
-                var delta = -field[off] + field[on] - q.Coupling(off, on);
-                if (Accept(delta, temperature, random))
+                x[i] ^= 1;
+                AddCoupling(q, field, i, x[i] == 1 ? 1 : -1);
+                var l = q.LayerOf[i];
+                if (l >= 0 && x[i] == 1)
                 {
-                    x[off] = 0;
-                    AddCoupling(q, field, off, -1);
-                    x[on] = 1;
-                    AddCoupling(q, field, on, 1);
-                    active[l] = on;
-                    energy += delta;
+                    active[l] = i;
                 }
-            }
-            else
-            {
-                var i = random.Next(n);
-                var delta = (1 - 2 * x[i]) * field[i];
-                if (Accept(delta, temperature, random))
+                else if (l >= 0 && active[l] == i)
                 {
-                    x[i] ^= 1;
-                    AddCoupling(q, field, i, x[i] == 1 ? 1 : -1);
-                    energy += delta;
-                    var l = q.LayerOf[i];
-                    if (l >= 0 && x[i] == 1)
-                    {
-                        active[l] = i;
-                    }
-                    else if (l >= 0 && active[l] == i)
-                    {
-                        active[l] = q.LayerVariables[l].FirstOrDefault(v => x[v] == 1, i);
-                    }
+                    active[l] = q.LayerVariables[l].FirstOrDefault(v => x[v] == 1, i);
                 }
             }
 
+            energy += delta;
             if (energy < bestEnergy - 1e-12)
             {
                 bestEnergy = energy;
@@ -143,6 +124,37 @@ public sealed class QuboAnnealer
         }
 
         return (bestState, bestEnergy);
+    }
+
+    /// <summary>
+    /// A move and its ΔE under the QUBO: most often a pair flip inside one layer (its set bit off, a neighbouring choice
+    /// in cost order or any other choice on), else a single-bit flip of any variable (slack bits included).
+    /// </summary>
+    private static (double Delta, int Off, int On) Propose(Qubo q, int[] x, double[] field, int[] active, Random random)
+    {
+        if (random.NextDouble() < 0.75)
+        {
+            var l = random.Next(q.LayerVariables.Length);
+            var variables = q.LayerVariables[l];
+            var off = active[l];
+            if (x[off] == 0)
+            {
+                return (0, -1, -1);
+            }
+
+            var at = Array.IndexOf(variables, off);
+            var to = random.NextDouble() < 0.7 ? at + (random.Next(2) == 0 ? -1 : 1) * (1 + random.Next(2)) : random.Next(variables.Length);
+            if (to < 0 || to >= variables.Length || to == at || x[variables[to]] == 1)
+            {
+                return (0, -1, -1);
+            }
+
+            var on = variables[to];
+            return (-field[off] + field[on] - q.Coupling(off, on), off, on);
+        }
+
+        var i = random.Next(q.Count);
+        return ((1 - 2 * x[i]) * field[i], i, -1);
     }
 
     private static bool Accept(double delta, double temperature, Random random) =>
@@ -182,34 +194,82 @@ public sealed class QuboAnnealer
         }
     }
 
-    /// <summary>Steepest single-layer moves that lower the error and keep the budget, until none is left.</summary>
+    /// <summary>
+    /// Steepest moves that lower the error and keep the budget — one layer to another choice, or two layers at once
+    /// (one cheaper, one dearer: the exchange a budget-tight state needs) — until none is left.
+    /// </summary>
     private static void Polish(AllocationProblem problem, int[] choice)
     {
+        var layers = problem.Layers;
         var cost = problem.Cost(choice);
-        while (true)
+        for (var iteration = 0; iteration < 10_000; iteration++)
         {
-            var (layer, to, gain) = (-1, -1, 1e-15);
+            var (a, ka, b, kb, gain) = (-1, -1, -1, -1, 1e-15);
             for (var l = 0; l < choice.Length; l++)
             {
-                var now = problem.Layers[l][choice[l]];
-                for (var k = 0; k < problem.Layers[l].Count; k++)
+                var now = layers[l][choice[l]];
+                for (var k = 0; k < layers[l].Count; k++)
                 {
-                    var option = problem.Layers[l][k];
-                    if (cost - now.Cost + option.Cost <= problem.Budget && now.Error - option.Error > gain)
+                    var option = layers[l][k];
+                    var dCost = option.Cost - now.Cost;
+                    var dError = now.Error - option.Error;
+                    if (cost + dCost <= problem.Budget && dError > gain)
                     {
-                        (layer, to, gain) = (l, k, now.Error - option.Error);
+                        (a, ka, b, kb, gain) = (l, k, -1, -1, dError);
+                    }
+
+                    if (dCost <= 0 || dError <= 0)
+                    {
+                        continue;
+                    }
+
+                    // Pay for the dearer choice with another layer's cheaper one.
+                    for (var m = 0; m < choice.Length; m++)
+                    {
+                        if (m == l)
+                        {
+                            continue;
+                        }
+
+                        var other = layers[m][choice[m]];
+                        foreach (var cheaper in layers[m])
+                        {
+                            if (cheaper.Cost < other.Cost && cost + dCost + cheaper.Cost - other.Cost <= problem.Budget
+                                && dError - (cheaper.Error - other.Error) is var net && net > gain)
+                            {
+                                (a, ka, b, kb, gain) = (l, k, m, IndexIn(layers[m], cheaper), net);
+                            }
+                        }
                     }
                 }
             }
 
-            if (layer < 0)
+            if (a < 0)
             {
                 return;
             }
 
-            cost += problem.Layers[layer][to].Cost - problem.Layers[layer][choice[layer]].Cost;
-            choice[layer] = to;
+            cost += layers[a][ka].Cost - layers[a][choice[a]].Cost;
+            choice[a] = ka;
+            if (b >= 0)
+            {
+                cost += layers[b][kb].Cost - layers[b][choice[b]].Cost;
+                choice[b] = kb;
+            }
         }
+    }
+
+    private static int IndexIn(IReadOnlyList<LayerChoice> choices, LayerChoice choice)
+    {
+        for (var k = 0; k < choices.Count; k++)
+        {
+            if (ReferenceEquals(choices[k], choice))
+            {
+                return k;
+            }
+        }
+
+        return -1;
     }
 
     /// <summary>The expanded QUBO: E(x) = Σ h_i x_i + Σ_{i&lt;j} J_ij x_i x_j + constant, J stored full and symmetric.</summary>
@@ -227,8 +287,6 @@ public sealed class QuboAnnealer
 
         /// <summary>Each variable's layer, −1 for a slack bit.</summary>
         public required int[] LayerOf { get; init; }
-
-        public required double Temperature { get; init; }
 
         public double Coupling(int i, int j) => Couplings[i * Count + j];
 
@@ -276,7 +334,7 @@ public sealed class QuboAnnealer
                 layerVariables[l] = new int[layers[l].Count];
                 for (var k = 0; k < layers[l].Count; k++, v++)
                 {
-                    layerVariables[l][k] = v;
+                    layerVariables[l][k] = v; // choice k of the layer (the problem lists a layer's choices; neighbours in the list are proposed most)
                     layerOf[v] = l;
                     cost[v] = layers[l][k].Cost / (double)problem.Budget;
                     errors[v] = layers[l][k].Error;
@@ -292,24 +350,10 @@ public sealed class QuboAnnealer
             // Errors scaled so that the spread of every layer's choices sums to one.
             var spread = layers.Sum(l => l.Max(c => c.Error) - l.Min(c => c.Error));
             var scale = spread > 0 ? 1 / spread : 1;
-            // The steepest error saved per budget spent between any two choices of a layer bounds the Lagrange
-            // multiplier of the budget; P a hundred times that keeps an overshoot of the budget under about 0.5%.
-            var slope = 1e-9;
-            foreach (var vars in layerVariables)
-            {
-                foreach (var a in vars)
-                {
-                    foreach (var b in vars)
-                    {
-                        if (cost[b] > cost[a] && errors[a] > errors[b])
-                        {
-                            slope = Math.Max(slope, (errors[a] - errors[b]) * scale / (cost[b] - cost[a]));
-                        }
-                    }
-                }
-            }
-
-            var budgetPenalty = 100 * slope;
+            // P from the budget's Lagrange multiplier λ (error saved per budget spent at the relaxation's optimum): an
+            // overshoot δ of the budget saves about λδ and costs Pδ², so P = 200λ keeps it near ¼%, which the repair takes back.
+            var lambda = Lagrange(layerVariables, errors, cost, scale);
+            var budgetPenalty = 200 * Math.Max(lambda, 1e-6);
             var oneHot = 2 * (1 + budgetPenalty * cost.Max() * cost.Max() * 4);
             for (var i = 0; i < count; i++)
             {
@@ -321,13 +365,26 @@ public sealed class QuboAnnealer
                 }
             }
 
-            // The starting temperature: a move across the typical layer's choices is accepted about half the time.
-            var typical = layers.Average(l => l.Max(c => c.Error) - l.Min(c => c.Error)) * scale;
-            return new Qubo
+            return new Qubo { Count = count, Linear = linear, Couplings = couplings, Cost = cost, LayerVariables = layerVariables, LayerOf = layerOf };
+        }
+
+        /// <summary>λ at which choosing each layer's min of e + λc independently just meets the budget (bisection; costs in budgets).</summary>
+        private static double Lagrange(int[][] layers, double[] errors, double[] cost, double scale)
+        {
+            double Spent(double lambda) => layers.Sum(vars => cost[vars.MinBy(v => errors[v] * scale + lambda * cost[v])]);
+            double lo = 0, hi = 1;
+            while (Spent(hi) > 1 && hi < 1e12)
             {
-                Count = count, Linear = linear, Couplings = couplings, Cost = cost, LayerVariables = layerVariables, LayerOf = layerOf,
-                Temperature = Math.Max(typical, 1e-6) / Math.Log(2),
-            };
+                hi *= 4;
+            }
+
+            for (var i = 0; i < 60; i++)
+            {
+                var mid = (lo + hi) / 2;
+                (lo, hi) = Spent(mid) > 1 ? (mid, hi) : (lo, mid);
+            }
+
+            return hi;
         }
     }
 }
