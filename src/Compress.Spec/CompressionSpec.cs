@@ -218,6 +218,23 @@ namespace Compress.Spec
             : QuantizeSchemes.Static;
     }
 
+    /// <summary><c>factorize</c>: W ≈ B·A of rank r (algorithms.md §16).</summary>
+    public sealed class FactorizeStep : SpecStep
+    {
+        public override string Kind => "factorize";
+
+        public override string Method { get; set; } = SvdMethod.Name;
+
+        /// <summary>
+        /// The smallest rank keeping this fraction of Σσ² of the whitened weight W·L (whose first direction, the inputs'
+        /// mean, holds most of it: hence a default close to 1).
+        /// </summary>
+        public double Energy { get; set; } = 0.999;
+
+        /// <summary>A budget: the two factors hold at most this fraction of the layer's weights; null for none.</summary>
+        public double? ParameterRatio { get; set; }
+    }
+
     public sealed class SpecConstraints
     {
         /// <summary>Largest allowed drop of accuracy, as a fraction (0.005 = half a percentage point).</summary>

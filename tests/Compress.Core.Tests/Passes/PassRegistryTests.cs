@@ -25,7 +25,14 @@ public sealed class PassRegistryTests
             Assert.True(typeof(ICompressionPass).IsAssignableFrom(pass), pass.Name);
             var parameter = Assert.Single(Assert.Single(pass.GetConstructors()).GetParameters());
             var kind = MethodCatalog.All.Single(m => m.Name == method).Kind.Name;
-            Assert.Equal(kind == "prune" ? typeof(Compress.Spec.PruneStep) : typeof(Compress.Spec.QuantizeStep), parameter.ParameterType);
+            var steps = new Dictionary<string, Type>
+            {
+                ["prune"] = typeof(Compress.Spec.PruneStep),
+                ["quantize"] = typeof(Compress.Spec.QuantizeStep),
+                ["factorize"] = typeof(Compress.Spec.FactorizeStep),
+                ["allocate"] = typeof(Compress.Spec.AllocateStep),
+            };
+            Assert.Equal(steps[kind], parameter.ParameterType);
         }
     }
 }

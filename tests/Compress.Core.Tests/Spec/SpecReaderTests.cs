@@ -36,6 +36,8 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"prune\": { \"method\": \"woodfisher\", \"sparsity\": 0.5, \"pattern\": \"2:4\" } } ] }", "CMP0107", 1, 79, "prunes unstructured" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"snip\", \"sparsity\": 0.5, \"pattern\": \"channel\" } } ] }", "CMP0107", 1, 73, "pattern 'channel' is pruned by 'magnitude' (data-free) or 'obs'" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ], \"constraints\": { \"maxLatencyRatio\": 1 } }", "CMP0107", 1, 86, "'maxLatencyRatio' needs data to time the models on" },
+        { "{ \"steps\": [ { \"factorize\": { \"energy\": 0.9 } } ] }", "CMP0107", 1, 16, "'svd' needs calibration data (activations)" },
+        { "{ \"steps\": [ { \"factorize\": { \"energy\": 0.2 } } ] }", "CMP0103", 1, 41, "'energy'" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"auto\" } } ] }", "CMP0107", 1, 16, "set constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb" },
         { "{ \"steps\": [ { \"prune\": { \"sparsity\": \"most\" } } ] }", "CMP0102", 1, 39, "the one string it takes is \"auto\"" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"actOrder\": true } } ] }", "CMP0107", 1, 61, "apply to 'method': 'gptq'" },
