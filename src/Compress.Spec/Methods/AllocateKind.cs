@@ -21,6 +21,8 @@ namespace Compress.Spec.Methods
         {
         }
 
+        protected override bool Selects => false;
+
         internal override SpecStep Read(SpecValues values, JsonNode node, MethodDescriptor method, string written)
         {
             var step = new AllocateStep { Method = written };
@@ -55,14 +57,6 @@ namespace Compress.Spec.Methods
                 if (step.Bits.Count == 0)
                 {
                     throw values.Error(SpecCodes.OutOfRange, bits, "'bits' is empty: name the bit-widths a layer may take, e.g. [4, 8]");
-                }
-            }
-
-            foreach (var key in SelectionKeys)
-            {
-                if (node[key] is JsonNode selection)
-                {
-                    throw values.Error(SpecCodes.Inconsistent, selection, $"'{key}' belongs to the prune and quantize steps the allocation is for; it allocates over their layers");
                 }
             }
 
