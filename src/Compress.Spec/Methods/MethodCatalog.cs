@@ -21,6 +21,7 @@ namespace Compress.Spec.Methods
             WandaMethod.Descriptor,
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
+            KmeansMethod.Descriptor,
         };
 
         /// <summary>The step kinds the methods belong to, in catalog order.</summary>
