@@ -6,6 +6,7 @@
 //   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for every pruning method of the catalog
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 //   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
+//   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -25,11 +26,15 @@ switch (verb)
         return SparseGptLayerBenchmark.Run(args[1..]);
     case "run":
         return RunBenchmark.Run(args[1..]);
+    case "packing":
+        return PackingBenchmark.Run(args[1..]);
+    case PackingBenchmark.ChildVerb:
+        return PackingBenchmark.RunChild(args[1..]);
     case RunBenchmark.ChildVerb:
         return RunBenchmark.RunChild(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | packing [file.cpack …]");
         return 2;
 }

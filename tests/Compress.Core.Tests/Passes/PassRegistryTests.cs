@@ -25,7 +25,7 @@ public sealed class PassRegistryTests
             Assert.True(typeof(ICompressionPass).IsAssignableFrom(pass), pass.Name);
             var parameter = Assert.Single(Assert.Single(pass.GetConstructors()).GetParameters());
             var kind = MethodCatalog.All.Single(m => m.Name == method).Kind.Name;
-            Assert.Equal(kind == "prune" ? typeof(Compress.Spec.PruneStep) : typeof(Compress.Spec.QuantizeStep), parameter.ParameterType);
+            Assert.Equal(kind switch { "prune" => typeof(Compress.Spec.PruneStep), "pack" => typeof(Compress.Spec.PackStep), _ => typeof(Compress.Spec.QuantizeStep) }, parameter.ParameterType);
         }
     }
 }

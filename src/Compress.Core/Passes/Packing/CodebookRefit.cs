@@ -18,7 +18,7 @@ public static class CodebookRefit
     /// <param name="clusters">Each weight's cluster + 1, 0 where pruned, [rows, cols] int64.</param>
     /// <param name="hessian">[groups, cols, cols]; the rows split evenly over the groups.</param>
     /// <param name="centroids">The k-means codebook [k].</param>
-    /// <returns>The refitted codebook [k] and the output errors (up to a constant) before and after.</returns>
+    /// <returns>The refitted codebook [k] and the output errors ‖(W − Ŵ)X‖² (up to H's scale) with the k-means codebook and with the one returned.</returns>
     public static (Tensor Codebook, double Before, double After) Fit(Tensor target, Tensor clusters, Tensor hessian, Tensor centroids)
     {
         using var scope = NewDisposeScope();
@@ -29,6 +29,9 @@ public static class CodebookRefit
         var perGroup = rows / groups;
         var gram = zeros(k * k, ScalarType.Float64);
         var b = zeros(k + 1, ScalarType.Float64);
+        // W·H by groups as one matrix product each (H symmetric): row r of it is (H w_r)ᵀ.
+        var wh = cat(Enumerable.Range(0, (int)groups).Select(g => w.narrow(0, g * perGroup, perGroup).matmul(h[g])).ToArray(), 0);
+        var wHw = (w * wh).sum().item<double>();
         for (var r = 0; r < rows; r++)
         {
             using var row = NewDisposeScope();
@@ -36,13 +39,13 @@ public static class CodebookRefit
             var kept = clusters[r].nonzero().flatten();
             if (kept.shape[0] == 0)
             {
-                continue;
+                continue; // a fully pruned row: only its constant term (zero, its weights being zero)
             }
 
             var ids = clusters[r].index_select(0, kept) - 1;
             var sub = hg.index_select(0, kept).index_select(1, kept);
             gram.index_add_(0, ((ids.unsqueeze(1) * k) + ids.unsqueeze(0)).flatten(), sub.flatten(), 1);
-            b.index_add_(0, clusters[r], matmul(hg, w[r]), 1);
+            b.index_add_(0, clusters[r], wh[r], 1);
         }
 
         var g = gram.reshape(k, k);
@@ -52,7 +55,7 @@ public static class CodebookRefit
         var c0 = centroids.to_type(ScalarType.Float64);
         var damping = diag(counts * lambda);
         var solved = linalg.solve(g + damping, rhs + (damping.matmul(c0)));
-        double Error(Tensor c) => (c.dot(g.matmul(c)) - (2 * rhs.dot(c))).item<double>();
+        double Error(Tensor c) => wHw + (c.dot(g.matmul(c)) - (2 * rhs.dot(c))).item<double>();
         var (before, after) = (Error(c0), Error(solved));
         var best = after <= before && solved.isfinite().all().item<bool>() ? solved : c0;
         return (best.MoveToOuterDisposeScope(), before, Math.Min(before, after));

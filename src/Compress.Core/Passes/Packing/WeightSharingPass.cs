@@ -84,7 +84,7 @@ public sealed class WeightSharingPass(PackStep step) : ICompressionPass
         if (refine)
         {
             context.Notes.Add(FormattableString.Invariant(
-                $"{Name}: codebooks refitted by least squares on the calibration data; summed layer output error {Math.Max(0, before - after) / Math.Max(Math.Abs(before), 1e-30):P1} lower than k-means alone (relative to the k-means objective)"));
+                $"{Name}: codebooks refitted by least squares on the calibration data: the layers' summed output error ‖(W − Ŵ)X‖² is {(before - after) / Math.Max(before, 1e-30):P1} lower than with the k-means centroids"));
         }
     }
 }
