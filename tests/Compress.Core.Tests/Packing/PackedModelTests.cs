@@ -115,6 +115,22 @@ public sealed class PackedModelTests : TempDirectoryTest
         Assert.Equal("CMP0060", error.Diagnostic.Code);
     }
 
+    [Fact]
+    public void The_runtime_opens_a_packed_file_as_a_session_and_refuses_a_damaged_one()
+    {
+        var path = Path.Combine(Dir, "model.cpack");
+        var packed = PackedArtifact.Pack(SharedModel(), path);
+        File.WriteAllBytes(path, packed);
+        using (var session = Compress.Runtime.ModelSessions.Create(path, null))
+        {
+            Assert.Equal(["y"], session.OutputNames);
+        }
+
+        File.WriteAllBytes(path, packed.AsSpan(0, packed.Length / 2).ToArray());
+        var error = Assert.Throws<PackedModelException>(() => Compress.Runtime.ModelSessions.Create(path, null));
+        Assert.Contains("truncated", error.Message, StringComparison.Ordinal);
+    }
+
     /// <summary>y = relu(x·W + b), W [64, 32] drawn from 16 shared values with half its weights pruned.</summary>
     internal static OnnxModel SharedModel()
     {
