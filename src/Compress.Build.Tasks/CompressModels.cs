@@ -163,7 +163,7 @@ namespace Compress.Build.Tasks
         /// <summary>Why <paramref name="model"/> needs compressing, or null when its outputs are newer than all its inputs.</summary>
         private string? OutOfDate(ITaskItem model)
         {
-            var outputs = new[] { "ArtifactFile", "ReportFile", "ReportMarkdownFile", "ManifestFile" }.Select(model.GetMetadata).ToList();
+            var outputs = new[] { "ArtifactFile", "ReportFile", "ReportMarkdownFile", "ReportHtmlFile", "ManifestFile" }.Select(model.GetMetadata).ToList();
             var missing = outputs.FirstOrDefault(o => !File.Exists(o));
             if (missing is not null)
             {
@@ -244,7 +244,7 @@ namespace Compress.Build.Tasks
                     .Property("model", m.GetMetadata("SourceFile"))
                     .Property("spec", m.GetMetadata("SpecFile"))
                     .Property("output", m.GetMetadata("ArtifactFile"))
-                    .Key("reports").StartArray().String(m.GetMetadata("ReportFile")).String(m.GetMetadata("ReportMarkdownFile")).EndArray()
+                    .Key("reports").StartArray().String(m.GetMetadata("ReportFile")).String(m.GetMetadata("ReportMarkdownFile")).String(m.GetMetadata("ReportHtmlFile")).EndArray()
                     .Property("manifest", m.GetMetadata("ManifestFile"))
                     .Property("name", m.GetMetadata("WrapperName"))
                     .Property("namespace", m.GetMetadata("WrapperNamespace"))

@@ -146,6 +146,7 @@ namespace Compress.Build.Tasks
             item.SetMetadata("ArtifactTargetPath", targetPath);
             item.SetMetadata("ReportFile", stem + ".compress-report.json");
             item.SetMetadata("ReportMarkdownFile", stem + ".compress-report.md");
+            item.SetMetadata("ReportHtmlFile", stem + ".compress-report.html");
             item.SetMetadata("ReportTargetPath", Path.Combine(folder, Path.GetFileNameWithoutExtension(outputName)) + ".compress-report");
             item.SetMetadata("ManifestFile", stem + ".manifest.json");
             return item;

@@ -8,7 +8,7 @@ using Compress.Spec.Manifest;
 
 namespace Compress.Cli;
 
-/// <summary><c>compress run &lt;model&gt; --spec &lt;spec.json&gt; --output &lt;path&gt; [--report &lt;report.json|.md&gt;]</c>.</summary>
+/// <summary><c>compress run &lt;model&gt; --spec &lt;spec.json&gt; --output &lt;path&gt; [--report &lt;report.json|.md|.html&gt;]</c>.</summary>
 internal static class RunCommand
 {
     public static Command Create(TextWriter stdout, TextWriter stderr)
@@ -16,7 +16,7 @@ internal static class RunCommand
         var model = new Argument<FileInfo>("model") { Description = "The model to compress (never modified): ONNX (.onnx), a TorchSharp state dict (Module.save) or a TorchScript archive (torch.jit.save)." };
         var spec = new Option<FileInfo>("--spec") { Description = "The compression spec (JSON; schema: schemas/compress-spec.schema.json).", Required = true };
         var output = new Option<FileInfo>("--output", "-o") { Description = "Where to write the compressed model.", Required = true };
-        var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md for people.", AllowMultipleArgumentsPerToken = true };
+        var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md or .html (self-contained, with charts) for people.", AllowMultipleArgumentsPerToken = true };
         var manifest = new Option<FileInfo>("--manifest") { Description = "Also write the build manifest (JSON: signature, operators, figures; docs/manifest.md)." };
         var noLatency = new Option<bool>("--no-latency") { Description = "Skip the latency measurement." };
         var command = new Command("run", "Compress a model according to a spec, validate it, and write it with a report.")
@@ -38,6 +38,11 @@ internal static class RunCommand
     internal static void Compress(string model, string spec, string output, IReadOnlyList<string> reports, string? manifest,
         ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
     {
+        foreach (var report in reports)
+        {
+            ReportWriter.FormatOf(report); // an unknown extension fails here, not after minutes of compression
+        }
+
         var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
         var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency, format);
         foreach (var warning in result.Warnings ?? [])

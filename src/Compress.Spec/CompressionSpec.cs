@@ -103,6 +103,9 @@ namespace Compress.Spec
 
         public int M { get; set; }
 
+        /// <summary><c>"pattern": "channel"</c>: whole channels removed with their dependency groups (algorithms.md §14).</summary>
+        public bool Channel { get; set; }
+
         public double MaxLayerSparsity { get; set; } = 0.98;
 
         /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
@@ -174,6 +177,23 @@ namespace Compress.Spec
             : QuantizeSchemes.Static;
     }
 
+    /// <summary><c>factorize</c>: W ≈ B·A of rank r (algorithms.md §16).</summary>
+    public sealed class FactorizeStep : SpecStep
+    {
+        public override string Kind => "factorize";
+
+        public override string Method { get; set; } = SvdMethod.Name;
+
+        /// <summary>
+        /// The smallest rank keeping this fraction of Σσ² of the whitened weight W·L (whose first direction, the inputs'
+        /// mean, holds most of it: hence a default close to 1).
+        /// </summary>
+        public double Energy { get; set; } = 0.999;
+
+        /// <summary>A budget: the two factors hold at most this fraction of the layer's weights; null for none.</summary>
+        public double? ParameterRatio { get; set; }
+    }
+
     public sealed class SpecConstraints
     {
         /// <summary>Largest allowed drop of accuracy, as a fraction (0.005 = half a percentage point).</summary>
@@ -187,6 +207,12 @@ namespace Compress.Spec
 
         /// <summary>Smallest allowed output signal-to-quantization-noise ratio, in dB.</summary>
         public double? MinSqnrDb { get; set; }
+
+        /// <summary>
+        /// Largest allowed batch-1 latency of the compressed model over the source's (one thread, median): the latency
+        /// guard keeps quantized regions float where that is faster, and refuses to ship a model past the ratio.
+        /// </summary>
+        public double? MaxLatencyRatio { get; set; }
     }
 
     public sealed class SpecTarget

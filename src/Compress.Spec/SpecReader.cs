@@ -26,7 +26,7 @@ namespace Compress.Spec
                 ["data"] = new[] { "calibration", "evaluation" },
                 ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric", "output" },
                 ["step"] = MethodCatalog.Kinds.Select(k => k.Name).ToArray(),
-                ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minCosine", "minSqnrDb" },
+                ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minCosine", "minSqnrDb", "maxLatencyRatio" },
                 ["target"] = new[] { "runtime", "executionProvider" },
             };
             foreach (var kind in MethodCatalog.Kinds)
@@ -122,7 +122,13 @@ namespace Compress.Spec
                         MinAgreement = OptionalNumber(constraints, "minAgreement", 0, 1),
                         MinCosine = OptionalNumber(constraints, "minCosine", -1, 1),
                         MinSqnrDb = OptionalNumber(constraints, "minSqnrDb", -100, 200),
+                        MaxLatencyRatio = OptionalNumber(constraints, "maxLatencyRatio", 0.05, 100),
                     };
+                    if (spec.Constraints.MaxLatencyRatio != null && spec.Evaluation == null && spec.Calibration == null)
+                    {
+                        throw Error(SpecCodes.Inconsistent, constraints["maxLatencyRatio"]!,
+                            "'maxLatencyRatio' needs data to time the models on: set data.evaluation or data.calibration");
+                    }
                     if (spec.Constraints.MaxAccuracyDrop != null && spec.Evaluation?.Labels == null)
                     {
                         throw Error(SpecCodes.Inconsistent, constraints["maxAccuracyDrop"]!,

@@ -39,7 +39,7 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
             var shipped = Path.Combine(folder, "Models", "classifier.onnx");
             Assert.Equal(Sha(artifact), Sha(shipped));
             Assert.True(new FileInfo(shipped).Length < original.Length * 0.3, $"{shipped}: {new FileInfo(shipped).Length} bytes");
-            Assert.Equal(["classifier.compress-report.json", "classifier.compress-report.md", "classifier.onnx"],
+            Assert.Equal(["classifier.compress-report.html", "classifier.compress-report.json", "classifier.compress-report.md", "classifier.onnx"],
                 Directory.GetFiles(Path.Combine(folder, "Models")).Select(Path.GetFileName).Order(StringComparer.Ordinal));
             using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(folder, "Models", "classifier.compress-report.json")));
             Assert.True(report.RootElement.GetProperty("metrics").GetProperty("compressedAccuracy").GetDouble() > 0.85);

@@ -90,6 +90,19 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
             GC.Collect(); // the dense copies they replaced
         }
 
+        if (Context.Spec.Constraints.MaxLatencyRatio is { } ratio && _source.Data is { } data)
+        {
+            Guard(ratio, data, outputPath, progress);
+        }
+
+        if (_source.Data is { } sample && Model.ExternalData.Count == 0 && Context.Spec.Steps.Any(s => s is PruneStep { Channel: true }))
+        {
+            // Steps that change shapes change the work: multiply-adds of Conv/Gemm/MatMul for one sample, before and after.
+            var before = FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample);
+            var after = FlopCount.MultiplyAdds(Model, sample);
+            Context.Notes.Add($"multiply-adds per sample (Conv/Gemm/MatMul): {before:N0} → {after:N0} ({after / (double)Math.Max(1, before):P1})");
+        }
+
         GC.Collect(); // what the passes left behind goes before ONNX Runtime takes its own copy of the weights
         try
         {
@@ -99,6 +112,28 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
         {
             throw CompressException.Error(DiagnosticCodes.CompressedModelRejected,
                 $"ONNX Runtime cannot load the compressed model: {e.Message}", outputPath, inner: e);
+        }
+    }
+
+    /// <summary>
+    /// <c>constraints.maxLatencyRatio</c>: the model about to ship timed against its source, quantized regions kept
+    /// float where that is faster (<see cref="LatencyGuard"/>); one still past the ratio is not written (CMP0030).
+    /// </summary>
+    private void Guard(double ratio, CalibrationSet data, string outputPath, Action<string> progress)
+    {
+        if (Model.ExternalData.Count > 0)
+        {
+            Context.Notes.Add("latency guard: not run on a model with external data (each timing would copy its weights)");
+            return;
+        }
+
+        var choice = LatencyGuard.Apply(Model, _source.Path, data, ratio, progress);
+        Context.Notes.Add(choice.Note);
+        if (choice.Milliseconds > ratio * choice.SourceMilliseconds)
+        {
+            throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
+                $"constraint maxLatencyRatio {ratio:0.###} not met: the compressed model takes {choice.Milliseconds:0.###} ms at batch 1 against the source's " +
+                $"{choice.SourceMilliseconds:0.###} ms ({choice.Milliseconds / choice.SourceMilliseconds:0.00}×) in its fastest measured form; nothing was written", outputPath);
         }
     }
 

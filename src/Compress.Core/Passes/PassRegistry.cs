@@ -22,6 +22,11 @@ public static class PassRegistry
 
     public static ICompressionPass Create(SpecStep step)
     {
+        if (step is PruneStep { Channel: true } channel)
+        {
+            return new Pruning.Channels.ChannelPruner(channel); // a pattern of the prune methods, one pass for them all
+        }
+
         var method = MethodCatalog.Of(step);
         return Passes.TryGetValue((method.Name, step.Scheme), out var constructor) ? (ICompressionPass)constructor.Invoke([step])
             : throw new InvalidOperationException($"no pass registered for '{KeyOf(step)}' ({method})");

@@ -5,7 +5,15 @@ using System.Text.Json.Serialization;
 
 namespace Compress.Core.Reports;
 
-/// <summary>Writes a <see cref="CompressionReport"/> as JSON (camelCase, documented in docs/cli/run.md) or Markdown.</summary>
+/// <summary>The kinds of report, chosen by the file's extension.</summary>
+public enum ReportFormat
+{
+    Json,
+    Markdown,
+    Html,
+}
+
+/// <summary>Writes a <see cref="CompressionReport"/> as JSON (camelCase, documented in docs/cli/run.md), Markdown or HTML (<see cref="HtmlReport"/>).</summary>
 public static class ReportWriter
 {
     public static readonly JsonSerializerOptions Json = new()
@@ -17,9 +25,24 @@ public static class ReportWriter
 
     public static void Write(CompressionReport report, string path)
     {
-        var text = path.EndsWith(".md", StringComparison.OrdinalIgnoreCase) ? Markdown(report) : JsonSerializer.Serialize(report, Json);
+        var text = FormatOf(path) switch
+        {
+            ReportFormat.Markdown => Markdown(report),
+            ReportFormat.Html => HtmlReport.Write(report),
+            _ => JsonSerializer.Serialize(report, Json),
+        };
         Compress.Spec.IO.AtomicFile.WriteAllText(path, text);
     }
+
+    /// <summary>The report kind of <paramref name="path"/>: <c>.json</c>, <c>.md</c>, <c>.html</c>/<c>.htm</c>; any other extension is a usage error (CMP0009), raised before any work.</summary>
+    public static ReportFormat FormatOf(string path) => Path.GetExtension(path).ToLowerInvariant() switch
+    {
+        ".json" => ReportFormat.Json,
+        ".md" => ReportFormat.Markdown,
+        ".html" or ".htm" => ReportFormat.Html,
+        var other => throw Diagnostics.CompressException.Error(Diagnostics.DiagnosticCodes.CommandLineUsage,
+            $"report '{path}': '{other}' is not a report format; use .json (for tools), .md or .html (for people)"),
+    };
 
     public static string Markdown(CompressionReport r)
     {

@@ -23,6 +23,7 @@ internal static class TorchFormats
             {
                 PruneStep p when !method.Offers(format) => $"'{p.Method}' is not offered for {name} models (they take {string.Join(", ", pruneMethods)}); export the model to ONNX for it",
                 PruneStep { N: > 0 } => $"N:M patterns are not offered for {name} models; use unstructured sparsity",
+                PruneStep { Channel: true } => $"'pattern': 'channel' removes channels from an ONNX graph, not {name} models; export the model to ONNX for it",
                 PruneStep { Auto: true } => $"'sparsity': 'auto' is offered for ONNX models, not {name}",
                 QuantizeStep q when !method.Offers(format) => $"'{q.Method}' runs on ONNX graphs, not {name} models",
                 QuantizeStep q when !method.Offers(format, q.Scheme) => $"{q.Scheme} quantization needs an ONNX graph; for {name} models set 'activations' to 'none' (int8/int4) or use fp16",

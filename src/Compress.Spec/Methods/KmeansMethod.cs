@@ -1,7 +1,7 @@
 namespace Compress.Spec.Methods
 {
     /// <summary>
-    /// <c>pack.method: "kmeans"</c> (algorithms.md §9): per layer, k-means on the kept weights from a linear
+    /// <c>pack.method: "kmeans"</c> (algorithms.md §17): per layer, k-means on the kept weights from a linear
     /// initialisation, the codebook refitted by least squares on the layer's output error where calibration data is given.
     /// </summary>
     public static class KmeansMethod

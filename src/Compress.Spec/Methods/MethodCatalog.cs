@@ -21,6 +21,7 @@ namespace Compress.Spec.Methods
             WandaMethod.Descriptor,
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
+            SvdMethod.Descriptor,
             KmeansMethod.Descriptor,
         };
 

@@ -3,7 +3,7 @@ using System.Collections.Generic;
 namespace Compress.Spec.Methods
 {
     /// <summary>
-    /// <c>pack</c>: Deep-Compression weight sharing and entropy coding (algorithms.md §9) — bits per layer, the artifact's
+    /// <c>pack</c>: Deep-Compression weight sharing and entropy coding (algorithms.md §17) — bits per layer, the artifact's
     /// form, and whether the codebook is refitted on the calibration data. It comes last: it turns the weights into the
     /// shipped artifact.
     /// </summary>

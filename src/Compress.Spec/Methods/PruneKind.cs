@@ -43,13 +43,22 @@ namespace Compress.Spec.Methods
             if (node["pattern"] is JsonNode pattern)
             {
                 var text = values.String(pattern, "'pattern'");
-                if (text != "unstructured")
+                if (text == "channel")
+                {
+                    step.Channel = true;
+                    if (method.Name != MagnitudeMethod.Name && method.Name != ObsMethod.Name)
+                    {
+                        throw values.Error(SpecCodes.Inconsistent, pattern,
+                            $"pattern 'channel' is pruned by 'magnitude' (data-free) or 'obs' (second order on calibration data), not '{written}'");
+                    }
+                }
+                else if (text != "unstructured")
                 {
                     var parts = text.Split(':');
                     if (parts.Length != 2 || !int.TryParse(parts[0], NumberStyles.None, CultureInfo.InvariantCulture, out var n)
                         || !int.TryParse(parts[1], NumberStyles.None, CultureInfo.InvariantCulture, out var m) || n < 1 || m < 2 || n >= m || m > 64)
                     {
-                        throw values.Error(SpecCodes.OutOfRange, pattern, $"pattern '{text}' is neither 'unstructured' nor N:M with 1 <= N < M <= 64 (e.g. '2:4')");
+                        throw values.Error(SpecCodes.OutOfRange, pattern, $"pattern '{text}' is neither 'unstructured', 'channel' nor N:M with 1 <= N < M <= 64 (e.g. '2:4')");
                     }
 
                     step.N = n;

@@ -62,7 +62,7 @@ public sealed class PackingPipelineTests(ITestOutputHelper output) : TempDirecto
         Assert.Contains(message, error.Message, StringComparison.Ordinal);
     }
 
-    private Reports.CompressionReport Compress(string steps, string outputName, bool data = true)
+    private global::Compress.Core.Reports.CompressionReport Compress(string steps, string outputName, bool data = true)
     {
         var dataJson = data ? $$"""
           "data": {
@@ -73,7 +73,7 @@ public sealed class PackingPipelineTests(ITestOutputHelper output) : TempDirecto
         """ : "";
         var spec = SpecFiles.Load(Dir, $$"""{ {{dataJson}} "steps": [ {{steps}} ] }""");
         var report = CompressionPipeline.Run(FashionData.MlpModel, spec, Path.Combine(Dir, outputName), measureLatency: false);
-        output.WriteLine(Reports.ReportWriter.Markdown(report));
+        output.WriteLine(global::Compress.Core.Reports.ReportWriter.Markdown(report));
         return report;
     }
 

@@ -25,7 +25,14 @@ public sealed class PassRegistryTests
             Assert.True(typeof(ICompressionPass).IsAssignableFrom(pass), pass.Name);
             var parameter = Assert.Single(Assert.Single(pass.GetConstructors()).GetParameters());
             var kind = MethodCatalog.All.Single(m => m.Name == method).Kind.Name;
-            Assert.Equal(kind switch { "prune" => typeof(Compress.Spec.PruneStep), "pack" => typeof(Compress.Spec.PackStep), _ => typeof(Compress.Spec.QuantizeStep) }, parameter.ParameterType);
+            var steps = new Dictionary<string, Type>
+            {
+                ["prune"] = typeof(Compress.Spec.PruneStep),
+                ["quantize"] = typeof(Compress.Spec.QuantizeStep),
+                ["factorize"] = typeof(Compress.Spec.FactorizeStep),
+                ["pack"] = typeof(Compress.Spec.PackStep),
+            };
+            Assert.Equal(steps[kind], parameter.ParameterType);
         }
     }
 }

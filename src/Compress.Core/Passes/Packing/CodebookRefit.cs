@@ -4,7 +4,7 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Packing;
 
 /// <summary>
-/// The codebook that minimises the layer's output error for fixed assignments (algorithms.md §9): with Ŵ = Σ_j c_j·M_j
+/// The codebook that minimises the layer's output error for fixed assignments (algorithms.md §17): with Ŵ = Σ_j c_j·M_j
 /// (M_j the 0/1 matrix of cluster j), ‖(W − Ŵ)X‖² = cᵀGc − 2bᵀc + const, where G_jl = Σ_r Σ_{i∈j, m∈l} H_im and
 /// b_j = Σ_{(r,i)∈j} (W H)_ri, H = XXᵀ the layer's input Hessian. A k×k solve. A damping λ·n_j(c_j − c̄_j)² toward the
 /// k-means centroids c̄ (λ = 1 % of H's mean diagonal) keeps clusters on inputs the data never excites where they were.

@@ -5,7 +5,7 @@ namespace Compress.Core.Passes.Packing;
 
 /// <summary>
 /// One-dimensional k-means (Lloyd) on a layer's kept weights, from centroids spaced linearly between the smallest and
-/// the largest weight (algorithms.md §9: linear initialisation keeps the rare large weights, which matter most, their
+/// the largest weight (algorithms.md §17: linear initialisation keeps the rare large weights, which matter most, their
 /// own centroids; density-based initialisation would spend them on the crowd near zero). In one dimension each
 /// cluster is an interval, so assignment is a binary search of the midpoints between sorted centroids. Deterministic:
 /// no random start, ties go to the lower centroid, empty clusters dropped at the end.

@@ -11,7 +11,7 @@ using static TorchSharp.torch;
 namespace Compress.Core.Passes.Packing;
 
 /// <summary>
-/// <c>pack.method: "kmeans"</c>: Deep Compression's weight sharing (algorithms.md §9). Each selected layer's kept
+/// <c>pack.method: "kmeans"</c>: Deep Compression's weight sharing (algorithms.md §17). Each selected layer's kept
 /// (nonzero) weights are clustered into 2^bits shared values (<see cref="ScalarKMeans"/>; the bits are the step's or
 /// an allocation's per layer), and with calibration data the codebook is refitted to the layer's output
 /// (<see cref="CodebookRefit"/>), layer by layer in graph order on one sequential pass so each layer sees the earlier

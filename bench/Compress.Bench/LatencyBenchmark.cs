@@ -1,0 +1,47 @@
+using Compress.Core.Calibration;
+using Compress.Core.Evaluation;
+using Compress.Core.Onnx;
+
+namespace Compress.Bench;
+
+/// <summary>
+/// <c>latency &lt;data.npz&gt; &lt;model.onnx&gt;…</c>: batch-1 and batch-32 latency of each model in ONNX Runtime, one
+/// thread, the median of up to 2,001 runs (5 s each at most), models interleaved over three rounds so a busy moment
+/// does not favour one; the ratio is against the first model.
+/// </summary>
+public static class LatencyBenchmark
+{
+    public static int Run(string[] args)
+    {
+        if (args.Length < 2)
+        {
+            Console.Error.WriteLine("usage: Compress.Bench latency <data.npz> <model.onnx> [<model.onnx> …]");
+            return 2;
+        }
+
+        var models = args[1..];
+        var data = CalibrationSet.Load(args[0], OnnxModel.LoadInterface(models[0]), null, 64, 0);
+        var rounds = models.ToDictionary(m => m, _ => (One: new List<double>(), Batch: new List<double>()));
+        for (var round = 0; round < 3; round++)
+        {
+            foreach (var model in models)
+            {
+                using var runner = OrtModelRunner.FromFile(model, arena: true);
+                rounds[model].One.Add(runner.MedianLatencyMs(data, 1, 2001, TimeSpan.FromSeconds(5)));
+                rounds[model].Batch.Add(runner.MedianLatencyMs(data, 32, 201, TimeSpan.FromSeconds(5)));
+            }
+        }
+
+        static double Median(List<double> values) => values.Order().ElementAt(values.Count / 2);
+        var first = Median(rounds[models[0]].One);
+        Console.WriteLine($"| model | batch 1 (ms) | × vs first | batch 32 (ms) |");
+        Console.WriteLine($"| --- | ---: | ---: | ---: |");
+        foreach (var model in models)
+        {
+            var one = Median(rounds[model].One);
+            Console.WriteLine($"| {Path.GetFileName(model)} | {one:0.0000} | {first / one:0.00} | {Median(rounds[model].Batch):0.000} |");
+        }
+
+        return 0;
+    }
+}

@@ -1,0 +1,54 @@
+using Compress.Core.Calibration;
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+
+namespace Compress.Core.Evaluation;
+
+/// <summary>
+/// Multiply-adds of a model's Conv, Gemm and MatMul nodes for one sample (the ops that dominate a CNN or an MLP;
+/// element-wise ops are not counted): each node's output size, read from one ONNX Runtime run on the first sample,
+/// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension).
+/// QDQ nodes around a quantized op do not change its count.
+/// </summary>
+public static class FlopCount
+{
+    public static long MultiplyAdds(OnnxModel model, CalibrationSet data)
+    {
+        var graph = model.Graph;
+        var nodes = graph.Nodes.Where(n => n.OpType is "Conv" or "Gemm" or "MatMul" && string.IsNullOrEmpty(n.Domain)).ToList();
+        if (nodes.Count == 0)
+        {
+            return 0;
+        }
+
+        var outputs = nodes.Select(n => n.Output[0]).Distinct().ToArray();
+        var inputs = nodes.SelectMany(n => n.Input.Take(2)).Where(i => graph.GetInitializer(i) is null).Distinct().ToArray();
+        using var runner = OrtModelRunner.Exposing(model, outputs.Concat(inputs));
+        using var results = runner.RunBatch(data, 0, 1, outputs.Concat(inputs).ToArray());
+        var shapes = outputs.Concat(inputs).Zip(results).ToDictionary(p => p.First, p => p.Second.GetTensorTypeAndShape().Shape, StringComparer.Ordinal);
+        long total = 0;
+        foreach (var node in nodes)
+        {
+            var size = shapes[node.Output[0]].Aggregate(1L, (a, b) => a * b);
+            total += size * Inner(graph, node, shapes);
+        }
+
+        return total;
+    }
+
+    private static long Inner(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)
+    {
+        long[] Dims(string value) => graph.GetInitializer(value)?.Dims.ToArray() ?? shapes[value];
+        switch (node.OpType)
+        {
+            case "Conv":
+                var w = Dims(node.Input[1]);
+                return w.Skip(1).Aggregate(1L, (a, b) => a * b);
+            case "Gemm":
+                var a = Dims(node.Input[0]);
+                return node.Int("transA", 0) == 1 ? a[0] : a[^1];
+            default:
+                return Dims(node.Input[0])[^1];
+        }
+    }
+}

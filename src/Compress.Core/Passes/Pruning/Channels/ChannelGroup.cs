@@ -1,0 +1,68 @@
+using Compress.Core.Onnx.Proto;
+
+namespace Compress.Core.Passes.Pruning.Channels;
+
+/// <summary>What a slice of an initializer is to its group: the producer's outputs, a consumer's inputs, or a coupled parameter.</summary>
+public enum SliceRole
+{
+    /// <summary>Output channels of a Conv/Gemm/MatMul writing the group's channels (rows of W, entries of B).</summary>
+    Producer,
+
+    /// <summary>Input channels of a Conv/Gemm/MatMul reading them (columns of W): scored, refitted, removed.</summary>
+    Consumer,
+
+    /// <summary>A per-channel parameter that goes with the channel: BatchNorm's four, a depthwise Conv's W and B, a broadcast constant.</summary>
+    Parameter,
+}
+
+/// <summary>
+/// One initializer's share of a group: channel c of the group is the elements [Offset + c·Stride, Offset + (c+1)·Stride)
+/// of <see cref="Axis"/> (Stride 1 for a plain channel axis; H·W where a Flatten feeds a Gemm; Offset where a Concat
+/// put the group's channels after others).
+/// </summary>
+public sealed record ChannelSlice(string Initializer, NodeProto Node, int Axis, long Offset, long Stride, SliceRole Role);
+
+/// <summary>
+/// A change besides slicing that removing channels needs: a depthwise Conv's <c>group</c>, or the feature count of a
+/// Reshape's shape constant — each lowered by the removed channels times <see cref="PerChannel"/>.
+/// </summary>
+public sealed record ChannelFix(NodeProto Node, string? ShapeInitializer, int ShapeIndex, long PerChannel);
+
+/// <summary>
+/// A dependency group (algorithms.md §14): channels written by one or more producers and read, through pass-through
+/// ops, by every consumer — removing channel c removes it from all of them at once, so the graph stays consistent.
+/// A group the engine cannot remove safely has a <see cref="Refusal"/> and is left whole.
+/// </summary>
+public sealed class ChannelGroup
+{
+    public ChannelGroup(NodeProto seed, long channels)
+    {
+        Seed = seed;
+        Channels = channels;
+    }
+
+    /// <summary>The first producer in graph order: the group's name in notes and the plan's layer.</summary>
+    public NodeProto Seed { get; }
+
+    /// <summary>Channels in the group.</summary>
+    public long Channels { get; }
+
+    public List<NodeProto> Producers { get; } = [];
+
+    public List<ChannelSlice> Slices { get; } = [];
+
+    public List<ChannelFix> Fixes { get; } = [];
+
+    /// <summary>Values whose shape changes (value_info for them is dropped after removal).</summary>
+    public HashSet<string> Values { get; } = new(StringComparer.Ordinal);
+
+    /// <summary>Why the group is left whole, or null when it can be pruned.</summary>
+    public string? Refusal { get; set; }
+
+    /// <summary>The producers' node names, sorted: the group's identity across re-analyses of the graph.</summary>
+    public string Key => string.Join("|", Producers.Select(Onnx.OnnxGraph.Describe).Order(StringComparer.Ordinal));
+
+    public IEnumerable<ChannelSlice> Consumers => Slices.Where(s => s.Role == SliceRole.Consumer);
+
+    public override string ToString() => $"{Onnx.OnnxGraph.Describe(Seed)} ({Channels} channels, {Producers.Count} producers, {Consumers.Count()} consumers)";
+}

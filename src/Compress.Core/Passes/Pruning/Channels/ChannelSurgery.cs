@@ -1,0 +1,94 @@
+using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Pruning.Channels;
+
+/// <summary>
+/// Physical removal of a group's channels (algorithms.md §14): every slice of the group loses the removed channels'
+/// elements — Conv W rows and the next Conv's W columns, biases, BatchNorm's scale/B/mean/var, Gemm rows or columns
+/// by transB, broadcast constants, depthwise filters — a depthwise Conv's <c>group</c> and a Reshape's feature count
+/// are lowered to match, and value_info for the reshaped values is dropped (ONNX Runtime infers it again).
+/// </summary>
+public static class ChannelSurgery
+{
+    /// <param name="keep">The group's channels to keep, ascending, at least one.</param>
+    public static void Remove(OnnxModel model, ChannelGroup group, IReadOnlyList<long> keep)
+    {
+        if (group.Refusal is not null || keep.Count == 0 || keep.Count > group.Channels)
+        {
+            throw new ArgumentException($"cannot keep {keep.Count} of the {group.Channels} channels of {group}", nameof(keep));
+        }
+
+        var removed = RemovedChannels(group.Channels, keep);
+        if (removed.Length == 0)
+        {
+            return;
+        }
+
+        var graph = model.Graph;
+        foreach (var slice in group.Slices)
+        {
+            using var scope = NewDisposeScope();
+            var initializer = graph.GetInitializer(slice.Initializer)!;
+            var values = model.ToTorch(initializer);
+            var kept = values.index_select(slice.Axis, tensor(KeptIndices(values.shape[slice.Axis], slice, removed)));
+            model.ReplaceData(initializer, kept.ToOnnx(initializer.Name));
+            initializer.Dims.Clear();
+            initializer.Dims.Add(kept.shape);
+        }
+
+        foreach (var fix in group.Fixes)
+        {
+            if (fix.ShapeInitializer is null)
+            {
+                var attribute = fix.Node.Attribute.First(a => a.Name == "group");
+                attribute.I -= removed.Length * fix.PerChannel;
+                continue;
+            }
+
+            var shape = graph.GetInitializer(fix.ShapeInitializer)!;
+            long[] dims;
+            using (var data = model.OpenTensorData(shape))
+            {
+                dims = data.As<long>().ToArray();
+            }
+
+            if (dims[fix.ShapeIndex] > 0)
+            {
+                dims[fix.ShapeIndex] -= removed.Length * fix.PerChannel;
+                model.ReplaceData(shape, OnnxTensors.Create(shape.Name, dims, dims.Length));
+            }
+        }
+
+        foreach (var info in graph.Proto.ValueInfo.Where(v => group.Values.Contains(v.Name)).ToList())
+        {
+            graph.Proto.ValueInfo.Remove(info);
+        }
+
+        graph.Refresh();
+    }
+
+    /// <summary>The group's channels not in <paramref name="keep"/>, ascending.</summary>
+    public static long[] RemovedChannels(long channels, IReadOnlyList<long> keep)
+    {
+        var kept = new HashSet<long>(keep);
+        return Enumerable.Range(0, (int)channels).Select(c => (long)c).Where(c => !kept.Contains(c)).ToArray();
+    }
+
+    /// <summary>The indices along the slice's axis that stay: all but [Offset + c·Stride, Offset + (c+1)·Stride) for removed c.</summary>
+    public static long[] KeptIndices(long length, ChannelSlice slice, long[] removed)
+    {
+        var gone = new bool[length];
+        foreach (var c in removed)
+        {
+            for (var j = 0L; j < slice.Stride; j++)
+            {
+                gone[slice.Offset + c * slice.Stride + j] = true;
+            }
+        }
+
+        return Enumerable.Range(0, (int)length).Where(i => !gone[i]).Select(i => (long)i).ToArray();
+    }
+}
