@@ -22,6 +22,7 @@ namespace Compress.Spec.Methods
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
             SvdMethod.Descriptor,
+            KmeansMethod.Descriptor,
         };
 
         /// <summary>The step kinds the methods belong to, in catalog order.</summary>
