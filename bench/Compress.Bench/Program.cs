@@ -7,6 +7,7 @@
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 //   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
 //   latency <data.npz> <model.onnx>…         batch-1 and batch-32 latency of models, one thread, interleaved medians
+//   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -28,11 +29,15 @@ switch (verb)
         return RunBenchmark.Run(args[1..]);
     case "latency":
         return LatencyBenchmark.Run(args[1..]);
+    case "packing":
+        return PackingBenchmark.Run(args[1..]);
+    case PackingBenchmark.ChildVerb:
+        return PackingBenchmark.RunChild(args[1..]);
     case RunBenchmark.ChildVerb:
         return RunBenchmark.RunChild(args[1..]);
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>…");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …]");
         return 2;
 }

@@ -82,7 +82,8 @@ namespace Compress.Build.Tasks
                 return null;
             }
 
-            var outputName = Metadata(model, "OutputName") ?? Path.GetFileName(source);
+            var spec = Metadata(model, "Spec");
+            var outputName = Metadata(model, "OutputName") ?? PackedName(source, format, spec) ?? Path.GetFileName(source);
             if (outputName.IndexOfAny(Path.GetInvalidFileNameChars()) >= 0 || outputName is "." or "..")
             {
                 Error(BuildCodes.Unsupported, $"CompressModel '{model.ItemSpec}': OutputName '{outputName}' is not a file name");
@@ -98,7 +99,6 @@ namespace Compress.Build.Tasks
             var stem = Path.Combine(Path.GetDirectoryName(artifact)!, Path.GetFileNameWithoutExtension(outputName));
             var name = Metadata(model, "WrapperName") ?? WrapperNames.FromFileName(outputName);
 
-            var spec = Metadata(model, "Spec");
             var metadata = InlineSpec.Names.ToDictionary(n => n, n => model.GetMetadata(n) ?? "", StringComparer.Ordinal);
             string specFile;
             if (InlineSpec.Uses(metadata))
@@ -150,6 +150,29 @@ namespace Compress.Build.Tasks
             item.SetMetadata("ReportTargetPath", Path.Combine(folder, Path.GetFileNameWithoutExtension(outputName)) + ".compress-report");
             item.SetMetadata("ManifestFile", stem + ".manifest.json");
             return item;
+        }
+
+        /// <summary>
+        /// <c>x.cpack</c> for an ONNX model whose spec ends in a <c>pack</c> step writing the packed form (the engine
+        /// refuses any other name for it); null otherwise, and for a spec that does not read (the engine reports it).
+        /// </summary>
+        private string? PackedName(string source, string format, string? spec)
+        {
+            if (format != "onnx" || spec is null)
+            {
+                return null;
+            }
+
+            var path = Path.GetFullPath(Path.Combine(ProjectDirectory, spec));
+            try
+            {
+                var read = SpecReader.Read(File.ReadAllText(path), path, checkFiles: false);
+                return read.Steps.OfType<PackStep>().Any(p => p.Format == PackStep.PackedFormat) ? Path.ChangeExtension(Path.GetFileName(source), ".cpack") : null;
+            }
+            catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
+            {
+                return null;
+            }
         }
 
         private string? RelativeInsideProject(string path)

@@ -23,7 +23,7 @@ public static class ModelFormats
     /// <summary><c>onnx</c> for .onnx; <c>torchscript</c> for a zip archive (what <c>torch.jit.save</c> writes); else <c>torchsharp</c>.</summary>
     public static string Detect(string path)
     {
-        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase))
+        if (path.EndsWith(".onnx", StringComparison.OrdinalIgnoreCase) || path.EndsWith(global::Compress.Runtime.Packing.PackedModel.Extension, StringComparison.OrdinalIgnoreCase))
         {
             return Onnx;
         }

@@ -1,3 +1,4 @@
+using Compress.Runtime.Packing;
 using Microsoft.ML.OnnxRuntime;
 
 namespace Compress.Runtime;
@@ -10,7 +11,9 @@ public static class ModelSessions
         Path.GetFullPath(Path.Combine(AppContext.BaseDirectory, artifactPath.Replace('/', Path.DirectorySeparatorChar)));
 
     /// <summary>An ONNX Runtime session for the model at <paramref name="path"/> with <paramref name="options"/> (defaults when null).</summary>
+    /// <remarks>A packed model (<c>.cpack</c>, recognised by its first bytes) is expanded in memory and the session opened from the bytes.</remarks>
     /// <exception cref="FileNotFoundException">The model file is not there (with the path looked at).</exception>
+    /// <exception cref="PackedModelException">A packed model that is truncated, corrupt or of a newer format version.</exception>
     public static InferenceSession Create(string path, ModelOptions? options)
     {
         options ??= new ModelOptions();
@@ -31,6 +34,8 @@ public static class ModelSessions
             GraphOptimizationLevel = options.OptimizationLevel,
         };
         options.Configure?.Invoke(session);
-        return new InferenceSession(path, session);
+        return PackedModel.IsPackedFile(path)
+            ? new InferenceSession(PackedModel.Expand(File.ReadAllBytes(path), $"'{path}'"), session)
+            : new InferenceSession(path, session);
     }
 }

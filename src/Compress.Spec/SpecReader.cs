@@ -171,6 +171,11 @@ namespace Compress.Spec
                     }
                 }
 
+                if (spec.Steps.OfType<PackStep>().FirstOrDefault() is { } pack && spec.Steps[spec.Steps.Count - 1] != pack)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "'pack' turns the weights into the shipped artifact: it must be the last step", File, pack.Line, pack.Column);
+                }
+
                 var auto = spec.Steps.OfType<PruneStep>().Where(p => p.Auto).ToList();
                 if (auto.Count > 1)
                 {

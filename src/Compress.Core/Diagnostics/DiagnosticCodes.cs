@@ -77,6 +77,14 @@ public static class DiagnosticCodes
 
     /// <summary>An allocation without a size budget found no size meeting the spec's constraints; nothing is written.</summary>
     public const string AllocationInfeasible = "CMP0051";
+    /// <summary>A packed model (.cpack) that cannot be expanded: truncated, corrupt, or of a newer format version.</summary>
+    public const string PackedModelCorrupt = "CMP0060";
+
+    /// <summary>The output's extension does not match the form 'pack' writes (.cpack for "format": "cpack", .onnx for "onnx").</summary>
+    public const string PackOutputName = "CMP0061";
+
+    /// <summary>'pack' on a model that keeps tensors in external data: a packed model is one file.</summary>
+    public const string PackExternalData = "CMP0062";
 
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";

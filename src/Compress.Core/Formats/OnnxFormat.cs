@@ -75,9 +75,18 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     public IReadOnlyList<LayerFigures> Layers() =>
         Context.Layers.Values.Select(l => new LayerFigures(l.Weight, l.Node, l.OpType, l.Parameters, l.Sparsity, l.Bits, l.Format.ToString(), l.RelativeError)).ToList();
 
+    /// <summary>The spec's <c>pack</c> step (its last), or null: then the artifact is the packed form, not the model as it is.</summary>
+    private PackStep? Pack => Context.Spec.Steps.OfType<PackStep>().LastOrDefault();
+
     public void Finish(string outputPath, Action<string> progress)
     {
-        var sparse = SparseStorage.Apply(Model, Context.Layers);
+        if (Pack is { } pack)
+        {
+            Packing.PackOutput.Check(pack, Context.Spec, outputPath);
+        }
+
+        // A packed model codes its zeros itself: sparse storage would only hide them from the packer.
+        var sparse = Pack is null ? SparseStorage.Apply(Model, Context.Layers) : 0;
         if (sparse > 0)
         {
             Context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
@@ -152,6 +161,11 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 
     public long Save(string outputPath)
     {
+        if (Pack is { } pack)
+        {
+            return Packing.PackOutput.Save(Model, pack, SourceBytes, outputPath, Context.Notes);
+        }
+
         var bytes = Model.SerializedBytes();
         if (bytes > SourceBytes)
         {

@@ -28,7 +28,9 @@ internal static class OnnxModelReader
                 throw CompressException.Error(DiagnosticCodes.ModelMalformed, "the file is empty, not an ONNX model", path);
             }
 
-            using var input = CodedInputStream.CreateWithLimits(stream, int.MaxValue, options.RecursionLimit);
+            using var input = Packed(stream, path) is { } expanded
+                ? CodedInputStream.CreateWithLimits(new MemoryStream(expanded, writable: false), int.MaxValue, options.RecursionLimit)
+                : CodedInputStream.CreateWithLimits(stream, int.MaxValue, options.RecursionLimit);
             proto = new ModelProto();
             proto.MergeFrom(input);
         }
@@ -69,5 +71,28 @@ internal static class OnnxModelReader
         }
 
         return new OnnxModel(proto, fullPath, external);
+    }
+
+    /// <summary>A packed model's (<c>.cpack</c>, by its first bytes) ONNX bytes, expanded; null for any other file (the stream rewound).</summary>
+    private static byte[]? Packed(FileStream stream, string path)
+    {
+        Span<byte> head = stackalloc byte[4];
+        var read = stream.ReadAtLeast(head, 4, throwOnEndOfStream: false);
+        stream.Position = 0;
+        if (!global::Compress.Runtime.Packing.PackedModel.IsPacked(head[..read]))
+        {
+            return null;
+        }
+
+        var bytes = new byte[stream.Length];
+        stream.ReadExactly(bytes);
+        try
+        {
+            return global::Compress.Runtime.Packing.PackedModel.Expand(bytes, "the packed model");
+        }
+        catch (global::Compress.Runtime.Packing.PackedModelException e)
+        {
+            throw CompressException.Error(DiagnosticCodes.PackedModelCorrupt, e.Message, path, inner: e);
+        }
     }
 }

@@ -19,6 +19,9 @@ public enum WeightEncoding
 
     /// <summary>An embedding table's rows as int8 (one scale per row) or int4 blocks of <c>com.microsoft.GatherBlockQuantized</c>.</summary>
     GatherBlockQuantized,
+
+    /// <summary>Float32 values drawn from a per-layer codebook of 2^bits (k-means weight sharing, <c>pack</c>).</summary>
+    SharedCodebook,
 }
 
 /// <summary>How the weight's zeros are stored: as they are, as a bitmask of nonzeros, or as a sparse initializer.</summary>
@@ -59,6 +62,7 @@ public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
             WeightEncoding.Float32 => "float32",
             WeightEncoding.Float16 => "float16",
             WeightEncoding.DynamicInt8 => "int8 dynamic",
+            WeightEncoding.SharedCodebook => string.Create(CultureInfo.InvariantCulture, $"{Bits}-bit codebook"),
             WeightEncoding.QdqInt8 => PerTensor ? "int8 QDQ per-tensor" : "int8 QDQ per-channel",
             WeightEncoding.MatMulNBits => string.Create(CultureInfo.InvariantCulture, $"int{Bits} MatMulNBits block {BlockSize}") + (Asymmetric ? " asymmetric" : ""),
             WeightEncoding.GatherBlockQuantized => string.Create(CultureInfo.InvariantCulture, $"int{Bits} GatherBlockQuantized {(BlockSize is { } size ? $"block {size}" : "per row")}")

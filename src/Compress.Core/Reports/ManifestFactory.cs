@@ -35,7 +35,10 @@ public static class ManifestFactory
         if (format == ModelFormats.Onnx)
         {
             // A TorchSharp state dict has no signature or operators: its manifest carries the identity and figures only.
-            var signature = OnnxSignatureReader.Read(report.Output);
+            // A packed model's signature is its expanded ONNX model's.
+            var signature = global::Compress.Runtime.Packing.PackedModel.IsPackedFile(report.Output)
+                ? OnnxSignatureReader.Read(new MemoryStream(global::Compress.Runtime.Packing.PackedModel.Expand(File.ReadAllBytes(report.Output), report.Output)))
+                : OnnxSignatureReader.Read(report.Output);
             manifest.Inputs.AddRange(signature.Inputs);
             manifest.Outputs.AddRange(signature.Outputs);
             manifest.Opsets.AddRange(signature.Opsets);

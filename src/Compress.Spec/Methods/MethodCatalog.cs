@@ -24,6 +24,7 @@ namespace Compress.Spec.Methods
             SvdMethod.Descriptor,
             DpMethod.Descriptor,
             AnnealMethod.Descriptor,
+            KmeansMethod.Descriptor,
         };
 
         /// <summary>The step kinds the methods belong to, in catalog order.</summary>

@@ -35,6 +35,13 @@ namespace Compress.Spec.Onnx
         public static OnnxSignature Read(string path)
         {
             using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read, 64 * 1024);
+            return Read(stream);
+        }
+
+        /// <summary>The signature of the ONNX model in <paramref name="stream"/> (seekable; a packed model expanded in memory, say).</summary>
+        /// <exception cref="InvalidDataException">The bytes are not a readable ONNX model.</exception>
+        public static OnnxSignature Read(Stream stream)
+        {
             var wire = new Wire(stream);
             var signature = new OnnxSignature();
             var graphSeen = false;

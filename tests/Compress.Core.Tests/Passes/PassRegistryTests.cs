@@ -31,6 +31,7 @@ public sealed class PassRegistryTests
                 ["quantize"] = typeof(Compress.Spec.QuantizeStep),
                 ["factorize"] = typeof(Compress.Spec.FactorizeStep),
                 ["allocate"] = typeof(Compress.Spec.AllocateStep),
+                ["pack"] = typeof(Compress.Spec.PackStep),
             };
             Assert.Equal(steps[kind], parameter.ParameterType);
         }
