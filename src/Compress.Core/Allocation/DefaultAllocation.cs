@@ -14,11 +14,10 @@ public static class DefaultAllocation
 {
     public static double[] PruneShares(CompressionContext context, PruneStep step, IReadOnlyList<WeightUse> uses, LayerPruner prune)
     {
-        var allocator = Allocator.Measure(context, uses, ErrorDatabase.SparsityLevels(step.MaxLayerSparsity), _ => [32], prune);
+        var allocator = Allocator.Measure(context, uses, ErrorDatabase.SparsityLevels(step.MaxLayerSparsity), _ => [32], prune, measureSensitivity: false);
         var total = allocator.Database.Sum(l => l.Parameters);
         var budget = (long)Math.Floor(total * (1 - step.Sparsity));
-        var gamma = Environment.GetEnvironmentVariable("COMPRESS_ALLOC_GAMMA") is { } g ? double.Parse(g, System.Globalization.CultureInfo.InvariantCulture) : 1;
-        var weighting = new ProxyWeighting(gamma);
+        var weighting = new ProxyWeighting(0); // measured best on our CNN; the traces are not taken (they cost minutes on a conv net)
         var problem = allocator.Problem(weighting, Allocator.Kept, budget);
         var solution = Allocator.Solve(problem, "dp");
         var words = $"{budget:N0} of {total:N0} weights kept ({1 - step.Sparsity:P1}), proxy: {weighting}";

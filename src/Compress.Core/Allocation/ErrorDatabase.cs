@@ -26,6 +26,9 @@ public sealed record LayerErrors(WeightUse Use, long Parameters, long Rows, doub
 /// </summary>
 public static class ErrorDatabase
 {
+    /// <summary>The ridge added to the Hessian's diagonal, as a fraction of its mean, when a choice's error is judged.</summary>
+    public const double Ridge = 0.05;
+
     /// <summary>
     /// Dense, then 20 levels from 40% to 99% spaced geometrically in density (OBC / SPDY), capped at
     /// <paramref name="cap"/>; with <paramref name="low"/> also 10–30%.
@@ -61,7 +64,12 @@ public static class ErrorDatabase
             var weight = context.Model.ToTorch(use.Weight);
             var matrix = LayerMatrix.ToMatrix(weight, use).to_type(ScalarType.Float32);
             var hessian = LayerHessian.Compute(context, use);
-            var reference = OutputEnergy(matrix, hessian);
+            // The error is judged with a ridge of Ridge × the mean diagonal added: where the calibration rows do not span the
+            // layer's inputs (a squeeze-excitation conv sees one row per sample), OBS can move the weights far at no cost
+            // on those rows, which the unseen data pays for.
+            var judged = hessian.clone();
+            judged.diagonal(0, 1, 2).add_(judged.diagonal(0, 1, 2).mean(new long[] { 1 }, keepdim: true) * Ridge);
+            var reference = OutputEnergy(matrix, judged);
             var entries = new List<DatabaseEntry>();
             foreach (var sparsity in sparsities)
             {
@@ -70,7 +78,7 @@ public static class ErrorDatabase
                 foreach (var b in layerBits)
                 {
                     var compressed = b >= 32 ? pruned : Round(pruned, b);
-                    var error = compressed.Equals(matrix) ? 0 : OutputEnergy(compressed - matrix, hessian) / Math.Max(reference, 1e-30);
+                    var error = compressed.Equals(matrix) ? 0 : OutputEnergy(compressed - matrix, judged) / Math.Max(reference, 1e-30);
                     entries.Add(new DatabaseEntry(sparsity, b, error));
                 }
             }

@@ -43,11 +43,11 @@ public sealed class AllocationCompressionTests(ITestOutputHelper output) : TempD
         var chosen = Assert.Single(allocation.Rounds, r => r.Chosen);
         Assert.Equal(report.Metrics!.CompressedAccuracy, chosen.Accuracy);
         Assert.All(allocation.Rounds.Where(r => r.Bytes <= report.Size.OriginalBytes * 0.08), r => Assert.True(r.Accuracy <= chosen.Accuracy));
-        // The report's layers are what the allocation chose: sparsity as allocated, bits as allocated (8, or 32 kept float).
+        // The report's layers are what the allocation chose: at least the allocated sparsity, bits as allocated (8, or 32 kept float).
         foreach (var layer in allocation.Layers)
         {
             var written = report.Layers.Single(l => l.Weight == layer.Weight);
-            Assert.Equal(layer.Sparsity, written.Sparsity, 2);
+            Assert.True(written.Sparsity >= layer.Sparsity - 0.005, $"{layer.Node}: {written.Sparsity:P1} written, {layer.Sparsity:P1} allocated"); // int8 rounding adds zeros
             Assert.Equal(layer.Bits, written.Bits);
         }
 

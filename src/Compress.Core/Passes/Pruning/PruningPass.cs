@@ -59,6 +59,9 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     /// </summary>
     protected internal virtual Allocation.LayerPruner? DatabasePruner => null;
 
+    /// <summary>A data-aware method with a per-layer rule shares a global target out by the allocation (algorithms.md §18).</summary>
+    private bool AllocatesByDefault => DatabasePruner is not null && Step.DataAware;
+
     /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
@@ -74,8 +77,9 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
             return own; // N:M, the layer scope, or an allocation
         }
 
-        if (DatabasePruner is { } pruner && Step.DataAware)
+        if (AllocatesByDefault)
         {
+            var pruner = DatabasePruner!;
             return Allocation.DefaultAllocation.PruneShares(context, Step, uses, pruner);
         }
 
@@ -154,7 +158,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         record.Sparsity = layerZeros / (double)count;
         if (!Allocated && Step.Scope == "global" && Step.N == 0)
         {
-            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, DatabasePruner is null ? PlanSource.GlobalShares : PlanSource.Allocation) { Sparsity = record.Sparsity });
+            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, AllocatesByDefault ? PlanSource.Allocation : PlanSource.GlobalShares) { Sparsity = record.Sparsity });
         }
         record.RelativeError += WeightQuantization.RelativeError(original, values);
         context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));
