@@ -95,10 +95,12 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     /// gets the layer, its weight as [rows = outputs, cols = inputs (·kh·kw)] and its target, and returns the pruned
     /// matrix, which is written and handed to the pass for the layers after it.
     /// </summary>
-    protected void EachLayer(CompressionContext context, IReadOnlyList<WeightUse> uses, string method, Func<WeightUse, Tensor, double, Tensor> prune)
+    /// <param name="started">Called once the sequential pass has started, before the first layer (e.g. to take a dense copy of the model's activations).</param>
+    protected void EachLayer(CompressionContext context, IReadOnlyList<WeightUse> uses, string method, Func<WeightUse, Tensor, double, Tensor> prune, Action? started = null)
     {
         var targets = LayerTargets(context, uses);
         using var sequential = context.Layerwise(method);
+        started?.Invoke();
         for (var i = 0; i < uses.Count; i++)
         {
             using var scope = NewDisposeScope();
