@@ -7,6 +7,7 @@
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 //   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
 //   latency <data.npz> <model.onnx>…         batch-1 and batch-32 latency of models, one thread, interleaved medians
+//   allocation [mlp|cnn|model.onnx:flat|image|row:sparsity …]  DP against QUBO annealing on real error databases, and their accuracy
 //   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
 using Compress.Bench;
 
@@ -31,6 +32,8 @@ switch (verb)
         return LatencyBenchmark.Run(args[1..]);
     case "packing":
         return PackingBenchmark.Run(args[1..]);
+    case "allocation":
+        return AllocationBenchmark.Run(args[1..]);
     case PackingBenchmark.ChildVerb:
         return PackingBenchmark.RunChild(args[1..]);
     case RunBenchmark.ChildVerb:
@@ -38,6 +41,6 @@ switch (verb)
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …] | allocation [mlp] [cnn] [model.onnx:flat|image|row:sparsity]");
         return 2;
 }

@@ -1,3 +1,4 @@
+using Compress.Core.Allocation;
 using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
 using Compress.Core.Fidelity;
@@ -34,6 +35,8 @@ public static class CompressionPipeline
         var run = spec.Steps.OfType<PruneStep>().FirstOrDefault(p => p.Auto) is { } auto
             ? AutoSparsity.Run(auto, spec, data!, opened as IReopenableFormat ?? throw new InvalidOperationException($"'sparsity': 'auto' on a {format} model"),
                 model => Compress(model, spec, outputPath, progress), progress, outputPath)
+            : AllocationSearch.Searches(spec, data, opened)
+            ? AllocationSearch.Run(spec, data!, (IReopenableFormat)opened, model => Compress(model, spec, outputPath, progress), progress, outputPath)
             : CompressOnce(opened, spec, data, outputPath, progress);
         using var searched = run.Model == opened ? null : run.Model; // a later round of the search: the pipeline disposes it too
 
@@ -69,7 +72,8 @@ public static class CompressionPipeline
         var size = new SizeFigures(model.SourceBytes, compressedBytes, parameters, compressedBytes / (double)model.SourceBytes,
             parameters == 0 ? 0 : layers.Sum(l => l.Sparsity * l.Parameters) / parameters);
         return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File, spec.Steps.Select(PassRegistry.KeyOf).ToList(),
-            size, layers, run.Metrics, constraints, latency, [.. model.Notes, .. notes], run.Search, [.. run.Warnings, .. fidelityWarnings]);
+            size, layers, run.Metrics, constraints, latency, [.. model.Notes, .. notes], run.Search, [.. run.Warnings, .. fidelityWarnings],
+            model.Allocation is { } allocation && run.Rounds is { } rounds ? allocation with { Rounds = rounds } : model.Allocation);
     }
 
     /// <summary>The model compressed once by the spec's steps and, when the spec names data and the format runs, compared with its original.</summary>
@@ -97,7 +101,7 @@ public static class CompressionPipeline
             progress($"{PassRegistry.KeyOf(step)} (spec line {step.Line})");
             var before = model.Fingerprint();
             model.Apply(step, progress);
-            if (model.Fingerprint() == before)
+            if (model.Fingerprint() == before && step is not AllocateStep) // an allocation writes the plan of the steps after it, not the model
             {
                 warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
                     $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: {model.NothingChangedHint(step)}", spec.File));
@@ -113,4 +117,5 @@ public static class CompressionPipeline
 /// A working copy compressed by the spec's steps: the step loop's warnings, its comparison with the original (null
 /// without data or where the format cannot run), and for <c>"sparsity": "auto"</c> the search that chose it.
 /// </summary>
-internal sealed record Compressed(IModelFormat Model, List<CompressDiagnostic> Warnings, ComparisonMetrics? Metrics, SearchFigures? Search = null);
+internal sealed record Compressed(IModelFormat Model, List<CompressDiagnostic> Warnings, ComparisonMetrics? Metrics, SearchFigures? Search = null,
+    IReadOnlyList<AllocationRound>? Rounds = null);

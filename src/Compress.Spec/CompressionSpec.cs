@@ -111,6 +111,9 @@ namespace Compress.Spec
         /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
         public bool Auto { get; set; }
 
+        /// <summary>The spec left <c>sparsity</c> to the <c>allocate</c> step before this one.</summary>
+        public bool AllocatedSparsity { get; set; }
+
         /// <summary>OBS: columns per block (B). WoodFisher: weights per Fisher block (c).</summary>
         public int BlockSize { get; set; } = 128;
 
@@ -122,6 +125,44 @@ namespace Compress.Spec
 
         /// <summary>Whether the method needs calibration data (activations or gradients).</summary>
         public bool DataAware => MethodCatalog.Of(this).Data != MethodData.None;
+    }
+
+    /// <summary>
+    /// <c>allocate</c>: per-layer sparsity and bits for the prune and quantize steps after it, under a size budget or
+    /// the spec's constraints.
+    /// </summary>
+    public sealed class AllocateStep : SpecStep
+    {
+        public override string Kind => "allocate";
+
+        public override string Method { get; set; } = DpMethod.Name;
+
+        /// <summary>The artifact's target size as a fraction of the source model's bytes; null when not given.</summary>
+        public double? Size { get; set; }
+
+        /// <summary>The artifact's target size in bytes; null when not given.</summary>
+        public long? Bytes { get; set; }
+
+        /// <summary>Compress-and-evaluate rounds correcting the proxy (null: the engine's default).</summary>
+        public int? Rounds { get; set; }
+
+        /// <summary>The bit-widths a layer may take; empty: those the quantize step's scheme offers.</summary>
+        public List<int> Bits { get; } = new List<int>();
+
+        /// <summary><c>hessian</c> (HAWQ traces weigh the layers' errors) or <c>none</c>.</summary>
+        public string Sensitivity { get; set; } = "hessian";
+
+        /// <summary>The round's exponent on the layer sensitivity (set by the engine's rounds; 0 weighs layers alike).</summary>
+        public double Gamma { get; set; } = 1;
+
+        /// <summary>The round's budget as a fraction of the source model's bytes when the spec gives none (the engine's search sets it).</summary>
+        public double? SearchedSize { get; set; }
+
+        /// <summary>The artifact's bytes the last allocation estimated (set by the engine).</summary>
+        public long EstimatedBytes { get; set; }
+
+        /// <summary>Bytes the rounds so far measured beyond their estimates (the engine's rounds set it; the next allocation holds them back).</summary>
+        public long MeasuredOverhead { get; set; }
     }
 
     public sealed class QuantizeStep : SpecStep

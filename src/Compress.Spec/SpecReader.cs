@@ -57,6 +57,12 @@ namespace Compress.Spec
             return choices;
         }
 
+        /// <summary>The bits an allocation may give a layer of <paramref name="step"/>: what its scheme stores.</summary>
+        public static int[] AllocationBits(QuantizeStep step) =>
+            step.Weights == "fp16" ? new[] { 16, 32 }
+            : step.Scheme == QuantizeSchemes.WeightOnly ? new[] { 4, 8 }
+            : new[] { 8, 32 };
+
         public static CompressionSpec ReadFile(string path)
         {
             string text;
@@ -188,7 +194,78 @@ namespace Compress.Spec
                     throw new SpecException(SpecCodes.Inconsistent, "'sparsity': 'auto' needs evaluation data: set data.evaluation.path", File, auto[0].Line, auto[0].Column);
                 }
 
+                CheckAllocations(spec);
                 return spec;
+            }
+
+            /// <summary>
+            /// Each <c>allocate</c> step allocates for the prune and quantize steps after it (up to the next allocate step):
+            /// at most one of each and at least one; a prune step it chooses sparsities for is unstructured, by a method with
+            /// a per-layer rule (obs, wanda, magnitude); the bits it may give fit the quantize step's scheme; without a size
+            /// budget it searches the smallest artifact meeting a constraint, so one must be set.
+            /// </summary>
+            private void CheckAllocations(CompressionSpec spec)
+            {
+                for (var i = 0; i < spec.Steps.Count; i++)
+                {
+                    if (!(spec.Steps[i] is AllocateStep allocate))
+                    {
+                        continue;
+                    }
+
+                    var covered = spec.Steps.Skip(i + 1).TakeWhile(s => !(s is AllocateStep)).ToList();
+                    SpecException At(SpecStep step, string message) => new SpecException(SpecCodes.Inconsistent, message, File, step.Line, step.Column);
+                    var prunes = covered.OfType<PruneStep>().ToList();
+                    var quantizes = covered.OfType<QuantizeStep>().ToList();
+                    if (prunes.Count + quantizes.Count == 0)
+                    {
+                        throw At(allocate, "'allocate' chooses per-layer sparsity and bits for the prune and quantize steps after it: add one after it");
+                    }
+
+                    if (prunes.Count > 1 || quantizes.Count > 1)
+                    {
+                        throw At((SpecStep?)prunes.Skip(1).FirstOrDefault() ?? quantizes[1], "one 'allocate' step allocates for one prune step and one quantize step; add another 'allocate' step before this one");
+                    }
+
+                    if (prunes.FirstOrDefault() is PruneStep prune)
+                    {
+                        if (!new[] { ObsMethod.Name, WandaMethod.Name, MagnitudeMethod.Name }.Contains(MethodCatalog.Of(prune).Name))
+                        {
+                            throw At(prune, $"'allocate' chooses per-layer sparsity for 'obs', 'wanda' or 'magnitude', not '{prune.Method}' (which spreads its sparsity by its own global scores)");
+                        }
+
+                        if (prune.Auto)
+                        {
+                            throw At(prune, "'sparsity': 'auto' and an 'allocate' step both choose the sparsity: keep one");
+                        }
+
+                        if (prune.N > 0)
+                        {
+                            throw At(prune, $"pattern {prune.N}:{prune.M} fixes every layer's sparsity: the 'allocate' step before it cannot choose it");
+                        }
+
+                        if (!prune.AllocatedSparsity)
+                        {
+                            throw At(prune, "the 'allocate' step before it chooses each layer's sparsity: leave out 'sparsity'");
+                        }
+                    }
+
+                    if (quantizes.FirstOrDefault() is QuantizeStep quantize && allocate.Bits.Count > 0)
+                    {
+                        var offered = AllocationBits(quantize);
+                        if (allocate.Bits.FirstOrDefault(b => !offered.Contains(b)) is var wrong && wrong != 0)
+                        {
+                            throw At(allocate, $"bits {wrong} cannot be stored by the quantize step after it ({quantize.Scheme} {quantize.Weights}): it offers {string.Join(" and ", offered)}");
+                        }
+                    }
+
+                    var limits = spec.Constraints;
+                    if (allocate.Size == null && allocate.Bytes == null
+                        && limits.MaxAccuracyDrop == null && limits.MinAgreement == null && limits.MinCosine == null && limits.MinSqnrDb == null)
+                    {
+                        throw At(allocate, "'allocate' needs a budget: 'size' (a fraction of the source model), 'bytes', or a constraint (constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb) to find the smallest artifact meeting it");
+                    }
+                }
             }
 
             private DataSource Source(JsonNode node, string role)
@@ -246,6 +323,7 @@ namespace Compress.Spec
                 var kind = MethodCatalog.Kind(member.Key)!;
                 var (method, written) = Method(body, kind);
                 var step = kind.Read(this, body, method, written);
+                Allocating |= step is AllocateStep;
                 step.MethodDefaulted = body["method"] == null;
                 step.Line = member.Line;
                 step.Column = member.Column;

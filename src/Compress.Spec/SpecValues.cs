@@ -18,6 +18,9 @@ namespace Compress.Spec
 
         public string File { get; }
 
+        /// <summary>Whether an <c>allocate</c> step came before the step being read (a prune step may then leave its sparsity to it).</summary>
+        public bool Allocating { get; set; }
+
         /// <summary>The value of <paramref name="key"/> if it is one of <see cref="SpecReader.Choices"/>[<paramref name="table"/>], else CMP0103.</summary>
         public string? Choice(JsonNode node, string key, string table)
         {

@@ -72,6 +72,11 @@ public static class DiagnosticCodes
     /// <summary>A TorchSharp module cannot be exported to ONNX (a layer type or option the exporter does not take).</summary>
     public const string ExportUnsupported = "CMP0041";
 
+    /// <summary>An allocation's size budget cannot be met: even the smallest choice of every layer is larger; nothing is written.</summary>
+    public const string BudgetUnreachable = "CMP0050";
+
+    /// <summary>An allocation without a size budget found no size meeting the spec's constraints; nothing is written.</summary>
+    public const string AllocationInfeasible = "CMP0051";
     /// <summary>A packed model (.cpack) that cannot be expanded: truncated, corrupt, or of a newer format version.</summary>
     public const string PackedModelCorrupt = "CMP0060";
 

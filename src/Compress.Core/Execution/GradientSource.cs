@@ -81,6 +81,30 @@ public sealed class GradientSource : IGradientModel, IDisposable
         return gradients.Select(g => g.detach().MoveToOuterDisposeScope()).ToArray();
     }
 
+    /// <summary>
+    /// One Hutchinson probe (algorithms.md §5): vᵀ(Hv) for each chosen weight, v a Rademacher vector drawn from
+    /// <paramref name="random"/> and H the Hessian of the mean loss over samples [start, start + count) with respect to that
+    /// weight, Hv by double backpropagation. Its expectation over v is the trace of the weight's Hessian block.
+    /// </summary>
+    public double[] HessianProbe(int start, int count, Generator random)
+    {
+        var leaves = _weights.Select(n =>
+        {
+            var leaf = _graph.Weight(n).detach().requires_grad_(true);
+            _graph.SetWeight(n, leaf);
+            return leaf;
+        }).ToArray();
+        using var scope = NewDisposeScope();
+        var logits = Logits(start, count);
+        var targets = _targets.narrow(0, Offset(start, logits), logits.numel() / logits.shape[^1]);
+        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets);
+        var gradients = autograd.grad([loss], leaves, retain_graph: true, create_graph: true);
+        var probes = leaves.Select(l => randint(0, 2, l.shape, dtype: ScalarType.Float32, generator: random).mul_(2).sub_(1)).ToArray();
+        var product = gradients.Select((g, i) => (g * probes[i]).sum()).Aggregate((a, b) => a + b);
+        var hv = autograd.grad([product], leaves, allow_unused: true);
+        return hv.Select((h, i) => h is null || h.IsInvalid ? 0 : (h * probes[i]).sum().ToDouble()).ToArray();
+    }
+
     private long LogitsRank()
     {
         using var scope = NewDisposeScope();

@@ -53,6 +53,30 @@ public static partial class TorchOps
         return [x];
     }
 
+    /// <summary>
+    /// Split: sizes from the second input (opset 13+) or the <c>split</c> attribute (before); with neither, one part per
+    /// output, equal, the last smaller when the axis does not divide (opset 18's <c>num_outputs</c>).
+    /// </summary>
+    private static Tensor[] Split(OpCall c)
+    {
+        var axis = Axis(c.Node.Int("axis", 0), c.X);
+        var length = c.X.shape[axis];
+        var sizes = (c.Opset >= 13 ? c.Longs(1) : c.Node.Ints("split"))?.ToArray();
+        if (sizes is null || sizes.Length == 0)
+        {
+            var parts = c.Node.Output.Count;
+            var size = (length + parts - 1) / parts;
+            sizes = Enumerable.Range(0, parts).Select(i => Math.Max(0, Math.Min(size, length - i * size))).ToArray();
+        }
+
+        if (sizes.Sum() != length)
+        {
+            throw new ArgumentException($"Split '{c.Node.Name}': sizes {string.Join(", ", sizes)} do not add up to the axis' {length}");
+        }
+
+        return c.X.split(sizes, axis);
+    }
+
     private static Tensor[] Squeeze(OpCall c)
     {
         var axes = c.Opset >= 13 ? c.Longs(1) : c.Node.Ints("axes");

@@ -59,6 +59,7 @@ public static partial class TorchOps
         ["Gather"] = Gather,
         ["Unsqueeze"] = Unsqueeze,
         ["Squeeze"] = Squeeze,
+        ["Split"] = Split,
         ["Shape"] = Shape,
         ["ConstantOfShape"] = ConstantOfShape,
         ["Expand"] = Expand,

@@ -37,6 +37,12 @@ public interface IModelFormat : IStepTarget, IDisposable
 
     /// <summary>Notes for the report (how to load the artifact, what was done to the model besides the steps).</summary>
     IReadOnlyList<string> Notes { get; }
+
+    /// <summary>The per-layer allocation the steps made, for the report (null when none).</summary>
+    AllocationFigures? Allocation => null;
+
+    /// <summary>The bytes the artifact would have if written now (after <see cref="Finish"/>), or null where the format cannot tell without writing.</summary>
+    long? WorkingBytes() => null;
 }
 
 /// <summary>What the shared step loop (<see cref="CompressionPipeline"/>) applies the spec's steps to.</summary>

@@ -51,6 +51,10 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 
     public IReadOnlyList<string> Notes => Context.Notes;
 
+    public AllocationFigures? Allocation => Context.Allocation;
+
+    public long? WorkingBytes() => Model.SerializedBytes();
+
     public IReopenableFormat Reopen() => new OnnxFormat(_source);
 
     public void Apply(SpecStep step, Action<string> progress)

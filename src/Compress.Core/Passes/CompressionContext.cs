@@ -32,6 +32,9 @@ public sealed class CompressionContext
 
     public List<string> Notes { get; } = [];
 
+    /// <summary>The per-layer allocation the run made, for the report; null when none was made.</summary>
+    public Reports.AllocationFigures? Allocation { get; set; }
+
     /// <summary>Bytes of the source model on disk (file and external data), taken before any pass.</summary>
     public long OriginalBytes { get; init; }
 

@@ -22,6 +22,8 @@ namespace Compress.Spec.Methods
             RtnMethod.Descriptor,
             GptqMethod.Descriptor,
             SvdMethod.Descriptor,
+            DpMethod.Descriptor,
+            AnnealMethod.Descriptor,
             KmeansMethod.Descriptor,
         };
 

@@ -5,6 +5,9 @@ namespace Compress.Spec.Methods
     {
         public const string Name = "obs";
 
+        /// <summary>Option key: fit each layer to the uncompressed model's response (‖WX − ŴX̃‖) rather than to the pruned model's (‖WX̃ − ŴX̃‖).</summary>
+        public const string DenseTargets = "denseTargets";
+
         public static readonly MethodDescriptor Descriptor = new MethodDescriptor(
             Name,
             StepKind.Prune,
@@ -16,6 +19,7 @@ namespace Compress.Spec.Methods
             {
                 MethodOption.Integer("blockSize", 128, 16, 1024, "columns per block"),
                 MethodOption.Number("damping", 0.01, 1e-9, 1, "fraction of the mean Hessian diagonal"),
+                MethodOption.Boolean(DenseTargets, true, "fit each layer to the uncompressed model's outputs (corrects the error of the layers pruned before)"),
             },
             opTypes: PruneOps.Weighted,
             touches: PruneOps.Weighted,

@@ -18,8 +18,16 @@ namespace Compress.Spec.Methods
         internal override SpecStep Read(SpecValues values, JsonNode node, MethodDescriptor method, string written)
         {
             var step = new PruneStep { Method = written };
-            var sparsity = node["sparsity"] ?? throw values.Missing(node, "sparsity", "'prune'");
-            if (sparsity.Kind == JsonKind.String && sparsity.Text == "auto")
+            var sparsity = node["sparsity"];
+            if (sparsity == null && values.Allocating)
+            {
+                step.AllocatedSparsity = true; // the allocate step before it sets each layer's
+            }
+            else if (sparsity == null)
+            {
+                throw values.Missing(node, "sparsity", "'prune'");
+            }
+            else if (sparsity.Kind == JsonKind.String && sparsity.Text == "auto")
             {
                 step.Auto = true;
             }
@@ -63,9 +71,14 @@ namespace Compress.Spec.Methods
 
                     step.N = n;
                     step.M = m;
+                    if (sparsity == null)
+                    {
+                        throw values.Error(SpecCodes.Inconsistent, pattern, $"pattern {n}:{m} fixes every layer's sparsity: an allocation cannot choose it; leave out the 'allocate' step or the pattern");
+                    }
+
                     if (step.Auto)
                     {
-                        throw values.Error(SpecCodes.Inconsistent, sparsity, $"pattern {n}:{m} fixes the sparsity at {1 - (double)n / m:0.###}; 'auto' searches unstructured sparsity");
+                        throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} fixes the sparsity at {1 - (double)n / m:0.###}; 'auto' searches unstructured sparsity");
                     }
 
                     if (!method.Patterns)
@@ -76,7 +89,7 @@ namespace Compress.Spec.Methods
 
                     if (Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
                     {
-                        throw values.Error(SpecCodes.Inconsistent, sparsity, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
+                        throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
                     }
                 }
             }

@@ -14,6 +14,7 @@ namespace Compress.Spec.Methods
         public static readonly StepKind Prune = new PruneKind();
         public static readonly StepKind Quantize = new QuantizeKind();
         public static readonly StepKind Factorize = new FactorizeKind();
+        public static readonly StepKind Allocate = new AllocateKind();
         public static readonly StepKind Pack = new PackKind();
 
         /// <summary>Node selection: the last keys of every kind.</summary>
@@ -49,7 +50,10 @@ namespace Compress.Spec.Methods
         public IReadOnlyList<string> OptionKeys => Methods.SelectMany(m => m.Options).Select(o => o.Key).Distinct().ToArray();
 
         /// <summary>Every key a step of the kind may have: its own, its methods' options, the selection keys.</summary>
-        public IReadOnlyList<string> Keys => OwnKeys.Concat(OptionKeys).Concat(SelectionKeys).Distinct().ToArray();
+        public IReadOnlyList<string> Keys => OwnKeys.Concat(OptionKeys).Concat(Selects ? SelectionKeys : new string[0]).Distinct().ToArray();
+
+        /// <summary>Whether steps of the kind choose their nodes (<see cref="SelectionKeys"/>); an allocation covers the next steps' layers.</summary>
+        protected virtual bool Selects => true;
 
         /// <summary>Reads the step's own keys and its method's options; the reader has resolved the method and reads the rest.</summary>
         /// <param name="written">The method as the spec writes it (an alias stays an alias).</param>

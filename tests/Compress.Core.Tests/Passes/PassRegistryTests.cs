@@ -30,6 +30,7 @@ public sealed class PassRegistryTests
                 ["prune"] = typeof(Compress.Spec.PruneStep),
                 ["quantize"] = typeof(Compress.Spec.QuantizeStep),
                 ["factorize"] = typeof(Compress.Spec.FactorizeStep),
+                ["allocate"] = typeof(Compress.Spec.AllocateStep),
                 ["pack"] = typeof(Compress.Spec.PackStep),
             };
             Assert.Equal(steps[kind], parameter.ParameterType);

@@ -52,6 +52,12 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\", \"smoothing\": -0.1 } } ] }", "CMP0103", 1, 85, "'smoothing' is -0.1; it must be between 0 and 1" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\", \"smoothing\": true } } ] }", "CMP0102", 1, 85, "'smoothing' must be a number" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"dynamic\", \"smoothing\": 0.5 } } ] }", "CMP0107", 1, 88, "applies to static quantization" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1 } } ] }", "CMP0107", 1, 67, "add one after it" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1 } }, { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 100, "leave out 'sparsity'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { } }, { \"prune\": { \"method\": \"obs\" } } ] }", "CMP0107", 1, 67, "'allocate' needs a budget" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1, \"bits\": [4] } }, { \"quantize\": { \"weights\": \"int8\", \"activations\": \"dynamic\" } } ] }", "CMP0107", 1, 67, "bits 4 cannot be stored by the quantize step after it" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1 } }, { \"prune\": { \"method\": \"woodfisher\" } } ] }", "CMP0107", 1, 100, "for 'obs', 'wanda' or 'magnitude', not 'woodfisher'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1, \"include\": [\"fc1\"] } }, { \"prune\": { \"method\": \"obs\" } } ] }", "CMP0101", 1, 94, "include" },
         { "{ \"target\": { \"executionProvider\": \"cuda\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 36, "allowed: cpu" },
     };
 

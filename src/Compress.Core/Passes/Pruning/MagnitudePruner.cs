@@ -19,6 +19,9 @@ public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
     /// Streams the weights: each is read to score it (or take its N:M mask), and read again to apply its mask and be
     /// written, so only the scores and masks of all layers are held at once — not two dense copies of the model.
     /// </summary>
+    /// <summary>Within one layer, the largest magnitudes stay (what a per-layer sparsity means for magnitude pruning).</summary>
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, _, sparsity) => where(SparsityBudget.Layer(matrix.abs(), sparsity), matrix, 0f);
+
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
         List<Tensor> masks;

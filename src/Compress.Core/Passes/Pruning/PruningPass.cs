@@ -53,6 +53,15 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         : Step.Scope == "layer" || Step.N > 0 ? LayerPlans.Select(p => p.Sparsity ?? Step.Sparsity).ToArray()
         : null;
 
+    /// <summary>
+    /// The method's rule for one layer on its own (a matrix, its input Hessians, a sparsity), for the allocation's error
+    /// database: a layer-wise method that has one shares a global target out by the allocation instead of magnitudes.
+    /// </summary>
+    protected internal virtual Allocation.LayerPruner? DatabasePruner => null;
+
+    /// <summary>A data-aware method with a per-layer rule shares a global target out by the allocation (algorithms.md §18).</summary>
+    private bool AllocatesByDefault => DatabasePruner is not null && Step.DataAware;
+
     /// <summary>Prunes <paramref name="uses"/> and writes them with <see cref="Write"/> (all at once or layer by layer).</summary>
     protected abstract void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses);
 
@@ -68,6 +77,12 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
             return own; // N:M, the layer scope, or an allocation
         }
 
+        if (AllocatesByDefault)
+        {
+            var pruner = DatabasePruner!;
+            return Allocation.DefaultAllocation.PruneShares(context, Step, uses, pruner);
+        }
+
         using var scope = NewDisposeScope();
         var magnitudes = uses.Select(u => SparsityBudget.ScaleFreeMagnitude(context.Model.ToTorch(u.Weight))).ToList();
         return SparsityBudget.Global(magnitudes, Step.Sparsity, Step.MaxLayerSparsity)
@@ -80,10 +95,12 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     /// gets the layer, its weight as [rows = outputs, cols = inputs (·kh·kw)] and its target, and returns the pruned
     /// matrix, which is written and handed to the pass for the layers after it.
     /// </summary>
-    protected void EachLayer(CompressionContext context, IReadOnlyList<WeightUse> uses, string method, Func<WeightUse, Tensor, double, Tensor> prune)
+    /// <param name="started">Called once the sequential pass has started, before the first layer (e.g. to take a dense copy of the model's activations).</param>
+    protected void EachLayer(CompressionContext context, IReadOnlyList<WeightUse> uses, string method, Func<WeightUse, Tensor, double, Tensor> prune, Action? started = null)
     {
         var targets = LayerTargets(context, uses);
         using var sequential = context.Layerwise(method);
+        started?.Invoke();
         for (var i = 0; i < uses.Count; i++)
         {
             using var scope = NewDisposeScope();
@@ -143,7 +160,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         record.Sparsity = layerZeros / (double)count;
         if (!Allocated && Step.Scope == "global" && Step.N == 0)
         {
-            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, PlanSource.GlobalShares) { Sparsity = record.Sparsity });
+            context.Plan.Record(Step, new LayerPlan(use.Weight.Name, AllocatesByDefault ? PlanSource.Allocation : PlanSource.GlobalShares) { Sparsity = record.Sparsity });
         }
         record.RelativeError += WeightQuantization.RelativeError(original, values);
         context.Model.ReplaceData(use.Weight, values.ToOnnx(use.Weight.Name));

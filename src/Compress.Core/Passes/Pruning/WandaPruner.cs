@@ -20,6 +20,13 @@ namespace Compress.Core.Passes.Pruning;
 [ImplementsMethod(WandaMethod.Name)]
 public sealed class WandaPruner(PruneStep step) : PruningPass(step)
 {
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
+    {
+        var norms = hessian.diagonal(0, 1, 2).sqrt(); // [groups, cols]: ‖X_j‖₂ up to a common factor
+        var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
+        return where(SparsityBudget.RowKeep(scores, sparsity), matrix, 0f);
+    };
+
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
         EachLayer(context, uses, WandaMethod.Name, (use, matrix, target) =>
         {

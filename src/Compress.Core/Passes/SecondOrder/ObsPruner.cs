@@ -19,10 +19,31 @@ namespace Compress.Core.Passes.SecondOrder;
 [ImplementsMethod(ObsMethod.Name)]
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
-    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
-        EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
+        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, new ObsOptions { Sparsity = sparsity, BlockSize = Step.BlockSize, Damping = Step.Damping }, takeOver: true).Weight);
+
+    protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
+    {
+        DenseTargets? dense = null;
+        try
         {
-            var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : target, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
-            return LayerObs.PerGroup(matrix, LayerHessian.Compute(context, use), (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
-        });
+            EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
+            {
+                var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : target, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
+                if (dense?.Compute(context, use) is var (hessian, shift))
+                {
+                    // Dense targets: refit to the uncompressed model's response, then OBS on the refit with H̃.
+                    matrix = DenseTargets.Refit(matrix, hessian, shift, Step.Damping);
+                    shift.Dispose();
+                    return LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+                }
+
+                return LayerObs.PerGroup(matrix, LayerHessian.Compute(context, use), (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+            }, () => dense = Step.Option(ObsMethod.DenseTargets, 1) != 0 ? DenseTargets.TryStart(context, ObsMethod.Name) : null);
+        }
+        finally
+        {
+            dense?.Dispose();
+        }
+    }
 }

@@ -1,0 +1,90 @@
+using System.Runtime.CompilerServices;
+using Compress.Core.Diagnostics;
+using Compress.Core.Onnx;
+using Compress.Core.Passes;
+using Compress.Core.Passes.Pruning;
+using Compress.Core.Plans;
+using Compress.Spec;
+using Compress.Spec.Methods;
+
+namespace Compress.Core.Allocation;
+
+/// <summary>
+/// <c>allocate</c> (algorithms.md §5, §6, §12): for the prune and quantize steps after it, each layer's sparsity and
+/// bits from the error database under the step's size budget, solved by the step's method (<c>dp</c> exactly,
+/// <c>anneal</c> as a QUBO), written to the per-layer plan those steps read. It changes no weight itself. A choice's
+/// cost is the bytes the writer stores for the layer (<see cref="StoredBytes"/>); the budget for the layers is the
+/// target less what the rest of the model takes in the source. The database and sensitivities are measured once per
+/// run and reused by every compress-and-evaluate round (<see cref="AllocationSearch"/>).
+/// </summary>
+[ImplementsMethod(DpMethod.Name, AnnealMethod.Name)]
+public sealed class AllocatePass(AllocateStep step) : ICompressionPass
+{
+    private static readonly ConditionalWeakTable<AllocateStep, Allocator> Measured = new();
+
+    public string Name => $"allocate/{step.Method}";
+
+    public void Apply(CompressionContext context)
+    {
+        var index = context.Spec.Steps.IndexOf(step);
+        var covered = context.Spec.Steps.Skip(index + 1).TakeWhile(s => s is not AllocateStep).ToList();
+        var prune = covered.OfType<PruneStep>().FirstOrDefault();
+        var quantize = covered.OfType<QuantizeStep>().FirstOrDefault();
+        var uses = WeightSelection.Select(context.Model.Graph, (SpecStep?)prune ?? quantize!)
+            .Where(u => u.Node.OpType is "Conv" or "Gemm" or "MatMul").GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
+        if (uses.Count == 0)
+        {
+            context.Notes.Add($"{Name}: no Conv/Gemm/MatMul weights among the steps' layers; nothing allocated");
+            return;
+        }
+
+        var quantized = quantize is null ? new HashSet<string>()
+            : WeightSelection.Select(context.Model.Graph, quantize).Select(u => u.Weight.Name).ToHashSet(StringComparer.Ordinal);
+        var offered = quantize is null ? [32] : step.Bits.Count > 0 ? step.Bits.ToArray() : SpecReader.AllocationBits(quantize);
+        var weightOnly = quantize?.Scheme == QuantizeSchemes.WeightOnly;
+        var allocator = Measured.GetValue(step, _ =>
+        {
+            var pruner = prune is null ? null : ((PruningPass)PassRegistry.Create(prune)).DatabasePruner;
+            var levels = prune is null ? [0.0] : ErrorDatabase.SparsityLevels(prune.MaxLayerSparsity);
+            return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.Sensitivity == "hessian");
+        });
+
+        var target = step.Bytes ?? (long)Math.Floor((step.Size ?? step.SearchedSize
+            ?? throw new InvalidOperationException("an allocation without a budget runs inside the size search")) * context.OriginalBytes);
+        // What the layers do not take: the rest of the source, and what the earlier rounds measured beyond the estimate.
+        var rest = Math.Max(0, context.OriginalBytes - allocator.Database.Sum(l => l.Parameters * 4)) + step.MeasuredOverhead;
+        var perRow = StoredBytes.PerRow(quantize?.Scheme);
+        var problem = allocator.Problem(new ProxyWeighting(step.Gamma),
+            (l, e) => StoredBytes.Of(l.Parameters, l.Rows, e.Sparsity, e.Bits, weightOnly && e.Bits <= 8, perRow), target - rest);
+        if (!problem.IsFeasible)
+        {
+            throw CompressException.Error(DiagnosticCodes.BudgetUnreachable,
+                $"the size budget of {target:N0} bytes cannot be met: the {uses.Count} allocated layers need at least {problem.MinimumCost:N0} bytes at their smallest choices " +
+                $"and the rest of the model takes {rest:N0}; raise 'size'/'bytes' or allow more sparsity (maxLayerSparsity) or fewer bits",
+                context.Spec.File, step.Line, step.Column);
+        }
+
+        var solution = Allocator.Solve(problem, MethodCatalog.Of(step).Name);
+        step.EstimatedBytes = solution.Cost + rest;
+        var words = $"{target:N0} bytes ({target / (double)context.OriginalBytes:0.###} of the source), {problem.Budget:N0} of them for the {uses.Count} layers; proxy: {new ProxyWeighting(step.Gamma)}";
+        context.Allocation = allocator.Figures(problem, solution, MethodCatalog.Of(step).Name, words, []);
+        for (var i = 0; i < uses.Count; i++)
+        {
+            var chosen = problem.Layers[i][solution.Choice[i]];
+            var weight = uses[i].Weight.Name;
+            if (prune is not null)
+            {
+                context.Plan.Allocate(prune, new LayerPlan(weight, PlanSource.Allocation) { Sparsity = chosen.Sparsity });
+            }
+
+            if (quantize is not null && quantized.Contains(weight))
+            {
+                context.Plan.Allocate(quantize, new LayerPlan(weight, PlanSource.Allocation) { Bits = chosen.Bits });
+            }
+        }
+
+        context.Progress($"{Name}: {uses.Count} layers, estimated {solution.Cost + rest:N0} bytes (budget {target:N0}), proxy objective {solution.Objective:0.####}");
+        context.Notes.Add($"{Name}: per-layer {(prune is null ? "" : "sparsity")}{(prune is not null && quantize is not null ? " and " : "")}{(quantize is null ? "" : "bits")} " +
+            $"chosen by {(step.Method == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}");
+    }
+}
