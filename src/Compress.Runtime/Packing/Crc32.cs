@@ -5,6 +5,7 @@ public static class Crc32
 {
     private static readonly uint[] Table = MakeTable();
 
+    /// <summary>The CRC-32 of <paramref name="data"/>.</summary>
     public static uint Compute(ReadOnlySpan<byte> data)
     {
         var crc = 0xFFFFFFFFu;

@@ -10,6 +10,7 @@ public ref struct PackedReader
     private readonly ReadOnlySpan<byte> _data;
     private readonly string _what;
 
+    /// <summary>A reader over <paramref name="data"/>; messages name the file as <paramref name="what"/>.</summary>
     public PackedReader(ReadOnlySpan<byte> data, string what)
     {
         _data = data;
@@ -17,14 +18,19 @@ public ref struct PackedReader
         Position = 0;
     }
 
+    /// <summary>Bytes read so far.</summary>
     public int Position { get; private set; }
 
+    /// <summary>Bytes left to read.</summary>
     public readonly int Remaining => _data.Length - Position;
 
+    /// <summary>One byte.</summary>
     public byte Byte() => Bytes(1)[0];
 
+    /// <summary>A little-endian 32-bit unsigned integer.</summary>
     public uint UInt32() => BinaryPrimitives.ReadUInt32LittleEndian(Bytes(4));
 
+    /// <summary>An unsigned LEB128 varint of at most 64 bits.</summary>
     public ulong Varint()
     {
         ulong value = 0;
@@ -48,6 +54,7 @@ public ref struct PackedReader
         return value <= (ulong)max ? (int)value : throw Corrupt($"{field} {value} is out of range (at most {max})");
     }
 
+    /// <summary>The next <paramref name="count"/> bytes.</summary>
     public ReadOnlySpan<byte> Bytes(int count)
     {
         if (count < 0 || count > Remaining)
@@ -60,6 +67,7 @@ public ref struct PackedReader
         return span;
     }
 
+    /// <summary>A UTF-8 string behind its varint length (at most <paramref name="maxBytes"/>); <paramref name="field"/> names it in messages.</summary>
     public string String(int maxBytes, string field)
     {
         var bytes = Bytes(Count(maxBytes, $"the length of {field}"));
@@ -73,6 +81,7 @@ public ref struct PackedReader
         }
     }
 
+    /// <summary>The exception for a file that does not hold up, saying <paramref name="why"/>.</summary>
     public readonly PackedModelException Corrupt(string why) => new($"{_what} is corrupt: {why}");
 }
 
@@ -81,18 +90,23 @@ public sealed class PackedWriter
 {
     private readonly ArrayBufferWriter<byte> _buffer = new(1 << 16);
 
+    /// <summary>Bytes written so far.</summary>
     public int Length => _buffer.WrittenCount;
 
+    /// <summary>The bytes written so far.</summary>
     public ReadOnlySpan<byte> Written => _buffer.WrittenSpan;
 
+    /// <summary>One byte.</summary>
     public void Byte(byte value) => _buffer.Write([value]);
 
+    /// <summary>A little-endian 32-bit unsigned integer.</summary>
     public void UInt32(uint value)
     {
         BinaryPrimitives.WriteUInt32LittleEndian(_buffer.GetSpan(4), value);
         _buffer.Advance(4);
     }
 
+    /// <summary>An unsigned LEB128 varint.</summary>
     public void Varint(ulong value)
     {
         while (value >= 0x80)
@@ -104,8 +118,10 @@ public sealed class PackedWriter
         Byte((byte)value);
     }
 
+    /// <summary>Raw bytes.</summary>
     public void Bytes(ReadOnlySpan<byte> bytes) => _buffer.Write(bytes);
 
+    /// <summary>A UTF-8 string behind its varint length.</summary>
     public void String(string text)
     {
         var bytes = Encoding.UTF8.GetBytes(text);

@@ -13,8 +13,11 @@ namespace Compress.Runtime.Packing;
 /// </summary>
 public static class PackedModel
 {
+    /// <summary>The packed model's file extension.</summary>
     public const string Extension = ".cpack";
+    /// <summary>The format version this library writes and reads.</summary>
     public const ushort Version = 1;
+    /// <summary>Bytes of the header before the payload.</summary>
     public const int HeaderBytes = 16;
     internal static ReadOnlySpan<byte> Magic => "CPAK"u8;
 
@@ -33,6 +36,7 @@ public static class PackedModel
     }
 
     /// <summary>The ONNX model a packed file holds, as the bytes of a standard <c>.onnx</c> file.</summary>
+    /// <param name="packed">The packed file's bytes.</param>
     /// <param name="what">How messages name the file (its path).</param>
     /// <exception cref="PackedModelException">Not a packed model, an unknown version, truncated or corrupt.</exception>
     public static byte[] Expand(ReadOnlySpan<byte> packed, string what = "the packed model")

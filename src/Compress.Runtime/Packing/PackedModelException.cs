@@ -6,6 +6,7 @@ namespace Compress.Runtime.Packing;
 /// </summary>
 public sealed class PackedModelException : IOException
 {
+    /// <summary>An exception saying why the file cannot be expanded.</summary>
     public PackedModelException(string message, Exception? inner = null)
         : base(message, inner)
     {

@@ -19,6 +19,7 @@ public static class PackedModelWriter
     /// <summary>The most distinct nonzero values a tensor may have to pack.</summary>
     public const int MaxCodebook = RansCoder.MaxAlphabet - 1;
 
+    /// <summary>The packed file's bytes: the model's other fields and its graph without the shared tensors, and those tensors.</summary>
     public static byte[] Write(ReadOnlySpan<byte> modelWithoutGraph, ReadOnlySpan<byte> graphWithoutShared, IReadOnlyList<SharedTensor> tensors)
     {
         var payload = new PackedWriter();

@@ -12,8 +12,11 @@ namespace Compress.Runtime.Packing;
 /// </summary>
 public static class RansCoder
 {
+    /// <summary>Bits of the frequency tables' total (probabilities in units of 2⁻¹⁴).</summary>
     public const int ScaleBits = 14;
+    /// <summary>Models by context: the previous symbol zero or not.</summary>
     public const int Contexts = 2;
+    /// <summary>The most symbols a stream may use (zero and 256 shared values).</summary>
     public const int MaxAlphabet = 257;
     private const uint Scale = 1u << ScaleBits;
     private const uint Lower = 1u << 23;
@@ -84,7 +87,9 @@ public static class RansCoder
 
     /// <summary>Reads what <see cref="Encode"/> wrote into <paramref name="symbols"/> (its length is the symbol count).</summary>
     /// <exception cref="PackedModelException">The tables or the stream do not hold.</exception>
+    /// <param name="input">The reader, at the stream.</param>
     /// <param name="alphabet">The alphabet the record's codebook implies; the stream's own must match.</param>
+    /// <param name="symbols">Where the symbols go.</param>
     public static void Decode(ref PackedReader input, int alphabet, Span<ushort> symbols)
     {
         if (input.Count(MaxAlphabet, "the alphabet size") != alphabet)
