@@ -19,7 +19,7 @@ public sealed class AllocationCompressionTests(ITestOutputHelper output) : TempD
         var allocation = report.Allocation!;
         Assert.Equal("dp", allocation.Solver);
         Assert.Equal(3, allocation.Layers.Count);
-        Assert.InRange(report.Size.OverallSparsity, 0.899, 0.901);
+        Assert.InRange(report.Size.OverallSparsity, 0.898, 0.902); // the budget exactly, up to OBS's whole weights per block
         // Each layer its own sparsity (the small, sensitive classifier far less than fc1), each from the database's options.
         var sparsities = report.Layers.ToDictionary(l => l.Node, l => l.Sparsity);
         Assert.True(sparsities["fc3"] < sparsities["fc1"] - 0.2, string.Join(", ", sparsities));

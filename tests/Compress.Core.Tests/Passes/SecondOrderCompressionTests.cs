@@ -85,7 +85,7 @@ public sealed class SecondOrderCompressionTests(ITestOutputHelper output) : Temp
         var search = report.Search!;
         output.WriteLine(string.Join("\n", search.Points.Select(p => $"{p.Sparsity:P1} {p.Accuracy:P2} {(p.Feasible ? "met" : "not met")}")));
         Assert.InRange(search.Points.Count, 1, 10);
-        Assert.True(report.Metrics!.AccuracyDrop <= 0.01);
+        Assert.True(report.Metrics!.AccuracyDrop <= 0.01 + 1e-9); // a drop of exactly 100 of 10,000 images meets the limit
         Assert.InRange(report.Size.OverallSparsity, search.Chosen - 0.005, search.Chosen + 0.005);
         Assert.Contains(search.Points, p => !p.Feasible && p.Sparsity > search.Chosen && p.Sparsity <= search.Chosen + 0.02);
 
