@@ -57,6 +57,9 @@ namespace Compress.Spec
             return choices;
         }
 
+        /// <summary>The shared-value bits an allocation chooses from for a pack step (unless its own 'bits' says).</summary>
+        public static readonly int[] PackAllocationBits = { 2, 3, 4, 5, 6 };
+
         /// <summary>The bits an allocation may give a layer of <paramref name="step"/>: what its scheme stores.</summary>
         public static int[] AllocationBits(QuantizeStep step) =>
             step.Weights == "fp16" ? new[] { 16, 32 }
@@ -217,9 +220,20 @@ namespace Compress.Spec
                     SpecException At(SpecStep step, string message) => new SpecException(SpecCodes.Inconsistent, message, File, step.Line, step.Column);
                     var prunes = covered.OfType<PruneStep>().ToList();
                     var quantizes = covered.OfType<QuantizeStep>().ToList();
-                    if (prunes.Count + quantizes.Count == 0)
+                    var packs = covered.OfType<PackStep>().ToList();
+                    if (quantizes.Count > 0 && packs.Count > 0)
                     {
-                        throw At(allocate, "'allocate' chooses per-layer sparsity and bits for the prune and quantize steps after it: add one after it");
+                        throw At(packs[0], "one 'allocate' step chooses the bits of a quantize step or of a pack step, not both; add another 'allocate' step before this one or drop one of them");
+                    }
+
+                    if (packs.Count > 0 && allocate.Bits.FirstOrDefault(b => b > 8) is var wrongPack && wrongPack != 0)
+                    {
+                        throw At(allocate, $"bits {wrongPack} cannot be stored by the pack step after it: it shares 2 to 8 bits of values");
+                    }
+
+                    if (prunes.Count + quantizes.Count + packs.Count == 0)
+                    {
+                        throw At(allocate, "'allocate' chooses per-layer sparsity and bits for the prune, quantize and pack steps after it: add one after it");
                     }
 
                     if (prunes.Count > 1 || quantizes.Count > 1)

@@ -30,7 +30,8 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var covered = context.Spec.Steps.Skip(index + 1).TakeWhile(s => s is not AllocateStep).ToList();
         var prune = covered.OfType<PruneStep>().FirstOrDefault();
         var quantize = covered.OfType<QuantizeStep>().FirstOrDefault();
-        var uses = WeightSelection.Select(context.Model.Graph, (SpecStep?)prune ?? quantize!)
+        var pack = covered.OfType<PackStep>().FirstOrDefault();
+        var uses = WeightSelection.Select(context.Model.Graph, (SpecStep?)prune ?? (SpecStep?)quantize ?? pack!)
             .Where(u => u.Node.OpType is "Conv" or "Gemm" or "MatMul").GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
         if (uses.Count == 0)
         {
@@ -38,15 +39,18 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
             return;
         }
 
-        var quantized = quantize is null ? new HashSet<string>()
-            : WeightSelection.Select(context.Model.Graph, quantize).Select(u => u.Weight.Name).ToHashSet(StringComparer.Ordinal);
-        var offered = quantize is null ? [32] : step.Bits.Count > 0 ? step.Bits.ToArray() : SpecReader.AllocationBits(quantize);
+        SpecStep? bitsStep = (SpecStep?)quantize ?? pack;
+        var quantized = bitsStep is null ? new HashSet<string>()
+            : WeightSelection.Select(context.Model.Graph, bitsStep).Select(u => u.Weight.Name).ToHashSet(StringComparer.Ordinal);
+        var offered = bitsStep is null ? [32] : step.Bits.Count > 0 ? step.Bits.ToArray()
+            : quantize is not null ? SpecReader.AllocationBits(quantize) : SpecReader.PackAllocationBits;
         var weightOnly = quantize?.Scheme == QuantizeSchemes.WeightOnly;
         var allocator = Measured.GetValue(step, _ =>
         {
             var pruner = prune is null ? null : ((PruningPass)PassRegistry.Create(prune)).DatabasePruner;
             var levels = prune is null ? [0.0] : ErrorDatabase.SparsityLevels(prune.MaxLayerSparsity);
-            return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.Sensitivity == "hessian");
+            return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.Sensitivity == "hessian",
+                pack is null ? null : ErrorDatabase.Shared);
         });
 
         var target = step.Bytes ?? (long)Math.Floor((step.Size ?? step.SearchedSize
@@ -55,7 +59,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var rest = Math.Max(0, context.OriginalBytes - allocator.Database.Sum(l => l.Parameters * 4)) + step.MeasuredOverhead;
         var perRow = StoredBytes.PerRow(quantize?.Scheme);
         var problem = allocator.Problem(new ProxyWeighting(step.Gamma),
-            (l, e) => StoredBytes.Of(l.Parameters, l.Rows, e.Sparsity, e.Bits, weightOnly && e.Bits <= 8, perRow), target - rest);
+            (l, e) => e.Bytes ?? StoredBytes.Of(l.Parameters, l.Rows, e.Sparsity, e.Bits, weightOnly && e.Bits <= 8, perRow), target - rest);
         if (!problem.IsFeasible)
         {
             throw CompressException.Error(DiagnosticCodes.BudgetUnreachable,
@@ -77,14 +81,14 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
                 context.Plan.Allocate(prune, new LayerPlan(weight, PlanSource.Allocation) { Sparsity = chosen.Sparsity });
             }
 
-            if (quantize is not null && quantized.Contains(weight))
+            if (bitsStep is not null && quantized.Contains(weight))
             {
-                context.Plan.Allocate(quantize, new LayerPlan(weight, PlanSource.Allocation) { Bits = chosen.Bits });
+                context.Plan.Allocate(bitsStep, new LayerPlan(weight, PlanSource.Allocation) { Bits = chosen.Bits });
             }
         }
 
         context.Progress($"{Name}: {uses.Count} layers, estimated {solution.Cost + rest:N0} bytes (budget {target:N0}), proxy objective {solution.Objective:0.####}");
-        context.Notes.Add($"{Name}: per-layer {(prune is null ? "" : "sparsity")}{(prune is not null && quantize is not null ? " and " : "")}{(quantize is null ? "" : "bits")} " +
+        context.Notes.Add($"{Name}: per-layer {(prune is null ? "" : "sparsity")}{(prune is not null && bitsStep is not null ? " and " : "")}{(bitsStep is null ? "" : pack is null ? "bits" : "shared-value bits")} " +
             $"chosen by {(step.Method == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}");
     }
 }

@@ -41,9 +41,9 @@ public sealed class Allocator
 
     /// <summary>Builds the error database and the sensitivities on the model as it is now (the layers' inputs from it, uncompressed).</summary>
     public static Allocator Measure(CompressionContext context, IReadOnlyList<WeightUse> uses, IReadOnlyList<double> sparsities,
-        Func<WeightUse, IReadOnlyList<int>> bits, LayerPruner? prune, bool measureSensitivity = true)
+        Func<WeightUse, IReadOnlyList<int>> bits, LayerPruner? prune, bool measureSensitivity = true, LayerRounding? rounding = null)
     {
-        var database = ErrorDatabase.Build(context, uses, sparsities, bits, prune);
+        var database = ErrorDatabase.Build(context, uses, sparsities, bits, prune, rounding);
         string? why = "not asked for ('sensitivity': 'none')";
         var traces = measureSensitivity ? LayerSensitivity.Traces(context, uses.Select(u => u.Weight.Name).ToList(), database.Select(l => l.Parameters).ToList(), out why) : null;
         if (traces is null && measureSensitivity)

@@ -12,7 +12,11 @@ namespace Compress.Core.Allocation;
 public delegate Tensor LayerPruner(Tensor matrix, Tensor hessian, double sparsity);
 
 /// <summary>One database entry: a sparsity and bits, and the layer's relative output error compressed that way.</summary>
-public sealed record DatabaseEntry(double Sparsity, int Bits, double Error);
+/// <param name="Bytes">What the entry's layer would store, when the rounding measured it (packed: its entropy); else null.</param>
+public sealed record DatabaseEntry(double Sparsity, int Bits, double Error, long? Bytes = null);
+
+/// <summary>Puts a pruned matrix's kept weights on <paramref name="bits"/>' values; returns them and, where it can tell, the bytes they would take.</summary>
+public delegate (Tensor Rounded, long? Bytes) LayerRounding(Tensor matrix, int bits);
 
 /// <summary>One layer of the database: its weight, size, squared norm and the error of every choice.</summary>
 public sealed record LayerErrors(WeightUse Use, long Parameters, long Rows, double SquaredNorm, IReadOnlyList<DatabaseEntry> Entries);
@@ -51,7 +55,7 @@ public static class ErrorDatabase
     }
 
     public static List<LayerErrors> Build(CompressionContext context, IReadOnlyList<WeightUse> uses, IReadOnlyList<double> sparsities,
-        Func<WeightUse, IReadOnlyList<int>> bits, LayerPruner? prune)
+        Func<WeightUse, IReadOnlyList<int>> bits, LayerPruner? prune, LayerRounding? rounding = null)
     {
         var layers = new List<LayerErrors>();
         using var sequential = context.Layerwise("allocation");
@@ -77,9 +81,9 @@ public static class ErrorDatabase
                 var pruned = sparsity == 0 || prune is null ? matrix : prune(matrix, hessian.clone(), sparsity);
                 foreach (var b in layerBits)
                 {
-                    var compressed = b >= 32 ? pruned : Round(pruned, b);
+                    var (compressed, bytes) = b >= 32 ? (pruned, null) : rounding is null ? (Round(pruned, b), null) : rounding(pruned, b);
                     var error = compressed.Equals(matrix) ? 0 : OutputEnergy(compressed - matrix, judged) / Math.Max(reference, 1e-30);
-                    entries.Add(new DatabaseEntry(sparsity, b, error));
+                    entries.Add(new DatabaseEntry(sparsity, b, error, bytes));
                 }
             }
 
@@ -95,6 +99,30 @@ public static class ErrorDatabase
         var groups = hessian.shape[0];
         var rows = m.reshape(groups, m.shape[0] / groups, m.shape[1]).to_type(hessian.dtype);
         return (rows.bmm(hessian) * rows).sum().ToDouble();
+    }
+
+    /// <summary>
+    /// Weight sharing as <c>pack</c> does it (k-means on the kept weights, 2^bits values) and the bytes the packed file
+    /// spends on the layer: the symbols' order-0 entropy (0 for a pruned weight, j for the j-th value, coded together
+    /// by rANS) plus the codebook.
+    /// </summary>
+    public static (Tensor Rounded, long? Bytes) Shared(Tensor matrix, int bits)
+    {
+        var flat = matrix.flatten();
+        var kept = flat.ne(0);
+        var count = kept.sum().ToInt64();
+        if (count == 0)
+        {
+            return (matrix, (flat.numel() + 7) / 8);
+        }
+
+        var (centroids, assignment) = Passes.Packing.ScalarKMeans.Fit(flat[kept], 1 << bits);
+        var shared = zeros_like(flat).index_put_(centroids.to_type(ScalarType.Float32)[assignment], kept).reshape(matrix.shape);
+        var frequencies = bincount(assignment, minlength: (int)centroids.shape[0]).to_type(ScalarType.Float64);
+        var symbols = cat([tensor(new double[] { flat.numel() - count }), frequencies]) / flat.numel();
+        var nonzero = symbols[symbols.gt(0)];
+        var entropy = -(nonzero * nonzero.log2()).sum().ToDouble(); // bits per weight
+        return (shared, (long)Math.Ceiling(entropy * flat.numel() / 8) + centroids.shape[0] * 4 + 16);
     }
 
     /// <summary>Round-to-nearest onto a symmetric grid: per row at 8 bits (QDQ), per block of 32 inputs below (MatMulNBits).</summary>

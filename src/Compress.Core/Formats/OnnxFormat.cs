@@ -53,7 +53,9 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 
     public AllocationFigures? Allocation => Context.Allocation;
 
-    public long? WorkingBytes() => Model.SerializedBytes();
+    public long? WorkingBytes() => Pack is { } pack
+        ? (pack.Format == PackStep.PackedFormat ? Packing.PackedArtifact.Pack(Model, Context.Spec.File).Length : Packing.PackedArtifact.GatherForm(Model, Context.Spec.File).CalculateSize())
+        : Model.SerializedBytes();
 
     public IReopenableFormat Reopen() => new OnnxFormat(_source);
 

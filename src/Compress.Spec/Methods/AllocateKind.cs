@@ -11,8 +11,8 @@ namespace Compress.Spec.Methods
     /// </summary>
     internal sealed class AllocateKind : StepKind
     {
-        /// <summary>The bits a layer may be given: int4/int8 (weight-only), int8 or float (static, dynamic), fp16 or float.</summary>
-        public static readonly int[] AllBits = { 4, 8, 16, 32 };
+        /// <summary>The bits a layer may be given: int4/int8 (weight-only), int8 or float (static, dynamic), fp16 or float, 2–8 shared-value bits (pack).</summary>
+        public static readonly int[] AllBits = { 2, 3, 4, 5, 6, 7, 8, 16, 32 };
 
         public AllocateKind()
             : base("allocate", "allocation", DpMethod.Name,
@@ -42,7 +42,7 @@ namespace Compress.Spec.Methods
                 values.Type(bits, JsonKind.Array, "'bits'");
                 foreach (var item in bits.Items)
                 {
-                    var b = (int)values.Number(item, "an entry of 'bits'", 4, 32, integer: true);
+                    var b = (int)values.Number(item, "an entry of 'bits'", 2, 32, integer: true);
                     if (!AllBits.Contains(b))
                     {
                         throw values.Error(SpecCodes.OutOfRange, item, $"bits {b} is not one of {string.Join(", ", AllBits)}");

@@ -87,6 +87,29 @@ public sealed class AllocationCompressionTests(ITestOutputHelper output) : TempD
         Assert.Equal(File.ReadAllBytes(anneal.Output), File.ReadAllBytes(again.Output));
     }
 
+    /// <summary>
+    /// With a pack step, the allocation chooses each layer's sparsity and shared-value bits (2–6), costed by the entropy
+    /// the packed file spends, and the rounds hold the measured .cpack under the budget.
+    /// </summary>
+    [Fact]
+    public void A_pack_step_takes_its_bits_per_layer_from_the_allocation_under_a_size_budget()
+    {
+        var report = Compress("""
+            { "allocate": { "size": 0.05, "sensitivity": "none", "rounds": 3 } },
+            { "prune": { "method": "obs" } },
+            { "pack": { } }
+            """, outputName: "out.cpack");
+        var allocation = report.Allocation!;
+        Assert.True(report.Size.CompressedBytes <= 0.05 * report.Size.OriginalBytes, $"{report.Size.CompressedBytes:N0} bytes");
+        Assert.All(allocation.Layers, l => Assert.InRange(l.Bits, 2, 6));
+        foreach (var layer in allocation.Layers)
+        {
+            Assert.Equal(layer.Bits, report.Layers.Single(l => l.Weight == layer.Weight).Bits);
+        }
+
+        Assert.True(Accuracy(report) >= 0.87, $"accuracy {Accuracy(report):P2} at {report.Size.Ratio:0.###}");
+    }
+
     [Fact]
     public void A_budget_below_what_the_layers_can_reach_is_refused_and_nothing_is_written()
     {
