@@ -57,6 +57,13 @@ public static class CompressionPipeline
         }
 
         var compressedBytes = model.Save(outputPath);
+        if (spec.Steps.OfType<AllocateStep>().FirstOrDefault() is { } allocate && (allocate.Bytes ?? allocate.Size * model.SourceBytes) is { } budget && compressedBytes > budget)
+        {
+            // One round has no measurement to correct the size estimate by (more rounds hold the budget or fail with CMP0050).
+            fidelityWarnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.AllocationOverBudget,
+                $"the artifact is {compressedBytes:N0} bytes, {compressedBytes / budget - 1:P1} over the allocation's budget of {budget:N0} (spec line {allocate.Line}): " +
+                "the size estimate was not corrected by a measured round; give 'rounds' of 2 or more to hold the budget", outputPath));
+        }
         LatencyFigures? latency = null;
         if (measureLatency && data is not null && model is ITimedFormat timed)
         {

@@ -86,6 +86,9 @@ public static class DiagnosticCodes
     /// <summary>'pack' on a model that keeps tensors in external data: a packed model is one file.</summary>
     public const string PackExternalData = "CMP0062";
 
+    /// <summary>Warning: an allocation made in one round wrote an artifact over its size budget (its estimate was not corrected by a measurement).</summary>
+    public const string AllocationOverBudget = "CMP0052";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }
