@@ -20,21 +20,16 @@ public readonly record struct ProxyWeighting(double Gamma)
 /// </summary>
 public sealed class Allocator
 {
-    private readonly CompressionContext _context;
     private readonly List<LayerErrors> _database;
     private readonly double[] _sensitivity;
 
-    private Allocator(CompressionContext context, List<LayerErrors> database, double[] sensitivity)
+    private Allocator(List<LayerErrors> database, double[] sensitivity)
     {
-        _context = context;
         _database = database;
         _sensitivity = sensitivity;
     }
 
     public IReadOnlyList<LayerErrors> Database => _database;
-
-    /// <summary>Per layer, s_l = Tr(H_l)/n_l · ‖W_l‖² over its mean (1 for every layer when the traces could not be taken).</summary>
-    public IReadOnlyList<double> Sensitivity => _sensitivity;
 
     /// <summary>Tr(H_l)/n_l as measured (0 when not measured), for the report.</summary>
     public IReadOnlyList<double> Traces { get; private init; } = [];
@@ -54,7 +49,7 @@ public sealed class Allocator
         var raw = database.Select((l, i) => traces is null ? 1 : traces[i] * l.SquaredNorm).ToArray();
         var mean = raw.Average();
         var sensitivity = raw.Select(s => mean > 0 ? Math.Max(s / mean, 1e-6) : 1).ToArray();
-        return new Allocator(context, database, sensitivity) { Traces = traces ?? new double[database.Count] };
+        return new Allocator(database, sensitivity) { Traces = traces ?? new double[database.Count] };
     }
 
     /// <summary>The problem for a budget on <paramref name="cost"/> (a choice's cost from the layer and the entry).</summary>

@@ -67,16 +67,9 @@ public sealed class GradientSource : IGradientModel, IDisposable
     /// <summary>∂L/∂w for each chosen weight, L the mean cross-entropy over samples [start, start + count).</summary>
     public Tensor[] Gradients(int start, int count)
     {
-        var leaves = _weights.Select(n =>
-        {
-            var leaf = _graph.Weight(n).detach().requires_grad_(true);
-            _graph.SetWeight(n, leaf);
-            return leaf;
-        }).ToArray();
+        var leaves = Leaves();
         using var scope = NewDisposeScope();
-        var logits = Logits(start, count);
-        var targets = _targets.narrow(0, Offset(start, logits), logits.numel() / logits.shape[^1]);
-        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets);
+        var loss = Loss(start, count);
         var gradients = autograd.grad([loss], leaves);
         return gradients.Select(g => g.detach().MoveToOuterDisposeScope()).ToArray();
     }
@@ -88,21 +81,30 @@ public sealed class GradientSource : IGradientModel, IDisposable
     /// </summary>
     public double[] HessianProbe(int start, int count, Generator random)
     {
-        var leaves = _weights.Select(n =>
-        {
-            var leaf = _graph.Weight(n).detach().requires_grad_(true);
-            _graph.SetWeight(n, leaf);
-            return leaf;
-        }).ToArray();
+        var leaves = Leaves();
         using var scope = NewDisposeScope();
-        var logits = Logits(start, count);
-        var targets = _targets.narrow(0, Offset(start, logits), logits.numel() / logits.shape[^1]);
-        var loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets);
+        var loss = Loss(start, count);
         var gradients = autograd.grad([loss], leaves, retain_graph: true, create_graph: true);
         var probes = leaves.Select(l => randint(0, 2, l.shape, dtype: ScalarType.Float32, generator: random).mul_(2).sub_(1)).ToArray();
         var product = gradients.Select((g, i) => (g * probes[i]).sum()).Aggregate((a, b) => a + b);
         var hv = autograd.grad([product], leaves, allow_unused: true);
         return hv.Select((h, i) => h is null || h.IsInvalid ? 0 : (h * probes[i]).sum().ToDouble()).ToArray();
+    }
+
+    /// <summary>The chosen weights as fresh autograd leaves, set into the graph.</summary>
+    private Tensor[] Leaves() => _weights.Select(n =>
+    {
+        var leaf = _graph.Weight(n).detach().requires_grad_(true);
+        _graph.SetWeight(n, leaf);
+        return leaf;
+    }).ToArray();
+
+    /// <summary>The mean cross-entropy over samples [start, start + count) against the targets.</summary>
+    private Tensor Loss(int start, int count)
+    {
+        var logits = Logits(start, count);
+        var targets = _targets.narrow(0, Offset(start, logits), logits.numel() / logits.shape[^1]);
+        return nn.functional.cross_entropy(logits.reshape(-1, logits.shape[^1]), targets);
     }
 
     private long LogitsRank()
