@@ -166,32 +166,8 @@ public sealed class Distiller(FinetuneStep step) : ICompressionPass
         return graph.Run(data.Batch(indices), [data.Output])[data.Output];
     }
 
-    /// <summary>The distillation loss of <paramref name="student"/> against the original's outputs on the same samples.</summary>
-    private Tensor Loss(DistillationData data, Tensor student, Tensor indices, string loss, double scale, bool withLabels)
-    {
-        var teacher = data.Teacher.index_select(0, indices);
-        var value = loss switch
-        {
-            FinetuneStep.KlLoss => Kl(student, teacher, step.Temperature),
-            FinetuneStep.CosineLoss => 1 - nn.functional.cosine_similarity(student.reshape(student.shape[0], -1), teacher.reshape(teacher.shape[0], -1), 1).mean(),
-            _ => (student - teacher).square().mean() / scale,
-        };
-        if (withLabels && data.Labels is { } labels)
-        {
-            value = value + nn.functional.cross_entropy(student.reshape(-1, student.shape[^1]), labels.index_select(0, indices));
-        }
-
-        return value;
-    }
-
-    /// <summary>KL(softmax(t/T) ‖ softmax(s/T))·T², over every prediction ([N, C] or [N, T, C]).</summary>
-    private static Tensor Kl(Tensor student, Tensor teacher, double temperature)
-    {
-        var classes = student.shape[^1];
-        var s = (student.reshape(-1, classes) / temperature).log_softmax(1);
-        var t = (teacher.reshape(-1, classes) / temperature).log_softmax(1);
-        return (t.exp() * (t - s)).sum(1).mean() * (temperature * temperature);
-    }
+    private Tensor Loss(DistillationData data, Tensor student, Tensor indices, string loss, double scale, bool withLabels) =>
+        DistillationLoss.Of(student, data.Teacher.index_select(0, indices), loss, step.Temperature, scale, withLabels ? data.Labels?.index_select(0, indices) : null);
 
     /// <summary>The loss (and, for class scores, top-1 agreement with the original) on the held-out samples.</summary>
     private Judged Holdout(DistillationData data, TorchGraph graph, List<TrainableWeight> weights, string loss, double scale)
