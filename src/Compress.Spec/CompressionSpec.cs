@@ -10,6 +10,9 @@ namespace Compress.Spec
 
         public DataSource? Calibration { get; set; }
 
+        /// <summary>Calibration inputs synthesised from the model (<c>data.calibration.synthesize</c>) instead of a file; then <see cref="Calibration"/> is null.</summary>
+        public SyntheticData? SyntheticCalibration { get; set; }
+
         public DataSource? Evaluation { get; set; }
 
         public List<SpecStep> Steps { get; } = new List<SpecStep>();
