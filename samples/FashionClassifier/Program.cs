@@ -1,9 +1,11 @@
 // Classifies the 10,000 Fashion-MNIST test images with the model that `dotnet build` compressed, through the typed
 // wrapper the build generated (FashionClassifierModel), and prints what the build measured (from the report next
-// to the model) beside what this run measures.
+// to the model) beside what this run measures. The model ships packed (fashion_mlp.cpack): Load expands it in
+// memory to ONNX and opens the ONNX Runtime session from the bytes.
 using System.IO.Compression;
 using System.Text.Json;
 using Compress.Runtime;
+using Compress.Runtime.Packing;
 using FashionClassifier;
 
 var modelPath = Path.Combine(AppContext.BaseDirectory, FashionClassifierModel.ArtifactPath);
@@ -31,7 +33,7 @@ for (var start = 0; start < count; start += batch)
 watch.Stop();
 var first = model.Run(pixels.AsMemory(0, 784), batch: 1).Logits;
 Console.WriteLine($"first test image: {classes[ArgMax(first.Row(0))]} (label: {classes[labels[0]]})");
-Console.WriteLine($"model: {modelPath} ({new FileInfo(modelPath).Length:N0} bytes)");
+Console.WriteLine($"model: {modelPath} ({new FileInfo(modelPath).Length:N0} bytes{(PackedModel.IsPackedFile(modelPath) ? ", packed: expanded in memory by Compress.Runtime" : "")})");
 Console.WriteLine($"accuracy on {count:N0} test images: {correct / (double)count:P2} ({watch.Elapsed.TotalMilliseconds:0} ms, 1 thread)");
 if (File.Exists(reportPath))
 {

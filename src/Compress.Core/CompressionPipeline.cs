@@ -51,9 +51,10 @@ public static class CompressionPipeline
             notes.Add(AutoSparsity.Note(search));
         }
 
-        if (run.Metrics is null && model is IRunnableFormat)
+        var notChecked = DataFreeWarning.For(spec, run.Metrics);
+        if (run.Metrics is null && model is IRunnableFormat && FidelityGate.Unmeasured(spec) is var unmeasured && notChecked is null)
         {
-            notes.Add(FidelityGate.Unmeasured(spec));
+            notes.Add(unmeasured);
         }
 
         var compressedBytes = model.Save(outputPath);
@@ -64,6 +65,11 @@ public static class CompressionPipeline
                 $"the artifact is {compressedBytes:N0} bytes, {compressedBytes / budget - 1:P1} over the allocation's budget of {budget:N0} (spec line {allocate.Line}): " +
                 "the size estimate was not corrected by a measured round; give 'rounds' of 2 or more to hold the budget", outputPath));
         }
+        if (notChecked is not null)
+        {
+            fidelityWarnings.Add(notChecked);
+        }
+
         LatencyFigures? latency = null;
         if (measureLatency && data is not null && model is ITimedFormat timed)
         {

@@ -15,6 +15,8 @@ public static class ModelFormats
     /// <summary>Opens the model for a compression run by <paramref name="spec"/>; a format other than ONNX or TorchScript reads a TorchSharp state dict.</summary>
     internal static IModelFormat Open(string format, string path, CompressionSpec spec, Action<string> progress) => format switch
     {
+        not Onnx when spec.SyntheticCalibration is { } synthetic => throw CompressException.Error(DiagnosticCodes.SynthesisInputUnsupported,
+            $"'synthesize' makes calibration inputs for ONNX models; this is a {format} model: give a data file in data.calibration.path", spec.File, synthetic.Line, synthetic.Column),
         Onnx => new OnnxFormat(path, spec, progress),
         TorchScript => new TorchScriptFormat(path, spec),
         _ => new StateDictFormat(path, spec),

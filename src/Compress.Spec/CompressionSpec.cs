@@ -10,6 +10,9 @@ namespace Compress.Spec
 
         public DataSource? Calibration { get; set; }
 
+        /// <summary>Calibration inputs synthesised from the model (<c>data.calibration.synthesize</c>) instead of a file; then <see cref="Calibration"/> is null.</summary>
+        public SyntheticData? SyntheticCalibration { get; set; }
+
         public DataSource? Evaluation { get; set; }
 
         /// <summary>More (unlabeled) inputs for the <c>finetune</c> step to distill on; null: it uses the calibration data.</summary>

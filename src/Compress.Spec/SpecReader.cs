@@ -25,6 +25,7 @@ namespace Compress.Spec
                 ["spec"] = new[] { "$schema", "data", "steps", "constraints", "target" },
                 ["data"] = new[] { "calibration", "evaluation", "training" },
                 ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric", "output" },
+                ["data.synthetic"] = new[] { "synthesize", "samples", "seed", "iterations" },
                 ["step"] = MethodCatalog.Kinds.Select(k => k.Name).ToArray(),
                 ["prune.schedule"] = new[] { "steps" },
                 ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minCosine", "minSqnrDb", "maxLatencyRatio" },
@@ -43,6 +44,7 @@ namespace Compress.Spec
             var choices = new Dictionary<string, string[]>
             {
                 ["data.metric"] = new[] { "accuracy", "agreement", "cosine", "sqnr" },
+                ["syntheticData.synthesize"] = SyntheticData.Methods,
                 ["target.runtime"] = new[] { "onnxruntime" },
                 ["target.executionProvider"] = new[] { "cpu" },
             };
@@ -107,7 +109,7 @@ namespace Compress.Spec
                 if (root["data"] is JsonNode data)
                 {
                     Object(data, "data", "'data'");
-                    spec.Calibration = data["calibration"] is JsonNode c ? Source(c, "calibration") : null;
+                    spec.Calibration = data["calibration"] is JsonNode c ? Calibration(c, spec) : null;
                     spec.Evaluation = data["evaluation"] is JsonNode e ? Source(e, "evaluation") : null;
                     spec.Training = data["training"] is JsonNode t ? Source(t, "training") : null;
                 }
@@ -159,10 +161,10 @@ namespace Compress.Spec
 
                 foreach (var step in spec.Steps.Where(s => MethodCatalog.Of(s).Scheme(s.Scheme)?.Data > MethodData.None))
                 {
-                    if (spec.Calibration == null)
+                    if (spec.Calibration == null && spec.SyntheticCalibration == null)
                     {
                         throw new SpecException(SpecCodes.Inconsistent,
-                            $"{MethodCatalog.Of(step).Kind.Describe(step)} needs calibration data: set data.calibration.path", File, step.Line, step.Column);
+                            $"{MethodCatalog.Of(step).Kind.Describe(step)} needs calibration data: set data.calibration.path{NoDataHint}", File, step.Line, step.Column);
                     }
                 }
 
@@ -175,10 +177,10 @@ namespace Compress.Spec
                             "'finetune' distills the original model on inputs: set data.training.path (unlabeled inputs) or data.calibration.path", File, step.Line, step.Column);
                     }
 
-                    if (needs != MethodData.None && spec.Calibration == null && !(step is FinetuneStep))
+                    if (needs != MethodData.None && spec.Calibration == null && spec.SyntheticCalibration == null && !(step is FinetuneStep))
                     {
                         throw new SpecException(SpecCodes.Inconsistent,
-                            $"'{step.Method}' needs calibration data ({(needs == MethodData.Gradients ? "activations and gradients" : "activations")}): set data.calibration.path", File, step.Line, step.Column);
+                            $"'{step.Method}' needs calibration data ({(needs == MethodData.Gradients ? "activations and gradients" : "activations")}): set data.calibration.path{NoDataHint}", File, step.Line, step.Column);
                     }
                 }
 
@@ -207,7 +209,62 @@ namespace Compress.Spec
                 }
 
                 CheckAllocations(spec);
+                CheckSynthetic(spec, root);
                 return spec;
+            }
+
+            /// <summary>What the data-need errors add: the data-free way, and what it takes.</summary>
+            private const string NoDataHint =
+                ", or \"synthesize\": \"batchnorm\" in data.calibration to synthesise inputs from the model's BatchNormalization statistics (the model must have BatchNormalization layers)";
+
+            /// <summary>
+            /// <c>data.calibration</c>: a data file (<see cref="DataSource"/>), or with <c>synthesize</c> inputs made from the
+            /// model (<see cref="CompressionSpec.SyntheticCalibration"/>, and null here).
+            /// </summary>
+            private DataSource? Calibration(JsonNode node, CompressionSpec spec)
+            {
+                if (node.Kind != JsonKind.Object || node["synthesize"] == null)
+                {
+                    return Source(node, "calibration");
+                }
+
+                if (node["path"] != null)
+                {
+                    throw Error(SpecCodes.Inconsistent, node["path"]!, "data.calibration names a data file or 'synthesize', not both: synthesised inputs take no 'path'");
+                }
+
+                Object(node, "data.synthetic", "'data.calibration' with 'synthesize'");
+                spec.SyntheticCalibration = new SyntheticData
+                {
+                    Method = Choice(node, "synthesize", "syntheticData.synthesize")!,
+                    Samples = (int)(OptionalNumber(node, "samples", 1, 65536, integer: true) ?? 64),
+                    Seed = (int)(OptionalNumber(node, "seed", 0, int.MaxValue, integer: true) ?? 0),
+                    Iterations = (int)(OptionalNumber(node, "iterations", 1, 100000, integer: true) ?? 100),
+                    Line = node.Line,
+                    Column = node.Column,
+                };
+                return null;
+            }
+
+            /// <summary>
+            /// Synthesised calibration inputs never judge the result: a fidelity constraint needs real evaluation data
+            /// (<c>maxAccuracyDrop</c> already needs labelled evaluation data, <c>'sparsity': 'auto'</c> evaluation data).
+            /// </summary>
+            private void CheckSynthetic(CompressionSpec spec, JsonNode root)
+            {
+                if (spec.SyntheticCalibration == null || spec.Evaluation != null || !(root["constraints"] is JsonNode constraints))
+                {
+                    return;
+                }
+
+                foreach (var key in new[] { "minAgreement", "minCosine", "minSqnrDb" })
+                {
+                    if (constraints[key] is JsonNode limit)
+                    {
+                        throw Error(SpecCodes.Inconsistent, limit,
+                            $"'{key}' is checked on real data, and synthesised calibration inputs never judge the result: set data.evaluation.path, or leave the constraint out");
+                    }
+                }
             }
 
             /// <summary>
@@ -327,7 +384,9 @@ namespace Compress.Spec
             private DataSource Source(JsonNode node, string role)
             {
                 Object(node, "data.source", $"'data.{role}'");
-                var pathNode = node["path"] ?? throw Missing(node, "path", $"'data.{role}'");
+                var pathNode = node["path"] ?? throw (role == "calibration"
+                    ? Error(SpecCodes.MissingKey, node, "'data.calibration' needs 'path' (a data file), or 'synthesize': 'batchnorm' for inputs synthesised from the model's BatchNormalization statistics")
+                    : Missing(node, "path", $"'data.{role}'"));
                 var relative = String(pathNode, "'path'");
                 var baseDirectory = System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(File)) ?? ".";
                 var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(baseDirectory, relative));

@@ -189,6 +189,76 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
     }
 
     /// <summary>
+    /// Data-free int8 (issue 19): the Fashion CNN with a spec that names no data is compressed, the build succeeds, and
+    /// its log carries warning CMP0080 at the spec — the result was not checked on real data — as does the report.
+    /// </summary>
+    [Fact]
+    public void A_data_free_spec_builds_with_the_not_checked_on_real_data_warning()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item, """{ "steps": [ { "quantize": { "weights": "int8", "activations": "dynamic" } } ] }""");
+        File.Copy(Path.Combine(PackageFixture.RepoRoot, "models", "fashion_cnn.onnx"), Path.Combine(project, "Models", "classifier.onnx"), overwrite: true);
+        var build = Run(project, "build", "-v:n");
+        Assert.Equal(0, build.ExitCode);
+        Assert.True(build.Compressed);
+        Assert.Matches(@"classifier\.compress\.json ?: warning CMP0080: the compressed model was not checked on real data: the spec names no data", build.Output);
+        var report = File.ReadAllText(Path.Combine(project, "bin", "Debug", "net10.0", "Models", "classifier.compress-report.json"));
+        Assert.Contains("CMP0080", report, StringComparison.Ordinal);
+    }
+
+    /// <summary>
+    /// A spec ending in a <c>pack</c> step: ResolveCompressModels names the artifact <c>classifier.cpack</c>, the build
+    /// ships it (and no <c>.onnx</c>) with its reports, the manifest and the generated wrapper point at it, the
+    /// wrapper's <c>Load</c> opens it (Compress.Runtime expands it in memory), and a second build compresses nothing.
+    /// </summary>
+    [Fact]
+    public void A_packing_spec_ships_a_cpack_that_the_wrapper_loads_and_a_rebuild_is_a_no_op()
+    {
+        var project = package.NewProject(package.NewWorkspace(), "App", Item + $"""
+
+                <PackageReference Include="Compress.Runtime" Version="{package.Version}" />
+            """, $$"""
+            {
+              "data": { "evaluation": { "path": {{PackageFixture.Quote(Path.Combine(package.Data, "test.npz"))}}, "labels": "labels" } },
+              "steps": [ { "pack": { "bits": 5 } } ],
+              "constraints": { "maxAccuracyDrop": 0.02 }
+            }
+            """, """
+            using App;
+            var pixels = new float[2 * 784];
+            for (var i = 0; i < pixels.Length; i++) { pixels[i] = (i * 37 % 255) / 255f; }
+            using var model = ClassifierModel.Load();
+            var logits = model.Run(pixels).Logits;
+            System.Console.WriteLine($"{ClassifierModel.ArtifactPath}: shape [{string.Join(",", logits.Shape)}] finite {logits.Data.ToArray().All(float.IsFinite)}");
+            """);
+        var run = Run(project, "run", "-v:n");
+        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.Compressed);
+        Assert.Contains("Models/classifier.cpack: shape [2,10] finite True", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+
+        var artifact = Path.Combine(project, "obj", "Debug", "net10.0", "compress", "Models", "classifier.cpack");
+        var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
+        Assert.Equal(["classifier.compress-report.html", "classifier.compress-report.json", "classifier.compress-report.md", "classifier.cpack"],
+            Directory.GetFiles(bin).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+        var shipped = Path.Combine(bin, "classifier.cpack");
+        Assert.Equal(Sha(artifact), Sha(shipped));
+        Assert.True(Compress.Runtime.Packing.PackedModel.IsPackedFile(shipped));
+        Assert.True(new FileInfo(shipped).Length < new FileInfo(PackageFixture.MlpModel).Length * 0.15, $"{new FileInfo(shipped).Length} bytes");
+        var manifest = ManifestJson.Read(File.ReadAllText(Path.ChangeExtension(artifact, ".manifest.json")), "manifest");
+        Assert.True(manifest.Compressed);
+        Assert.Equal("Classifier", manifest.Name);
+        Assert.Equal("Models/classifier.cpack", manifest.ArtifactPath);
+        Assert.Equal(Sha(artifact), manifest.ArtifactSha256, ignoreCase: true);
+        Assert.Equal("input", Assert.Single(manifest.Inputs).Name); // the signature of the expanded model
+
+        var again = Build(project);
+        Assert.Equal(0, again.ExitCode);
+        Assert.False(again.Compressed, again.Output);
+        Assert.True(again.UpToDate, again.Output);
+        Assert.Equal(Sha(artifact), Sha(shipped));
+    }
+
+    /// <summary>
     /// Format="torchsharp": a state dict (as TorchSharp's Module.save writes it) listed with inline metadata is
     /// compressed by the build and shipped; the generated loader class compiles against Compress.Runtime.TorchSharp
     /// (restoring into a module is shown by the Core tests, which can load libtorch); without that package, CMP1005.
@@ -220,7 +290,8 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Equal(0, run.ExitCode);
         Assert.True(run.Compressed);
         Assert.Contains("loader for Models/classifier.dat: LoadInto", run.Output, StringComparison.Ordinal);
-        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        // Inline metadata names no data: the one warning is that the result was not checked on real data.
+        Assert.All(run.Output.Split('\n').Where(l => l.Contains("warning CMP", StringComparison.Ordinal)), l => Assert.Contains("warning CMP0080", l, StringComparison.Ordinal));
         var artifact = Path.Combine(project, "bin", "Debug", "net10.0", "Models", "classifier.dat");
         Assert.True(new FileInfo(artifact).Length < new FileInfo(source).Length * 0.2, $"{new FileInfo(artifact).Length} of {new FileInfo(source).Length} bytes");
         var decoded = CompressedStateDict.Read(artifact);

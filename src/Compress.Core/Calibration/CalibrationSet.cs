@@ -46,6 +46,10 @@ public sealed class CalibrationSet
 
     public string Source { get; }
 
+    /// <summary>Inputs made rather than read (<see cref="DistilledData"/>): one array per model input, <paramref name="count"/> rows each, no labels.</summary>
+    public static CalibrationSet Synthesized(IReadOnlyDictionary<string, NpyArray> inputs, int count, string source) =>
+        new(inputs, new Dictionary<string, NpyArray>(), null, count, source);
+
     public static CalibrationSet Load(DataSource source, OnnxModel model, string? specFile = null) =>
         Load(source.Path, model, source.Labels, source.Samples, source.Seed, specFile, source.Line, source.Column);
 

@@ -95,6 +95,15 @@ public static class DiagnosticCodes
     /// <summary>'finetune' cannot train this model or node as the steps left it (external data, an unsupported quantized form).</summary>
     public const string FinetuneUnsupported = "CMP0071";
 
+    /// <summary>Warning: the model was compressed without real data (none in the spec, or only synthesised calibration inputs), so the result was not checked on real data.</summary>
+    public const string NotCheckedOnRealData = "CMP0080";
+
+    /// <summary>'synthesize': 'batchnorm' on a model without BatchNormalization statistics to synthesise inputs from.</summary>
+    public const string SynthesisNeedsBatchNorm = "CMP0081";
+
+    /// <summary>'synthesize' cannot make the model's inputs: not float32, a symbolic dimension besides the batch, or a format other than ONNX.</summary>
+    public const string SynthesisInputUnsupported = "CMP0082";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

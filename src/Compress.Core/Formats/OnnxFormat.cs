@@ -31,8 +31,14 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     {
         _source = source;
         var (model, spec) = (OnnxModel.Load(source.Path), source.Spec);
+        if (spec.SyntheticCalibration is { } synthetic)
+        {
+            DistilledData.Check(model, synthetic, spec.File); // on the model as read: preparation folds its BatchNorms away
+        }
+
         _working = new CompressionContext(model, spec,
-            spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File) : null, source.Progress)
+            spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File)
+            : source.Distilled is { } distilled ? _ => distilled.Value.Set : null, source.Progress)
         {
             SourcePath = source.Path,
             OriginalBytes = model.BytesOnDisk(),
@@ -83,6 +89,11 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 
     public void Finish(string outputPath, Action<string> progress)
     {
+        if (_source.Distilled is { IsValueCreated: true } distilled)
+        {
+            Context.Notes.Add(distilled.Value.Figures.Note);
+        }
+
         if (Pack is { } pack)
         {
             Packing.PackOutput.Check(pack, Context.Spec, outputPath);
@@ -202,17 +213,23 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     /// <summary>
     /// What every working copy of one model shares: the spec and the progress sink, and, read once, the original's
     /// interface and the evaluation data (the spec's evaluation data, else its calibration data), which is the
-    /// calibration set too when the spec names no evaluation data.
+    /// calibration set too when the spec names no evaluation data. Calibration inputs synthesised from the source's
+    /// BatchNorm statistics (<see cref="DistilledData"/>) are made once, on first use, and are never evaluation data.
     /// </summary>
-    private sealed record Source(string Path, CompressionSpec Spec, Action<string> Progress, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration)
+    private sealed record Source(string Path, CompressionSpec Spec, Action<string> Progress, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration,
+        Lazy<(CalibrationSet Set, DistillationFigures Figures)>? Distilled = null)
     {
         public static Source Open(string path, CompressionSpec spec, Action<string> progress)
         {
             var evaluation = spec.Evaluation ?? spec.Calibration;
             var original = evaluation is null ? null : OnnxModel.LoadInterface(path);
             var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
-            // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice.
-            return new Source(path, spec, progress, original, data, spec.Evaluation is null ? data : null);
+            // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice. Synthesised
+            // calibration (spec.Calibration null) never is: it could only tell how the model treats its own fantasies.
+            var distilled = spec.SyntheticCalibration is { } synthetic
+                ? new Lazy<(CalibrationSet, DistillationFigures)>(() => DistilledData.Synthesize(path, synthetic, spec.File, progress))
+                : null;
+            return new Source(path, spec, progress, original, data, spec.Evaluation is null ? data : null, distilled);
         }
     }
 }

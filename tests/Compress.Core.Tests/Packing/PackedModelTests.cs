@@ -43,11 +43,42 @@ public sealed class PackedModelTests : TempDirectoryTest
         Assert.Equal(Run(model.Proto.ToByteArray()), Run(gather.ToByteArray()));
     }
 
-    /// <summary>Every single-bit flip (header and a spread of payload offsets) and every truncation is a PackedModelException.</summary>
+    /// <summary>
+    /// A quantized model (int8 weights behind DequantizeLinear, a uint8 weight with zero point 128), as a quantize step
+    /// before <c>pack</c> leaves it: expansion gives back its int8/uint8 initializers byte for byte with their element
+    /// types (the forms ONNX Runtime runs with its integer kernels; they travel in the Brotli-compressed graph), and
+    /// ONNX Runtime's outputs are bit-identical.
+    /// </summary>
     [Fact]
-    public void Fuzzed_files_are_refused_with_a_clear_error_every_time()
+    public void A_quantized_model_expands_to_its_int8_and_uint8_weights_exactly()
     {
-        var packed = PackedArtifact.Pack(SharedModel(), "test.cpack");
+        var model = QuantizedModel();
+        var packed = PackedArtifact.Pack(model, "test.cpack");
+        var expanded = PackedModel.Expand(packed);
+        var proto = Compress.Core.Onnx.Proto.ModelProto.Parser.ParseFrom(expanded);
+        foreach (var name in new[] { "Wq", "Vq" })
+        {
+            var original = model.Proto.Graph.Initializer.Single(t => t.Name == name);
+            var back = proto.Graph.Initializer.Single(t => t.Name == name);
+            Assert.Equal(original.DataType, back.DataType);
+            Assert.Equal(original.Dims, back.Dims);
+            Assert.Equal(original.RawData.ToByteArray(), back.RawData.ToByteArray());
+        }
+
+        Assert.Equal((int)DataType.Int8, proto.Graph.Initializer.Single(t => t.Name == "Wq").DataType);
+        Assert.Equal((int)DataType.Uint8, proto.Graph.Initializer.Single(t => t.Name == "Vq").DataType);
+        Assert.Equal(Run(model.Proto.ToByteArray()), Run(expanded));
+        Assert.Equal(packed, PackedArtifact.Pack(QuantizedModel(), "again.cpack"));
+        Assert.True(packed.Length < model.Proto.CalculateSize() * 0.8, $"{packed.Length} bytes packed, {model.Proto.CalculateSize()} unpacked");
+    }
+
+    /// <summary>Every single-bit flip (header and a spread of payload offsets) and every truncation is a PackedModelException.</summary>
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Fuzzed_files_are_refused_with_a_clear_error_every_time(bool quantized)
+    {
+        var packed = PackedArtifact.Pack(quantized ? QuantizedModel() : SharedModel(), "test.cpack");
         var random = new Random(18);
         var offsets = Enumerable.Range(0, PackedModel.HeaderBytes + 64).Concat(Enumerable.Range(0, 400).Select(_ => random.Next(packed.Length))).Append(packed.Length - 1).Distinct().ToList();
         var refused = 0;
@@ -145,6 +176,36 @@ public sealed class PackedModelTests : TempDirectoryTest
             .Node("MatMul", ["x", "W"], ["xw"], "matmul")
             .Node("Add", ["xw", "b"], ["z"], "add")
             .Node("Relu", ["z"], ["y"], "relu")
+            .Output("y", DataType.Float, "batch", 32)
+            .Build();
+    }
+
+    /// <summary>
+    /// y = relu(x·DQ(Wq) + b)·DQ(Vq): Wq [64, 128] int8 (per-tensor scale, 60 % zeros, the rest in −40..40), Vq [128, 32]
+    /// uint8 with zero point 128 (half its weights at the zero point).
+    /// </summary>
+    internal static OnnxModel QuantizedModel()
+    {
+        var random = new Random(11);
+        var w = Enumerable.Range(0, 64 * 128).Select(_ => random.NextDouble() < 0.6 ? (sbyte)0 : (sbyte)random.Next(-40, 41)).ToArray();
+        var v = Enumerable.Range(0, 128 * 32).Select(_ => random.NextDouble() < 0.5 ? (byte)128 : (byte)random.Next(0, 256)).ToArray();
+        var b = Enumerable.Range(0, 128).Select(_ => (float)(random.NextDouble() - 0.5)).ToArray();
+        return new GraphBuilder("quantized")
+            .Opset("", 13)
+            .Input("x", DataType.Float, "batch", 64)
+            .Initializer("Wq", w, 64, 128)
+            .Initializer(OnnxTensors.Scalar("Ws", 0.01f))
+            .Initializer(OnnxTensors.Scalar("Wz", (sbyte)0))
+            .Initializer("Vq", v, 128, 32)
+            .Initializer(OnnxTensors.Scalar("Vs", 0.02f))
+            .Initializer(OnnxTensors.Scalar("Vz", (byte)128))
+            .Initializer("b", b, 128)
+            .Node("DequantizeLinear", ["Wq", "Ws", "Wz"], ["W"], "dq_w")
+            .Node("DequantizeLinear", ["Vq", "Vs", "Vz"], ["V"], "dq_v")
+            .Node("MatMul", ["x", "W"], ["xw"], "matmul")
+            .Node("Add", ["xw", "b"], ["z"], "add")
+            .Node("Relu", ["z"], ["h"], "relu")
+            .Node("MatMul", ["h", "V"], ["y"], "matmul2")
             .Output("y", DataType.Float, "batch", 32)
             .Build();
     }

@@ -59,6 +59,14 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1 } }, { \"prune\": { \"method\": \"woodfisher\" } } ] }", "CMP0107", 1, 100, "for 'obs', 'wanda' or 'magnitude', not 'woodfisher'" },
         { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.1, \"include\": [\"fc1\"] } }, { \"prune\": { \"method\": \"obs\" } } ] }", "CMP0101", 1, 94, "include" },
         { "{ \"target\": { \"executionProvider\": \"cuda\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 36, "allowed: cpu" },
+        { "{ \"data\": { \"calibration\": { \"synthesize\": \"batchnorm\", \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 65, "not both" },
+        { "{ \"data\": { \"calibration\": { \"synthesize\": \"gaussian\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 44, "allowed: batchnorm" },
+        { "{ \"data\": { \"calibration\": { \"synthesize\": \"batchnorm\", \"labels\": \"y\" } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0101", 1, 57, "allowed: synthesize, samples, seed, iterations" },
+        { "{ \"data\": { \"calibration\": { \"synthesize\": \"batchnorm\", \"samples\": 0 } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0103", 1, 68, "'samples' is 0" },
+        { "{ \"data\": { \"calibration\": { \"samples\": 64 } }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0104", 1, 28, "or 'synthesize': 'batchnorm'" },
+        { "{ \"data\": { \"calibration\": { \"synthesize\": \"batchnorm\" } }, \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\" } } ], \"constraints\": { \"minAgreement\": 0.99 } }", "CMP0107", 1, 169, "'minAgreement' is checked on real data" },
+        { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"uint8\" } } ] }", "CMP0107", 1, 16, "or \"synthesize\": \"batchnorm\" in data.calibration to synthesise inputs from the model's BatchNormalization statistics (the model must have BatchNormalization layers)" },
+        { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 16, "\"synthesize\": \"batchnorm\"" },
     };
 
     [Theory]
@@ -114,6 +122,23 @@ public sealed class SpecReaderTests : TempDirectoryTest
         Assert.Equal((10, 7), (spec.Steps[1].Line, spec.Steps[1].Column));
     }
 
+    /// <summary>Synthesised calibration: no path, its own defaults, and it satisfies the methods that need activations.</summary>
+    [Fact]
+    public void Synthesised_calibration_reads_with_defaults_and_is_not_a_data_file()
+    {
+        var spec = SpecFiles.Load(Dir, """
+        {
+          "data": { "calibration": { "synthesize": "batchnorm", "seed": 5 } },
+          "steps": [ { "quantize": { "weights": "int8", "activations": "int8" } } ]
+        }
+        """);
+        Assert.Null(spec.Calibration);
+        Assert.Null(spec.Evaluation);
+        var synthetic = spec.SyntheticCalibration!;
+        Assert.Equal(("batchnorm", 64, 5, 100), (synthetic.Method, synthetic.Samples, synthetic.Seed, synthetic.Iterations));
+        Assert.Equal((2, 28), (synthetic.Line, synthetic.Column));
+    }
+
     [Fact]
     public void The_json_schema_lists_exactly_the_keys_the_reader_accepts()
     {
@@ -121,7 +146,7 @@ public sealed class SpecReaderTests : TempDirectoryTest
         var definitions = schema.RootElement.GetProperty("$defs");
         string[] Properties(System.Text.Json.JsonElement e) => e.GetProperty("properties").EnumerateObject().Select(p => p.Name).Order().ToArray();
         Assert.Equal(SpecReader.Keys["spec"].Order(), Properties(schema.RootElement));
-        foreach (var (table, definition) in new[] { ("data", "data"), ("data.source", "dataSource"), ("prune", "prune"), ("quantize", "quantize"), ("constraints", "constraints"), ("target", "target") })
+        foreach (var (table, definition) in new[] { ("data", "data"), ("data.source", "dataSource"), ("data.synthetic", "syntheticData"), ("prune", "prune"), ("quantize", "quantize"), ("constraints", "constraints"), ("target", "target") })
         {
             Assert.Equal(SpecReader.Keys[table].Order(), Properties(definitions.GetProperty(definition)));
         }

@@ -152,7 +152,7 @@ public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
         Mlp(16).save(path);
         var spec = SpecFiles.Load(Dir, """{ "steps": [ { "quantize": { "weights": "fp16" } }, { "prune": { "sparsity": 0.5, "include": ["decoder.*"] } } ] }""");
         var report = StateDictCompressor.Run(path, spec, Path.Combine(Dir, "out.dat"));
-        var warning = Assert.Single(report.Warnings!);
+        var warning = Assert.Single(report.Warnings!, w => w.Code != DiagnosticCodes.NotCheckedOnRealData); // that one: no data in the spec
         Assert.Equal(DiagnosticCodes.StepChangedNothing, warning.Code);
         Assert.Contains("step 'prune/magnitude' (spec line 1) changed nothing in the model: none of the state dict's float32 weights", warning.Message);
         Assert.Equal(16, report.Layers.Single(l => l.Weight == "fc1.weight").Bits);

@@ -20,7 +20,7 @@ public sealed class WandaMethodTests : TempDirectoryTest
     }
 
     [Theory]
-    [InlineData("""{ "steps": [ { "prune": { "method": "wanda", "sparsity": 0.5 } } ] }""", 1, 16, "'wanda' needs calibration data (activations): set data.calibration.path")]
+    [InlineData("""{ "steps": [ { "prune": { "method": "wanda", "sparsity": 0.5 } } ] }""", 1, 16, "'wanda' needs calibration data (activations): set data.calibration.path, or \"synthesize\": \"batchnorm\" in data.calibration to synthesise inputs from the model's BatchNormalization statistics (the model must have BatchNormalization layers)")]
     [InlineData("""{ "steps": [ { "prune": { "method": "wanda", "sparsity": 0.5, "blockSize": 64 } } ] }""", 1, 76, "'blockSize' applies to the 'obs' and 'woodfisher' methods, not 'wanda'")]
     public void A_wanda_step_is_refused_at_its_place(string text, int line, int column, string message)
     {
