@@ -80,7 +80,7 @@ public sealed class FinetuneTests(ITestOutputHelper output) : TempDirectoryTest
         output.WriteLine(string.Join(", ", training.Proto.Graph.Node.Select(n => n.OpType)));
         Assert.DoesNotContain(training.Proto.Graph.Node, n => n.OpType is "MatMulNBits" or "QuantizeLinear");
 
-        var data = Calibration.CalibrationSet.Load(FashionData.Test(!mlp), model, null, 64, 3);
+        var data = global::Compress.Core.Calibration.CalibrationSet.Load(FashionData.Test(!mlp), model, null, 64, 3);
         using var graph = new TorchGraph(training);
         foreach (var w in weights)
         {
@@ -203,7 +203,7 @@ public sealed class FinetuneTests(ITestOutputHelper output) : TempDirectoryTest
         }
 
         using var runner = OrtModelRunner.Exposing(model, [name]);
-        var data = Calibration.CalibrationSet.Load(FashionData.Test(false), model, null, 1, 0);
+        var data = global::Compress.Core.Calibration.CalibrationSet.Load(FashionData.Test(false), model, null, 1, 0);
         using var values = runner.RunBatch(data, 0, 1, [name]);
         return global::Compress.Core.Passes.SecondOrder.LayerHessian.ToTorch(values.First());
     }
