@@ -109,12 +109,13 @@ public static class CompressionPipeline
     private static List<CompressDiagnostic> Compress(IModelFormat model, CompressionSpec spec, string outputPath, Action<string> progress)
     {
         var warnings = new List<CompressDiagnostic>();
-        foreach (var step in spec.Steps)
+        foreach (var (step, stage) in GradualSchedule.Expand(spec.Steps))
         {
-            progress($"{PassRegistry.KeyOf(step)} (spec line {step.Line})");
+            progress($"{PassRegistry.KeyOf(step)} (spec line {step.Line}){stage}");
             var before = model.Fingerprint();
             model.Apply(step, progress);
-            if (model.Fingerprint() == before && step is not AllocateStep) // an allocation writes the plan of the steps after it, not the model
+            // An allocation writes the plan of the steps after it, not the model; a finetune step moves values, not forms (it refuses to train nothing).
+            if (model.Fingerprint() == before && step is not (AllocateStep or FinetuneStep))
             {
                 warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
                     $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: {model.NothingChangedHint(step)}", spec.File));

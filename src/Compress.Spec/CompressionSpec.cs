@@ -15,6 +15,9 @@ namespace Compress.Spec
 
         public DataSource? Evaluation { get; set; }
 
+        /// <summary>More (unlabeled) inputs for the <c>finetune</c> step to distill on; null: it uses the calibration data.</summary>
+        public DataSource? Training { get; set; }
+
         public List<SpecStep> Steps { get; } = new List<SpecStep>();
 
         public SpecConstraints Constraints { get; set; } = new SpecConstraints();
@@ -114,6 +117,12 @@ namespace Compress.Spec
         /// <summary><c>"sparsity": "auto"</c>: the highest sparsity meeting the spec's constraints (the pipeline searches it).</summary>
         public bool Auto { get; set; }
 
+        /// <summary>
+        /// <c>"schedule": {"steps": N}</c>: gradual pruning (Zhu &amp; Gupta) — N prunes at cubically rising sparsity, each
+        /// followed by the <c>finetune</c> step after this one with its share of the steps; 0 prunes once.
+        /// </summary>
+        public int ScheduleSteps { get; set; }
+
         /// <summary>The spec left <c>sparsity</c> to the <c>allocate</c> step before this one.</summary>
         public bool AllocatedSparsity { get; set; }
 
@@ -125,6 +134,15 @@ namespace Compress.Spec
 
         /// <summary>WoodFisher: pruning sub-steps, each with a freshly estimated inverse Fisher.</summary>
         public int Steps { get; set; } = 4;
+
+        /// <summary>One stage of a gradual prune: this step at <paramref name="sparsity"/>, pruning once.</summary>
+        public PruneStep Stage(double sparsity)
+        {
+            var stage = (PruneStep)MemberwiseClone();
+            stage.Sparsity = sparsity;
+            stage.ScheduleSteps = 0;
+            return stage;
+        }
 
         /// <summary>Whether the method needs calibration data (activations or gradients).</summary>
         public bool DataAware => MethodCatalog.Of(this).Data != MethodData.None;

@@ -23,10 +23,11 @@ namespace Compress.Spec
             var keys = new Dictionary<string, string[]>
             {
                 ["spec"] = new[] { "$schema", "data", "steps", "constraints", "target" },
-                ["data"] = new[] { "calibration", "evaluation" },
+                ["data"] = new[] { "calibration", "evaluation", "training" },
                 ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric", "output" },
                 ["data.synthetic"] = new[] { "synthesize", "samples", "seed", "iterations" },
                 ["step"] = MethodCatalog.Kinds.Select(k => k.Name).ToArray(),
+                ["prune.schedule"] = new[] { "steps" },
                 ["constraints"] = new[] { "maxAccuracyDrop", "minAgreement", "minCosine", "minSqnrDb", "maxLatencyRatio" },
                 ["target"] = new[] { "runtime", "executionProvider" },
             };
@@ -110,6 +111,7 @@ namespace Compress.Spec
                     Object(data, "data", "'data'");
                     spec.Calibration = data["calibration"] is JsonNode c ? Calibration(c, spec) : null;
                     spec.Evaluation = data["evaluation"] is JsonNode e ? Source(e, "evaluation") : null;
+                    spec.Training = data["training"] is JsonNode t ? Source(t, "training") : null;
                 }
 
                 var steps = root["steps"] ?? throw Missing(root, "steps", "the spec");
@@ -169,7 +171,13 @@ namespace Compress.Spec
                 foreach (var step in spec.Steps)
                 {
                     var needs = MethodCatalog.Of(step).Data;
-                    if (needs != MethodData.None && spec.Calibration == null && spec.SyntheticCalibration == null)
+                    if (step is FinetuneStep && spec.Calibration == null && spec.Training == null)
+                    {
+                        throw new SpecException(SpecCodes.Inconsistent,
+                            "'finetune' distills the original model on inputs: set data.training.path (unlabeled inputs) or data.calibration.path", File, step.Line, step.Column);
+                    }
+
+                    if (needs != MethodData.None && spec.Calibration == null && spec.SyntheticCalibration == null && !(step is FinetuneStep))
                     {
                         throw new SpecException(SpecCodes.Inconsistent,
                             $"'{step.Method}' needs calibration data ({(needs == MethodData.Gradients ? "activations and gradients" : "activations")}): set data.calibration.path{NoDataHint}", File, step.Line, step.Column);
@@ -181,6 +189,7 @@ namespace Compress.Spec
                     throw new SpecException(SpecCodes.Inconsistent, "'pack' turns the weights into the shipped artifact: it must be the last step", File, pack.Line, pack.Column);
                 }
 
+                CheckFinetunes(spec);
                 var auto = spec.Steps.OfType<PruneStep>().Where(p => p.Auto).ToList();
                 if (auto.Count > 1)
                 {
@@ -254,6 +263,39 @@ namespace Compress.Spec
                     {
                         throw Error(SpecCodes.Inconsistent, limit,
                             $"'{key}' is checked on real data, and synthesised calibration inputs never judge the result: set data.evaluation.path, or leave the constraint out");
+                    }
+                }
+            }
+
+            /// <summary>
+            /// A <c>finetune</c> step recovers what the steps before it lost, so one comes first; it trains float or int8/int4
+            /// weights, not fp16 ones. A gradual prune (<c>schedule</c>) is followed by the finetune step it alternates with.
+            /// </summary>
+            private void CheckFinetunes(CompressionSpec spec)
+            {
+                for (var i = 0; i < spec.Steps.Count; i++)
+                {
+                    var step = spec.Steps[i];
+                    if (step is FinetuneStep finetune)
+                    {
+                        var before = spec.Steps.Take(i).ToList();
+                        if (!before.Any(s => s is PruneStep || s is QuantizeStep || s is FactorizeStep))
+                        {
+                            throw new SpecException(SpecCodes.Inconsistent,
+                                "'finetune' recovers the accuracy the steps before it lost: put it after a prune, quantize or factorize step", File, finetune.Line, finetune.Column);
+                        }
+
+                        if (before.OfType<QuantizeStep>().FirstOrDefault(q => q.Weights == "fp16") is QuantizeStep fp16)
+                        {
+                            throw new SpecException(SpecCodes.Inconsistent,
+                                $"'finetune' trains float, int8 and int4 weights, not the fp16 ones of the quantize step at line {fp16.Line}: put 'finetune' before that step", File, finetune.Line, finetune.Column);
+                        }
+                    }
+
+                    if (step is PruneStep prune && prune.ScheduleSteps > 0 && !(i + 1 < spec.Steps.Count && spec.Steps[i + 1] is FinetuneStep))
+                    {
+                        throw new SpecException(SpecCodes.Inconsistent,
+                            "a gradual 'schedule' alternates pruning with distillation: put a 'finetune' step right after this prune step", File, prune.Line, prune.Column);
                     }
                 }
             }
@@ -369,14 +411,14 @@ namespace Compress.Spec
                     throw Error(SpecCodes.Inconsistent, node["metric"]!, "metric 'accuracy' needs 'labels': the name of the labels array in the data file");
                 }
 
-                if (role == "calibration" && node["metric"] != null)
+                if (role != "evaluation" && node["metric"] != null)
                 {
-                    throw Error(SpecCodes.Inconsistent, node["metric"]!, "calibration data takes no metric; it belongs to data.evaluation (calibration 'labels' are used by the gradient methods' loss)");
+                    throw Error(SpecCodes.Inconsistent, node["metric"]!, $"{role} data takes no metric; it belongs to data.evaluation (calibration 'labels' are used by the gradient methods' loss)");
                 }
 
-                if (role == "calibration" && node["output"] != null)
+                if (role != "evaluation" && node["output"] != null)
                 {
-                    throw Error(SpecCodes.Inconsistent, node["output"]!, "calibration data takes no output; it belongs to data.evaluation (the output that constraints judge)");
+                    throw Error(SpecCodes.Inconsistent, node["output"]!, $"{role} data takes no output; it belongs to data.evaluation (the output that constraints judge)");
                 }
 
                 return source;

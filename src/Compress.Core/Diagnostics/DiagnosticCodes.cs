@@ -89,6 +89,12 @@ public static class DiagnosticCodes
     /// <summary>Warning: an allocation made in one round wrote an artifact over its size budget (its estimate was not corrected by a measurement).</summary>
     public const string AllocationOverBudget = "CMP0052";
 
+    /// <summary>'finetune' found no weight to train among the nodes it selects.</summary>
+    public const string FinetuneNothingToTrain = "CMP0070";
+
+    /// <summary>'finetune' cannot train this model or node as the steps left it (external data, an unsupported quantized form).</summary>
+    public const string FinetuneUnsupported = "CMP0071";
+
     /// <summary>Warning: the model was compressed without real data (none in the spec, or only synthesised calibration inputs), so the result was not checked on real data.</summary>
     public const string NotCheckedOnRealData = "CMP0080";
 

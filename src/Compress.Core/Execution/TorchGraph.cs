@@ -23,9 +23,9 @@ public sealed class TorchGraph : IDisposable
 
     /// <summary>
     /// ONNX Runtime's contrib operators the executor runs: standard namesakes (QDQ with per-axis scales before opset 13)
-    /// and the block-quantized embedding lookup the quantizers write.
+    /// and the block-quantized embedding lookup the quantizers write; and the finetune step's fake quantization.
     /// </summary>
-    private static readonly HashSet<string> ContribOperators = ["com.microsoft.QuantizeLinear", "com.microsoft.DequantizeLinear", "com.microsoft.GatherBlockQuantized"];
+    private static readonly HashSet<string> ContribOperators = ["com.microsoft.QuantizeLinear", "com.microsoft.DequantizeLinear", "com.microsoft.GatherBlockQuantized", "compress.training.FakeQuantize"];
 
     public TorchGraph(OnnxModel model)
     {

@@ -37,6 +37,21 @@ public static partial class TorchOps
         return [codes.clamp(range.Lo, range.Hi).to_type(type)];
     }
 
+    /// <summary>
+    /// The finetune step's fake quantization (compress.training domain): QuantizeLinear then DequantizeLinear on the same
+    /// scale and zero point, with the gradient passed straight through the rounding (algorithms.md §17).
+    /// </summary>
+    private static Tensor[] FakeQuantize(OpCall c)
+    {
+        var zero = c.Input(2);
+        var (lo, hi) = zero is null || zero.dtype == ScalarType.Byte ? (0, 255) : (-128, 127);
+        var scale = PerAxis(c, c.Input(1)!).to_type(ScalarType.Float32);
+        var z = zero is null ? zeros([]) : PerAxis(c, zero).to_type(ScalarType.Float32);
+        var x = c.X.to_type(ScalarType.Float32);
+        var rounded = ((x / scale).round() + z).clamp(lo, hi).sub(z).mul(scale);
+        return [x + (rounded - x).detach()];
+    }
+
     private static Tensor[] DequantizeLinear(OpCall c)
     {
         RefuseBlocks(c);

@@ -68,6 +68,7 @@ public static partial class TorchOps
         ["Cast"] = Cast,
         ["QuantizeLinear"] = QuantizeLinear,
         ["DequantizeLinear"] = DequantizeLinear,
+        ["FakeQuantize"] = FakeQuantize,
         ["GatherBlockQuantized"] = GatherBlockQuantized,
         ["Resize"] = Resize,
     };

@@ -40,6 +40,7 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
             spec.Calibration is { } c ? m => source.Calibration ?? CalibrationSet.Load(c, m, spec.File)
             : source.Distilled is { } distilled ? _ => distilled.Value.Set : null, source.Progress)
         {
+            SourcePath = source.Path,
             OriginalBytes = model.BytesOnDisk(),
             OriginalParameters = model.Proto.Graph.Initializer.Sum(t => OnnxElementTypes.ElementCount(t.Dims)),
         };
@@ -193,7 +194,11 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
     }
 
     /// <summary>Lets the working copy go (a round of the sparsity search that was not chosen): it is as large as the model.</summary>
-    public void Dispose() => _working = null;
+    public void Dispose()
+    {
+        _working?.Distillation?.Dispose();
+        _working = null;
+    }
 
     /// <summary>Weight-sized tensors (≥ 1,024 values) in initializers and Constant nodes of subgraphs (If/Loop/Scan bodies).</summary>
     private static int SubgraphWeights(OnnxModel model)

@@ -35,6 +35,12 @@ public sealed class CompressionContext
     /// <summary>The per-layer allocation the run made, for the report; null when none was made.</summary>
     public Reports.AllocationFigures? Allocation { get; set; }
 
+    /// <summary>The source model's file (the finetune step's teacher runs from it); null where the model was not opened from a file.</summary>
+    public string? SourcePath { get; init; }
+
+    /// <summary>The finetune step's inputs and the original model's outputs on them, made by its first run (a gradual prune's stages share them).</summary>
+    internal Finetune.DistillationData? Distillation { get; set; }
+
     /// <summary>Bytes of the source model on disk (file and external data), taken before any pass.</summary>
     public long OriginalBytes { get; init; }
 

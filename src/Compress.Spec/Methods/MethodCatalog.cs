@@ -25,6 +25,7 @@ namespace Compress.Spec.Methods
             DpMethod.Descriptor,
             AnnealMethod.Descriptor,
             KmeansMethod.Descriptor,
+            DistillMethod.Descriptor,
         };
 
         /// <summary>The step kinds the methods belong to, in catalog order.</summary>

@@ -10,7 +10,7 @@ namespace Compress.Spec.Methods
     {
         public PruneKind()
             : base("prune", "pruning", MagnitudeMethod.Name,
-                new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity" },
+                new[] { "method", "sparsity", "scope", "pattern", "maxLayerSparsity", "schedule" },
                 new Dictionary<string, string[]> { ["scope"] = new[] { "global", "layer" } })
         {
         }
@@ -91,6 +91,22 @@ namespace Compress.Spec.Methods
                     {
                         throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
                     }
+                }
+            }
+
+            if (node["schedule"] is JsonNode schedule)
+            {
+                values.Object(schedule, "prune.schedule", "'schedule'");
+                var stages = schedule["steps"] ?? throw values.Missing(schedule, "steps", "'schedule'");
+                step.ScheduleSteps = (int)values.Number(stages, "'schedule.steps'", 2, 100, integer: true);
+                var why = step.Auto ? "'sparsity': 'auto' searches one-shot sparsities"
+                    : step.AllocatedSparsity ? "the 'allocate' step before it chooses one-shot per-layer sparsities"
+                    : step.Channel ? "pattern 'channel' removes channels once"
+                    : step.N > 0 ? $"pattern {step.N}:{step.M} fixes every layer's sparsity"
+                    : null;
+                if (why != null)
+                {
+                    throw values.Error(SpecCodes.Inconsistent, schedule, $"a gradual 'schedule' raises the sparsity in stages, but {why}; drop one of them");
                 }
             }
 

@@ -16,6 +16,7 @@ namespace Compress.Spec.Methods
         public static readonly StepKind Factorize = new FactorizeKind();
         public static readonly StepKind Allocate = new AllocateKind();
         public static readonly StepKind Pack = new PackKind();
+        public static readonly StepKind Finetune = new FinetuneKind();
 
         /// <summary>Node selection: the last keys of every kind.</summary>
         public static readonly IReadOnlyList<string> SelectionKeys = new[] { "include", "exclude", "opTypes" };

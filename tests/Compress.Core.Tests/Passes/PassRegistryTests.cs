@@ -32,6 +32,7 @@ public sealed class PassRegistryTests
                 ["factorize"] = typeof(Compress.Spec.FactorizeStep),
                 ["allocate"] = typeof(Compress.Spec.AllocateStep),
                 ["pack"] = typeof(Compress.Spec.PackStep),
+                ["finetune"] = typeof(Compress.Spec.FinetuneStep),
             };
             Assert.Equal(steps[kind], parameter.ParameterType);
         }

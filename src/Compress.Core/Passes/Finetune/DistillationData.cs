@@ -1,0 +1,126 @@
+using Compress.Core.Calibration;
+using Compress.Core.Data;
+using Compress.Core.Evaluation;
+using Compress.Core.Fidelity;
+using Compress.Core.Passes.SecondOrder;
+using Compress.Core.Torch;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Passes.Finetune;
+
+/// <summary>
+/// What distillation trains on, made once per working copy (a gradual prune's stages share it): the inputs as tensors,
+/// the original model's outputs on them (ONNX Runtime, from the source file), the labels if the data has them, and the
+/// seeded split into training and held-out samples. For an output computed by Softmax the student is read before the
+/// Softmax and the teacher's probabilities are taken as log-probabilities (the same class scores up to a constant).
+/// </summary>
+internal sealed class DistillationData : IDisposable
+{
+    /// <summary>At most this many held-out samples judge the steps: enough to rank states, cheap enough to check often.</summary>
+    private const int MaxHoldout = 1024;
+
+    private DistillationData(Dictionary<string, Tensor> inputs, Dictionary<string, Tensor> constants, Tensor teacher, Tensor? labels, string output,
+        OutputKind kind, long[] train, long[] holdout, string source)
+    {
+        Inputs = inputs;
+        Constants = constants;
+        Teacher = teacher;
+        Labels = labels;
+        Output = output;
+        Kind = kind;
+        Train = train;
+        Holdout = holdout;
+        Source = source;
+    }
+
+    /// <summary>Per-sample inputs, [samples, …] each.</summary>
+    public Dictionary<string, Tensor> Inputs { get; }
+
+    /// <summary>Inputs fed whole with every batch.</summary>
+    public Dictionary<string, Tensor> Constants { get; }
+
+    /// <summary>The original model's output (logits where it ends in Softmax), [samples, …].</summary>
+    public Tensor Teacher { get; }
+
+    public Tensor? Labels { get; }
+
+    /// <summary>The student's value distilled: the judged output, or the logits before its Softmax.</summary>
+    public string Output { get; }
+
+    public OutputKind Kind { get; }
+
+    public long[] Train { get; }
+
+    public long[] Holdout { get; }
+
+    /// <summary>The data file, for notes.</summary>
+    public string Source { get; }
+
+    public static DistillationData Create(CompressionContext context, Compress.Spec.FinetuneStep step)
+    {
+        var data = context.Spec.Training is { } training ? CalibrationSet.Load(training, context.Model, context.Spec.File) : context.Calibration;
+        var graph = context.Model.Graph;
+        var judged = context.Spec.Evaluation?.Output ?? context.Model.Proto.Graph.Output[0].Name;
+        var softmax = graph.GetProducer(judged) is { OpType: "Softmax" } producer && string.IsNullOrEmpty(producer.Domain) ? producer : null;
+        var output = softmax?.Input[0] ?? judged;
+
+        context.Progress($"finetune: the original model's '{judged}' on {data.Count:N0} samples");
+        var parts = new List<Tensor>();
+        using (var runner = OrtModelRunner.FromFile(context.SourcePath ?? throw new InvalidOperationException("the source model's path is not known")))
+        {
+            runner.Run(data, 256, (_, _, values) => parts.Add(LayerHessian.ToTorch(values[judged])), [judged]);
+        }
+
+        var teacher = cat(parts, 0);
+        parts.ForEach(p => p.Dispose());
+        if (softmax is not null)
+        {
+            teacher = teacher.clamp_min(1e-12f).log();
+        }
+
+        var kind = OutputKinds.Classify(teacher.shape, data.Count, maskedSequence: false);
+        var order = randperm(data.Count, generator: new Generator((ulong)step.Seed)).data<long>().ToArray();
+        var held = step.Holdout > 0 ? (int)Math.Min(MaxHoldout, Math.Max(1, Math.Round(step.Holdout * data.Count))) : 0;
+        if (held >= data.Count)
+        {
+            held = 0;
+        }
+
+        var inputs = data.Inputs.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
+        var constants = data.Constants.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
+        var labels = data.Labels is { } l && kind == OutputKind.ClassScores && l.Length == data.Count ? tensor(l) : null;
+        return new DistillationData(inputs, constants, teacher, labels, output, kind, order[held..], order[..held], Path.GetFileName(data.Source));
+    }
+
+    /// <summary>The inputs of samples <paramref name="indices"/> (and the constant inputs).</summary>
+    public Dictionary<string, Tensor> Batch(Tensor indices)
+    {
+        var batch = Inputs.ToDictionary(p => p.Key, p => p.Value.index_select(0, indices), StringComparer.Ordinal);
+        foreach (var (name, value) in Constants)
+        {
+            batch[name] = value;
+        }
+
+        return batch;
+    }
+
+    private static Tensor ToTorch(NpyArray array)
+    {
+        var type = OnnxTorchConversion.ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
+        var result = empty(array.Shape, type);
+        array.Data.AsSpan().CopyTo(result.bytes);
+        return result;
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in Inputs.Values.Concat(Constants.Values))
+        {
+            t.Dispose();
+        }
+
+        Teacher.Dispose();
+        Labels?.Dispose();
+    }
+}
