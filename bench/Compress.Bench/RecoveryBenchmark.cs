@@ -8,9 +8,9 @@ using Compress.Core.Spec;
 namespace Compress.Bench;
 
 /// <summary>
-/// <c>recovery [mlp] [cnn] [int4]</c>: issue 19's recoveries on the Fashion-MNIST models, each next to its one-shot
+/// <c>recovery [mlp] [cnn] [int4] [pack]</c>: issue 19's recoveries on the Fashion-MNIST models, each next to its one-shot
 /// baseline — the MLP at 95 % (SparseGPT + distillation; gradual magnitude + distillation), the CNN at 98 % (gradual
-/// magnitude + distillation), int4 everywhere on the 90 % MLP — distilling on the 60,000 training images without their
+/// magnitude + distillation), int4 everywhere on the 90 % MLP, and the packed artifacts of issue 18 after distillation — distilling on the 60,000 training images without their
 /// labels, judged on the 10,000 test images. Each run in its own process: seconds, peak resident memory, accuracy, size;
 /// the distilled MLP runs twice and the table says whether the bytes were the same.
 /// </summary>
@@ -23,6 +23,7 @@ internal static class RecoveryBenchmark
     private const string Cnn98 = """{ "prune": { "method": "magnitude", "sparsity": 0.98, "maxLayerSparsity": 0.995 } }""";
     private const string Cnn98Gradual = """{ "prune": { "method": "magnitude", "sparsity": 0.98, "maxLayerSparsity": 0.995, "schedule": { "steps": 6 } } }""";
     private const string Int4 = """{ "prune": { "method": "obs", "sparsity": 0.9 } }, { "quantize": { "weights": "int4", "activations": "none" } }""";
+    private const string Pack = """{ "pack": { "bits": 4 } }""";
     private const string MlpFinetune = """{ "finetune": { "steps": 6000, "learningRate": 0.002 } }""";
     private const string CnnFinetune = """{ "finetune": { "steps": 5000, "learningRate": 0.003, "batchSize": 64 } }""";
 
@@ -36,11 +37,14 @@ internal static class RecoveryBenchmark
         ("cnn", "CNN 98 %, gradual magnitude (6 stages) + distillation", true, $"{Cnn98Gradual}, {CnnFinetune}"),
         ("int4", "MLP 90 % + int4, one shot", false, Int4),
         ("int4", "MLP 90 % + int4 + distillation", false, $"{Int4}, {MlpFinetune}"),
+        ("pack", "MLP 95 %, gradual magnitude + distillation + pack 4 bits", false, $"{Mlp95Gradual}, {MlpFinetune}, {Pack}"),
+        ("pack", "CNN 96 %, gradual magnitude + distillation + pack 4 bits", true,
+            $$"""{ "prune": { "method": "magnitude", "sparsity": 0.96, "maxLayerSparsity": 0.995, "schedule": { "steps": 6 } } }, {{CnnFinetune}}, {{Pack}}"""),
     ];
 
     public static int Run(string[] args)
     {
-        var groups = args.Length == 0 ? ["mlp", "cnn", "int4"] : args.ToHashSet();
+        var groups = args.Length == 0 ? ["mlp", "cnn", "int4", "pack"] : args.ToHashSet();
         var folder = Path.Combine(Path.GetTempPath(), "compress-bench-recovery");
         Directory.CreateDirectory(folder);
         string Data(string name, bool test, bool image, int? count)
@@ -72,7 +76,7 @@ internal static class RecoveryBenchmark
                   "steps": [ {{steps}} ] }
                 """);
             var model = Path.Combine(CalibrationBenchmark.FindRoot(), "models", image ? "fashion_cnn.onnx" : "fashion_mlp.onnx");
-            var fields = ChildProcess.Run(ChildVerb, model, spec, Path.Combine(folder, "out.onnx"));
+            var fields = ChildProcess.Run(ChildVerb, model, spec, Path.Combine(folder, steps.Contains("\"pack\"", StringComparison.Ordinal) ? "out.cpack" : "out.onnx"));
             var same = name.EndsWith("(again)", StringComparison.Ordinal) ? (fields[4] == previous ? "yes" : "**no**") : "";
             previous = fields[4];
             Console.WriteLine(string.Create(CultureInfo.InvariantCulture, $"| {name} | {fields[2]} | {fields[3]} | {fields[0]} | {long.Parse(fields[1], CultureInfo.InvariantCulture) / 1e6:0} | {same} |"));
