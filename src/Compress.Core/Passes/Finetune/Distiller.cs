@@ -112,6 +112,14 @@ public sealed class Distiller(FinetuneStep step) : ICompressionPass
                 }
             }
 
+            if ((t + 1) % 50 == 0)
+            {
+                // Some handles of each step (the optimiser's) are released only by their finalizers: without a collection
+                // now and then, native memory grows by the weights' size every few steps (int4 MLP, 6,000 steps: 2.9 GB).
+                GC.Collect();
+                GC.WaitForPendingFinalizers();
+            }
+
             if (!judging)
             {
                 bestStep = t + 1;
