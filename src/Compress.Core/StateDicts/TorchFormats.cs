@@ -28,6 +28,9 @@ internal static class TorchFormats
                 QuantizeStep q when !method.Offers(format) => $"'{q.Method}' runs on ONNX graphs, not {name} models",
                 QuantizeStep q when !method.Offers(format, q.Scheme) => $"{q.Scheme} quantization needs an ONNX graph; for {name} models set 'activations' to 'none' (int8/int4) or use fp16",
                 QuantizeStep { Symmetric: false } => $"{name} int4/int8 is symmetric; leave out 'symmetric'",
+                FinetuneStep when !method.Offers(format) => format == ModelFormat.TorchSharp
+                    ? $"'finetune' trains through the model's forward pass, and a {name} file holds only weights (no code to run): export the module to TorchScript (torch.jit.script, then save) or ONNX and compress that, or fine-tune in your app after LoadInto"
+                    : $"'finetune' with '{step.Method}' is not offered for {name} models; export the model to ONNX for it",
                 _ => null,
             };
             if (problem is not null)

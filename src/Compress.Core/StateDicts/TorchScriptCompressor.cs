@@ -19,7 +19,8 @@ namespace Compress.Core.StateDicts;
 /// <c>Format="torchscript"</c>: a TorchScript archive (<c>torch.jit.save</c>) loaded with TorchSharp's
 /// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude, SNIP
 /// and WoodFisher pruning (gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
-/// row and block) grids with power-of-two scales, fp16. The result is saved as TorchScript with the quantized
+/// row and block) grids with power-of-two scales, fp16, and <c>finetune</c> by distillation through the module's own
+/// autograd (<see cref="TorchScriptDistiller"/>). The result is saved as TorchScript with the quantized
 /// weights held in float16 (exact for the grids) and the archive's entries deflated, which <c>torch.jit.load</c>
 /// reads as is; loaders cast the module back to float32 (<c>module.to(float32)</c>). With evaluation data, the
 /// original and compressed modules are compared on it and the spec's constraints checked; a failed constraint
@@ -51,12 +52,22 @@ public static class TorchScriptCompressor
         CompressionPipeline.Run(modelPath, spec, outputPath, progress, measureLatency: false, format: ModelFormats.TorchScript);
 
     /// <summary>x̂ = s·q, q in ±(2^(b−1) − 1), s the power of two at or above max|w| / (2^(b−1) − 1) per row (int4: per row and block).</summary>
-    internal static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block)
+    internal static Tensor PowerOfTwoGrid(Tensor weight, int bits, int block) => OnPowerOfTwoGrid(weight, PowerOfTwoScales(weight, bits, block), bits, block);
+
+    /// <summary>The power-of-two scales of <see cref="PowerOfTwoGrid"/>, [rows, blocks, 1].</summary>
+    internal static Tensor PowerOfTwoScales(Tensor weight, int bits, int block)
+    {
+        var matrix = weight.reshape(weight.shape[0], -1);
+        var padded = IntegerGrid.Blocks(matrix, block == 0 ? matrix.shape[1] : block);
+        return (padded.abs().amax([2], keepdim: true) / ((1 << (bits - 1)) - 1)).clamp_min(1e-30).log2().ceil().exp2();
+    }
+
+    /// <summary><paramref name="weight"/> rounded onto the grid of <paramref name="scales"/> (<see cref="PowerOfTwoScales"/>), codes clamped to ±(2^(b−1) − 1).</summary>
+    internal static Tensor OnPowerOfTwoGrid(Tensor weight, Tensor scales, int bits, int block)
     {
         var matrix = weight.reshape(weight.shape[0], -1);
         var padded = IntegerGrid.Blocks(matrix, block == 0 ? matrix.shape[1] : block);
         var top = (1 << (bits - 1)) - 1;
-        var scales = (padded.abs().amax([2], keepdim: true) / top).clamp_min(1e-30).log2().ceil().exp2();
         var grid = (padded / scales).round().clamp(-top, top) * scales;
         return IntegerGrid.Unblocks(grid, matrix.shape[1]).reshape(weight.shape);
     }

@@ -1,5 +1,6 @@
 using Compress.Core.Evaluation;
 using Compress.Core.Formats;
+using Compress.Core.Passes.Finetune;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Passes.Quantization;
 using Compress.Core.Reports;
@@ -23,6 +24,10 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     private readonly Dictionary<string, TorchSharp.Modules.Parameter> _parameters;
     private readonly Dictionary<string, Tensor> _originals;
     private readonly Dictionary<string, int> _bits = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, TorchScriptGrid> _grids = new(StringComparer.Ordinal);
+    private readonly HashSet<string> _pruned = new(StringComparer.Ordinal);
+    private readonly List<string> _notes = [];
+    private DistillationData? _distillation;
     private readonly CompressionSpec _spec;
     private bool _halfStorage;
 
@@ -45,11 +50,16 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     public long SourceParameters { get; }
 
     public IReadOnlyList<string> Notes => _halfStorage
-        ? ["TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"]
-        : [];
+        ? [.. _notes, "TorchScript weights stored as float16 (exact for the quantization grids): load with torch.jit.load, then module.to(float32) — the generated wrapper does"]
+        : _notes;
 
     public void Apply(SpecStep step, Action<string> progress)
     {
+        if (step is FinetuneStep first)
+        {
+            _distillation ??= TorchScriptDistiller.Data(first, _spec, _original, progress); // outside the step's scope: a gradual prune's stages share it
+        }
+
         using var scope = NewDisposeScope();
         var names = _parameters.Where(p => p.Value.dim() >= 2 && Passes.WeightSelection.NameMatches(p.Key, step)).Select(p => p.Key).ToList();
         switch (step)
@@ -72,6 +82,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
                     }
                 }
 
+                _pruned.UnionWith(names);
                 progress($"prune/{prune.Method}: {names.Count} weights of {Path.GetFileName(_path)}");
                 break;
             case QuantizeStep quantize:
@@ -80,18 +91,25 @@ internal sealed class TorchScriptFormat : IRunnableFormat
                     foreach (var name in names)
                     {
                         var p = _parameters[name];
-                        p.copy_(quantize.Weights switch
+                        var grid = quantize.Weights switch
                         {
-                            "int8" => TorchScriptCompressor.PowerOfTwoGrid(p, 8, 0),
-                            "int4" => TorchScriptCompressor.PowerOfTwoGrid(p, 4, quantize.BlockSize),
-                            _ => p.to_type(ScalarType.Float16).to_type(ScalarType.Float32),
-                        });
-                        _bits[name] = quantize.Weights switch { "int8" => 8, "int4" => 4, _ => 16 };
+                            "int8" => new TorchScriptGrid(8, 0, TorchScriptCompressor.PowerOfTwoScales(p, 8, 0).DetachFromDisposeScope()),
+                            "int4" => new TorchScriptGrid(4, quantize.BlockSize, TorchScriptCompressor.PowerOfTwoScales(p, 4, quantize.BlockSize).DetachFromDisposeScope()),
+                            _ => new TorchScriptGrid(16, 0, null),
+                        };
+                        p.copy_(grid.Round(p));
+                        _grids.Remove(name, out var replaced);
+                        replaced?.Scales?.Dispose();
+                        _grids[name] = grid;
+                        _bits[name] = grid.Bits;
                     }
                 }
 
                 _halfStorage = true;
                 progress($"quantize/{quantize.Weights}: {names.Count} weights of {Path.GetFileName(_path)}");
+                break;
+            case FinetuneStep finetune:
+                _notes.Add(TorchScriptDistiller.Apply(finetune, _spec, _distillation!, _module, _parameters, names, _pruned, _grids, progress));
                 break;
         }
     }
@@ -134,10 +152,12 @@ internal sealed class TorchScriptFormat : IRunnableFormat
 
     public void Dispose()
     {
-        foreach (var tensor in _originals.Values)
+        foreach (var tensor in _originals.Values.Concat(_grids.Values.Select(g => g.Scales).OfType<Tensor>()))
         {
             tensor.Dispose();
         }
+
+        _distillation?.Dispose();
 
         _module.Dispose();
         _original.Dispose();

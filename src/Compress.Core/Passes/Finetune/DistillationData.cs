@@ -79,18 +79,33 @@ internal sealed class DistillationData : IDisposable
             teacher = teacher.clamp_min(1e-12f).log();
         }
 
-        var kind = OutputKinds.Classify(teacher.shape, data.Count, maskedSequence: false);
-        var order = randperm(data.Count, generator: new Generator((ulong)step.Seed)).data<long>().ToArray();
-        var held = step.Holdout > 0 ? (int)Math.Min(MaxHoldout, Math.Max(1, Math.Round(step.Holdout * data.Count))) : 0;
-        if (held >= data.Count)
+        var inputs = data.Inputs.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
+        var constants = data.Constants.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
+        return Split(inputs, constants, teacher, data.Labels, output, step, Path.GetFileName(data.Source));
+    }
+
+    /// <summary>
+    /// For a format that runs its own original (TorchScript): the inputs <paramref name="x"/> under <paramref name="input"/>,
+    /// the original's outputs <paramref name="teacher"/> on them, the labels if any, split as <see cref="Create"/> splits.
+    /// </summary>
+    public static DistillationData FromTensors(string input, Tensor x, Tensor teacher, long[]? labels, string output, Compress.Spec.FinetuneStep step, string source) =>
+        Split(new Dictionary<string, Tensor>(StringComparer.Ordinal) { [input] = x }, new Dictionary<string, Tensor>(StringComparer.Ordinal), teacher, labels, output, step, source);
+
+    /// <summary>The output's kind, the labels where they are class labels of every sample, and the seeded training/held-out split.</summary>
+    private static DistillationData Split(Dictionary<string, Tensor> inputs, Dictionary<string, Tensor> constants, Tensor teacher, long[]? labels, string output,
+        Compress.Spec.FinetuneStep step, string source)
+    {
+        var count = (int)teacher.shape[0];
+        var kind = OutputKinds.Classify(teacher.shape, count, maskedSequence: false);
+        var order = randperm(count, generator: new Generator((ulong)step.Seed)).data<long>().ToArray();
+        var held = step.Holdout > 0 ? (int)Math.Min(MaxHoldout, Math.Max(1, Math.Round(step.Holdout * count))) : 0;
+        if (held >= count)
         {
             held = 0;
         }
 
-        var inputs = data.Inputs.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
-        var constants = data.Constants.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
-        var labels = data.Labels is { } l && kind == OutputKind.ClassScores && l.Length == data.Count ? tensor(l) : null;
-        return new DistillationData(inputs, constants, teacher, labels, output, kind, order[held..], order[..held], Path.GetFileName(data.Source));
+        var classLabels = labels is { } l && kind == OutputKind.ClassScores && l.Length == count ? tensor(l) : null;
+        return new DistillationData(inputs, constants, teacher, classLabels, output, kind, order[held..], order[..held], source);
     }
 
     /// <summary>The inputs of samples <paramref name="indices"/> (and the constant inputs).</summary>
