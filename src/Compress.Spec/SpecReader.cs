@@ -190,6 +190,12 @@ namespace Compress.Spec
                 }
 
                 CheckFinetunes(spec);
+                if (spec.Training != null && !spec.Steps.Any(s => s is FinetuneStep))
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "data.training holds inputs for a 'finetune' step to distill on, and the spec has none: add one or remove data.training",
+                        File, spec.Training.Line, spec.Training.Column);
+                }
+
                 var auto = spec.Steps.OfType<PruneStep>().Where(p => p.Auto).ToList();
                 if (auto.Count > 1)
                 {

@@ -44,7 +44,18 @@ public static partial class TorchOps
     private static Tensor[] FakeQuantize(OpCall c)
     {
         var zero = c.Input(2);
-        var (lo, hi) = zero is null || zero.dtype == ScalarType.Byte ? (0, 255) : (-128, 127);
+        var type = zero?.dtype ?? (c.Node.Int("output_dtype", 0) switch
+        {
+            0 or (int)Onnx.Proto.TensorProto.Types.DataType.Uint8 => ScalarType.Byte,
+            (int)Onnx.Proto.TensorProto.Types.DataType.Int8 => ScalarType.Int8,
+            var other => throw c.Unsupported($"output_dtype {OnnxElementTypes.Name((int)other)}"),
+        });
+        var (lo, hi) = type switch
+        {
+            ScalarType.Byte => (0, 255),
+            ScalarType.Int8 => (-128, 127),
+            _ => throw c.Unsupported($"{type} codes"),
+        };
         var scale = PerAxis(c, c.Input(1)!).to_type(ScalarType.Float32);
         var z = zero is null ? zeros([]) : PerAxis(c, zero).to_type(ScalarType.Float32);
         var x = c.X.to_type(ScalarType.Float32);

@@ -25,6 +25,9 @@ public static class DataFreeWarning
                 $"the compressed model was not checked on real data: the spec names none (calibration inputs are synthesised from the model's BatchNormalization statistics, and synthesised inputs never judge the result); {Advice}",
                 spec.File, synthetic.Line, synthetic.Column)
             : CompressDiagnostic.Warning(DiagnosticCodes.NotCheckedOnRealData,
-                $"the compressed model was not checked on real data: the spec names no data (data-free compression); {Advice}", spec.File);
+                spec.Training is null
+                    ? $"the compressed model was not checked on real data: the spec names no data (data-free compression); {Advice}"
+                    : $"the compressed model was not checked on real data: data.training only trains the finetune step, and the spec names no data.evaluation or data.calibration to compare on; {Advice}",
+                spec.File);
     }
 }

@@ -104,9 +104,19 @@ internal sealed class DistillationData : IDisposable
             held = 0;
         }
 
-        var classLabels = labels is { } l && kind == OutputKind.ClassScores && l.Length == count ? tensor(l) : null;
-        return new DistillationData(inputs, constants, teacher, classLabels, output, kind, order[held..], order[..held], source);
+        // One label per sample: they serve where the scores hold one prediction per sample ([N, C]), not per position ([N, T, C]).
+        var classLabels = labels is { } l && kind == OutputKind.ClassScores && teacher.dim() == 2 && l.Length == count ? tensor(l) : null;
+        return new DistillationData(inputs, constants, teacher, classLabels, output, kind, order[held..], order[..held], source) { Seed = step.Seed, HoldoutShare = step.Holdout };
     }
+
+    /// <summary>The seed of the split (a later finetune step with another seed or holdout share makes its own).</summary>
+    public int Seed { get; private init; }
+
+    /// <summary>The held-out share the split was made with.</summary>
+    public double HoldoutShare { get; private init; }
+
+    /// <summary>Whether this split is the one <paramref name="step"/> asks for.</summary>
+    public bool Fits(Compress.Spec.FinetuneStep step) => step.Seed == Seed && step.Holdout == HoldoutShare;
 
     /// <summary>The inputs of samples <paramref name="indices"/> (and the constant inputs).</summary>
     public Dictionary<string, Tensor> Batch(Tensor indices)

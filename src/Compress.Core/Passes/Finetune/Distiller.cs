@@ -25,6 +25,12 @@ public sealed class Distiller(FinetuneStep step) : ICompressionPass
     public void Apply(CompressionContext context)
     {
         TorchRuntime.EnsureLoaded();
+        if (context.Distillation is { } made && !made.Fits(step))
+        {
+            made.Dispose(); // a later finetune step with its own seed or holdout share: its own split
+            context.Distillation = null;
+        }
+
         var data = context.Distillation ??= DistillationData.Create(context, step);
         var (model, weights) = TrainingModel.Build(context, step);
         if (weights.Count == 0)

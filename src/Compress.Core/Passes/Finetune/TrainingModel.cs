@@ -189,6 +189,16 @@ internal static class TrainingModel
 
         var packed = graph.GetInitializer(node.Input[1]) ?? throw Unsupported(node, "weights that are not an initializer");
         var scalesProto = graph.GetInitializer(node.Input[2]) ?? throw Unsupported(node, "scales that are not an initializer");
+        if (scalesProto.DataType != (int)DataType.Float)
+        {
+            throw Unsupported(node, $"{OnnxElementTypes.Name(scalesProto.DataType)} scales (it trains float32 MatMulNBits)");
+        }
+
+        if (node.Input.Count > 3 && node.Input[3].Length > 0 && graph.GetInitializer(node.Input[3]) is { } zp && zp.DataType != (int)DataType.Uint8)
+        {
+            throw Unsupported(node, $"{OnnxElementTypes.Name(zp.DataType)} zero points (it trains packed uint8 ones)");
+        }
+
         var blocks = (k + block - 1) / block;
         var raw = context.Model.ToTorch(packed).to_type(ScalarType.Int32).reshape(n, blocks, -1);
         var codes = (bits == 4 ? stack([raw.bitwise_and(15), raw.bitwise_right_shift(4)], -1).reshape(n, blocks, block) : raw).to_type(ScalarType.Float32);

@@ -176,6 +176,9 @@ public sealed class FinetuneTests(ITestOutputHelper output) : TempDirectoryTest
         Assert.Equal((10, 128, 1e-3, "adam", "auto", 2.0, 0.1, 5), (finetune.Steps, finetune.BatchSize, finetune.LearningRate, finetune.Optimizer, finetune.Loss, finetune.Temperature, finetune.Holdout, finetune.Patience));
         var metric = Assert.Throws<SpecException>(() => SpecReader.Read("""{ "data": { "training": { "path": "t.npz", "metric": "accuracy", "labels": "l" } }, "steps": [ { "prune": { "sparsity": 0.9 } } ] }""", "spec.json", checkFiles: false));
         Assert.Contains("training data takes no metric", metric.Message, StringComparison.Ordinal);
+        var unused = Assert.Throws<SpecException>(() => SpecReader.Read("""{ "data": { "training": { "path": "t.npz" } }, "steps": [ { "prune": { "sparsity": 0.9 } } ] }""", "spec.json", checkFiles: false));
+        Assert.Contains("data.training holds inputs for a 'finetune' step", unused.Message, StringComparison.Ordinal);
+        Assert.True(unused.Line == 1 && unused.Column > 1, $"at {unused.Line}:{unused.Column}");
     }
 
     private CompressionReport Compress(string steps, string outputName, bool mlp = true)
