@@ -117,18 +117,10 @@ public sealed class GradientSource : IGradientModel, IDisposable
 
     private Tensor Logits(int start, int count)
     {
-        var inputs = _data.Inputs.ToDictionary(p => p.Key, p => Slice(p.Value, start, count));
+        var inputs = _data.Inputs.ToDictionary(p => p.Key, p => p.Value.ToTorch(start, count));
         var values = _graph.Run(inputs, [_logits]);
         var logits = values[_logits];
         return _fromSoftmax ? logits.log_softmax(-1) : logits;
-    }
-
-    private static Tensor Slice(NpyArray array, int start, int count)
-    {
-        var type = OnnxTorchConversion.ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
-        var result = empty([count, .. array.Shape.Skip(1)], type);
-        array.Rows(start, count).CopyTo(result.bytes);
-        return result;
     }
 
     public void Dispose()

@@ -94,13 +94,7 @@ public sealed class LayerFrontier : IDisposable
         for (var start = 0; start < data.Count; start += perChunk)
         {
             var count = Math.Min(perChunk, data.Count - start);
-            chunks.Add(data.Inputs.ToDictionary(p => p.Key, p =>
-            {
-                var type = OnnxTorchConversion.ScalarTypeOf(p.Value.ElementType) ?? throw new NotSupportedException($"input element type {p.Value.ElementType}");
-                var tensor = empty([count, .. p.Value.Shape.Skip(1)], type);
-                p.Value.Rows(start, count).CopyTo(tensor.bytes);
-                return tensor.DetachFromDisposeScope();
-            }, StringComparer.Ordinal));
+            chunks.Add(data.Inputs.ToDictionary(p => p.Key, p => p.Value.ToTorch(start, count).DetachFromDisposeScope(), StringComparer.Ordinal));
         }
 
         return new LayerFrontier(graph, chunks);

@@ -41,9 +41,7 @@ internal static class TorchScriptDistiller
             .Where(b => parameters.TryGetValue(b, out var bias) && bias.dim() == 1)).ToList();
         if (names.Count == 0)
         {
-            throw CompressException.Error(DiagnosticCodes.FinetuneNothingToTrain,
-                $"'finetune' (spec line {step.Line}) found no weight to train among the module's parameters of rank ≥ 2" +
-                (step.Include.Count + step.Exclude.Count > 0 ? " matching its include/exclude" : ""), spec.File, step.Line, step.Column);
+            throw DistillationLoop.NothingToTrain(step, spec.File, "the module's parameters of rank ≥ 2");
         }
 
         var weights = trained.Select(n => Weight(n, parameters[n], pruned.Contains(n), grids.GetValueOrDefault(n))).ToList();

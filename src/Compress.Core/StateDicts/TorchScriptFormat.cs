@@ -57,7 +57,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     {
         if (step is FinetuneStep first)
         {
-            _distillation ??= TorchScriptDistiller.Data(first, _spec, _original, progress); // outside the step's scope: a gradual prune's stages share it
+            _distillation = DistillationData.Reuse(_distillation, first, () => TorchScriptDistiller.Data(first, _spec, _original, progress)); // outside the step's scope
         }
 
         using var scope = NewDisposeScope();

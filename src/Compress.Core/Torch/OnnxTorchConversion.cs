@@ -37,6 +37,18 @@ public static class OnnxTorchConversion
         return result;
     }
 
+    /// <summary>A whole data array as a new tensor of its element type and shape.</summary>
+    public static Tensor ToTorch(this Data.NpyArray array) => array.Shape.Length == 0 ? array.ToTorch(0, 1).reshape([]) : array.ToTorch(0, (int)array.Shape[0]);
+
+    /// <summary>Samples [<paramref name="start"/>, <paramref name="start"/> + <paramref name="count"/>) of a data array as a new tensor of its element type.</summary>
+    public static Tensor ToTorch(this Data.NpyArray array, int start, int count)
+    {
+        var type = ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
+        var result = empty([count, .. array.Shape.Skip(1)], type);
+        array.Rows(start, count).CopyTo(result.bytes);
+        return result;
+    }
+
     /// <summary>An ONNX tensor (raw_data) with the values, shape and element type of a TorchSharp tensor.</summary>
     public static TensorProto ToOnnx(this Tensor tensor, string name)
     {

@@ -79,8 +79,8 @@ internal sealed class DistillationData : IDisposable
             teacher = teacher.clamp_min(1e-12f).log();
         }
 
-        var inputs = data.Inputs.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
-        var constants = data.Constants.ToDictionary(p => p.Key, p => ToTorch(p.Value), StringComparer.Ordinal);
+        var inputs = data.Inputs.ToDictionary(p => p.Key, p => p.Value.ToTorch(), StringComparer.Ordinal);
+        var constants = data.Constants.ToDictionary(p => p.Key, p => p.Value.ToTorch(), StringComparer.Ordinal);
         return Split(inputs, constants, teacher, data.Labels, output, step, Path.GetFileName(data.Source));
     }
 
@@ -115,8 +115,20 @@ internal sealed class DistillationData : IDisposable
     /// <summary>The held-out share the split was made with.</summary>
     public double HoldoutShare { get; private init; }
 
-    /// <summary>Whether this split is the one <paramref name="step"/> asks for.</summary>
-    public bool Fits(Compress.Spec.FinetuneStep step) => step.Seed == Seed && step.Holdout == HoldoutShare;
+    /// <summary>
+    /// <paramref name="made"/> when its split is the one <paramref name="step"/> asks for (a gradual prune's stages share
+    /// it); else <paramref name="made"/> disposed and the data made again by <paramref name="create"/>.
+    /// </summary>
+    public static DistillationData Reuse(DistillationData? made, Compress.Spec.FinetuneStep step, Func<DistillationData> create)
+    {
+        if (made is not null && step.Seed == made.Seed && step.Holdout == made.HoldoutShare)
+        {
+            return made;
+        }
+
+        made?.Dispose();
+        return create();
+    }
 
     /// <summary>The inputs of samples <paramref name="indices"/> (and the constant inputs).</summary>
     public Dictionary<string, Tensor> Batch(Tensor indices)
@@ -128,14 +140,6 @@ internal sealed class DistillationData : IDisposable
         }
 
         return batch;
-    }
-
-    private static Tensor ToTorch(NpyArray array)
-    {
-        var type = OnnxTorchConversion.ScalarTypeOf(array.ElementType) ?? throw new NotSupportedException($"input element type {array.ElementType}");
-        var result = empty(array.Shape, type);
-        array.Data.AsSpan().CopyTo(result.bytes);
-        return result;
     }
 
     public void Dispose()

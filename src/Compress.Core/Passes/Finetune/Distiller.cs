@@ -25,19 +25,11 @@ public sealed class Distiller(FinetuneStep step) : ICompressionPass
     public void Apply(CompressionContext context)
     {
         TorchRuntime.EnsureLoaded();
-        if (context.Distillation is { } made && !made.Fits(step))
-        {
-            made.Dispose(); // a later finetune step with its own seed or holdout share: its own split
-            context.Distillation = null;
-        }
-
-        var data = context.Distillation ??= DistillationData.Create(context, step);
+        var data = context.Distillation = DistillationData.Reuse(context.Distillation, step, () => DistillationData.Create(context, step));
         var (model, weights) = TrainingModel.Build(context, step);
         if (weights.Count == 0)
         {
-            throw CompressException.Error(DiagnosticCodes.FinetuneNothingToTrain,
-                $"'finetune' (spec line {step.Line}) found no weight to train among {string.Join(", ", step.OpTypes)} nodes" +
-                (step.Include.Count + step.Exclude.Count > 0 ? " matching its include/exclude" : ""), context.Spec.File, step.Line, step.Column);
+            throw DistillationLoop.NothingToTrain(step, context.Spec.File, $"{string.Join(", ", step.OpTypes)} nodes");
         }
 
         try

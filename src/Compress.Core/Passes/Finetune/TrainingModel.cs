@@ -218,17 +218,16 @@ internal static class TrainingModel
         var shadow = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeroPoints), k); // [N, K]
         var mask = masked ? IntegerGrid.Unblocks(codes.ne(zeroPoints), k).to_type(ScalarType.Float32) : null;
         var value = node.Output[0] + "_training_weight";
+        var grid = new IntegerGrid((int)bits, Symmetric: false); // codes 0…2^b − 1 about the stored zero points, symmetric or not
         Tensor OnGrid(Tensor w)
         {
-            var blocked = IntegerGrid.Blocks(w, block);
-            var rounded = IntegerGrid.Unblocks(IntegerGrid.Dequantize((blocked / scales).round().add(zeroPoints).clamp(0, (1 << (int)bits) - 1), scales, zeroPoints), k);
+            var rounded = IntegerGrid.Unblocks(IntegerGrid.Dequantize(grid.Codes(IntegerGrid.Blocks(w, block), scales, zeroPoints), scales, zeroPoints), k);
             return (w + (rounded - w).detach()).t();
         }
 
         void WriteBack(Tensor trained)
         {
-            var blocked = IntegerGrid.Blocks(trained, block);
-            var newCodes = (blocked / scales).round().add(zeroPoints).clamp(0, (1 << (int)bits) - 1).to_type(ScalarType.Byte);
+            var newCodes = grid.Codes(IntegerGrid.Blocks(trained, block), scales, zeroPoints).to_type(ScalarType.Byte);
             var bytes = bits == 4 ? IntegerGrid.PackNibbles(newCodes) : newCodes;
             context.Model.ReplaceData(packed, bytes.contiguous().reshape(packed.Dims.ToArray()).ToOnnx(packed.Name));
         }
