@@ -59,16 +59,37 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
             context.Progress($"{Name}: {use.NodeName}");
             var svd = WhitenedSvd.Of(context, use);
             var shape = use.Node.OpType == "Conv" ? string.Join("×", use.Weight.Dims) : $"{svd.Outputs}×{svd.Inputs}";
+            var full = (double)(svd.Inputs * svd.Outputs);
             var rank = Rank(svd.Singular, svd.Outputs, svd.Inputs);
-            var share = rank * (svd.Inputs + svd.Outputs) / (double)(svd.Inputs * svd.Outputs);
-            if (share > MaxShare)
+            var channel = new Form("", rank, rank * (svd.Inputs + svd.Outputs) / full, svd.OutputError(rank));
+            var spatialSvd = LowRankForms.SpatialRefusal(use) is null ? svd.Spatial(use) : null;
+            var spatial = spatialSvd is null ? null : Spatial(spatialSvd, full);
+            var chosen = Choose(channel, spatial);
+            if (chosen is null)
             {
-                kept.Add($"{use.NodeName} (rank {rank} would keep {share:P0} of its multiply-adds{Per(use)})");
+                var why = $"rank {rank} would keep {channel.Share:P0} of its multiply-adds{Per(use)}";
+                if (spatial is not null)
+                {
+                    why += spatial.Share > MaxShare
+                        ? $"; the spatial form's rank {spatial.Rank} {spatial.Share:P0}"
+                        : $"; the spatial form's rank {spatial.Rank} misses the error {1 - step.Energy:0.####} ({spatial.OutputError:0.####})";
+                }
+
+                kept.Add($"{use.NodeName} ({why})");
                 continue;
             }
 
-            var (a, b, error) = svd.Truncate(rank);
-            done.Add(Replace(context, use, a, b, error, $"{use.NodeName} {shape} → rank {rank} ({share:P0} of the multiply-adds{Per(use)})"));
+            var description = $"{use.NodeName} {shape} → {chosen.Label}rank {chosen.Rank} ({chosen.Share:P0} of the multiply-adds{Per(use)}, output error {chosen.OutputError:0.####})";
+            if (chosen == channel)
+            {
+                var (a, b, error) = svd.Truncate(rank);
+                done.Add(Replace(context, use, a, b, error, description, spatial: false));
+            }
+            else
+            {
+                var (v, h, error, _) = spatialSvd!.Truncate(chosen.Rank);
+                done.Add(Replace(context, use, v, h, error, description, spatial: true));
+            }
         }
 
         if (context.Spec.Constraints.MaxLatencyRatio is not null && done.Count > 0)
@@ -84,6 +105,47 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         if (done.Count > 0)
         {
             context.Notes.Add($"{Name}: {string.Join("; ", done.Select(d => d.Description))}");
+        }
+    }
+
+    /// <summary>A candidate form at its rank: multiply-adds as a share of the layer's, and the whitened output error.</summary>
+    private sealed record Form(string Label, long Rank, double Share, double OutputError);
+
+    /// <summary>
+    /// Among the forms within the ¾ rule, those meeting the error of the energy threshold (1 − energy) and of these
+    /// the fewest multiply-adds (the channel form on a tie); under a <c>parameterRatio</c> budget, where none meets it,
+    /// the smallest error. Null: the layer stays whole.
+    /// </summary>
+    private Form? Choose(Form channel, Form? spatial)
+    {
+        var within = new[] { channel, spatial }.OfType<Form>().Where(f => f.Share <= MaxShare).ToList();
+        var target = 1 - step.Energy + 1e-12;
+        return within.Where(f => f.OutputError <= target).OrderBy(f => f.Share).FirstOrDefault()
+            ?? (step.ParameterRatio is null ? null : within.OrderBy(f => f.OutputError).FirstOrDefault());
+    }
+
+    /// <summary>
+    /// The spatial form's rank: the smallest multiple of 8 whose output error meets 1 − energy, searched up to the ¾
+    /// rule (and the budget); the largest searched when none does.
+    /// </summary>
+    private Form Spatial(SpatialSvd spatial, double full)
+    {
+        var limit = (long)Math.Floor(MaxShare * full / spatial.MultiplyAdds(1));
+        if (step.ParameterRatio is { } ratio)
+        {
+            limit = Math.Min(limit, Math.Max(1, (long)Math.Floor(ratio * full / spatial.MultiplyAdds(1))));
+        }
+
+        limit = Math.Min(Math.Max(Multiple, (limit + Multiple - 1) / Multiple * Multiple), spatial.MaxRank);
+        for (var rank = Multiple; ; rank += Multiple)
+        {
+            using var scope = NewDisposeScope();
+            var r = Math.Min(rank, limit);
+            var (_, _, _, output) = spatial.Truncate(r);
+            if (output <= 1 - step.Energy + 1e-12 || r >= limit)
+            {
+                return new Form("spatial (kh×1, 1×kw) ", r, spatial.MultiplyAdds(r) / full, output);
+            }
         }
     }
 
@@ -104,7 +166,7 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
     }
 
     /// <summary>The node becomes two (<see cref="LowRankForms"/>): A into a new value, then B with the bias into the original output.</summary>
-    internal static FactorizedLayer Replace(CompressionContext context, WeightUse use, Tensor a, Tensor b, double error, string description)
+    internal static FactorizedLayer Replace(CompressionContext context, WeightUse use, Tensor a, Tensor b, double error, string description, bool spatial = false)
     {
         var graph = context.Model.Graph;
         var node = use.Node;
@@ -112,7 +174,7 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         var aName = graph.UniqueName(name + "_lowrank_a");
         var bName = graph.UniqueName(name + "_lowrank_b");
         var hidden = graph.UniqueName(node.Output[0] + "_lowrank");
-        var (first, second) = LowRankForms.Split(graph, use, a, b, aName, bName, hidden);
+        var (first, second) = spatial ? LowRankForms.SplitSpatial(graph, use, a, b, aName, bName, hidden) : LowRankForms.Split(graph, use, a, b, aName, bName, hidden);
         var existed = context.Layers.ContainsKey(name);
         var record = context.Layer(name, OnnxGraph.Describe(node), node.OpType, OnnxElementTypes.ElementCount(use.Weight.Dims));
         var storedBefore = record.StoredAs;
@@ -131,13 +193,14 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
 internal sealed class WhitenedSvd
 {
     private readonly Tensor _matrix;
+    private readonly Tensor _moment;
     private readonly Tensor _lower;
     private readonly Tensor _u;
     private readonly Tensor _vh;
 
-    private WhitenedSvd(Tensor matrix, Tensor lower, Tensor u, Tensor singular, Tensor vh)
+    private WhitenedSvd(Tensor matrix, Tensor moment, Tensor lower, Tensor u, Tensor singular, Tensor vh)
     {
-        (_matrix, _lower, _u, Singular, _vh) = (matrix, lower, u, singular, vh);
+        (_matrix, _moment, _lower, _u, Singular, _vh) = (matrix, moment, lower, u, singular, vh);
     }
 
     /// <summary>Σ, largest first.</summary>
@@ -155,8 +218,18 @@ internal sealed class WhitenedSvd
         moment.add_(eye(matrix.shape[1], dtype: ScalarType.Float64).mul(0.01 * moment.diagonal().mean().item<double>() + 1e-12));
         var lower = linalg.cholesky(moment);
         var (u, s, vh) = linalg.svd(matrix.mm(lower), fullMatrices: false);
-        return new WhitenedSvd(matrix, lower, u, s, vh);
+        return new WhitenedSvd(matrix, moment, lower, u, s, vh);
     }
+
+    /// <summary>The output error at rank r, tr(ΔW·C·ΔWᵀ) / tr(W·C·Wᵀ) = Σ_{k>r} σ_k² / Σ σ_k².</summary>
+    public double OutputError(long rank)
+    {
+        var energy = Singular.square();
+        return energy.narrow(0, rank, energy.shape[0] - rank).sum().item<double>() / Math.Max(1e-300, energy.sum().item<double>());
+    }
+
+    /// <summary>The same Conv weight and moment in the spatial form (<see cref="SpatialSvd"/>).</summary>
+    public SpatialSvd Spatial(WeightUse use) => SpatialSvd.Of(_matrix, _moment, use.Weight.Dims.ToArray());
 
     /// <summary>A = Σ_r^½ V_rᵀ L⁻¹ [r, in] and B = U_r Σ_r^½ [out, r] in float32, and ‖W − BA‖² / ‖W‖².</summary>
     public (Tensor A, Tensor B, double Error) Truncate(long rank)

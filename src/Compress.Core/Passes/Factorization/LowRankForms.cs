@@ -59,6 +59,63 @@ internal static class LowRankForms
         return spatial is 1 or 2 ? null : $"{spatial}-D Conv: only 1-D and 2-D Convs are factorized";
     }
 
+    /// <summary>
+    /// Null where a Conv can also take the spatial form (<see cref="SpatialSvd"/>): 2-D with kh, kw &gt; 1, explicit pads,
+    /// and a horizontal axis that keeps its size (stride 1, left + right pads = (kw − 1)·dilation), so the kh×1 Conv
+    /// runs at the output positions and its multiply-adds per output position are exact.
+    /// </summary>
+    public static string? SpatialRefusal(WeightUse use)
+    {
+        var node = use.Node;
+        var dims = use.Weight.Dims;
+        if (node.OpType != "Conv" || dims.Count != 4 || dims[2] < 2 || dims[3] < 2)
+        {
+            return "not a 2-D Conv with a kh×kw kernel";
+        }
+
+        if (node.String("auto_pad", "NOTSET") != "NOTSET")
+        {
+            return "auto_pad";
+        }
+
+        var (strides, pads, dilations) = Window(node);
+        return strides[1] == 1 && pads[1] + pads[3] == dilations[1] * (dims[3] - 1) ? null : "the horizontal axis changes size";
+    }
+
+    /// <summary>
+    /// Spatial form: a kh×1 Conv(C_in→r) with the vertical strides, pads and dilations (V [r, C_in, kh, 1]), then a 1×kw
+    /// Conv(r→C_out) with the horizontal pads and dilations and the bias (H [C_out, r, 1, kw]).
+    /// </summary>
+    public static (NodeProto First, NodeProto Second) SplitSpatial(OnnxGraph graph, WeightUse use, Tensor v, Tensor h, string vName, string hName, string hidden)
+    {
+        var node = use.Node;
+        var (kh, kw) = (use.Weight.Dims[2], use.Weight.Dims[3]);
+        var (strides, pads, dilations) = Window(node);
+        graph.AddInitializer(v.contiguous().ToOnnx(vName));
+        graph.AddInitializer(h.contiguous().ToOnnx(hName));
+        var first = new NodeProto { OpType = "Conv", Name = graph.UniqueName(OnnxGraph.Describe(node) + "_a") };
+        first.Input.Add([node.Input[0], vName]);
+        first.Output.Add(hidden);
+        first.Attribute.Add([
+            OnnxAttribute.Ints("kernel_shape", kh, 1), OnnxAttribute.Ints("strides", strides[0], 1),
+            OnnxAttribute.Ints("pads", pads[0], 0, pads[2], 0), OnnxAttribute.Ints("dilations", dilations[0], 1)]);
+        var second = new NodeProto { OpType = "Conv", Name = OnnxGraph.Describe(node) };
+        second.Input.Add(hidden);
+        second.Input.Add(hName);
+        second.Input.Add(node.Input.Skip(2));
+        second.Output.Add(node.Output);
+        second.Attribute.Add([
+            OnnxAttribute.Ints("kernel_shape", 1, kw), OnnxAttribute.Ints("pads", 0, pads[1], 0, pads[3]), OnnxAttribute.Ints("dilations", 1, dilations[1])]);
+        return (first, second);
+    }
+
+    /// <summary>A 2-D Conv's strides, pads [top, left, bottom, right] and dilations, defaults filled in.</summary>
+    private static (long[] Strides, long[] Pads, long[] Dilations) Window(NodeProto node)
+    {
+        static long[] Or(long[]? values, long[] fallback) => values?.Length == fallback.Length ? values : fallback;
+        return (Or(node.Ints("strides"), [1, 1]), Or(node.Ints("pads"), [0, 0, 0, 0]), Or(node.Ints("dilations"), [1, 1]));
+    }
+
     private static (NodeProto, NodeProto) SplitGemm(OnnxGraph graph, WeightUse use, Tensor a, Tensor b, string aName, string bName, string hidden)
     {
         var node = use.Node;

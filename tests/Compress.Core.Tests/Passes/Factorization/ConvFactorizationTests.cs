@@ -81,6 +81,55 @@ public sealed class ConvFactorizationTests
         Assert.Equal(one.Proto.ToByteArray(), two.Proto.ToByteArray());
     }
 
+    [Fact]
+    public void At_full_rank_the_spatial_form_matches_the_original_with_the_vertical_window_first_and_the_horizontal_second()
+    {
+        var model = SameWidthModel(Weight(new Random(5), 8, 4, 3, 3, rank: 8, tail: 0));
+        var original = Clone(model);
+        var context = Context(model, 1.0);
+        TorchRuntime.EnsureLoaded();
+        var use = WeightSelection.Select(model.Graph, context.Spec.Steps[0]).Single();
+        Assert.Null(LowRankForms.SpatialRefusal(use));
+        using (NewDisposeScope())
+        {
+            var spatial = WhitenedSvd.Of(context, use).Spatial(use);
+            Assert.Equal(12, spatial.MaxRank); // min(C_in·kh, C_out·kw)
+            var (v, h, error, output) = spatial.Truncate(12);
+            Assert.True(error < 1e-10 && output < 1e-10, $"relative error {error}, output error {output}");
+            LowRankFactorizer.Replace(context, use, v, h, error, "", spatial: true);
+        }
+
+        var first = model.Graph.Nodes.Single(n => n.Name == "conv_a");
+        var second = model.Graph.Nodes.Single(n => n.Name == "conv");
+        Assert.Equal([12L, 4, 3, 1], Dims(model, first.Input[1]));
+        Assert.Equal([3L, 1], first.Ints("kernel_shape"));
+        Assert.Equal([2L, 1], first.Ints("strides"));
+        Assert.Equal([1L, 0, 2, 0], first.Ints("pads"));
+        Assert.Equal([2L, 1], first.Ints("dilations"));
+        Assert.Equal([8L, 12, 1, 3], Dims(model, second.Input[1]));
+        Assert.Equal([1L, 3], second.Ints("kernel_shape"));
+        Assert.Equal([0L, 1, 0, 1], second.Ints("pads"));
+        Assert.Equal([1L, 1], second.Ints("dilations"));
+        Assert.Equal("bias", second.Input[2]);
+        AssertClose(original, model, 1e-5f);
+    }
+
+    [Fact]
+    public void Each_layer_takes_the_form_with_fewer_multiply_adds_at_the_same_error()
+    {
+        // Separable: W[o, c, i, j] = Σ_k<8 H[o, k, j]·V[k, c, i]: spatial rank 8 (42% of the multiply-adds); the channel
+        // form needs rank 24 of 32 (108%). Low channel rank (the other test's weight): the channel form, rank 8 (36%).
+        var (separable, separableNotes) = Factorize(SameWidthModel(Separable(new Random(6), 32, 8, 3, 3, rank: 8)), 0.999);
+        Assert.Equal([8L, 8, 3, 1], Dims(separable, "w_lowrank_a"));
+        Assert.Equal([32L, 8, 1, 3], Dims(separable, "w_lowrank_b"));
+        Assert.Contains(separableNotes, n => n.Contains("conv 32×8×3×3 → spatial (kh×1, 1×kw) rank 8 (42 %", StringComparison.Ordinal));
+        AssertClose(SameWidthModel(Separable(new Random(6), 32, 8, 3, 3, rank: 8)), separable, 2e-2f);
+
+        var (channel, channelNotes) = Factorize(SameWidthModel(Weight(new Random(2), 32, 8, 3, 3, rank: 8, tail: 0)), 0.999);
+        Assert.Equal([8L, 8, 3, 3], Dims(channel, "w_lowrank_a"));
+        Assert.Contains(channelNotes, n => n.Contains("conv 32×8×3×3 → rank 8 (", StringComparison.Ordinal));
+    }
+
     [Theory]
     [InlineData(2, "grouped Conv (group 2): left whole")]
     [InlineData(8, "depthwise Conv (group 8): left whole")]
@@ -94,8 +143,15 @@ public sealed class ConvFactorizationTests
         Assert.Contains(notes, n => n.Contains($"left as they were: conv ({note})", StringComparison.Ordinal));
     }
 
-    /// <summary>x [N, 8, 10, 9] → Conv(w, bias; strides 2×1, pads 1,0,2,1, dilations 1×2) → Relu → y.</summary>
-    private static OnnxModel Model((float[] Values, long[] Dims) weight, int group)
+    /// <summary>x [N, C_in, 10, 9] → Conv(w, bias; strides 2×1, pads 1,0,2,1, dilations 1×2: the horizontal axis shrinks, no spatial form) → Relu → y.</summary>
+    private static OnnxModel Model((float[] Values, long[] Dims) weight, int group) =>
+        Model(weight, group, [2, 1], [1, 0, 2, 1], [1, 2], [6, 6]);
+
+    /// <summary>x [N, C_in, 10, 9] → Conv(w, bias; strides 2×1, pads 1,1,2,1, dilations 2×1: the horizontal axis keeps its size) → Relu → y.</summary>
+    private static OnnxModel SameWidthModel((float[] Values, long[] Dims) weight) =>
+        Model(weight, 1, [2, 1], [1, 1, 2, 1], [2, 1], [5, 9]);
+
+    private static OnnxModel Model((float[] Values, long[] Dims) weight, int group, long[] strides, long[] pads, long[] dilations, long[] output)
     {
         var inputs = weight.Dims[1] * group;
         var outputs = weight.Dims[0];
@@ -105,10 +161,10 @@ public sealed class ConvFactorizationTests
             .Initializer("w", weight.Values, weight.Dims)
             .Initializer("bias", bias, outputs)
             .Node("Conv", ["x", "w", "bias"], ["c"], "conv", "",
-                OnnxAttribute.Ints("kernel_shape", 3, 3), OnnxAttribute.Ints("strides", 2, 1), OnnxAttribute.Ints("pads", 1, 0, 2, 1),
-                OnnxAttribute.Ints("dilations", 1, 2), OnnxAttribute.Int("group", group))
+                OnnxAttribute.Ints("kernel_shape", 3, 3), OnnxAttribute.Ints("strides", strides), OnnxAttribute.Ints("pads", pads),
+                OnnxAttribute.Ints("dilations", dilations), OnnxAttribute.Int("group", group))
             .Node("Relu", ["c"], ["y"], "relu")
-            .Output("y", DataType.Float, "N", outputs, 6, 6)
+            .Output("y", DataType.Float, "N", outputs, output[0], output[1])
             .Build();
     }
 
@@ -136,6 +192,32 @@ public sealed class ConvFactorizationTests
 
         var result = values.Select(v => (float)(v + 3e-3 * (random.NextDouble() * 2 - 1))).ToArray();
         return (result, [outputs, inputs, kh, kw]);
+    }
+
+    /// <summary>A weight [out, in, kh, kw] = Σ_k H[out, k, j]·V[k, in, i] over <paramref name="rank"/> random pairs, and the faint rest.</summary>
+    private static (float[] Values, long[] Dims) Separable(Random random, long outputs, long inputs, long kh, long kw, int rank)
+    {
+        var values = new double[outputs * inputs * kh * kw];
+        for (var k = 0; k < rank; k++)
+        {
+            var h = Gaussian(random, outputs * kw);
+            var v = Gaussian(random, inputs * kh);
+            for (var o = 0; o < outputs; o++)
+            {
+                for (var c = 0; c < inputs; c++)
+                {
+                    for (var i = 0; i < kh; i++)
+                    {
+                        for (var j = 0; j < kw; j++)
+                        {
+                            values[((o * inputs + c) * kh + i) * kw + j] += h[o * kw + j] * v[c * kh + i] / Math.Sqrt(inputs * kh);
+                        }
+                    }
+                }
+            }
+        }
+
+        return (values.Select(v => (float)(v + 3e-3 * (random.NextDouble() * 2 - 1))).ToArray(), [outputs, inputs, kh, kw]);
     }
 
     private static double[] Gaussian(Random random, long count) =>
