@@ -3,7 +3,7 @@ namespace Compress.Spec.Methods
     /// <summary>
     /// <c>factorize.method: "svd"</c> (algorithms.md §16): activation-aware SVD — W·L with C = E[xxᵀ] = LLᵀ from the
     /// calibration data (a Conv's im2col patches), truncated, multiplied back by L⁻¹ (SVD-LLM) — into two smaller
-    /// Gemm/MatMul, or a Conv into a k×k Conv to rank r and a 1×1 Conv.
+    /// Gemm/MatMul, or a Conv into two Convs (k×k to rank r then 1×1, or kh×1 then 1×kw).
     /// </summary>
     public static class SvdMethod
     {
@@ -14,7 +14,7 @@ namespace Compress.Spec.Methods
         public static readonly MethodDescriptor Descriptor = new MethodDescriptor(
             Name,
             StepKind.Factorize,
-            "activation-aware SVD (whitened by the input covariance, SVD-LLM) into two smaller Gemm/MatMul, or a Conv into a k×k Conv to rank r and a 1×1 Conv",
+            "activation-aware SVD (whitened by the input covariance, SVD-LLM) into two smaller Gemm/MatMul, or a Conv into two Convs (k×k to rank r then 1×1, or kh×1 then 1×kw)",
             MethodData.Activations,
             ModelFormat.Onnx,
             opTypes: Ops,
