@@ -41,12 +41,12 @@ public sealed class ConvFactorizationTests
         var first = model.Graph.Nodes.Single(n => n.Name == "conv_a");
         var second = model.Graph.Nodes.Single(n => n.Name == "conv");
         Assert.Equal([16L, 3, 3, 3], Dims(model, first.Input[1]));
-        Assert.Equal([2L, 1], first.Ints("strides"));
-        Assert.Equal([1L, 0, 2, 1], first.Ints("pads"));
-        Assert.Equal([1L, 2], first.Ints("dilations"));
+        Assert.Equal([2L, 1], first.Ints("strides")!);
+        Assert.Equal([1L, 0, 2, 1], first.Ints("pads")!);
+        Assert.Equal([1L, 2], first.Ints("dilations")!);
         Assert.Equal([16L, 16, 1, 1], Dims(model, second.Input[1]));
         Assert.Equal("bias", second.Input[2]);
-        Assert.Equal([1L, 1], second.Ints("kernel_shape"));
+        Assert.Equal([1L, 1], second.Ints("kernel_shape")!);
         Assert.Null(model.Graph.GetInitializer("w"));
         AssertClose(original, model, 1e-5f);
     }
@@ -102,14 +102,14 @@ public sealed class ConvFactorizationTests
         var first = model.Graph.Nodes.Single(n => n.Name == "conv_a");
         var second = model.Graph.Nodes.Single(n => n.Name == "conv");
         Assert.Equal([12L, 4, 3, 1], Dims(model, first.Input[1]));
-        Assert.Equal([3L, 1], first.Ints("kernel_shape"));
-        Assert.Equal([2L, 1], first.Ints("strides"));
-        Assert.Equal([1L, 0, 2, 0], first.Ints("pads"));
-        Assert.Equal([2L, 1], first.Ints("dilations"));
+        Assert.Equal([3L, 1], first.Ints("kernel_shape")!);
+        Assert.Equal([2L, 1], first.Ints("strides")!);
+        Assert.Equal([1L, 0, 2, 0], first.Ints("pads")!);
+        Assert.Equal([2L, 1], first.Ints("dilations")!);
         Assert.Equal([8L, 12, 1, 3], Dims(model, second.Input[1]));
-        Assert.Equal([1L, 3], second.Ints("kernel_shape"));
-        Assert.Equal([0L, 1, 0, 1], second.Ints("pads"));
-        Assert.Equal([1L, 1], second.Ints("dilations"));
+        Assert.Equal([1L, 3], second.Ints("kernel_shape")!);
+        Assert.Equal([0L, 1, 0, 1], second.Ints("pads")!);
+        Assert.Equal([1L, 1], second.Ints("dilations")!);
         Assert.Equal("bias", second.Input[2]);
         AssertClose(original, model, 1e-5f);
     }
