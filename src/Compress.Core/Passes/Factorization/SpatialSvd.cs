@@ -7,18 +7,17 @@ namespace Compress.Core.Passes.Factorization;
 /// W[o, c, i, j] ≈ Σ_k H[o, k, j]·V[k, c, i], the SVD of W as M [(c, i), (o, j)]. Whitened by a Kronecker
 /// approximation of the im2col patches' second moment, C ≈ C_v ⊗ C_h (C_v over (channel, row), the mean over the kw
 /// columns; C_h over the columns, the mean over (channel, row)): the SVD of L_vᵀ·M·(I ⊗ L_h) truncated to rank r
-/// minimises the output error in that metric. The rank and the choice against the channel form use the true error in
-/// the full metric, tr(ΔW·C·ΔWᵀ) / tr(W·C·Wᵀ). Float64 throughout; tensors in the caller's dispose scope.
+/// minimises the output error in that metric. V is taken from it and H refitted by least squares in the full metric.
+/// The rank and the choice against the channel form use the true error in the full metric,
+/// tr(ΔW·C·ΔWᵀ) / tr(W·C·Wᵀ). Float64 throughout; tensors in the caller's dispose scope.
 /// </summary>
 internal sealed class SpatialSvd
 {
     private readonly Tensor _weight;   // [o, c·kh·kw]
     private readonly Tensor _moment;   // C, damped
     private readonly Tensor _vertical; // L_v
-    private readonly Tensor _horizontalInverse; // L_h⁻¹
     private readonly Tensor _u;
     private readonly Tensor _singular;
-    private readonly Tensor _vh;
     private readonly long _outputs;
     private readonly long _inputs;
     private readonly long _kh;
@@ -35,10 +34,9 @@ internal sealed class SpatialSvd
         var horizontal = blocks.permute(2, 5, 0, 1, 3, 4).reshape(_kw, _kw, rows, rows).diagonal(0, 2, 3).mean([-1]);
         _vertical = linalg.cholesky(vertical);
         var lh = linalg.cholesky(horizontal);
-        _horizontalInverse = linalg.inv(lh);
         var m = weight.reshape(_outputs, _inputs, _kh, _kw).permute(1, 2, 0, 3).reshape(rows, _outputs, _kw); // [(c,i), o, j]
         var whitened = _vertical.t().mm(m.matmul(lh).reshape(rows, _outputs * _kw));
-        (_u, _singular, _vh) = linalg.svd(whitened, fullMatrices: false);
+        (_u, _singular, _) = linalg.svd(whitened, fullMatrices: false);
     }
 
     /// <summary>The largest rank: min(C_in·kh, C_out·kw).</summary>
@@ -57,14 +55,18 @@ internal sealed class SpatialSvd
     {
         var root = _singular.narrow(0, 0, rank).sqrt();
         var left = linalg.solve(_vertical.t(), _u.narrow(1, 0, rank).mul(root.unsqueeze(0))); // L_v⁻ᵀ U_r Σ½ [(c,i), r]
-        var right = _vh.narrow(0, 0, rank).mul(root.unsqueeze(1)).reshape(rank, _outputs, _kw).matmul(_horizontalInverse); // Σ½ V_rᵀ (I ⊗ L_h⁻¹) [r, o, j]
-        var approximation = left.mm(right.reshape(rank, _outputs * _kw)) // [(c,i), (o,j)]
-            .reshape(_inputs, _kh, _outputs, _kw).permute(2, 0, 1, 3).reshape(_outputs, -1);
+        var rows = _inputs * _kh;
+
+        // H refitted in the full metric for this V: the second Conv sees z = P·x, P [(k, j), (c, i, j')] = V[k, (c, i)]·δ_jj',
+        // so H = W·C·Pᵀ (P·C·Pᵀ)⁻¹ minimises tr(ΔW·C·ΔWᵀ) (never worse than the Kronecker SVD's own H).
+        var p = left.t().reshape(rank, 1, rows, 1).mul(eye(_kw, dtype: ScalarType.Float64).reshape(1, _kw, 1, _kw)).reshape(rank * _kw, rows * _kw);
+        var cp = _moment.mm(p.t());
+        var h = linalg.solve(p.mm(cp), _weight.mm(cp).t()).t(); // [o, (k, j)]
+        var approximation = h.mm(p); // [o, (c, i, j)], W's own layout
         var delta = _weight.sub(approximation);
         var error = delta.square().sum().div(_weight.square().sum().clamp_min(1e-30)).item<double>();
         var output = delta.mm(_moment).mul(delta).sum().div(_weight.mm(_moment).mul(_weight).sum().clamp_min(1e-30)).item<double>();
         var v = left.t().reshape(rank, _inputs, _kh, 1).to_type(ScalarType.Float32);
-        var h = right.permute(1, 0, 2).reshape(_outputs, rank, 1, _kw).to_type(ScalarType.Float32);
-        return (v, h, error, output);
+        return (v, h.reshape(_outputs, rank, 1, _kw).to_type(ScalarType.Float32), error, output);
     }
 }
