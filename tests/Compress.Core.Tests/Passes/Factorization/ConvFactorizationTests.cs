@@ -130,6 +130,35 @@ public sealed class ConvFactorizationTests
         Assert.Contains(channelNotes, n => n.Contains("conv 32×8×3×3 → rank 8 (", StringComparison.Ordinal));
     }
 
+    [Fact]
+    public void A_1d_conv_takes_the_channel_form_and_matches_at_full_rank()
+    {
+        // x [N, 4, 12] → Conv(w [8, 4, 3], bias; stride 2, pads 1, 1) → Relu → y [N, 8, 6]
+        var (values, _) = Weight(new Random(8), 8, 4, 3, 1, rank: 8, tail: 0);
+        var model = new GraphBuilder("conv1d")
+            .Input("x", DataType.Float, "N", 4, 12)
+            .Initializer("w", values, 8, 4, 3)
+            .Initializer("bias", Enumerable.Range(0, 8).Select(i => 0.05f * i).ToArray(), 8)
+            .Node("Conv", ["x", "w", "bias"], ["c"], "conv", "", OnnxAttribute.Ints("strides", 2), OnnxAttribute.Ints("pads", 1, 1))
+            .Node("Relu", ["c"], ["y"], "relu")
+            .Output("y", DataType.Float, "N", 8, 6)
+            .Build();
+        var original = Clone(model);
+        var context = Context(model, 1.0);
+        TorchRuntime.EnsureLoaded();
+        var use = WeightSelection.Select(model.Graph, context.Spec.Steps[0]).Single();
+        Assert.NotNull(LowRankForms.SpatialRefusal(use));
+        using (NewDisposeScope())
+        {
+            var (a, b, error) = WhitenedSvd.Of(context, use).Truncate(8);
+            LowRankFactorizer.Replace(context, use, a, b, error, "");
+        }
+
+        Assert.Equal([8L, 4, 3], Dims(model, "w_lowrank_a"));
+        Assert.Equal([8L, 8, 1], Dims(model, "w_lowrank_b"));
+        AssertClose(original, model, 1e-5f);
+    }
+
     [Theory]
     [InlineData(2, "grouped Conv (group 2): left whole")]
     [InlineData(8, "depthwise Conv (group 8): left whole")]
@@ -236,8 +265,7 @@ public sealed class ConvFactorizationTests
         step.OpTypes.AddRange(["Conv", "Gemm", "MatMul"]);
         var spec = new CompressionSpec();
         spec.Steps.Add(step);
-        var channels = model.Graph.Proto.Input[0].Type.TensorType.Shape.Dim[1].DimValue;
-        long[] shape = [Samples, channels, 10, 9];
+        var shape = InputShape(model, Samples);
         var values = Uniform(new Random(7), shape);
         var data = CalibrationSet.Synthesized(new Dictionary<string, NpyArray> { ["x"] = NpyArray.Create("x", values, shape) }, Samples, "seeded uniform inputs");
         return new CompressionContext(model, spec, _ => data);
@@ -245,7 +273,7 @@ public sealed class ConvFactorizationTests
 
     private static void AssertClose(OnnxModel expected, OnnxModel actual, float tolerance)
     {
-        long[] shape = [3, expected.Graph.Proto.Input[0].Type.TensorType.Shape.Dim[1].DimValue, 10, 9];
+        var shape = InputShape(expected, 3);
         var values = Uniform(new Random(9), shape);
         var a = Run(expected, values, shape);
         var b = Run(actual, values, shape);
@@ -254,6 +282,9 @@ public sealed class ConvFactorizationTests
         var worst = a.Zip(b, (p, q) => Math.Abs(p - q)).Max();
         Assert.True(worst <= tolerance * Math.Max(1, scale), $"largest difference {worst} (scale {scale})");
     }
+
+    private static long[] InputShape(OnnxModel model, long batch) =>
+        model.Graph.Proto.Input[0].Type.TensorType.Shape.Dim.Select(d => d.HasDimValue ? d.DimValue : batch).ToArray();
 
     private static float[] Run(OnnxModel model, float[] values, long[] shape)
     {
