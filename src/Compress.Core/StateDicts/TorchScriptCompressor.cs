@@ -80,23 +80,23 @@ public static class TorchScriptCompressor
         using var reference = Load(referencePath);
         candidate.to(ScalarType.Float32);
         reference.to(ScalarType.Float32);
-        return Compare(reference, candidate, source, spec);
+        reference.eval();
+        candidate.eval();
+        return Compare(reference.call, candidate.call, source, spec);
     }
 
-    /// <summary>Both modules over the data (their one output, judged by its kind as ONNX outputs are).</summary>
-    public static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, CompressionSpec spec)
+    /// <summary>Two modules' forward passes (in eval mode) over the data: their one output, judged by its kind as ONNX outputs are.</summary>
+    public static ComparisonMetrics Compare(Func<Tensor, Tensor> original, Func<Tensor, Tensor> compressed, DataSource source, CompressionSpec spec)
     {
         var (x, labels) = Samples(source.Path, source.Labels, source.Samples, spec.File);
-        original.eval();
-        compressed.eval();
         using var _ = no_grad();
         var comparison = new OutputComparison("output", labels, FidelityMetrics.KindFor(spec.Evaluation?.Metric));
         for (var start = 0; start < x.shape[0]; start += Batch)
         {
             using var scope = NewDisposeScope();
             var count = (int)Math.Min(Batch, x.shape[0] - start);
-            var y = original.call(x.narrow(0, start, count)).contiguous();
-            var z = compressed.call(x.narrow(0, start, count)).contiguous();
+            var y = original(x.narrow(0, start, count)).contiguous();
+            var z = compressed(x.narrow(0, start, count)).contiguous();
             comparison.Add(new FidelityBatch(y.data<float>().ToArray(), z.data<float>().ToArray(), y.shape, start, count, []), maskedSequence: false);
         }
 
