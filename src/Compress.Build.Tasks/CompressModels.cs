@@ -48,9 +48,10 @@ namespace Compress.Build.Tasks
         public bool MeasureLatency { get; set; } = true;
 
         /// <summary>
-        /// The project's resolved references (ReferencePath): where a spec's <c>module</c> type (a TorchSharp state dict's
-        /// module class, <c>Namespace.Type, Assembly</c>) is found. The one named is passed to the CLI and is an input of the
-        /// up-to-date check.
+        /// The project's resolved references (ReferenceCopyLocalPaths, then ReferencePath: runtime assemblies before
+        /// reference assemblies): where a spec's <c>module</c> type (a TorchSharp state dict's module class,
+        /// <c>Namespace.Type, Assembly</c>) is found. The first .dll of that name is passed to the CLI and is an input of
+        /// the up-to-date check.
         /// </summary>
         public ITaskItem[] References { get; set; } = Array.Empty<ITaskItem>();
 
@@ -250,7 +251,8 @@ namespace Compress.Build.Tasks
         /// <summary>The reference whose file name is the module type's assembly, or null.</summary>
         private string? ModuleReference(ModuleSpec module) =>
             References.Select(r => r.GetMetadata("FullPath"))
-                .FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+                .FirstOrDefault(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+                    && string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
 
         /// <summary>The module type's assembly among the references, for the job of <paramref name="model"/> (none without a 'module' in its spec).</summary>
         private IEnumerable<string> JobReferences(ITaskItem model)

@@ -182,7 +182,7 @@ internal static class ModuleActivator
     private sealed class ModuleLoadContext(string path) : AssemblyLoadContext("compress-module " + Path.GetFileName(path))
     {
         private readonly string _folder = Path.GetDirectoryName(path)!;
-        private readonly AssemblyDependencyResolver? _resolver = File.Exists(Path.ChangeExtension(path, ".deps.json")) ? new AssemblyDependencyResolver(path) : null;
+        private readonly AssemblyDependencyResolver? _resolver = Resolver(path);
 
         protected override System.Reflection.Assembly? Load(AssemblyName name)
         {
@@ -199,6 +199,19 @@ internal static class ModuleActivator
             {
                 var file = _resolver?.ResolveAssemblyToPath(name) ?? Path.Combine(_folder, name.Name + ".dll");
                 return File.Exists(file) ? LoadFromAssemblyPath(file) : null;
+            }
+        }
+
+        /// <summary>The resolver of the assembly's .deps.json, or null where it has none (or one the host cannot read): then its folder.</summary>
+        private static AssemblyDependencyResolver? Resolver(string path)
+        {
+            try
+            {
+                return File.Exists(Path.ChangeExtension(path, ".deps.json")) ? new AssemblyDependencyResolver(path) : null;
+            }
+            catch (InvalidOperationException)
+            {
+                return null;
             }
         }
 

@@ -20,7 +20,7 @@ namespace Compress.Core.StateDicts;
 /// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude, SNIP
 /// and WoodFisher pruning (gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
 /// row and block) grids with power-of-two scales, fp16, and <c>finetune</c> by distillation through the module's own
-/// autograd (<see cref="TorchScriptDistiller"/>). The result is saved as TorchScript with the quantized
+/// autograd (<see cref="ModuleDistiller"/>). The result is saved as TorchScript with the quantized
 /// weights held in float16 (exact for the grids) and the archive's entries deflated, which <c>torch.jit.load</c>
 /// reads as is; loaders cast the module back to float32 (<c>module.to(float32)</c>). With evaluation data, the
 /// original and compressed modules are compared on it and the spec's constraints checked; a failed constraint
