@@ -46,6 +46,6 @@ switch (verb)
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …] | allocation [mlp] [cnn] [model.onnx:flat|image|row:sparsity] | recovery [mlp] [cnn] [int4] [pack]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …] | allocation [mlp] [cnn] [model.onnx:flat|image|row:sparsity] | recovery [mlp] [cnn] [int4] [pack] [statedict]");
         return 2;
 }
