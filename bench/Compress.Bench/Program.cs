@@ -9,7 +9,7 @@
 //   latency <data.npz> <model.onnx>…         batch-1 and batch-32 latency of models, one thread, interleaved medians
 //   allocation [mlp|cnn|model.onnx:flat|image|row:sparsity …]  DP against QUBO annealing on real error databases, and their accuracy
 //   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
-//   recovery [mlp] [cnn] [int4] [pack]      issue 19's distillation recoveries against one shot: accuracy, time, peak memory, same bytes
+//   recovery [mlp] [cnn] [int4] [pack] [statedict]  issue 19's distillation recoveries against one shot: accuracy, time, peak memory, same bytes
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
