@@ -409,11 +409,6 @@ namespace Compress.Spec
                             throw At(prune, "'sparsity': 'auto' and an 'allocate' step both choose the sparsity: keep one");
                         }
 
-                        if (prune.N > 0)
-                        {
-                            throw At(prune, $"pattern {prune.N}:{prune.M} fixes every layer's sparsity: the 'allocate' step before it cannot choose it");
-                        }
-
                         if (!prune.AllocatedSparsity)
                         {
                             throw At(prune, "the 'allocate' step before it chooses each layer's sparsity: leave out 'sparsity'");
