@@ -9,7 +9,7 @@
 //   latency <data.npz> <model.onnx>…         batch-1 and batch-32 latency of models, one thread, interleaved medians
 //   allocation [mlp|cnn|model.onnx:flat|image|row:sparsity …]  DP against QUBO annealing on real error databases, and their accuracy
 //   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
-//   recovery [mlp] [cnn] [int4] [pack]      issue 19's distillation recoveries against one shot: accuracy, time, peak memory, same bytes
+//   recovery [mlp] [cnn] [int4] [pack] [statedict]  issue 19's distillation recoveries against one shot: accuracy, time, peak memory, same bytes
 using Compress.Bench;
 
 var verb = args.FirstOrDefault();
@@ -46,6 +46,6 @@ switch (verb)
     case LargeModelBenchmark.ChildVerb:
         return LargeModelBenchmark.RunChild(args[1..]);
     default:
-        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …] | allocation [mlp] [cnn] [model.onnx:flat|image|row:sparsity] | recovery [mlp] [cnn] [int4] [pack]");
+        Console.Error.WriteLine("usage: Compress.Bench large-model [--gigabytes 2.2] [--dir /tmp/compress-bench] | calibration [repeats] | build-time [repeats] | wrapper [rounds] | pruning [mlp] [cnn] | sparsegpt-layer [4096] [512] [3] | run <model.onnx> [--data file.npz] [--samples N] [--only step,…] | latency <data.npz> <model.onnx>… | packing [file.cpack …] | allocation [mlp] [cnn] [model.onnx:flat|image|row:sparsity] | recovery [mlp] [cnn] [int4] [pack] [statedict]");
         return 2;
 }

@@ -47,6 +47,14 @@ namespace Compress.Build.Tasks
 
         public bool MeasureLatency { get; set; } = true;
 
+        /// <summary>
+        /// The project's resolved references (ReferenceCopyLocalPaths, then ReferencePath: runtime assemblies before
+        /// reference assemblies): where a spec's <c>module</c> type (a TorchSharp state dict's module class,
+        /// <c>Namespace.Type, Assembly</c>) is found. The first .dll of that name is passed to the CLI and is an input of
+        /// the up-to-date check.
+        /// </summary>
+        public ITaskItem[] References { get; set; } = Array.Empty<ITaskItem>();
+
         /// <summary>The models that were compressed by this run.</summary>
         [Output]
         public ITaskItem[] Compressed { get; set; } = Array.Empty<ITaskItem>();
@@ -221,12 +229,17 @@ namespace Compress.Build.Tasks
                 // A broken spec makes the model out of date (its timestamp is newer than any output or the CLI failed last time).
             }
 
-            foreach (var data in new[] { spec?.Calibration, spec?.Evaluation })
+            foreach (var data in new[] { spec?.Calibration, spec?.Evaluation, spec?.Training })
             {
                 if (data is not null)
                 {
                     yield return data.Path;
                 }
+            }
+
+            if (spec?.Module is ModuleSpec module && (module.AssemblyPath ?? ModuleReference(module)) is string assembly)
+            {
+                yield return assembly;
             }
 
             foreach (var tool in ToolInputs)
@@ -235,11 +248,35 @@ namespace Compress.Build.Tasks
             }
         }
 
+        /// <summary>The reference whose file name is the module type's assembly, or null.</summary>
+        private string? ModuleReference(ModuleSpec module) =>
+            References.Select(r => r.GetMetadata("FullPath"))
+                .FirstOrDefault(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+                    && string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+
+        /// <summary>The module type's assembly among the references, for the job of <paramref name="model"/> (none without a 'module' in its spec).</summary>
+        private IEnumerable<string> JobReferences(ITaskItem model)
+        {
+            try
+            {
+                var specFile = model.GetMetadata("SpecFile");
+                var spec = File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
+                return spec?.Module is ModuleSpec module && module.AssemblyPath is null && ModuleReference(module) is string reference
+                    ? new[] { reference }
+                    : Array.Empty<string>();
+            }
+            catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
+            {
+                return Array.Empty<string>(); // the CLI reports the spec's error at its place
+            }
+        }
+
         private string Jobs(IEnumerable<ITaskItem> models)
         {
             var w = new JsonWriter().StartObject().Key("jobs").StartArray();
             foreach (var m in models)
             {
+                var references = JobReferences(m).ToList();
                 w.StartObject()
                     .Property("model", m.GetMetadata("SourceFile"))
                     .Property("spec", m.GetMetadata("SpecFile"))
@@ -249,8 +286,15 @@ namespace Compress.Build.Tasks
                     .Property("name", m.GetMetadata("WrapperName"))
                     .Property("namespace", m.GetMetadata("WrapperNamespace"))
                     .Property("generateWrapper", !string.Equals(m.GetMetadata("GenerateWrapper"), "false", StringComparison.OrdinalIgnoreCase))
-                    .Property("artifactPath", m.GetMetadata("ArtifactTargetPath").Replace('\\', '/'))
-                    .EndObject();
+                    .Property("artifactPath", m.GetMetadata("ArtifactTargetPath").Replace('\\', '/'));
+                if (references.Count > 0)
+                {
+                    w.Key("references").StartArray();
+                    references.ForEach(r => w.String(r));
+                    w.EndArray();
+                }
+
+                w.EndObject();
             }
 
             return w.EndArray().EndObject().ToString();

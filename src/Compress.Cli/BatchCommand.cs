@@ -30,7 +30,7 @@ internal static class BatchCommand
                 try
                 {
                     progress.Report($"{job.Model} -> {job.Output}");
-                    RunCommand.Compress(job.Model, job.Spec, job.Output, job.Reports, job.Manifest, job.Identity, !parse.GetValue(noLatency), progress, stdout);
+                    RunCommand.Compress(job.Model, job.Spec, job.Output, job.Reports, job.Manifest, job.Identity, !parse.GetValue(noLatency), progress, stdout, job.References);
                 }
                 catch (CompressException e)
                 {
@@ -49,7 +49,7 @@ internal static class BatchCommand
         return command;
     }
 
-    internal sealed record Job(string Model, string Spec, string Output, IReadOnlyList<string> Reports, string? Manifest, ManifestIdentity Identity);
+    internal sealed record Job(string Model, string Spec, string Output, IReadOnlyList<string> Reports, string? Manifest, ManifestIdentity Identity, IReadOnlyList<string> References);
 
     internal static List<Job> Read(string path)
     {
@@ -110,8 +110,11 @@ internal static class BatchCommand
             var reports = item["reports"] is { Kind: JsonKind.Array } r
                 ? r.Items.Select(i => Path.GetFullPath(Path.Combine(baseDirectory, i.Text ?? ""))).ToList()
                 : [];
+            var references = item["references"] is { Kind: JsonKind.Array } refs
+                ? refs.Items.Select(i => Path.GetFullPath(Path.Combine(baseDirectory, i.Text ?? ""))).ToList()
+                : [];
             return new Job(FullPath(item, "model"), FullPath(item, "spec"), output, reports,
-                item["manifest"] is null ? null : FullPath(item, "manifest"), identity);
+                item["manifest"] is null ? null : FullPath(item, "manifest"), identity, references);
         }).ToList();
     }
 }

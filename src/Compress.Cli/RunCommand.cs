@@ -19,16 +19,17 @@ internal static class RunCommand
         var report = new Option<FileInfo[]>("--report") { Description = "Report file(s): .json for tools, .md or .html (self-contained, with charts) for people.", AllowMultipleArgumentsPerToken = true };
         var manifest = new Option<FileInfo>("--manifest") { Description = "Also write the build manifest (JSON: signature, operators, figures; docs/manifest.md)." };
         var noLatency = new Option<bool>("--no-latency") { Description = "Skip the latency measurement." };
+        var references = new Option<FileInfo[]>("--reference") { Description = "Assemblies to find the spec's 'module' type in (a TorchSharp state dict's module class, 'Namespace.Type, Assembly').", AllowMultipleArgumentsPerToken = true };
         var command = new Command("run", "Compress a model according to a spec, validate it, and write it with a report.")
         {
-            model, spec, output, report, manifest, noLatency,
+            model, spec, output, report, manifest, noLatency, references,
         };
         command.SetAction(parse =>
         {
             var outputPath = parse.GetValue(output)!.FullName;
             Compress(parse.GetValue(model)!.FullName, parse.GetValue(spec)!.FullName, outputPath,
                 (parse.GetValue(report) ?? []).Select(f => f.FullName).ToList(), parse.GetValue(manifest)?.FullName, ManifestIdentity.For(outputPath),
-                !parse.GetValue(noLatency), new ProgressLog(stderr), stdout);
+                !parse.GetValue(noLatency), new ProgressLog(stderr), stdout, (parse.GetValue(references) ?? []).Select(f => f.FullName).ToList());
             return 0;
         });
         return command;
@@ -36,7 +37,7 @@ internal static class RunCommand
 
     /// <summary>One compression as `run` and each job of `batch` do it: spec, pipeline, reports, manifest, summary line.</summary>
     internal static void Compress(string model, string spec, string output, IReadOnlyList<string> reports, string? manifest,
-        ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout)
+        ManifestIdentity identity, bool measureLatency, ProgressLog progress, TextWriter stdout, IReadOnlyList<string> references)
     {
         foreach (var report in reports)
         {
@@ -44,7 +45,9 @@ internal static class RunCommand
         }
 
         var format = File.Exists(model) ? ModelFormats.Detect(model) : ModelFormats.Onnx;
-        var result = CompressionPipeline.Run(model, SpecLoader.Load(spec), output, progress.Report, measureLatency, format);
+        var loaded = SpecLoader.Load(spec);
+        loaded.Module?.References.AddRange(references);
+        var result = CompressionPipeline.Run(model, loaded, output, progress.Report, measureLatency, format);
         foreach (var warning in result.Warnings ?? [])
         {
             progress.Warn(warning);

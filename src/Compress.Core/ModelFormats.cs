@@ -17,8 +17,11 @@ public static class ModelFormats
     {
         not Onnx when spec.SyntheticCalibration is { } synthetic => throw CompressException.Error(DiagnosticCodes.SynthesisInputUnsupported,
             $"'synthesize' makes calibration inputs for ONNX models; this is a {format} model: give a data file in data.calibration.path", spec.File, synthetic.Line, synthetic.Column),
+        not TorchSharp when spec.Module is { } module => throw Spec.SpecLoader.At(spec, module.Line, module.Column, SpecCodes.Inconsistent,
+            $"'module' names the TorchSharp module class a state dict runs in; this is a{(format == Onnx ? "n ONNX model" : " TorchScript archive")}, which carries its own code: leave 'module' out"),
         Onnx => new OnnxFormat(path, spec, progress),
         TorchScript => new TorchScriptFormat(path, spec),
+        _ when spec.Module is not null => new ModuleStateDictFormat(path, spec),
         _ => new StateDictFormat(path, spec),
     };
 

@@ -23,6 +23,9 @@ namespace Compress.Spec
         public SpecConstraints Constraints { get; set; } = new SpecConstraints();
 
         public SpecTarget Target { get; set; } = new SpecTarget();
+
+        /// <summary>The app's module type for a TorchSharp state dict (<c>module</c>), or null.</summary>
+        public ModuleSpec? Module { get; set; }
     }
 
     /// <summary>A .npy/.npz file: arrays named after model inputs, optionally a labels array.</summary>

@@ -22,7 +22,8 @@ namespace Compress.Spec
         {
             var keys = new Dictionary<string, string[]>
             {
-                ["spec"] = new[] { "$schema", "data", "steps", "constraints", "target" },
+                ["spec"] = new[] { "$schema", "data", "steps", "constraints", "target", "module" },
+                ["module"] = new[] { "type", "assembly", "arguments" },
                 ["data"] = new[] { "calibration", "evaluation", "training" },
                 ["data.source"] = new[] { "path", "samples", "seed", "labels", "metric", "output" },
                 ["data.synthetic"] = new[] { "synthesize", "samples", "seed", "iterations" },
@@ -216,7 +217,57 @@ namespace Compress.Spec
 
                 CheckAllocations(spec);
                 CheckSynthetic(spec, root);
+                spec.Module = root["module"] is JsonNode module ? Module(module) : null;
                 return spec;
+            }
+
+            /// <summary>
+            /// <c>module</c>: the TorchSharp module type (assembly-qualified, or with <c>assembly</c> a file relative to the
+            /// spec), and its constructor's arguments (numbers, strings, booleans).
+            /// </summary>
+            private ModuleSpec Module(JsonNode node)
+            {
+                Object(node, "module", "'module'");
+                var typeNode = node["type"] ?? throw Missing(node, "type", "'module'");
+                var module = new ModuleSpec { Type = String(typeNode, "'type'").Trim(), Line = node.Line, Column = node.Column };
+                if (module.TypeName.Length == 0 || module.AssemblyName?.Length == 0)
+                {
+                    throw Error(SpecCodes.OutOfRange, typeNode, "'type' names the module class: 'Namespace.Type, AssemblyName'");
+                }
+
+                if (node["assembly"] is JsonNode assembly)
+                {
+                    var relative = String(assembly, "'assembly'");
+                    var full = System.IO.Path.GetFullPath(System.IO.Path.Combine(System.IO.Path.GetDirectoryName(System.IO.Path.GetFullPath(File)) ?? ".", relative));
+                    if (_checkFiles && !System.IO.File.Exists(full))
+                    {
+                        throw Error(SpecCodes.DataFileMissing, assembly, $"assembly '{relative}' not found (looked for {full})");
+                    }
+
+                    module.AssemblyPath = full;
+                }
+                else if (module.AssemblyName == null)
+                {
+                    throw Error(SpecCodes.Inconsistent, typeNode,
+                        $"'{module.Type}' names no assembly: write 'Namespace.Type, AssemblyName' (found among the project's references), or give the file in 'assembly'");
+                }
+
+                if (node["arguments"] is JsonNode arguments)
+                {
+                    Type(arguments, JsonKind.Array, "'arguments'");
+                    foreach (var item in arguments.Items)
+                    {
+                        module.Arguments.Add(item.Kind switch
+                        {
+                            JsonKind.Number => item.Number,
+                            JsonKind.String => item.Text!,
+                            JsonKind.Boolean => item.Boolean,
+                            _ => throw Error(SpecCodes.WrongType, item, $"a constructor argument is a number, a string or a boolean, not {JsonNode.Describe(item.Kind)}"),
+                        });
+                    }
+                }
+
+                return module;
             }
 
             /// <summary>What the data-need errors add: the data-free way, and what it takes.</summary>
@@ -356,11 +407,6 @@ namespace Compress.Spec
                         if (prune.Auto)
                         {
                             throw At(prune, "'sparsity': 'auto' and an 'allocate' step both choose the sparsity: keep one");
-                        }
-
-                        if (prune.N > 0)
-                        {
-                            throw At(prune, $"pattern {prune.N}:{prune.M} fixes every layer's sparsity: the 'allocate' step before it cannot choose it");
                         }
 
                         if (!prune.AllocatedSparsity)

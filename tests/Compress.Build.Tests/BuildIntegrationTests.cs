@@ -307,6 +307,96 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
     }
 
     /// <summary>
+    /// A state dict with the app's module class, defined in a class library the app references: the spec names the type
+    /// ('module'), the build finds the library among the project's references, runs the state dict in the module so the
+    /// result is measured on the test data and distilled after pruning, and ships it; a rebuild is a no-op, and a change
+    /// of the library recompresses.
+    /// </summary>
+    [Fact]
+    public void A_state_dict_runs_in_the_module_class_of_a_referenced_library_to_be_distilled_and_measured()
+    {
+        var workspace = package.NewWorkspace();
+        var library = Path.Combine(workspace, "Models");
+        Directory.CreateDirectory(library);
+        File.WriteAllText(Path.Combine(library, "Models.csproj"), $"""
+            <Project Sdk="Microsoft.NET.Sdk">
+              <PropertyGroup>
+                <TargetFramework>net10.0</TargetFramework>
+              </PropertyGroup>
+              <ItemGroup>
+                <PackageReference Include="Compress.Runtime.TorchSharp" Version="{package.Version}" />
+              </ItemGroup>
+            </Project>
+            """);
+        var moduleSource = Path.Combine(library, "FashionMlp.cs");
+        File.WriteAllText(moduleSource, """
+            using TorchSharp.Modules;
+            using static TorchSharp.torch;
+
+            namespace Models;
+
+            /// <summary>The app's classifier: 784 → 300 → 100 → 10 with ReLU.</summary>
+            public sealed class FashionMlp : nn.Module<Tensor, Tensor>
+            {
+                private readonly Linear fc1 = nn.Linear(784, 300);
+                private readonly Linear fc2 = nn.Linear(300, 100);
+                private readonly Linear fc3 = nn.Linear(100, 10);
+
+                public FashionMlp(string name = "fashion_mlp") : base(name) => RegisterComponents();
+
+                public override Tensor forward(Tensor input) => fc3.call(nn.functional.relu(fc2.call(nn.functional.relu(fc1.call(input)))));
+            }
+            """);
+        var items = $"""
+                <CompressModel Include="Models/classifier.dat" Spec="classifier.compress.json" />
+                <ProjectReference Include="../Models/Models.csproj" />
+                <PackageReference Include="Compress.Runtime.TorchSharp" Version="{package.Version}" />
+            """;
+        var project = package.NewProject(workspace, "App", items, program: """
+            System.Action<TorchSharp.torch.nn.Module, string?> load = App.ClassifierModel.LoadInto;
+            System.Console.WriteLine($"{typeof(Models.FashionMlp).Name} loads {App.ClassifierModel.ArtifactPath} by {load.Method.Name}");
+            """);
+        // The sample MLP's trained weights (PyTorch's Linear layout, the same names) as the state dict the app ships.
+        var onnx = Compress.Core.Onnx.Proto.ModelProto.Parser.ParseFrom(File.ReadAllBytes(PackageFixture.MlpModel));
+        var source = Path.Combine(project, "Models", "classifier.dat");
+        StateDictFile.Write(source, onnx.Graph.Initializer.Select(t => new StateDictTensor(t.Name, StateDictElementType.Float32, [.. t.Dims], t.RawData.ToByteArray())).ToList());
+        File.WriteAllText(Path.Combine(project, "classifier.compress.json"), $$"""
+            {
+              "module": { "type": "Models.FashionMlp, Models" },
+              "data": { "calibration": { "path": {{PackageFixture.Quote(Path.Combine(package.Data, "calibration.npz"))}} },
+                        "evaluation": { "path": {{PackageFixture.Quote(Path.Combine(package.Data, "test.npz"))}}, "labels": "labels" } },
+              "steps": [ { "prune": { "sparsity": 0.85 } }, { "finetune": { "steps": 200, "batchSize": 64 } } ],
+              "constraints": { "maxAccuracyDrop": 0.05 }
+            }
+            """);
+
+        var run = Run(project, "run", "-v:n");
+        Assert.Equal(0, run.ExitCode);
+        Assert.True(run.Compressed);
+        Assert.Contains("FashionMlp loads Models/classifier.dat by LoadInto", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
+        using (var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(bin, "classifier.compress-report.json"))))
+        {
+            var metrics = report.RootElement.GetProperty("metrics");
+            output.WriteLine($"accuracy {metrics.GetProperty("originalAccuracy").GetDouble():P2} → {metrics.GetProperty("compressedAccuracy").GetDouble():P2}, {report.RootElement.GetProperty("size").GetProperty("ratio").GetDouble():0.000}×");
+            Assert.True(metrics.GetProperty("originalAccuracy").GetDouble() > 0.85);
+            Assert.True(metrics.GetProperty("accuracyDrop").GetDouble() <= 0.05);
+            Assert.Contains(report.RootElement.GetProperty("notes").EnumerateArray(), n => n.GetString()!.StartsWith("finetune: distilled", StringComparison.Ordinal));
+        }
+
+        Assert.True(new FileInfo(Path.Combine(bin, "classifier.dat")).Length < new FileInfo(source).Length * 0.2);
+        var again = Run(project, "build", "-v:n");
+        Assert.True(again.UpToDate, again.Output);
+
+        File.AppendAllText(moduleSource, "// a change of the module's library\n");
+        var changed = Run(project, "build", "-v:n");
+        Assert.Equal(0, changed.ExitCode);
+        Assert.True(changed.Compressed, changed.Output);
+        Assert.Contains("Models.dll changed", changed.Output, StringComparison.Ordinal);
+    }
+
+    /// <summary>
     /// Format="torchscript": the PyTorch-made fixture, int8 weight-only through a CompressModel item with an accuracy
     /// constraint on normalised test images; the artifact (TorchScript, deflated) ships and the wrapper compiles.
     /// </summary>

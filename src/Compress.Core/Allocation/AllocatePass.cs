@@ -39,6 +39,12 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
             return;
         }
 
+        if (prune is { N: > 0 } && uses.FirstOrDefault(u => Passes.SecondOrder.LayerMatrix.Columns(u) % prune.M != 0) is { } odd)
+        {
+            throw Spec.SpecLoader.At(context.Spec, prune.Line, prune.Column, SpecCodes.Inconsistent,
+                $"pattern {prune.N}:{prune.M} needs the input size of '{odd.NodeName}' ({Passes.SecondOrder.LayerMatrix.Columns(odd)}) to be a multiple of {prune.M}; add it to 'exclude'");
+        }
+
         SpecStep? bitsStep = (SpecStep?)quantize ?? pack;
         var quantized = bitsStep is null ? new HashSet<string>()
             : WeightSelection.Select(context.Model.Graph, bitsStep).Select(u => u.Weight.Name).ToHashSet(StringComparer.Ordinal);
@@ -48,7 +54,8 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var allocator = Measured.GetValue(step, _ =>
         {
             var pruner = prune is null ? null : ((PruningPass)PassRegistry.Create(prune)).DatabasePruner;
-            var levels = prune is null ? [0.0] : ErrorDatabase.SparsityLevels(prune.MaxLayerSparsity);
+            // An N:M step's choices per layer are dense or the pattern; otherwise the sparsity levels.
+            var levels = prune is null ? [0.0] : prune.N > 0 ? [0.0, 1 - prune.N / (double)prune.M] : ErrorDatabase.SparsityLevels(prune.MaxLayerSparsity);
             return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.Sensitivity == "hessian",
                 pack is null ? null : ErrorDatabase.Shared);
         });

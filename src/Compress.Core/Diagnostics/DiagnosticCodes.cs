@@ -104,6 +104,15 @@ public static class DiagnosticCodes
     /// <summary>'synthesize' cannot make the model's inputs: not float32, a symbolic dimension besides the batch, or a format other than ONNX.</summary>
     public const string SynthesisInputUnsupported = "CMP0082";
 
+    /// <summary>The spec's 'module' type cannot be found: its assembly is not given or not among the references, cannot be loaded, or holds no such type.</summary>
+    public const string ModuleTypeNotFound = "CMP0083";
+
+    /// <summary>The spec's 'module' type cannot be built: not a TorchSharp Module&lt;Tensor, Tensor&gt;, no constructor fits the arguments, or the constructor threw.</summary>
+    public const string ModuleNotBuilt = "CMP0084";
+
+    /// <summary>The state dict does not fit the spec's 'module' type: names or shapes differ (every mismatch listed).</summary>
+    public const string ModuleStateDictMismatch = "CMP0085";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

@@ -15,7 +15,8 @@ namespace Compress.Core.Formats;
 /// original runs from its file: no second copy of its weights is held), so data that does not fit the model is refused
 /// before any step runs; then the working copy, prepared for the steps (<see cref="GraphPreparation"/>). Each step is
 /// its pass (<see cref="PassRegistry"/>) on one <see cref="CompressionContext"/>; finishing stores pruned weights as
-/// bitmask or sparse initializers (<see cref="SparseStorage"/>) and checks that ONNX Runtime loads the result.
+/// bitmask or sparse initializers (<see cref="SparseStorage"/>), stores repeated constants once
+/// (<see cref="DuplicateConstants"/>) and checks that ONNX Runtime loads the result.
 /// </summary>
 internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 {
@@ -106,6 +107,12 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
             Context.Notes.Add($"{sparse} pruned weights stored as bitmask or sparse initializers (smaller file, same values)");
             progress($"storage: {sparse} pruned weights as bitmask or sparse initializers");
             GC.Collect(); // the dense copies they replaced
+        }
+
+        var untidy = Model.Proto.CalculateSize();
+        if (DuplicateConstants.Merge(Model) is > 0 and var merged)
+        {
+            Context.Notes.Add($"{merged} repeated constants stored once ({untidy - Model.Proto.CalculateSize():N0} bytes; same values)");
         }
 
         if (Context.Spec.Constraints.MaxLatencyRatio is { } ratio && _source.Data is { } data)

@@ -38,23 +38,18 @@ public static class StateDictCompressor
         switch (format.Bits)
         {
             case 8:
-                var (q, scales) = WeightQuantization.SymmetricInt8(matrix, 0);
-                var decoded8 = WeightQuantization.Dequantize(q, scales, 0).reshape(weight.shape);
+                var (q, scales, decoded8) = Int8(matrix);
                 var scaleEntry = Entry(name + ".__scales", scales.to_type(ScalarType.Float32));
                 if (nonzero + maskBytes < weight.numel())
                 {
-                    return ("bitmask-int8", [Entry(name, q.flatten().masked_select(mask)), Entry(name + ".__mask", PackBits(mask)), scaleEntry], decoded8);
+                    return ("bitmask-int8", [Entry(name, q.flatten().masked_select(mask)), Entry(name + ".__mask", PackBits(mask)), scaleEntry], decoded8.reshape(weight.shape));
                 }
 
-                return ("int8", [Entry(name, q.reshape(weight.shape)), scaleEntry], decoded8);
+                return ("int8", [Entry(name, q.reshape(weight.shape)), scaleEntry], decoded8.reshape(weight.shape));
             case 4:
-                var padded = IntegerGrid.Blocks(matrix, format.BlockSize);
-                var grid = new IntegerGrid(4, Symmetric: true);
-                var (s, z) = grid.Fit(padded, 2);
-                var codes = grid.Codes(padded, s, z);
-                var decoded4 = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, s, z), matrix.shape[1]).reshape(weight.shape);
+                var (codes, s, decoded4) = Int4(matrix, format.BlockSize);
                 var packed = IntegerGrid.PackNibbles(codes.reshape(rows, -1));
-                return ("int4", [Entry(name, packed), Entry(name + ".__scales", s.reshape(rows, -1))], decoded4);
+                return ("int4", [Entry(name, packed), Entry(name + ".__scales", s.reshape(rows, -1))], decoded4.reshape(weight.shape));
             case 16:
                 var half = weight.to_type(ScalarType.Float16);
                 return ("fp16", [Entry(name, half)], half.to_type(ScalarType.Float32));
@@ -66,6 +61,39 @@ public static class StateDictCompressor
 
                 return ("dense", [Entry(name, weight)], weight);
         }
+    }
+
+    /// <summary>
+    /// <paramref name="weight"/> as <see cref="Encode"/> stores it, decoded — what a module restored from the artifact
+    /// holds — without making the stored bytes (the finetune step rounds through it at every forward pass).
+    /// </summary>
+    internal static Tensor Rounded(Tensor weight, (int Bits, int BlockSize) format)
+    {
+        var matrix = weight.reshape(weight.shape[0], -1);
+        return format.Bits switch
+        {
+            8 => Int8(matrix).Decoded.reshape(weight.shape),
+            4 => Int4(matrix, format.BlockSize).Decoded.reshape(weight.shape),
+            16 => weight.to_type(ScalarType.Float16).to_type(ScalarType.Float32),
+            _ => weight.alias(),
+        };
+    }
+
+    /// <summary>Symmetric int8 per row: codes, scales, and the decoded [rows, columns].</summary>
+    private static (Tensor Codes, Tensor Scales, Tensor Decoded) Int8(Tensor matrix)
+    {
+        var (q, scales) = WeightQuantization.SymmetricInt8(matrix, 0);
+        return (q, scales, WeightQuantization.Dequantize(q, scales, 0));
+    }
+
+    /// <summary>Symmetric int4 per row and block: codes, scales, and the decoded [rows, columns].</summary>
+    private static (Tensor Codes, Tensor Scales, Tensor Decoded) Int4(Tensor matrix, int blockSize)
+    {
+        var padded = IntegerGrid.Blocks(matrix, blockSize);
+        var grid = new IntegerGrid(4, Symmetric: true);
+        var (s, z) = grid.Fit(padded, 2);
+        var codes = grid.Codes(padded, s, z);
+        return (codes, s, IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, s, z), matrix.shape[1]));
     }
 
     /// <summary>One bit per value, the first in the lowest bit of each byte.</summary>
@@ -100,7 +128,7 @@ public static class StateDictCompressor
         return result;
     }
 
-    private static StateDictTensor Entry(string name, Tensor value)
+    internal static StateDictTensor Entry(string name, Tensor value)
     {
         using var contiguous = value.contiguous();
         var type = value.dtype switch

@@ -16,20 +16,28 @@ namespace Compress.Core.StateDicts;
 /// A TorchSharp state dict in a compression run (<see cref="StateDictCompressor"/> describes what is offered): its
 /// entries read once, the selected weights pruned in memory and given their bits, each encoded in its smallest stored
 /// form when the layers are first asked for, and written as a <see cref="CompressedStateDict"/>. It has no graph, so it
-/// cannot be run on data (it is no <see cref="IRunnableFormat"/>), and the spec's constraints are refused when it is opened.
+/// cannot be run on data (it is no <see cref="IRunnableFormat"/>), and the spec's constraints are refused when it is opened —
+/// unless the spec names the app's module type (<see cref="ModuleStateDictFormat"/>).
 /// </summary>
-internal sealed class StateDictFormat : IModelFormat
+internal class StateDictFormat : IModelFormat
 {
     private readonly string _path;
     private readonly IReadOnlyList<StateDictTensor> _entries;
     private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Bits, int BlockSize)> _bits = new(StringComparer.Ordinal);
+    private readonly Dictionary<string, Tensor> _others = new(StringComparer.Ordinal); // trained float entries that are no weights (biases)
     private (List<StateDictTensor> Written, List<LayerFigures> Layers)? _encoded;
 
     public StateDictFormat(string path, CompressionSpec spec)
+        : this(path, spec, runnable: false)
+    {
+    }
+
+    /// <param name="runnable">Whether the state dict runs in a module, so constraints and finetune apply.</param>
+    protected StateDictFormat(string path, CompressionSpec spec, bool runnable)
     {
         TorchRuntime.EnsureLoaded();
-        TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: false);
+        TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: runnable);
         _path = path;
         _entries = StateDictCompressor.ReadFile(path);
         SourceBytes = new FileInfo(path).Length;
@@ -40,12 +48,34 @@ internal sealed class StateDictFormat : IModelFormat
 
     public long SourceParameters { get; }
 
-    public IReadOnlyList<string> Notes { get; } = ["TorchSharp state dict: restore it with the wrapper's LoadInto(module); accuracy is checked by your app, not here"];
+    public virtual IReadOnlyList<string> Notes { get; } = ["TorchSharp state dict: restore it with the wrapper's LoadInto(module); accuracy is checked by your app, not here (name the module type in the spec's 'module' to check it here)"];
 
-    public void Apply(SpecStep step, Action<string> progress)
+    /// <summary>The weights the steps changed (pruned, or given bits), by name: float32 values before rounding.</summary>
+    protected IReadOnlyDictionary<string, Tensor> Weights => _weights;
+
+    /// <summary>The bits (and int4 block) the quantize step gave <paramref name="name"/>; 32 where none.</summary>
+    protected (int Bits, int BlockSize) Format(string name) => _bits.GetValueOrDefault(name, (32, 0));
+
+    /// <summary>Whether <paramref name="name"/> is a weight the steps may compress: a float32 entry of rank ≥ 2.</summary>
+    protected bool IsWeight(string name) => _entries.Any(e => e.Name == name && e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2);
+
+    /// <summary>A trained value for entry <paramref name="name"/> (a float32 entry of the same shape); the state dict takes ownership.</summary>
+    protected void Store(string name, Tensor value)
     {
         _encoded = null;
-        var selected = _entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2 && Passes.WeightSelection.NameMatches(e.Name, step)).ToList();
+        var into = IsWeight(name) ? _weights : _others;
+        if (into.Remove(name, out var replaced))
+        {
+            replaced.Dispose();
+        }
+
+        into[name] = value;
+    }
+
+    public virtual void Apply(SpecStep step, Action<string> progress)
+    {
+        _encoded = null;
+        var selected = _entries.Where(e => IsWeight(e.Name) && Passes.WeightSelection.NameMatches(e.Name, step)).ToList();
         foreach (var entry in selected.Where(e => !_weights.ContainsKey(e.Name)))
         {
             _weights[entry.Name] = StateDictCompressor.ToTorch(entry).DetachFromDisposeScope();
@@ -81,7 +111,7 @@ internal sealed class StateDictFormat : IModelFormat
     public string Fingerprint()
     {
         using var scope = NewDisposeScope();
-        return string.Join(";", _weights.Select(p => $"{p.Key}:{_bits.GetValueOrDefault(p.Key).Bits}:{p.Value.count_nonzero().item<long>()}"));
+        return string.Join(";", _weights.Concat(_others).Select(p => $"{p.Key}:{_bits.GetValueOrDefault(p.Key).Bits}:{p.Value.count_nonzero().item<long>()}:{p.Value.sum().item<float>():R}"));
     }
 
     public string NothingChangedHint(SpecStep step) =>
@@ -128,6 +158,13 @@ internal sealed class StateDictFormat : IModelFormat
         var layers = new List<LayerFigures>();
         foreach (var entry in _entries)
         {
+            if (_others.TryGetValue(entry.Name, out var trained))
+            {
+                written.Add(StateDictCompressor.Entry(entry.Name, trained));
+                stored.Add(new StoredTensor { Name = entry.Name, Shape = entry.Shape });
+                continue;
+            }
+
             if (!_weights.TryGetValue(entry.Name, out var weight))
             {
                 written.Add(entry);
@@ -150,9 +187,9 @@ internal sealed class StateDictFormat : IModelFormat
         return (written, layers);
     }
 
-    public void Dispose()
+    public virtual void Dispose()
     {
-        foreach (var weight in _weights.Values)
+        foreach (var weight in _weights.Values.Concat(_others.Values))
         {
             weight.Dispose();
         }

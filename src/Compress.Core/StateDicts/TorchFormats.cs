@@ -28,9 +28,9 @@ internal static class TorchFormats
                 QuantizeStep q when !method.Offers(format) => $"'{q.Method}' runs on ONNX graphs, not {name} models",
                 QuantizeStep q when !method.Offers(format, q.Scheme) => $"{q.Scheme} quantization needs an ONNX graph; for {name} models set 'activations' to 'none' (int8/int4) or use fp16",
                 QuantizeStep { Symmetric: false } => $"{name} int4/int8 is symmetric; leave out 'symmetric'",
-                FinetuneStep when !method.Offers(format) => format == ModelFormat.TorchSharp
-                    ? $"'finetune' trains through the model's forward pass, and a {name} file holds only weights (no code to run): export the module to TorchScript (torch.jit.script, then save) or ONNX and compress that, or fine-tune in your app after LoadInto"
-                    : $"'finetune' with '{step.Method}' is not offered for {name} models; export the model to ONNX for it",
+                FinetuneStep when format == ModelFormat.TorchSharp && spec.Module is null =>
+                    $"'finetune' trains through the model's forward pass, and a {name} file holds only weights (no code to run): name your module class in the spec's 'module' (\"type\": \"Namespace.Type, Assembly\"), or export the module to TorchScript or ONNX and compress that",
+                FinetuneStep when !method.Offers(format) => $"'finetune' with '{step.Method}' is not offered for {name} models; export the model to ONNX for it",
                 _ => null,
             };
             if (problem is not null)
@@ -42,7 +42,9 @@ internal static class TorchFormats
         var c = spec.Constraints;
         if (!constraints && (c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinCosine is not null || c.MinSqnrDb is not null))
         {
-            throw SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, $"constraints need a model that can be evaluated; a {name} file has no graph. Check accuracy in your app after LoadInto");
+            throw SpecLoader.At(spec, 1, 1, SpecCodes.Inconsistent, format == ModelFormat.TorchSharp
+                ? $"constraints need a model that can be evaluated, and a {name} file holds only weights: name your module class in the spec's 'module' (\"type\": \"Namespace.Type, Assembly\") to run it, or check accuracy in your app after LoadInto"
+                : $"constraints need a model that can be evaluated; a {name} file has no graph. Check accuracy in your app after LoadInto");
         }
     }
 }

@@ -20,7 +20,7 @@ namespace Compress.Core.StateDicts;
 /// <c>torch.jit.load</c>. Weights are the parameters of rank ≥ 2 matching the step's globs. Methods: magnitude, SNIP
 /// and WoodFisher pruning (gradients through the scripted module itself), int8/int4 weight-only onto per-row (int4: per
 /// row and block) grids with power-of-two scales, fp16, and <c>finetune</c> by distillation through the module's own
-/// autograd (<see cref="TorchScriptDistiller"/>). The result is saved as TorchScript with the quantized
+/// autograd (<see cref="ModuleDistiller"/>). The result is saved as TorchScript with the quantized
 /// weights held in float16 (exact for the grids) and the archive's entries deflated, which <c>torch.jit.load</c>
 /// reads as is; loaders cast the module back to float32 (<c>module.to(float32)</c>). With evaluation data, the
 /// original and compressed modules are compared on it and the spec's constraints checked; a failed constraint
@@ -80,23 +80,23 @@ public static class TorchScriptCompressor
         using var reference = Load(referencePath);
         candidate.to(ScalarType.Float32);
         reference.to(ScalarType.Float32);
-        return Compare(reference, candidate, source, spec);
+        reference.eval();
+        candidate.eval();
+        return Compare(reference.call, candidate.call, source, spec);
     }
 
-    /// <summary>Both modules over the data (their one output, judged by its kind as ONNX outputs are).</summary>
-    public static ComparisonMetrics Compare(jit.ScriptModule<Tensor, Tensor> original, jit.ScriptModule<Tensor, Tensor> compressed, DataSource source, CompressionSpec spec)
+    /// <summary>Two modules' forward passes (in eval mode) over the data: their one output, judged by its kind as ONNX outputs are.</summary>
+    public static ComparisonMetrics Compare(Func<Tensor, Tensor> original, Func<Tensor, Tensor> compressed, DataSource source, CompressionSpec spec)
     {
         var (x, labels) = Samples(source.Path, source.Labels, source.Samples, spec.File);
-        original.eval();
-        compressed.eval();
         using var _ = no_grad();
         var comparison = new OutputComparison("output", labels, FidelityMetrics.KindFor(spec.Evaluation?.Metric));
         for (var start = 0; start < x.shape[0]; start += Batch)
         {
             using var scope = NewDisposeScope();
             var count = (int)Math.Min(Batch, x.shape[0] - start);
-            var y = original.call(x.narrow(0, start, count)).contiguous();
-            var z = compressed.call(x.narrow(0, start, count)).contiguous();
+            var y = original(x.narrow(0, start, count)).contiguous();
+            var z = compressed(x.narrow(0, start, count)).contiguous();
             comparison.Add(new FidelityBatch(y.data<float>().ToArray(), z.data<float>().ToArray(), y.shape, start, count, []), maskedSequence: false);
         }
 

@@ -57,7 +57,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     {
         if (step is FinetuneStep first)
         {
-            _distillation = DistillationData.Reuse(_distillation, first, () => TorchScriptDistiller.Data(first, _spec, _original, progress)); // outside the step's scope
+            _distillation = DistillationData.Reuse(_distillation, first, () => ModuleDistiller.Data(first, _spec, Original, progress)); // outside the step's scope
         }
 
         using var scope = NewDisposeScope();
@@ -109,7 +109,8 @@ internal sealed class TorchScriptFormat : IRunnableFormat
                 progress($"quantize/{quantize.Weights}: {names.Count} weights of {Path.GetFileName(_path)}");
                 break;
             case FinetuneStep finetune:
-                _notes.Add(TorchScriptDistiller.Apply(finetune, _spec, _distillation!, _module, _parameters, names, _pruned, _grids, progress));
+                _notes.Add(ModuleDistiller.Apply(finetune, _spec, _distillation!, _module, _module.call, _parameters, names, _pruned,
+                    _grids.ToDictionary(g => g.Key, g => (Func<Tensor, Tensor>)g.Value.Round), progress));
                 break;
         }
     }
@@ -137,7 +138,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     }
 
     public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
-        TorchScriptCompressor.Compare(_original, _module, data, spec);
+        TorchScriptCompressor.Compare(Original, Compressed, data, spec);
 
     /// <summary>Nothing to finish: the weights were changed in place, and float16 storage is chosen when saving.</summary>
     public void Finish(string outputPath, Action<string> progress)
@@ -148,6 +149,19 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     {
         TorchScriptCompressor.Save(_module, outputPath, _halfStorage, SourceBytes);
         return new FileInfo(outputPath).Length;
+    }
+
+    /// <summary>The original module's forward pass, in eval mode.</summary>
+    private Tensor Original(Tensor x)
+    {
+        _original.eval();
+        return _original.call(x);
+    }
+
+    private Tensor Compressed(Tensor x)
+    {
+        _module.eval();
+        return _module.call(x);
     }
 
     public void Dispose()
@@ -162,4 +176,16 @@ internal sealed class TorchScriptFormat : IRunnableFormat
         _module.Dispose();
         _original.Dispose();
     }
+}
+
+/// <summary>
+/// A weight's grid in a TorchScript module, as the quantize step left it: int8/int4 power-of-two scales per row (int4: per
+/// row and block), or float16 (<see cref="Bits"/> 16, no scales).
+/// </summary>
+internal sealed record TorchScriptGrid(int Bits, int Block, Tensor? Scales)
+{
+    /// <summary><paramref name="w"/> on this grid (values, not codes).</summary>
+    public Tensor Round(Tensor w) => Scales is null
+        ? w.to_type(ScalarType.Float16).to_type(ScalarType.Float32)
+        : TorchScriptCompressor.OnPowerOfTwoGrid(w, Scales, Bits, Block);
 }

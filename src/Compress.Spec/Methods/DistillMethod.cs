@@ -17,7 +17,7 @@ namespace Compress.Spec.Methods
             StepKind.Finetune,
             "knowledge distillation from the original model (KL on class scores, MSE or cosine on features), masks fixed, quantized weights by a straight-through estimator",
             MethodData.Activations,
-            ModelFormat.Onnx | ModelFormat.TorchScript,
+            ModelFormat.Onnx | ModelFormat.TorchScript | ModelFormat.TorchSharp,
             opTypes: Ops,
             touches: Ops);
     }

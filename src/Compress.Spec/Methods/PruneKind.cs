@@ -71,9 +71,9 @@ namespace Compress.Spec.Methods
 
                     step.N = n;
                     step.M = m;
-                    if (sparsity == null)
+                    if (sparsity == null && !step.AllocatedSparsity)
                     {
-                        throw values.Error(SpecCodes.Inconsistent, pattern, $"pattern {n}:{m} fixes every layer's sparsity: an allocation cannot choose it; leave out the 'allocate' step or the pattern");
+                        throw values.Missing(node, "sparsity", "'prune'");
                     }
 
                     if (step.Auto)
@@ -87,7 +87,7 @@ namespace Compress.Spec.Methods
                             $"N:M patterns are pruned by {List(Methods.Where(d => d.Patterns).Select(d => d.Name), "or")}; '{written}' prunes unstructured");
                     }
 
-                    if (Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
+                    if (!step.AllocatedSparsity && Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
                     {
                         throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
                     }

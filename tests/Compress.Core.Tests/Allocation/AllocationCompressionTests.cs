@@ -1,3 +1,4 @@
+using Compress.Core.Torch;
 using Compress.Core.Diagnostics;
 using Compress.Core.Plans;
 using Compress.Core.Reports;
@@ -131,6 +132,53 @@ public sealed class AllocationCompressionTests(ITestOutputHelper output) : TempD
             { "prune": { "method": "obs" } },
             { "quantize": { "weights": "int8", "activations": "dynamic" } }
             """, outputName: "rounds.onnx").Warnings!, w => w.Code == DiagnosticCodes.AllocationOverBudget);
+    }
+
+    /// <summary>
+    /// An N:M pattern under an allocation: each layer is either the pattern or dense, chosen under the size budget. At 0.6
+    /// of the source fc1 (88 % of the weights) must take 2:4; the small, sensitive fc2 and fc3 can stay dense, and do.
+    /// </summary>
+    [Theory]
+    [InlineData("obs")]
+    [InlineData("magnitude")]
+    public void An_n_m_pattern_goes_where_the_budget_needs_it_and_the_other_layers_stay_dense(string method)
+    {
+        var uniform = Compress($$"""{ "prune": { "method": "{{method}}", "pattern": "2:4", "sparsity": 0.5 } }""", outputName: "uniform.onnx");
+        var report = Compress($$"""
+            { "allocate": { "size": 0.6, "rounds": 1, "sensitivity": "none" } },
+            { "prune": { "method": "{{method}}", "pattern": "2:4" } }
+            """);
+        output.WriteLine($"{method} 2:4: every layer {Accuracy(uniform):P2} ({uniform.Size.CompressedBytes:N0} B), allocated {Accuracy(report):P2} ({report.Size.CompressedBytes:N0} B)");
+        Assert.True(report.Size.CompressedBytes <= 0.6 * report.Size.OriginalBytes, $"{report.Size.CompressedBytes:N0} bytes");
+        Assert.All(report.Allocation!.Layers, l => Assert.Equal([0.0, 0.5], l.Options.Select(o => o.Sparsity)));
+        var sparsity = report.Allocation.Layers.ToDictionary(l => l.Node, l => l.Sparsity);
+        Assert.Equal(0.5, sparsity["fc1"]);
+        Assert.Equal(0.0, sparsity["fc3"]);
+
+        // The weights as ONNX Runtime computes them (pruned ones are stored as bitmasks and decoded in the graph).
+        var model = global::Compress.Core.Onnx.OnnxModel.Load(report.Output);
+        var source = global::Compress.Core.Onnx.OnnxModel.Load(FashionData.MlpModel);
+        var inputs = report.Allocation.Layers.ToDictionary(l => l.Node, l => model.Graph.Nodes.Single(n => n.Name == l.Node).Input[1]);
+        var data = global::Compress.Core.Calibration.CalibrationSet.Load(FashionData.Calibration(false), model, null, 1, 0);
+        using var runner = global::Compress.Core.Evaluation.OrtModelRunner.Exposing(model, inputs.Values);
+        using var values = runner.RunBatch(data, 0, 1, [.. inputs.Values]);
+        var decoded = inputs.Keys.Zip(values).ToDictionary(p => p.First, p => global::Compress.Core.Passes.SecondOrder.LayerHessian.ToTorch(p.Second));
+        foreach (var layer in report.Allocation.Layers)
+        {
+            var weight = decoded[layer.Node];
+            if (layer.Sparsity == 0)
+            {
+                Assert.True(weight.eq(source.ToTorch(source.Graph.GetInitializer(layer.Weight)!)).all().item<bool>(), $"{layer.Node} changed");
+                continue;
+            }
+
+            // 2:4 along the inputs: in every group of 4 consecutive inputs of a row (Gemm weights are [out, in]), at most 2 kept.
+            var kept = weight.ne(0).reshape(weight.shape[0], -1, 4).sum(2);
+            Assert.True(kept.le(2).all().item<bool>(), $"{layer.Node} is not 2:4");
+            Assert.Equal(0.5, layer.Sparsity);
+        }
+
+        Assert.True(Accuracy(report) > Accuracy(uniform), $"{Accuracy(uniform):P2} → {Accuracy(report):P2}");
     }
 
     [Fact]

@@ -67,6 +67,11 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"data\": { \"calibration\": { \"synthesize\": \"batchnorm\" } }, \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"int8\" } } ], \"constraints\": { \"minAgreement\": 0.99 } }", "CMP0107", 1, 169, "'minAgreement' is checked on real data" },
         { "{ \"steps\": [ { \"quantize\": { \"weights\": \"int8\", \"activations\": \"uint8\" } } ] }", "CMP0107", 1, 16, "or \"synthesize\": \"batchnorm\" in data.calibration to synthesise inputs from the model's BatchNormalization statistics (the model must have BatchNormalization layers)" },
         { "{ \"steps\": [ { \"prune\": { \"method\": \"obs\", \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 16, "\"synthesize\": \"batchnorm\"" },
+        { "{ \"module\": { \"type\": \"Models.Mlp\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0107", 1, 23, "names no assembly: write 'Namespace.Type, AssemblyName'" },
+        { "{ \"module\": { \"assembly\": \"x.dll\", \"type\": \"A.B\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0106", 1, 27, "assembly 'x.dll' not found" },
+        { "{ \"module\": { \"type\": \"A.B, C\", \"arguments\": [ [1] ] }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0102", 1, 48, "a constructor argument is a number, a string or a boolean" },
+        { "{ \"module\": { \"name\": \"x\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0101", 1, 15, "allowed: type, assembly, arguments" },
+        { "{ \"module\": { }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0104", 1, 13, "needs 'type'" },
     };
 
     [Theory]

@@ -90,6 +90,7 @@ public sealed class TorchScriptFinetuneTests(ITestOutputHelper output) : TempDir
         Assert.Equal(global::Compress.Spec.SpecCodes.Inconsistent, error.Diagnostic.Code);
         Assert.Equal(3, error.Diagnostic.Line);
         Assert.Contains("holds only weights", error.Message);
+        Assert.Contains("name your module class in the spec's 'module'", error.Message);
         Assert.Contains("TorchScript", error.Message);
         Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
     }

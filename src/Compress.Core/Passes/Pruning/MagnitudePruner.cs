@@ -20,14 +20,17 @@ public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
     /// written, so only the scores and masks of all layers are held at once — not two dense copies of the model.
     /// </summary>
     /// <summary>Within one layer, the largest magnitudes stay (what a per-layer sparsity means for magnitude pruning).</summary>
-    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, _, sparsity) => where(SparsityBudget.Layer(matrix.abs(), sparsity), matrix, 0f);
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, _, sparsity) =>
+        where(Step.N > 0 ? SparsityBudget.NmKeep(matrix.abs(), Step.N, Step.M) : SparsityBudget.Layer(matrix.abs(), sparsity), matrix, 0f);
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
         List<Tensor> masks;
         if (Step.N > 0)
         {
-            masks = uses.Select(u => Scoped(() => NmMask(context.Model.ToTorch(u.Weight), u, context))).ToList();
+            // With an allocation, a layer it keeps dense (sparsity 0) keeps every weight.
+            masks = uses.Select((u, i) => Scoped(() => Allocated && LayerPlans[i].Sparsity == 0
+                ? ones(u.Weight.Dims.ToArray(), ScalarType.Bool) : NmMask(context.Model.ToTorch(u.Weight), u, context))).ToList();
         }
         else
         {

@@ -105,6 +105,12 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             var use = uses[i];
+            if (Allocated && Step.N > 0 && targets[i] == 0)
+            {
+                context.Progress($"{method}: {use.NodeName} ({i + 1}/{uses.Count}) kept dense by the allocation");
+                continue; // the frontier goes on with the layer as it is
+            }
+
             var weight = context.Model.ToTorch(use.Weight);
             var matrix = SecondOrder.LayerMatrix.ToMatrix(weight, use);
             context.Progress($"{method}: {use.NodeName} ({i + 1}/{uses.Count}), target {targets[i]:P1}");

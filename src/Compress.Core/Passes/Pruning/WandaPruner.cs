@@ -24,7 +24,7 @@ public sealed class WandaPruner(PruneStep step) : PruningPass(step)
     {
         var norms = hessian.diagonal(0, 1, 2).sqrt(); // [groups, cols]: ‖X_j‖₂ up to a common factor
         var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
-        return where(SparsityBudget.RowKeep(scores, sparsity), matrix, 0f);
+        return where(Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, sparsity), matrix, 0f);
     };
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>

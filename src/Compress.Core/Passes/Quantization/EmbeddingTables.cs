@@ -16,13 +16,14 @@ namespace Compress.Core.Passes.Quantization;
 /// are float16 (the kernel then gathers float16 rows, cast to float32 after: half the scales' bytes, an error far below
 /// the grid's). A
 /// table cut by <c>Slice</c> (positions up to the sequence length) is int8 per row behind a DequantizeLinear. Every
-/// quantize scheme (static, dynamic, weight-only) calls this for the <c>Gather</c> nodes it selects; a table another op
-/// also reads (tied weights) is left float and said in the notes.
+/// quantize scheme (static, dynamic, weight-only) calls this for the <c>Gather</c> nodes it selects. A table an output
+/// projection also reads transposed (tied weights) is quantized once and shared (<see cref="TiedProjections"/>); a table
+/// any other op reads is left float and said in the notes.
 /// </summary>
 public static class EmbeddingTables
 {
     /// <summary>ONNX Runtime's kernel takes blocks of a power of two, at least 16 wide.</summary>
-    private const int SmallestBlock = 16;
+    internal const int SmallestBlock = 16;
 
     /// <summary>
     /// Quantizes the tables of the step's selected <c>Gather</c> nodes to <paramref name="bits"/> (8 or 4; a layer
@@ -37,7 +38,7 @@ public static class EmbeddingTables
 
         var graph = context.Model.Graph;
         var quantized = 0;
-        foreach (var (table, readers) in Tables(context, step))
+        foreach (var (table, readers, projections) in Tables(context, step))
         {
             var layerBits = context.Plan.For(step, table.Name).Bits ?? bits;
             var width = table.Dims[1];
@@ -63,9 +64,17 @@ public static class EmbeddingTables
 
                 StoreRows(context, table, readers);
             }
+            else if (projections.Count > 0)
+            {
+                if (!TiedProjections.Store(context, step, table, readers, projections, layerBits))
+                {
+                    continue;
+                }
+            }
             else
             {
-                StoreBlocks(context, step, table, readers, layerBits);
+                StoreBlocks(context, step, table, readers, layerBits, BlockFor(step, width, layerBits));
+                graph.RemoveInitializerIfUnused(table.Name);
             }
 
             quantized++;
@@ -87,7 +96,7 @@ public static class EmbeddingTables
     /// Float [rows, width] initializers read only by selected nodes that take whole rows: Gather along axis 0, or
     /// Slice (a position table cut to the sequence length), with their readers.
     /// </summary>
-    private static IEnumerable<(TensorProto Table, IReadOnlyList<NodeProto> Readers)> Tables(CompressionContext context, QuantizeStep step)
+    private static IEnumerable<(TensorProto Table, IReadOnlyList<NodeProto> Readers, IReadOnlyList<NodeProto> Projections)> Tables(CompressionContext context, QuantizeStep step)
     {
         var graph = context.Model.Graph;
         var seen = new HashSet<string>(StringComparer.Ordinal);
@@ -99,15 +108,18 @@ public static class EmbeddingTables
                 continue;
             }
 
-            var readers = graph.GetConsumers(table.Name);
-            var other = readers.FirstOrDefault(r => !TakesRows(r, node.OpType, table.Name) || !WeightSelection.Matches(r, step));
+            var all = graph.GetConsumers(table.Name);
+            var readers = all.Where(r => TakesRows(r, node.OpType, table.Name)).ToList();
+            // Tied weights: output projections reading the same table transposed share its quantized rows.
+            var projections = node.OpType == "Gather" ? all.Where(r => TiedProjections.Projects(graph, r, table.Name, step)).ToList() : [];
+            var other = all.FirstOrDefault(r => !projections.Contains(r) && (!readers.Contains(r) || !WeightSelection.Matches(r, step)));
             if (other is not null || graph.IsGraphOutput(table.Name))
             {
                 context.Notes.Add($"embeddings: '{table.Name}' kept float (also read by {(other is null ? "a graph output" : $"'{OnnxGraph.Describe(other)}'")})");
                 continue;
             }
 
-            yield return (table, readers);
+            yield return (table, readers, projections);
         }
     }
 
@@ -115,15 +127,21 @@ public static class EmbeddingTables
         node.OpType == opType && string.IsNullOrEmpty(node.Domain) && node.Input[0] == table && node.Input.Skip(1).All(i => i != table)
         && (opType == "Slice" || node.Int("axis", 0) is 0 or -2);
 
-    private static void StoreBlocks(CompressionContext context, QuantizeStep step, TensorProto table, IReadOnlyList<NodeProto> gathers, int bits)
+    /// <summary>int8: one block as wide as the row (the next power of two); int4: the step's blocks.</summary>
+    private static int BlockFor(QuantizeStep step, long width, int bits) =>
+        bits == 8 ? (int)Math.Max(SmallestBlock, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)width)) : step.BlockSize;
+
+    /// <summary>
+    /// The table as GatherBlockQuantized codes (uint8 [rows, width·bits/8], low nibble first), float16 scales [rows, blocks]
+    /// and, on an asymmetric grid, packed zero points; its Gathers rewritten. Returns the three initializers' names.
+    /// </summary>
+    internal static (string Data, string Scales, string? ZeroPoints) StoreBlocks(CompressionContext context, QuantizeStep step, TensorProto table,
+        IReadOnlyList<NodeProto> gathers, int bits, int block)
     {
         var graph = context.Model.Graph;
         using var scope = NewDisposeScope();
         var values = context.Model.ToTorch(table);
         long rows = values.shape[0], width = values.shape[1];
-
-        // int8: one block as wide as the row (the next power of two), symmetric; int4: the step's blocks.
-        var block = bits == 8 ? (int)Math.Max(SmallestBlock, System.Numerics.BitOperations.RoundUpToPowerOf2((uint)width)) : step.BlockSize;
         var symmetric = bits == 8 || step.Symmetric;
         var grid = new IntegerGrid(bits, symmetric);
         var blocked = IntegerGrid.Blocks(values, block);
@@ -134,7 +152,7 @@ public static class EmbeddingTables
         context.Frontier?.SetWeight(table.Name, dequantized);
 
         var record = context.Layer(table.Name, OnnxGraph.Describe(gathers[0]), "Gather", values.numel());
-        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.GatherBlockQuantized, bits) { BlockSize = bits == 8 ? null : block, Asymmetric = !symmetric };
+        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.GatherBlockQuantized, bits) { BlockSize = bits == 8 && block >= width ? null : block, Asymmetric = !symmetric };
         record.RelativeError += WeightQuantization.RelativeError(values, dequantized);
 
         var rowCodes = IntegerGrid.Unblocks(codes, width).to_type(ScalarType.Byte); // [rows, width]: the kernel reads rows unpadded
@@ -173,14 +191,14 @@ public static class EmbeddingTables
             graph.Replace(gather, replacement, cast);
         }
 
-        graph.RemoveInitializerIfUnused(table.Name);
+        return (dataName, scaleName, zeroName);
     }
 
     /// <summary>
     /// A table read by Slice: int8 with one symmetric scale per row behind a per-axis DequantizeLinear, whatever the
     /// step's bits (such tables are small; ONNX Runtime dequantizes it once per run).
     /// </summary>
-    private static void StoreRows(CompressionContext context, TensorProto table, IReadOnlyList<NodeProto> readers)
+    internal static void StoreRows(CompressionContext context, TensorProto table, IReadOnlyList<NodeProto> readers)
     {
         var graph = context.Model.Graph;
         using var scope = NewDisposeScope();

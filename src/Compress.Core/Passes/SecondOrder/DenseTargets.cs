@@ -109,6 +109,7 @@ public sealed class DenseTargets : IDisposable
             return null;
         }
 
+        LayerHessian.NoteRank(context, use, rows, cols);
         hessian.mul_(2.0 / rows);
         shift.mul_(2.0 / rows);
         return (hessian, shift);

@@ -38,7 +38,29 @@ public static class LayerHessian
         var cols = LayerMatrix.Columns(use);
         var hessian = zeros([ConvGeometry.Of(use)?.Groups ?? 1, cols, cols], cols >= SinglePrecisionColumns ? ScalarType.Float32 : ScalarType.Float64);
         var rows = Stream(context, use, matrices => Accumulate(hessian, matrices));
+        NoteRank(context, use, rows, cols);
         return hessian.mul_(2.0 / rows);
+    }
+
+    /// <summary>
+    /// With fewer input rows than inputs, XᵀX has rank ≤ rows and the layer-wise solve leans on its damping along the
+    /// missing directions: the report says so once per layer, with how many samples would do. On the Fashion CNN at
+    /// 95 % (obs), fc1 (1,568 inputs) gave 87.97 % from 512 images and 89.04 % from 2,048.
+    /// </summary>
+    public static void NoteRank(CompressionContext context, WeightUse use, long rows, long cols)
+    {
+        if (rows >= cols)
+        {
+            return;
+        }
+
+        var note = $"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs); " +
+            $"the data-aware methods do better on this layer with at least {cols:N0} calibration samples";
+        if (!context.Notes.Contains(note))
+        {
+            context.Notes.Add(note);
+            context.Progress(note);
+        }
     }
 
     /// <summary>

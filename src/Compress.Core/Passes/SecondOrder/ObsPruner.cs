@@ -20,7 +20,11 @@ namespace Compress.Core.Passes.SecondOrder;
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
     protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
-        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, new ObsOptions { Sparsity = sparsity, BlockSize = Step.BlockSize, Damping = Step.Damping }, takeOver: true).Weight);
+        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, Options(sparsity), takeOver: true).Weight);
+
+    /// <summary>The layer's OBS options: its N:M pattern (the step's), or its unstructured sparsity.</summary>
+    private ObsOptions Options(double sparsity) =>
+        new() { Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
@@ -29,7 +33,7 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
         {
             EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
             {
-                var options = new ObsOptions { Sparsity = Step.N > 0 ? 0 : target, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
+                var options = Options(target);
                 if (dense?.Compute(context, use) is var (hessian, shift))
                 {
                     // Dense targets: refit to the uncompressed model's response, then OBS on the refit with H̃.

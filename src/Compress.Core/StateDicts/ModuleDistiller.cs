@@ -6,39 +6,27 @@ using static TorchSharp.torch;
 namespace Compress.Core.StateDicts;
 
 /// <summary>
-/// A weight's grid in a TorchScript module, as the quantize step left it: int8/int4 power-of-two scales per row (int4: per
-/// row and block), or float16 (<see cref="Bits"/> 16, no scales).
+/// <c>finetune</c> (<c>distill</c>) of a TorchSharp module — a TorchScript archive, or the app's module with a state dict
+/// loaded — through its own autograd (algorithms.md §19): the original module's outputs on the calibration (or
+/// training) inputs distilled into the working copy by the loop every format shares (<see cref="DistillationLoop"/>,
+/// <see cref="DistillationLoss"/>). The trained weights are the parameters of rank ≥ 2 matching the step's globs, with
+/// the biases of the same modules (<c>x.weight</c>, <c>x.bias</c>). Each weight trains as a float shadow: before every
+/// forward pass its value — shadow·mask, rounded onto its grid if the quantize step put it on one — is copied into the
+/// module's parameter; the module's gradient with respect to that parameter is carried into the shadow through the same
+/// function with a straight-through rounding. The values written back are grid values, and pruned weights (masks fixed)
+/// stay zero. The module runs in eval mode (BatchNorm's running statistics, no dropout), so training is deterministic on CPU.
 /// </summary>
-internal sealed record TorchScriptGrid(int Bits, int Block, Tensor? Scales)
-{
-    /// <summary><paramref name="w"/> on this grid (values, not codes).</summary>
-    public Tensor Round(Tensor w) => Scales is null
-        ? w.to_type(ScalarType.Float16).to_type(ScalarType.Float32)
-        : TorchScriptCompressor.OnPowerOfTwoGrid(w, Scales, Bits, Block);
-}
-
-/// <summary>
-/// <c>finetune</c> (<c>distill</c>) of a TorchScript module through its own autograd (algorithms.md §17): the original
-/// scripted module's outputs on the calibration (or training) inputs distilled into the working copy by the loop every
-/// format shares (<see cref="DistillationLoop"/>, <see cref="DistillationLoss"/>). The trained weights are the parameters
-/// of rank ≥ 2 matching the step's globs, with the biases of the same modules (<c>x.weight</c>, <c>x.bias</c>). Each
-/// weight trains as a float shadow: before every forward pass its value — shadow·mask, rounded onto its grid if the
-/// quantize step put it on one, with the scales held — is copied into the module's parameter; the module's gradient with
-/// respect to that parameter is carried into the shadow through the same function with a straight-through rounding. The
-/// values written back are grid values, and pruned weights (masks fixed) stay zero. The module runs in eval mode
-/// (BatchNorm's running statistics, no dropout), so training is deterministic on CPU.
-/// </summary>
-internal static class TorchScriptDistiller
+internal static class ModuleDistiller
 {
     private const int Batch = 256;
 
     /// <summary>Trains the working <paramref name="module"/> towards the original's outputs in <paramref name="data"/> (<see cref="Data"/>); returns the note.</summary>
-    public static string Apply(FinetuneStep step, CompressionSpec spec, DistillationData data, jit.ScriptModule<Tensor, Tensor> module,
+    /// <param name="grids">Per quantized weight, its rounding onto its grid (values, not codes), the scales as the format holds them.</param>
+    public static string Apply(FinetuneStep step, CompressionSpec spec, DistillationData data, nn.Module module, Func<Tensor, Tensor> call,
         IReadOnlyDictionary<string, TorchSharp.Modules.Parameter> parameters, IReadOnlyList<string> names, IReadOnlySet<string> pruned,
-        IReadOnlyDictionary<string, TorchScriptGrid> grids, Action<string> progress)
+        IReadOnlyDictionary<string, Func<Tensor, Tensor>> grids, Action<string> progress)
     {
-        var trained = names.Concat(names.Where(n => n.EndsWith(".weight", StringComparison.Ordinal)).Select(n => n[..^".weight".Length] + ".bias")
-            .Where(b => parameters.TryGetValue(b, out var bias) && bias.dim() == 1)).ToList();
+        var trained = Trained(parameters, names);
         if (names.Count == 0)
         {
             throw DistillationLoop.NothingToTrain(step, spec.File, "the module's parameters of rank ≥ 2");
@@ -62,7 +50,7 @@ internal static class TorchScriptDistiller
                         }
                     }
 
-                    return module.call(data.Batch(indices)[Input]);
+                    return call(data.Batch(indices)[Input]);
                 },
                 loss =>
                 {
@@ -82,16 +70,21 @@ internal static class TorchScriptDistiller
 
     private const string Input = "input";
 
+    /// <summary>The parameters that train: <paramref name="names"/> (weights) and the biases of the same modules.</summary>
+    public static List<string> Trained(IReadOnlyDictionary<string, TorchSharp.Modules.Parameter> parameters, IReadOnlyList<string> names) =>
+        names.Concat(names.Where(n => n.EndsWith(".weight", StringComparison.Ordinal)).Select(n => n[..^".weight".Length] + ".bias")
+            .Where(b => parameters.TryGetValue(b, out var bias) && bias.dim() == 1)).ToList();
+
     /// <summary>
     /// The original module's outputs on the training (or calibration) inputs, with the labels if the spec names them — made
     /// once per run (a gradual prune's stages share it), outside any dispose scope.
     /// </summary>
-    public static DistillationData Data(FinetuneStep step, CompressionSpec spec, jit.ScriptModule<Tensor, Tensor> original, Action<string> progress)
+    /// <param name="original">The original module's forward pass (in eval mode).</param>
+    public static DistillationData Data(FinetuneStep step, CompressionSpec spec, Func<Tensor, Tensor> original, Action<string> progress)
     {
         var source = spec.Training ?? spec.Calibration ?? throw new InvalidOperationException("the spec reader requires data for 'finetune'");
         var (x, labels) = TorchScriptCompressor.Samples(source.Path, source.Labels, source.Samples, spec.File);
         progress($"finetune: the original module's output on {x.shape[0]:N0} samples");
-        original.eval();
         Tensor teacher;
         using (no_grad())
         using (var scope = NewDisposeScope())
@@ -99,7 +92,7 @@ internal static class TorchScriptDistiller
             var parts = new List<Tensor>();
             for (var start = 0L; start < x.shape[0]; start += Batch)
             {
-                parts.Add(original.call(x.narrow(0, start, Math.Min(Batch, x.shape[0] - start))).to_type(ScalarType.Float32));
+                parts.Add(original(x.narrow(0, start, Math.Min(Batch, x.shape[0] - start))).to_type(ScalarType.Float32));
             }
 
             teacher = cat(parts, 0).contiguous().MoveToOuterDisposeScope();
@@ -109,15 +102,15 @@ internal static class TorchScriptDistiller
     }
 
     /// <summary>A parameter as a float shadow: masked where pruned, rounded straight-through onto its grid where quantized.</summary>
-    private static TrainableWeight Weight(string name, TorchSharp.Modules.Parameter parameter, bool pruned, TorchScriptGrid? grid)
+    private static TrainableWeight Weight(string name, TorchSharp.Modules.Parameter parameter, bool pruned, Func<Tensor, Tensor>? grid)
     {
         var value = parameter.detach().clone();
         var mask = pruned ? value.ne(0).to_type(ScalarType.Float32) : null;
-        Func<Tensor, Tensor> forward = grid is null ? w => w.alias() : w => w + (grid.Round(w) - w).detach();
+        Func<Tensor, Tensor> forward = grid is null ? w => w.alias() : w => w + (grid(w) - w).detach();
         return new TrainableWeight(name, name, value, mask, forward, trained =>
         {
             using var _ = no_grad();
-            parameter.copy_(grid is null ? trained : grid.Round(trained));
+            parameter.copy_(grid is null ? trained : grid(trained));
         });
     }
 }
