@@ -23,9 +23,10 @@ public static class FlopCount
 
         var outputs = nodes.Select(n => n.Output[0]).Distinct().ToArray();
         var inputs = nodes.SelectMany(n => n.Input.Take(2)).Where(i => graph.GetInitializer(i) is null).Distinct().ToArray();
-        using var runner = OrtModelRunner.Exposing(model, outputs.Concat(inputs));
-        using var results = runner.RunBatch(data, 0, 1, outputs.Concat(inputs).ToArray());
-        var shapes = outputs.Concat(inputs).Zip(results).ToDictionary(p => p.First, p => p.Second.GetTensorTypeAndShape().Shape, StringComparer.Ordinal);
+        var values = outputs.Concat(inputs).Distinct().ToArray(); // a factorized layer's first node outputs what its second reads
+        using var runner = OrtModelRunner.Exposing(model, values);
+        using var results = runner.RunBatch(data, 0, 1, values);
+        var shapes = values.Zip(results).ToDictionary(p => p.First, p => p.Second.GetTensorTypeAndShape().Shape, StringComparer.Ordinal);
         long total = 0;
         foreach (var node in nodes)
         {

@@ -120,7 +120,7 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
             Guard(ratio, data, outputPath, progress);
         }
 
-        if (_source.Data is { } sample && Model.ExternalData.Count == 0 && Context.Spec.Steps.Any(s => s is PruneStep { Channel: true }))
+        if (_source.Data is { } sample && Model.ExternalData.Count == 0 && Context.Spec.Steps.Any(s => s is PruneStep { Channel: true } or FactorizeStep))
         {
             // Steps that change shapes change the work: multiply-adds of Conv/Gemm/MatMul for one sample, before and after.
             var before = FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample);

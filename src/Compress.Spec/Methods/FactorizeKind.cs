@@ -2,7 +2,7 @@ using System.Collections.Generic;
 
 namespace Compress.Spec.Methods
 {
-    /// <summary><c>factorize</c>: Gemm/MatMul weights W ≈ B·A of a lower rank, chosen by an energy threshold and/or a parameter budget.</summary>
+    /// <summary><c>factorize</c>: Conv/Gemm/MatMul weights W ≈ B·A of a lower rank, chosen by an energy threshold and/or a parameter budget.</summary>
     internal sealed class FactorizeKind : StepKind
     {
         public FactorizeKind()

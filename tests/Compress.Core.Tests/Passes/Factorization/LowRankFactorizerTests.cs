@@ -40,19 +40,34 @@ public sealed class LowRankFactorizerTests(ITestOutputHelper output) : TempDirec
         Assert.Equal(24, a.Dims[0]); // 0.1·784·300/1084 = 21.7 → 21, rounded up to 24
     }
 
-    private CompressionReport Compress(string steps)
+    [Fact]
+    public void The_cnn_conv_takes_the_spatial_form_and_with_fc1_costs_under_a_point()
+    {
+        var report = Compress("""
+            { "factorize": { "energy": 0.97, "include": ["conv2"] } }, { "factorize": { "energy": 0.99, "include": ["fc1"] } }
+            """, image: true);
+        var model = OnnxModel.Load(report.Output);
+        Assert.Equal([32L, 16, 5, 1], model.Graph.GetInitializer("conv2.weight_lowrank_a")!.Dims); // kh×1 Conv 16→32
+        Assert.Equal([32L, 32, 1, 5], model.Graph.GetInitializer("conv2.weight_lowrank_b")!.Dims); // 1×kw Conv 32→32
+        Assert.Contains(report.Notes, n => n.Contains("conv2 32×16×5×5 → spatial (kh×1, 1×kw) rank 32 (60 %", StringComparison.Ordinal));
+        Assert.Contains(report.Notes, n => n.StartsWith("multiply-adds per sample", StringComparison.Ordinal));
+        Assert.True(report.Size.Ratio < 0.3, $"size ratio {report.Size.Ratio:0.000}");
+        Assert.True(report.Metrics!.AccuracyDrop <= 0.01, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
+    }
+
+    private CompressionReport Compress(string steps, bool image = false)
     {
         var spec = SpecFiles.Load(Dir, $$"""
         {
           "data": {
-            "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(false))}}, "samples": 512, "seed": 1 },
-            "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(false))}}, "labels": "labels" }
+            "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(image))}}, "samples": 512, "seed": 1 },
+            "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(image))}}, "labels": "labels" }
           },
           "steps": [ {{steps}} ],
           "constraints": { "minAgreement": 0 }
         }
         """);
-        var report = CompressionPipeline.Run(FashionData.MlpModel, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
+        var report = CompressionPipeline.Run(image ? FashionData.CnnModel : FashionData.MlpModel, spec, Path.Combine(Dir, "out.onnx"), measureLatency: false);
         output.WriteLine(ReportWriter.Markdown(report));
         return report;
     }
