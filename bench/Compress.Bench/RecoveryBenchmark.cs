@@ -79,9 +79,11 @@ internal static class RecoveryBenchmark
                   "training": { "path": {{Json(Data($"train_{kind}.npz", false, image, null))}} },
                   """
                 : "";
-            var module = group == "statedict" ? $$"""{ "type": "{{typeof(FashionMlpModule).FullName}}, {{typeof(FashionMlpModule).Assembly.GetName().Name}}" }""" : "null";
+            var module = group == "statedict"
+                ? $"\"module\": {{ \"type\": \"{typeof(FashionMlpModule).FullName}, {typeof(FashionMlpModule).Assembly.GetName().Name}\" }},"
+                : "";
             File.WriteAllText(spec, $$"""
-                { "module": {{module}},
+                { {{module}}
                   "data": {
                     "calibration": { "path": {{Json(Data($"calib_{kind}.npz", false, image, 2048))}}, "samples": 512, "seed": 7 },
                     {{training}}

@@ -48,11 +48,13 @@ namespace Compress.Build.Tasks
         public bool MeasureLatency { get; set; } = true;
 
         /// <summary>
-        /// The project's resolved references (ReferenceCopyLocalPaths, then ReferencePath: runtime assemblies before
-        /// reference assemblies): where a spec's <c>module</c> type (a TorchSharp state dict's module class,
-        /// <c>Namespace.Type, Assembly</c>) is found. The first .dll of that name is passed to the CLI and is an input of
-        /// the up-to-date check.
+        /// The project's runtime assemblies (ReferenceCopyLocalPaths, RuntimeCopyLocalItems): where a spec's <c>module</c>
+        /// type (a TorchSharp state dict's module class, <c>Namespace.Type, Assembly</c>) is found first, and what its
+        /// dependencies load from. Passed to the CLI; the module's assembly is an input of the up-to-date check.
         /// </summary>
+        public ITaskItem[] RuntimeReferences { get; set; } = Array.Empty<ITaskItem>();
+
+        /// <summary>The project's compile references (ReferencePath), where the module's assembly is looked for after <see cref="RuntimeReferences"/>.</summary>
         public ITaskItem[] References { get; set; } = Array.Empty<ITaskItem>();
 
         /// <summary>The models that were compressed by this run.</summary>
@@ -219,15 +221,8 @@ namespace Compress.Build.Tasks
 
             var specFile = model.GetMetadata("SpecFile");
             yield return specFile;
-            CompressionSpec? spec = null;
-            try
-            {
-                spec = File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
-            }
-            catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
-            {
-                // A broken spec makes the model out of date (its timestamp is newer than any output or the CLI failed last time).
-            }
+            // A broken spec makes the model out of date (its timestamp is newer than any output or the CLI failed last time).
+            var spec = ReadSpec(specFile);
 
             foreach (var data in new[] { spec?.Calibration, spec?.Evaluation, spec?.Training })
             {
@@ -248,26 +243,40 @@ namespace Compress.Build.Tasks
             }
         }
 
-        /// <summary>The reference whose file name is the module type's assembly, or null.</summary>
-        private string? ModuleReference(ModuleSpec module) =>
-            References.Select(r => r.GetMetadata("FullPath"))
-                .FirstOrDefault(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
-                    && string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+        /// <summary>The .dll files of <paramref name="items"/>, in order, once each.</summary>
+        private static IEnumerable<string> Assemblies(IEnumerable<ITaskItem> items) =>
+            items.Select(r => r.GetMetadata("FullPath")).Where(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)).Distinct(StringComparer.OrdinalIgnoreCase);
 
-        /// <summary>The module type's assembly among the references, for the job of <paramref name="model"/> (none without a 'module' in its spec).</summary>
+        /// <summary>The runtime (else compile) reference whose file name is the module type's assembly, or null.</summary>
+        private string? ModuleReference(ModuleSpec module) =>
+            Assemblies(RuntimeReferences.Concat(References))
+                .FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+
+        /// <summary>
+        /// For the job of <paramref name="model"/> with a 'module' in its spec: the module type's assembly first, then the
+        /// project's runtime assemblies its dependencies load from; none without a 'module'.
+        /// </summary>
         private IEnumerable<string> JobReferences(ITaskItem model)
+        {
+            if (ReadSpec(model.GetMetadata("SpecFile"))?.Module is not ModuleSpec module)
+            {
+                return Array.Empty<string>();
+            }
+
+            var first = module.AssemblyPath is null && ModuleReference(module) is string reference ? new[] { reference } : Array.Empty<string>();
+            return first.Concat(Assemblies(RuntimeReferences)).Distinct(StringComparer.OrdinalIgnoreCase);
+        }
+
+        /// <summary>The spec, or null when it is missing or broken (the CLI reports its error at its place).</summary>
+        private static CompressionSpec? ReadSpec(string specFile)
         {
             try
             {
-                var specFile = model.GetMetadata("SpecFile");
-                var spec = File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
-                return spec?.Module is ModuleSpec module && module.AssemblyPath is null && ModuleReference(module) is string reference
-                    ? new[] { reference }
-                    : Array.Empty<string>();
+                return File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
             }
             catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
             {
-                return Array.Empty<string>(); // the CLI reports the spec's error at its place
+                return null;
             }
         }
 

@@ -111,7 +111,9 @@ internal static class BatchCommand
                 ? r.Items.Select(i => Path.GetFullPath(Path.Combine(baseDirectory, i.Text ?? ""))).ToList()
                 : [];
             var references = item["references"] is { Kind: JsonKind.Array } refs
-                ? refs.Items.Select(i => Path.GetFullPath(Path.Combine(baseDirectory, i.Text ?? ""))).ToList()
+                ? refs.Items.Select(i => i is { Kind: JsonKind.String, Text.Length: > 0 }
+                    ? Path.GetFullPath(Path.Combine(baseDirectory, i.Text))
+                    : throw CompressException.Error(DiagnosticCodes.CommandLineUsage, "each of 'references' must be a non-empty string (an assembly file)", path, i.Line, i.Column)).ToList()
                 : [];
             return new Job(FullPath(item, "model"), FullPath(item, "spec"), output, reports,
                 item["manifest"] is null ? null : FullPath(item, "manifest"), identity, references);

@@ -113,6 +113,9 @@ public static class DiagnosticCodes
     /// <summary>The state dict does not fit the spec's 'module' type: names or shapes differ (every mismatch listed).</summary>
     public const string ModuleStateDictMismatch = "CMP0085";
 
+    /// <summary>The spec's 'module' type threw in its forward pass on the data (shapes that do not fit, another TorchSharp, a device or dtype the engine does not run).</summary>
+    public const string ModuleForwardFailed = "CMP0086";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

@@ -11,8 +11,9 @@ namespace Compress.Core.StateDicts;
 /// Builds the app's TorchSharp module that the spec's <c>module</c> names (<see cref="ModuleSpec"/>), so a state dict can
 /// run. The assembly is the spec's <c>assembly</c> file, else the file among the host's references whose name is the
 /// type's assembly, else an assembly already loaded under that name. It loads into its own context that takes
-/// TorchSharp and the framework from the engine's, so the module's tensors are the engine's (a module built against
-/// another TorchSharp version fails to build, with the two versions named). The constructor is the public one with the
+/// TorchSharp and the framework from the engine's, so the module's tensors are the engine's; its other dependencies
+/// come from the host's references, its .deps.json or its folder. A module built against another TorchSharp version
+/// (major.minor) is refused with the two versions named, and a reference assembly (no code) is refused. The constructor is the public one with the
 /// fewest parameters that takes the spec's <c>arguments</c> (numbers, strings, booleans, enum names), optional
 /// parameters after them taking their defaults. Every failure is CMP0083 or CMP0084 at the <c>module</c> object.
 /// </summary>
@@ -24,6 +25,14 @@ internal static class ModuleActivator
     public static nn.Module<Tensor, Tensor> Create(ModuleSpec module, string specFile)
     {
         var assembly = Assembly(module, specFile);
+        var theirs = assembly.GetReferencedAssemblies().FirstOrDefault(a => a.Name == "TorchSharp")?.Version;
+        var ours = typeof(nn.Module).Assembly.GetName().Version!;
+        if (theirs is not null && (theirs.Major != ours.Major || theirs.Minor != ours.Minor))
+        {
+            throw Error(DiagnosticCodes.ModuleNotBuilt,
+                $"'{assembly.GetName().Name}' was built against TorchSharp {theirs.ToString(3)}, and Compress.Build runs TorchSharp {ours.ToString(3)}: build the module's library against {ours.ToString(2)}", module, specFile);
+        }
+
         Type? type;
         try
         {
@@ -77,12 +86,13 @@ internal static class ModuleActivator
     private static Assembly Assembly(ModuleSpec module, string specFile)
     {
         var path = module.AssemblyPath
-            ?? module.References.FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+            ?? module.References.FirstOrDefault(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+                && string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
         if (path is null)
         {
             return AppDomain.CurrentDomain.GetAssemblies().FirstOrDefault(a => a.GetName().Name == module.AssemblyName)
                 ?? throw Error(DiagnosticCodes.ModuleTypeNotFound,
-                    $"the assembly '{module.AssemblyName}' of '{module.TypeName}' is not among the {module.References.Count} assemblies the project references: reference the project or package that defines it, or give the file in the module's 'assembly'",
+                    $"the assembly '{module.AssemblyName}' of '{module.TypeName}' is not among the project's references: reference the project or package that defines it, or give the file in the module's 'assembly'",
                     module, specFile);
         }
 
@@ -96,13 +106,16 @@ internal static class ModuleActivator
 
             try
             {
-                var loaded = new ModuleLoadContext(full).LoadFromAssemblyPath(full);
+                var loaded = new ModuleLoadContext(full, module.References).LoadFromAssemblyPath(full);
                 Loaded[full] = loaded;
                 return loaded;
             }
             catch (Exception e) when (e is IOException or BadImageFormatException or ArgumentException)
             {
-                throw Error(DiagnosticCodes.ModuleTypeNotFound, $"cannot load the module's assembly {full}: {e.Message}", module, specFile, e);
+                var hint = e is BadImageFormatException && e.Message.Contains("reference assembly", StringComparison.OrdinalIgnoreCase)
+                    ? " — a reference assembly holds no code: give the runtime assembly (the project's bin folder, or the package's lib folder) in the module's 'assembly'"
+                    : "";
+                throw Error(DiagnosticCodes.ModuleTypeNotFound, $"cannot load the module's assembly {full}: {e.Message}{hint}", module, specFile, e);
             }
         }
     }
@@ -177,9 +190,9 @@ internal static class ModuleActivator
 
     /// <summary>
     /// The context the module's assembly loads into: what the engine has (TorchSharp, the framework) comes from the
-    /// engine's context; the rest from the assembly's dependencies (its .deps.json) or its folder.
+    /// engine's context; the rest from the host's references by name, the assembly's .deps.json, or its folder.
     /// </summary>
-    private sealed class ModuleLoadContext(string path) : AssemblyLoadContext("compress-module " + Path.GetFileName(path))
+    private sealed class ModuleLoadContext(string path, IReadOnlyList<string> references) : AssemblyLoadContext("compress-module " + Path.GetFileName(path))
     {
         private readonly string _folder = Path.GetDirectoryName(path)!;
         private readonly AssemblyDependencyResolver? _resolver = Resolver(path);
@@ -197,7 +210,8 @@ internal static class ModuleActivator
             }
             catch (FileNotFoundException)
             {
-                var file = _resolver?.ResolveAssemblyToPath(name) ?? Path.Combine(_folder, name.Name + ".dll");
+                var file = references.FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), name.Name, StringComparison.OrdinalIgnoreCase))
+                    ?? _resolver?.ResolveAssemblyToPath(name) ?? Path.Combine(_folder, name.Name + ".dll");
                 return File.Exists(file) ? LoadFromAssemblyPath(file) : null;
             }
         }

@@ -33,7 +33,17 @@ internal sealed class ModuleStateDictFormat : StateDictFormat, IRunnableFormat
         _path = path;
         _spec = spec;
         _original = Load(ModuleActivator.Create(module, spec.File), path, spec);
-        _module = Load(ModuleActivator.Create(module, spec.File), path, spec);
+        try
+        {
+            _module = Load(ModuleActivator.Create(module, spec.File), path, spec);
+        }
+        catch
+        {
+            _original.Dispose();
+            base.Dispose();
+            throw;
+        }
+
         _notes.Add($"TorchSharp state dict run in {module.TypeName}: restore it with the wrapper's LoadInto(module)");
     }
 
@@ -52,13 +62,14 @@ internal sealed class ModuleStateDictFormat : StateDictFormat, IRunnableFormat
             return;
         }
 
-        _distillation = DistillationData.Reuse(_distillation, finetune, () => ModuleDistiller.Data(finetune, _spec, _original.call, progress)); // outside the step's scope
+        _distillation = Forward("computing the original's outputs to distill", () =>
+            DistillationData.Reuse(_distillation, finetune, () => ModuleDistiller.Data(finetune, _spec, _original.call, progress))); // outside the step's scope
         using var scope = NewDisposeScope();
         Synchronise();
         var parameters = _module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         var names = parameters.Where(p => p.Value.dim() >= 2 && IsWeight(p.Key) && Passes.WeightSelection.NameMatches(p.Key, step)).Select(p => p.Key).ToList();
         var grids = names.Where(n => Format(n).Bits < 32).ToDictionary(n => n, n => (Func<Tensor, Tensor>)(w => StateDictCompressor.Rounded(w, Format(n))));
-        _notes.Add(ModuleDistiller.Apply(finetune, _spec, _distillation, _module, _module.call, parameters, names, _pruned, grids, progress));
+        _notes.Add(Forward("training", () => ModuleDistiller.Apply(finetune, _spec, _distillation, _module, _module.call, parameters, names, _pruned, grids, progress)));
         foreach (var name in ModuleDistiller.Trained(parameters, names))
         {
             Store(name, parameters[name].detach().clone().DetachFromDisposeScope()); // grid values where quantized: Encode stores them as they are
@@ -71,7 +82,25 @@ internal sealed class ModuleStateDictFormat : StateDictFormat, IRunnableFormat
         progress($"evaluate: the original and compressed {_spec.Module!.TypeName} on {Path.GetFileName(data.Path)}");
         _original.eval();
         _module.eval();
-        return TorchScriptCompressor.Compare(_original.call, _module.call, data, spec);
+        return Forward($"comparing it on {Path.GetFileName(data.Path)}", () => TorchScriptCompressor.Compare(_original.call, _module.call, data, spec));
+    }
+
+    /// <summary>
+    /// <paramref name="run"/>, which calls the app's forward pass: what it throws (its own exception, TorchSharp's on
+    /// shapes that do not fit the data, a missing member of another TorchSharp) is CMP0086 at the spec's 'module'.
+    /// </summary>
+    private T Forward<T>(string what, Func<T> run)
+    {
+        try
+        {
+            return run();
+        }
+        catch (Exception e) when (e is not (CompressException or OutOfMemoryException))
+        {
+            var module = _spec.Module!;
+            throw CompressException.Error(DiagnosticCodes.ModuleForwardFailed,
+                $"{module.TypeName}'s forward pass failed while {what}: {e.GetType().Name}: {e.Message.Split('\n')[0].Trim()}", _spec.File, module.Line, module.Column, e);
+        }
     }
 
     public override void Dispose()

@@ -115,7 +115,7 @@ public static class TorchScriptCompressor
         if (chosen.Value is null)
         {
             throw CompressException.Error(DiagnosticCodes.DataMismatch,
-                $"a TorchScript module takes one float32 array (the only one, or one named 'input'); {path} has {string.Join(", ", arrays.Select(i => $"'{i.Key}' ({i.Value.ElementType})"))}", specFile);
+                $"a TorchScript or TorchSharp module takes one float32 array (the only one, or one named 'input'); {path} has {string.Join(", ", arrays.Select(i => $"'{i.Key}' ({i.Value.ElementType})"))}", specFile);
         }
 
         var array = chosen.Value;

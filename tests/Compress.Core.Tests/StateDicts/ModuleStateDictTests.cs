@@ -80,7 +80,7 @@ public sealed class ModuleStateDictTests(TrainedFashionMlp trained, ITestOutputH
 
     [Theory]
     [InlineData("""{ "type": "Compress.Core.Tests.StateDicts.NoSuchModule, Compress.Core.Tests" }""", DiagnosticCodes.ModuleTypeNotFound, "has no type 'Compress.Core.Tests.StateDicts.NoSuchModule'")]
-    [InlineData("""{ "type": "Some.Module, Some.Assembly" }""", DiagnosticCodes.ModuleTypeNotFound, "the assembly 'Some.Assembly' of 'Some.Module' is not among the 0 assemblies")]
+    [InlineData("""{ "type": "Some.Module, Some.Assembly" }""", DiagnosticCodes.ModuleTypeNotFound, "the assembly 'Some.Assembly' of 'Some.Module' is not among the project's references")]
     [InlineData("""{ "type": "Compress.Core.Tests.StateDicts.FashionMlpModule, Compress.Core.Tests" }""", DiagnosticCodes.ModuleNotBuilt, "FashionMlpModule(Int32 hidden, String name = fashion_mlp)")]
     [InlineData("""{ "type": "Compress.Core.Tests.StateDicts.FashionMlpModule, Compress.Core.Tests", "arguments": ["wide"] }""", DiagnosticCodes.ModuleNotBuilt, "takes the arguments (\"wide\")")]
     [InlineData("""{ "type": "Compress.Core.Tests.StateDicts.FashionMlpModule, Compress.Core.Tests", "arguments": [-1] }""", DiagnosticCodes.ModuleNotBuilt, "threw")]
@@ -104,6 +104,48 @@ public sealed class ModuleStateDictTests(TrainedFashionMlp trained, ITestOutputH
             Assert.Equal((spec.File, 2, 13), (error.Diagnostic.File!, error.Diagnostic.Line, error.Diagnostic.Column));
         }
 
+        Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
+    }
+
+    /// <summary>
+    /// The type found in the file the spec's 'assembly' names (loaded into its own context, TorchSharp shared with the
+    /// engine), the same result as the type found by name, and the assembly loaded once for both runs.
+    /// </summary>
+    [Fact]
+    public void The_module_is_found_in_the_assembly_file_the_spec_names()
+    {
+        TorchRuntime.EnsureLoaded();
+        var file = typeof(FashionMlpModule).Assembly.Location;
+        var spec = $$"""
+            { "module": { "type": "Compress.Core.Tests.StateDicts.FashionMlpModule", "assembly": {{SpecFiles.Quote(file)}}, "arguments": [128] },
+              "data": { "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(image: false))}}, "labels": "labels" } },
+              "steps": [ { "prune": { "sparsity": 0.5 } } ] }
+            """;
+        var first = StateDictCompressor.Run(trained.Path, SpecFiles.Load(Dir, spec), Path.Combine(Dir, "first.dat"));
+        var second = StateDictCompressor.Run(trained.Path, SpecFiles.Load(Dir, spec), Path.Combine(Dir, "second.dat"));
+        var byName = Compress("""{ "prune": { "sparsity": 0.5 } }""", "by-name.dat");
+        Assert.Equal(byName.Metrics!.CompressedAccuracy, first.Metrics!.CompressedAccuracy);
+        Assert.Equal(File.ReadAllBytes(first.Output), File.ReadAllBytes(second.Output));
+        Assert.Single(AppDomain.CurrentDomain.GetAssemblies(), a => a.Location == file && System.Runtime.Loader.AssemblyLoadContext.GetLoadContext(a)!.Name!.StartsWith("compress-module", StringComparison.Ordinal));
+    }
+
+    /// <summary>The app's forward pass throwing (here on every call) is CMP0086 at the spec's 'module', not an internal error.</summary>
+    [Fact]
+    public void A_forward_pass_that_throws_is_reported_at_the_module()
+    {
+        TorchRuntime.EnsureLoaded();
+        var spec = SpecFiles.Load(Dir, $$"""
+            {
+              "module": { "type": "Compress.Core.Tests.StateDicts.BrokenForwardModule, Compress.Core.Tests", "arguments": [128] },
+              "data": { "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(image: false))}}, "labels": "labels" } },
+              "steps": [ {{Prune}} ]
+            }
+            """);
+        var error = Assert.Throws<CompressException>(() => StateDictCompressor.Run(trained.Path, spec, Path.Combine(Dir, "out.dat")));
+        output.WriteLine(error.Message);
+        Assert.Equal(DiagnosticCodes.ModuleForwardFailed, error.Diagnostic.Code);
+        Assert.Contains("BrokenForwardModule's forward pass failed while comparing it on fashion_test_flat.npz: InvalidOperationException: the app's own bug", error.Message, StringComparison.Ordinal);
+        Assert.Equal((2, 13), (error.Diagnostic.Line, error.Diagnostic.Column));
         Assert.False(File.Exists(Path.Combine(Dir, "out.dat")));
     }
 
@@ -159,6 +201,29 @@ public sealed class FashionMlpModule : nn.Module<Tensor, Tensor>
     }
 
     public override Tensor forward(Tensor input) => fc2.call(nn.functional.relu(bn.call(fc1.call(input))));
+}
+
+/// <summary>The same layers as <see cref="FashionMlpModule"/>, whose forward pass throws: an app's bug.</summary>
+public sealed class BrokenForwardModule : nn.Module<Tensor, Tensor>
+{
+    private readonly Linear fc1;
+    private readonly BatchNorm1d bn;
+    private readonly Linear fc2;
+
+    public BrokenForwardModule(int hidden)
+        : base("broken")
+    {
+        fc1 = nn.Linear(784, hidden);
+        bn = nn.BatchNorm1d(hidden);
+        fc2 = nn.Linear(hidden, 10);
+        RegisterComponents();
+    }
+
+    public override Tensor forward(Tensor input)
+    {
+        using var logits = fc2.call(nn.functional.relu(bn.call(fc1.call(input))));
+        throw new InvalidOperationException("the app's own bug");
+    }
 }
 
 /// <summary>A <see cref="FashionMlpModule"/>(128) trained briefly on the 2,048 calibration images, saved as a state dict once for the class.</summary>
