@@ -32,12 +32,18 @@ public static class CompressionPipeline
 
         using var opened = ModelFormats.Open(format, modelPath, spec, progress);
         var data = spec.Evaluation ?? spec.Calibration;
+        // The work after each step of a single compression (a search's rounds are not staged): multiply-adds, and batch-1
+        // latency when latency is measured.
+        var steps = new List<StageFigures>();
+        Action<string>? stage = data is not null && opened is IStagedFormat staged
+            ? name => steps.Add(new StageFigures(name, staged.MultiplyAdds(source: false), measureLatency ? staged.Batch1Ms() : null))
+            : null;
         var run = spec.Steps.OfType<PruneStep>().FirstOrDefault(p => p.Auto) is { } auto
             ? AutoSparsity.Run(auto, spec, data!, opened as IReopenableFormat ?? throw new InvalidOperationException($"'sparsity': 'auto' on a {format} model"),
                 model => Compress(model, spec, outputPath, progress), progress, outputPath)
             : AllocationSearch.Searches(spec, data, opened)
             ? AllocationSearch.Run(spec, data!, (IReopenableFormat)opened, model => Compress(model, spec, outputPath, progress), progress, outputPath)
-            : CompressOnce(opened, spec, data, outputPath, progress);
+            : CompressOnce(opened, spec, data, outputPath, progress, stage);
         using var searched = run.Model == opened ? null : run.Model; // a later round of the search: the pipeline disposes it too
 
         var model = run.Model;
@@ -81,18 +87,23 @@ public static class CompressionPipeline
             }
         }
 
+        IReadOnlyList<StageFigures>? stages = data is not null && model is IStagedFormat work
+            ? [new StageFigures("source", work.MultiplyAdds(source: true), latency?.OriginalBatch1Ms), .. steps,
+               new StageFigures("written", work.MultiplyAdds(source: false), latency?.CompressedBatch1Ms)]
+            : null;
         var parameters = model.SourceParameters;
         var size = new SizeFigures(model.SourceBytes, compressedBytes, parameters, compressedBytes / (double)model.SourceBytes,
             parameters == 0 ? 0 : layers.Sum(l => l.Sparsity * l.Parameters) / parameters);
         return new CompressionReport(Path.GetFullPath(modelPath), Path.GetFullPath(outputPath), spec.File, spec.Steps.Select(PassRegistry.KeyOf).ToList(),
             size, layers, run.Metrics, constraints, latency, [.. model.Notes, .. notes], run.Search, [.. run.Warnings, .. fidelityWarnings],
-            model.Allocation is { } allocation && run.Rounds is { } rounds ? allocation with { Rounds = rounds } : model.Allocation);
+            model.Allocation is { } allocation && run.Rounds is { } rounds ? allocation with { Rounds = rounds } : model.Allocation, stages);
     }
 
     /// <summary>The model compressed once by the spec's steps and, when the spec names data and the format runs, compared with its original.</summary>
-    private static Compressed CompressOnce(IModelFormat model, CompressionSpec spec, DataSource? data, string outputPath, Action<string> progress)
+    /// <param name="recordStage">Records the work of the model after each step, by the step's name.</param>
+    private static Compressed CompressOnce(IModelFormat model, CompressionSpec spec, DataSource? data, string outputPath, Action<string> progress, Action<string>? recordStage)
     {
-        var warnings = Compress(model, spec, outputPath, progress);
+        var warnings = Compress(model, spec, outputPath, progress, recordStage);
         if (data is null || model is not IRunnableFormat runnable)
         {
             return new Compressed(model, warnings, null);
@@ -106,7 +117,7 @@ public static class CompressionPipeline
     /// The step loop every format shares — each step announced, applied, and warned about (CMP0036) when it changed
     /// nothing in the model — then the format's finishing stage.
     /// </summary>
-    private static List<CompressDiagnostic> Compress(IModelFormat model, CompressionSpec spec, string outputPath, Action<string> progress)
+    private static List<CompressDiagnostic> Compress(IModelFormat model, CompressionSpec spec, string outputPath, Action<string> progress, Action<string>? recordStage = null)
     {
         var warnings = new List<CompressDiagnostic>();
         foreach (var (step, stage) in GradualSchedule.Expand(spec.Steps))
@@ -119,6 +130,12 @@ public static class CompressionPipeline
             {
                 warnings.Add(CompressDiagnostic.Warning(DiagnosticCodes.StepChangedNothing,
                     $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: {model.NothingChangedHint(step)}", spec.File));
+            }
+
+            if (recordStage is not null && step is not AllocateStep)
+            {
+                progress($"{PassRegistry.KeyOf(step)}: measuring the work of the model after it");
+                recordStage($"{PassRegistry.KeyOf(step)}{stage}");
             }
         }
 

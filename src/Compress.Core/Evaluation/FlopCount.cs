@@ -8,21 +8,26 @@ namespace Compress.Core.Evaluation;
 /// Multiply-adds of a model's Conv, Gemm and MatMul nodes for one sample (the ops that dominate a CNN or an MLP;
 /// element-wise ops are not counted): each node's output size, read from one ONNX Runtime run on the first sample,
 /// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension).
-/// QDQ nodes around a quantized op do not change its count.
+/// QDQ nodes around a quantized op do not change its count, and the quantized forms the engine writes count as their
+/// float op: MatMulNBits, DynamicQuantizeMatMul, MatMulInteger, QLinearMatMul as MatMul; ConvInteger, QLinearConv as Conv.
 /// </summary>
 public static class FlopCount
 {
+    /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
+    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"];
+
     public static long MultiplyAdds(OnnxModel model, CalibrationSet data)
     {
         var graph = model.Graph;
-        var nodes = graph.Nodes.Where(n => n.OpType is "Conv" or "Gemm" or "MatMul" && string.IsNullOrEmpty(n.Domain)).ToList();
+        var nodes = graph.Nodes.Where(n => Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) || n.Domain == "com.microsoft")).ToList();
         if (nodes.Count == 0)
         {
             return 0;
         }
 
         var outputs = nodes.Select(n => n.Output[0]).Distinct().ToArray();
-        var inputs = nodes.SelectMany(n => n.Input.Take(2)).Where(i => graph.GetInitializer(i) is null).Distinct().ToArray();
+        var inputs = nodes.SelectMany(n => n.OpType is "QLinearConv" or "QLinearMatMul" ? [n.Input[0], n.Input[3]] : n.Input.Take(2))
+            .Where(i => i.Length > 0 && graph.GetInitializer(i) is null).Distinct().ToArray();
         var values = outputs.Concat(inputs).Distinct().ToArray(); // a factorized layer's first node outputs what its second reads
         using var runner = OrtModelRunner.Exposing(model, values);
         using var results = runner.RunBatch(data, 0, 1, values);
@@ -42,9 +47,11 @@ public static class FlopCount
         long[] Dims(string value) => graph.GetInitializer(value)?.Dims.ToArray() ?? shapes[value];
         switch (node.OpType)
         {
-            case "Conv":
-                var w = Dims(node.Input[1]);
+            case "Conv" or "ConvInteger" or "QLinearConv":
+                var w = Dims(node.Input[node.OpType == "QLinearConv" ? 3 : 1]);
                 return w.Skip(1).Aggregate(1L, (a, b) => a * b);
+            case "MatMulNBits":
+                return node.Int("K", 0);
             case "Gemm":
                 var a = Dims(node.Input[0]);
                 return node.Int("transA", 0) == 1 ? a[0] : a[^1];

@@ -76,6 +76,19 @@ public interface ITimedFormat : IRunnableFormat
 }
 
 /// <summary>
+/// A format that can say how much work its model does at each stage of the run (<see cref="StageFigures"/>): the
+/// report's stages, from the source through every step to the model written.
+/// </summary>
+public interface IStagedFormat : ITimedFormat
+{
+    /// <summary>Multiply-adds per sample of the source (<paramref name="source"/>) or of the working copy as it is now; null where they cannot be counted.</summary>
+    long? MultiplyAdds(bool source);
+
+    /// <summary>Batch-1 latency of the working copy as it is now (one thread, median), in milliseconds; null where it cannot run.</summary>
+    double? Batch1Ms();
+}
+
+/// <summary>
 /// A format that can compress its model again from the same source: each round of <c>"sparsity": "auto"</c>
 /// (<see cref="AutoSparsity"/>) is a fresh working copy that shares what was read once (the original, the data).
 /// </summary>

@@ -18,10 +18,11 @@ namespace Compress.Core.Formats;
 /// bitmask or sparse initializers (<see cref="SparseStorage"/>), stores repeated constants once
 /// (<see cref="DuplicateConstants"/>) and checks that ONNX Runtime loads the result.
 /// </summary>
-internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
+internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 {
     private readonly Source _source;
     private CompressionContext? _working;
+    private long? _sourceMultiplyAdds;
 
     public OnnxFormat(string path, CompressionSpec spec, Action<string> progress)
         : this(Source.Open(path, spec, progress))
@@ -120,11 +121,9 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
             Guard(ratio, data, outputPath, progress);
         }
 
-        if (_source.Data is { } sample && Model.ExternalData.Count == 0 && Context.Spec.Steps.Any(s => s is PruneStep { Channel: true } or FactorizeStep))
+        if (Context.Spec.Steps.Any(s => s is PruneStep { Channel: true } or FactorizeStep) && MultiplyAdds(source: true) is { } before && MultiplyAdds(source: false) is { } after)
         {
             // Steps that change shapes change the work: multiply-adds of Conv/Gemm/MatMul for one sample, before and after.
-            var before = FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample);
-            var after = FlopCount.MultiplyAdds(Model, sample);
             Context.Notes.Add($"multiply-adds per sample (Conv/Gemm/MatMul): {before:N0} → {after:N0} ({after / (double)Math.Max(1, before):P1})");
         }
 
@@ -179,6 +178,42 @@ internal sealed class OnnxFormat : IReopenableFormat, ITimedFormat
 
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
     public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
+
+    public long? MultiplyAdds(bool source)
+    {
+        if (_source.Data is not { } sample || Model.ExternalData.Count > 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            // The source as read from its file (the original at hand is its interface only), counted once.
+            return source ? _sourceMultiplyAdds ??= FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample) : FlopCount.MultiplyAdds(Model, sample);
+        }
+        catch (OnnxRuntimeException)
+        {
+            return null; // a working copy ONNX Runtime cannot run between steps is judged when written
+        }
+    }
+
+    public double? Batch1Ms()
+    {
+        if (_source.Data is not { } sample || Model.ExternalData.Count > 0)
+        {
+            return null;
+        }
+
+        try
+        {
+            using var runner = new OrtModelRunner(Model, arena: true);
+            return runner.MedianLatencyMs(sample, 1, 31, TimeSpan.FromSeconds(0.5));
+        }
+        catch (OnnxRuntimeException)
+        {
+            return null;
+        }
+    }
 
     public long Save(string outputPath)
     {

@@ -17,7 +17,8 @@ public sealed record CompressionReport(
     IReadOnlyList<string> Notes,
     SearchFigures? Search = null,
     IReadOnlyList<CompressDiagnostic>? Warnings = null,
-    AllocationFigures? Allocation = null);
+    AllocationFigures? Allocation = null,
+    IReadOnlyList<StageFigures>? Stages = null);
 
 public sealed record SizeFigures(long OriginalBytes, long CompressedBytes, long OriginalParameters, double Ratio, double OverallSparsity);
 
@@ -30,6 +31,14 @@ public sealed record LatencyFigures(int BatchN, double OriginalBatch1Ms, double 
 {
     public bool CompressedIsSlower => CompressedBatch1Ms > OriginalBatch1Ms * 1.05 || CompressedBatchNMs > OriginalBatchNMs * 1.05;
 }
+
+/// <summary>
+/// The work of the model at one stage of the run — <c>source</c>, after each step, <c>written</c> — for one sample:
+/// multiply-adds of its Conv/Gemm/MatMul nodes (quantized forms counted as their float op) and the batch-1 latency (one
+/// thread, median; a step's when latency is measured, <c>source</c>/<c>written</c> the figures of <see cref="LatencyFigures"/>).
+/// Null where not measured.
+/// </summary>
+public sealed record StageFigures(string Stage, long? MultiplyAdds, double? Batch1Ms);
 
 /// <summary><c>"sparsity": "auto"</c>: every compress-and-evaluate round, in order, and the sparsity chosen.</summary>
 public sealed record SearchFigures(string Method, double Chosen, IReadOnlyList<SearchPoint> Points);

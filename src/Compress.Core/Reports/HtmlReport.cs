@@ -44,6 +44,7 @@ public static class HtmlReport
         Summary(h, r);
         Remarks(h, r);
         Outputs(h, r);
+        Stages(h, r);
         LayerCharts(h, r);
         if (r.Allocation is { } allocation)
         {
@@ -250,6 +251,27 @@ public static class HtmlReport
             var p = s.Points[i];
             h.Append($"<tr><td class=\"num\">{i + 1}</td><td class=\"num\">{Percent(p.Sparsity)}</td><td class=\"num\">{Percent(p.Accuracy, 2)}</td><td class=\"num\">{Percent(p.Agreement, 2)}</td>");
             h.Append($"<td class=\"num\">{Number(p.Cosine, "0.0000")}</td><td>{(p.Feasible ? "met" : "<span class=\"bad\">not met</span>")}</td></tr>\n");
+        }
+
+        h.Append("</table>\n");
+    }
+
+    /// <summary>The work of the model at each stage: multiply-adds per sample and batch-1 latency.</summary>
+    private static void Stages(StringBuilder h, CompressionReport r)
+    {
+        if (r.Stages is not { Count: > 0 } stages)
+        {
+            return;
+        }
+
+        h.Append("<h2>Work by stage</h2>\n<p class=\"caption\">One sample: multiply-adds of Conv/Gemm/MatMul (quantized forms as their float op); batch-1 latency, one thread, median.</p>\n");
+        h.Append("<table>\n<tr><th>stage</th><th class=\"num\">multiply-adds</th><th class=\"num\">of the source</th><th class=\"num\">batch-1 latency</th></tr>\n");
+        var first = stages[0].MultiplyAdds;
+        foreach (var s in stages)
+        {
+            var share = s.MultiplyAdds is { } m && first is > 0 ? Percent(m / (double)first) : "";
+            h.Append($"<tr><td class=\"name\">{Escape(s.Stage)}</td><td class=\"num\">{(s.MultiplyAdds is { } macs ? Count(macs) : "")}</td><td class=\"num\">{share}</td>");
+            h.Append($"<td class=\"num\">{(s.Batch1Ms is { } ms ? Number(ms, "0.000") + " ms" : "")}</td></tr>\n");
         }
 
         h.Append("</table>\n");

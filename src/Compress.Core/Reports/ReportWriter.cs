@@ -118,6 +118,20 @@ public static class ReportWriter
             }
         }
 
+        if (r.Stages is { Count: > 0 } stages)
+        {
+            md.AppendLine();
+            md.AppendLine("## Work by stage (one sample: multiply-adds of Conv/Gemm/MatMul; batch-1 latency, 1 thread, median)");
+            md.AppendLine();
+            md.AppendLine("| stage | multiply-adds | of the source | batch-1 latency |");
+            md.AppendLine("| --- | ---: | ---: | ---: |");
+            var first = stages[0].MultiplyAdds;
+            foreach (var s in stages)
+            {
+                md.AppendLine(c, $"| {s.Stage} | {(s.MultiplyAdds is { } macs ? macs.ToString("N0", c) : "")} | {(s.MultiplyAdds is { } done && first is > 0 ? (done / (double)first).ToString("P1", c) : "")} | {(s.Batch1Ms is { } ms ? ms.ToString("0.000", c) + " ms" : "")} |");
+            }
+        }
+
         if (r.Search is { } search)
         {
             md.AppendLine();

@@ -33,6 +33,40 @@ public sealed class CompressionPipelineTests : TempDirectoryTest
         Assert.Empty(Directory.Exists(Path.GetDirectoryName(output)) ? Directory.GetFiles(Path.GetDirectoryName(output)!) : []);
     }
 
+    /// <summary>
+    /// The report's work by stage on the CNN: the source's multiply-adds, a fall where channels go (50% of every group:
+    /// 3,024,384 → 834,816 per sample), none where int4 MatMulNBits replaces the Gemms (counted as the float op), the
+    /// model written last; a batch-1 latency at every stage (measured, not compared: a figure, never a check).
+    /// </summary>
+    [Fact]
+    public void The_report_gives_the_work_of_every_stage_from_source_to_written()
+    {
+        var spec = SpecFiles.Load(Dir, $$"""
+            { "data": { "calibration": { "path": {{SpecFiles.Quote(FashionData.Calibration(true))}}, "samples": 256 },
+                        "evaluation": { "path": {{SpecFiles.Quote(FashionData.Test(true))}}, "labels": "labels", "samples": 500 } },
+              "steps": [ { "prune": { "pattern": "channel", "sparsity": 0.5, "scope": "layer" } },
+                         { "quantize": { "weights": "int4", "activations": "none" } } ],
+              "constraints": { "minAgreement": 0 } }
+            """);
+        var report = CompressionPipeline.Run(FashionData.CnnModel, spec, Path.Combine(Dir, "out.onnx"), measureLatency: true);
+        var stages = report.Stages!;
+        Assert.Equal(["source", report.Steps[0], report.Steps[1], "written"], stages.Select(s => s.Stage));
+        Assert.Equal([3_024_384L, 834_816L, 834_816L, 834_816L], stages.Select(s => s.MultiplyAdds!.Value));
+        Assert.All(stages, s => Assert.True(s.Batch1Ms > 0, s.Stage));
+        Assert.Equal(report.Latency!.OriginalBatch1Ms, stages[0].Batch1Ms);
+        Assert.Equal(report.Latency.CompressedBatch1Ms, stages[^1].Batch1Ms);
+        Assert.Contains(report.Layers, l => l.Format.Contains("MatMulNBits", StringComparison.Ordinal) || l.Bits == 4);
+        var markdown = global::Compress.Core.Reports.ReportWriter.Markdown(report);
+        Assert.Contains("## Work by stage", markdown, StringComparison.Ordinal);
+        Assert.Contains("| written | 834,816 | 27.6 % |", markdown, StringComparison.Ordinal);
+        Assert.Contains("<h2>Work by stage</h2>", global::Compress.Core.Reports.HtmlReport.Write(report), StringComparison.Ordinal);
+
+        // Without latency, the work is still counted; only the times are left out.
+        var counted = CompressionPipeline.Run(FashionData.CnnModel, spec, Path.Combine(Dir, "counted.onnx"), measureLatency: false);
+        Assert.Equal(stages.Select(s => s.MultiplyAdds), counted.Stages!.Select(s => s.MultiplyAdds));
+        Assert.All(counted.Stages!, s => Assert.Null(s.Batch1Ms));
+    }
+
     [Fact]
     public void Same_inputs_give_the_same_bytes()
     {
