@@ -179,9 +179,12 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
     public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
 
+    /// <summary>Models up to this size are counted at every stage (counting runs a copy of the model in ONNX Runtime).</summary>
+    private const long CountedBytes = 256L << 20;
+
     public long? MultiplyAdds(bool source)
     {
-        if (_source.Data is not { } sample || Model.ExternalData.Count > 0)
+        if (_source.Data is not { } sample || Model.ExternalData.Count > 0 || SourceBytes > CountedBytes)
         {
             return null;
         }
