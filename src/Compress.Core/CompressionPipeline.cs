@@ -91,6 +91,11 @@ public static class CompressionPipeline
             ? [new StageFigures("source", work.MultiplyAdds(source: true), latency?.OriginalBatch1Ms), .. steps,
                new StageFigures("written", work.MultiplyAdds(source: false), latency?.CompressedBatch1Ms)]
             : null;
+        if (stages?.All(s => s.MultiplyAdds is null && s.Batch1Ms is null) == true)
+        {
+            stages = null; // nothing could be counted or timed (a model over the size counted, or with external data)
+        }
+
         var parameters = model.SourceParameters;
         var size = new SizeFigures(model.SourceBytes, compressedBytes, parameters, compressedBytes / (double)model.SourceBytes,
             parameters == 0 ? 0 : layers.Sum(l => l.Sparsity * l.Parameters) / parameters);
@@ -132,7 +137,8 @@ public static class CompressionPipeline
                     $"step '{PassRegistry.KeyOf(step)}' (spec line {step.Line}) changed nothing in the model: {model.NothingChangedHint(step)}", spec.File));
             }
 
-            if (recordStage is not null && step is not AllocateStep)
+            // A gradual prune's stage is recorded after its distillation (the finetune step after it), not twice.
+            if (recordStage is not null && step is not (AllocateStep or PruneStep { ScheduleSteps: > 0 }))
             {
                 progress($"{PassRegistry.KeyOf(step)}: measuring the work of the model after it");
                 recordStage($"{PassRegistry.KeyOf(step)}{stage}");

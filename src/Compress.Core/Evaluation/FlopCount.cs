@@ -8,13 +8,22 @@ namespace Compress.Core.Evaluation;
 /// Multiply-adds of a model's Conv, Gemm and MatMul nodes for one sample (the ops that dominate a CNN or an MLP;
 /// element-wise ops are not counted): each node's output size, read from one ONNX Runtime run on the first sample,
 /// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension).
-/// QDQ nodes around a quantized op do not change its count, and the quantized forms the engine writes count as their
-/// float op: MatMulNBits, DynamicQuantizeMatMul, MatMulInteger, QLinearMatMul as MatMul; ConvInteger, QLinearConv as Conv.
+/// QDQ nodes around a quantized op do not change its count, and quantized operators count as their float op:
+/// MatMulNBits, DynamicQuantizeMatMul (both written by the engine), MatMulInteger, QLinearMatMul as MatMul; ConvInteger,
+/// QLinearConv as Conv. Other fused or quantized forms (QGemm, FusedConv, FusedMatMul, MatMulIntegerToFloat) are not counted.
 /// </summary>
 public static class FlopCount
 {
     /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
     private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"];
+
+    /// <summary>What the count depends on besides the data: the counted nodes, their inputs and the shapes of their weights.</summary>
+    public static string Signature(OnnxModel model)
+    {
+        var graph = model.Graph;
+        return string.Join(";", graph.Nodes.Where(n => Counted.Contains(n.OpType)).Select(n =>
+            $"{n.OpType}({string.Join(",", n.Input.Select(i => graph.GetInitializer(i) is { } w ? "[" + string.Join("x", w.Dims) + "]" : i))})"));
+    }
 
     public static long MultiplyAdds(OnnxModel model, CalibrationSet data)
     {

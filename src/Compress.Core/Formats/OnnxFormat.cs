@@ -23,6 +23,7 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     private readonly Source _source;
     private CompressionContext? _working;
     private long? _sourceMultiplyAdds;
+    private (string Shape, long Count)? _lastMultiplyAdds;
 
     public OnnxFormat(string path, CompressionSpec spec, Action<string> progress)
         : this(Source.Open(path, spec, progress))
@@ -179,7 +180,7 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
     public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
 
-    /// <summary>Models up to this size are counted at every stage (counting runs a copy of the model in ONNX Runtime).</summary>
+    /// <summary>Models up to this size are counted and timed at every stage (each runs a copy of the model in ONNX Runtime).</summary>
     private const long CountedBytes = 256L << 20;
 
     public long? MultiplyAdds(bool source)
@@ -191,8 +192,22 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 
         try
         {
-            // The source as read from its file (the original at hand is its interface only), counted once.
-            return source ? _sourceMultiplyAdds ??= FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample) : FlopCount.MultiplyAdds(Model, sample);
+            // The source as read from its file (the original at hand is its interface only), counted once; the working
+            // copy again only when its counted nodes or their weights' shapes changed (a prune or finetune leaves them).
+            if (source)
+            {
+                return _sourceMultiplyAdds ??= FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample);
+            }
+
+            var shape = FlopCount.Signature(Model);
+            if (_lastMultiplyAdds is { } last && last.Shape == shape)
+            {
+                return last.Count;
+            }
+
+            var count = FlopCount.MultiplyAdds(Model, sample);
+            _lastMultiplyAdds = (shape, count);
+            return count;
         }
         catch (OnnxRuntimeException)
         {
@@ -202,7 +217,7 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 
     public double? Batch1Ms()
     {
-        if (_source.Data is not { } sample || Model.ExternalData.Count > 0)
+        if (_source.Data is not { } sample || Model.ExternalData.Count > 0 || SourceBytes > CountedBytes)
         {
             return null;
         }

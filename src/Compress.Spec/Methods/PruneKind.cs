@@ -71,11 +71,6 @@ namespace Compress.Spec.Methods
 
                     step.N = n;
                     step.M = m;
-                    if (sparsity == null && !step.AllocatedSparsity)
-                    {
-                        throw values.Missing(node, "sparsity", "'prune'");
-                    }
-
                     if (step.Auto)
                     {
                         throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} fixes the sparsity at {1 - (double)n / m:0.###}; 'auto' searches unstructured sparsity");
@@ -87,7 +82,8 @@ namespace Compress.Spec.Methods
                             $"N:M patterns are pruned by {List(Methods.Where(d => d.Patterns).Select(d => d.Name), "or")}; '{written}' prunes unstructured");
                     }
 
-                    if (!step.AllocatedSparsity && Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
+                    // Under an allocation a given sparsity is refused as such ("leave out 'sparsity'"), not as the wrong one.
+                    if (!step.AllocatedSparsity && !values.Allocating && Math.Abs(step.Sparsity - (1 - (double)n / m)) > 1e-9)
                     {
                         throw values.Error(SpecCodes.Inconsistent, sparsity!, $"pattern {n}:{m} keeps {n} of every {m} weights, so 'sparsity' must be {1 - (double)n / m:0.###}");
                     }

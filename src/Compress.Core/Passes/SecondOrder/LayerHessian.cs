@@ -44,24 +44,39 @@ public static class LayerHessian
 
     /// <summary>
     /// With fewer input rows than inputs, XᵀX has rank ≤ rows and the layer-wise solve leans on its damping along the
-    /// missing directions: the report says so once per layer, with how many samples would do. On the Fashion CNN at
-    /// 95 % (obs), fc1 (1,568 inputs) gave 87.97 % from 512 images and 89.04 % from 2,048.
+    /// missing directions. The report says so in one note for all such layers, each with its rows and inputs, and the
+    /// calibration samples that would give the widest of them as many rows as inputs (a Conv sees a row per output
+    /// position and sample, a sequence layer one per token). On the Fashion CNN at 95 % (obs), fc1 (1,568 inputs) gave
+    /// 87.97 % from 512 images and 89.04 % from 2,048.
     /// </summary>
     public static void NoteRank(CompressionContext context, WeightUse use, long rows, long cols)
     {
-        if (rows >= cols)
+        if (rows >= cols || !context.HasCalibration)
         {
             return;
         }
 
-        var note = $"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs); " +
-            $"the data-aware methods do better on this layer with at least {cols:N0} calibration samples";
-        if (!context.Notes.Contains(note))
+        var samples = Math.Max(1, context.Calibration.Count);
+        var needed = (long)Math.Ceiling(cols * (double)samples / rows);
+        context.RankDeficient[use.NodeName] = (rows, cols, needed);
+        var layers = context.RankDeficient.Select(p => $"{p.Key} ({p.Value.Rows:N0} rows for {p.Value.Cols:N0} inputs)").ToList();
+        var note = $"{RankNote} in {layers.Count} layer{(layers.Count == 1 ? "" : "s")}: {string.Join(", ", layers.Take(5))}{(layers.Count > 5 ? ", …" : "")}; " +
+            $"the data-aware methods may do better with at least {context.RankDeficient.Values.Max(v => v.Needed):N0} calibration samples";
+        var index = context.Notes.FindIndex(n => n.StartsWith(RankNote, StringComparison.Ordinal));
+        if (index < 0)
         {
             context.Notes.Add(note);
-            context.Progress(note);
+            context.Progress($"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs)");
+        }
+        else if (context.Notes[index] != note)
+        {
+            context.Notes[index] = note;
+            context.Progress($"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs)");
         }
     }
+
+    /// <summary>How the rank note starts (one note for every rank-deficient layer).</summary>
+    public const string RankNote = "rank-deficient layer-wise Hessians (fewer calibration rows than inputs)";
 
     /// <summary>
     /// Σ x_j² over the layer's input rows, [groups, cols] float64: the diagonal of XᵀX alone, without the cols² matrix
