@@ -36,17 +36,20 @@ internal static class ModuleDistiller
         var frozen = parameters.Where(p => !trained.Contains(p.Key) && p.Value.requires_grad).Select(p => p.Value).ToList();
         var leaves = trained.Select(n => (Tensor)parameters[n]).ToArray();
         module.eval();
+        Tensor[] forwards = [];
         try
         {
             frozen.ForEach(p => p.requires_grad = false);
             return DistillationLoop.Train(step, spec.File, data, weights, new DistillationStudent(
                 indices =>
                 {
+                    // Each weight's value once per step (its rounding refits grids): copied into the module, and kept for the backward pass.
+                    forwards = weights.Select(w => w.Forward()).ToArray();
                     using (no_grad())
                     {
-                        foreach (var w in weights)
+                        for (var i = 0; i < weights.Count; i++)
                         {
-                            parameters[w.Value].copy_(w.Forward());
+                            parameters[weights[i].Value].copy_(forwards[i]);
                         }
                     }
 
@@ -57,7 +60,7 @@ internal static class ModuleDistiller
                     var gradients = autograd.grad([loss], leaves);
                     for (var i = 0; i < weights.Count; i++)
                     {
-                        weights[i].Forward().backward([gradients[i]]); // d loss / d shadow through the mask and the straight-through grid
+                        forwards[i].backward([gradients[i]]); // d loss / d shadow through the mask and the straight-through grid
                     }
                 }), progress);
         }

@@ -130,8 +130,7 @@ public static class TiedProjections
             graph.Remove(projection);
         }
 
-        graph.RemoveInitializerIfUnused(table.Name);
-        context.Model.RequireOpset("com.microsoft", 1);
+        graph.RemoveInitializerIfUnused(table.Name); // the com.microsoft opset: EmbeddingTables.Quantize, for every table it quantized
         context.Notes.Add($"embeddings: '{table.Name}' quantized once for its {gathers.Count} Gather{(gathers.Count == 1 ? "" : "s")} and its {count} tied output projection{(count == 1 ? "" : "s")} "
             + $"(MatMulNBits reading the GatherBlockQuantized codes{(zeroPoints is null ? "" : " and zero points")}, int{bits} block {block})");
         return true;
