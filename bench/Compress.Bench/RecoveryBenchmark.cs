@@ -137,9 +137,14 @@ public sealed class FashionMlpModule : TorchSharp.torch.nn.Module<TorchSharp.tor
     public override TorchSharp.torch.Tensor forward(TorchSharp.torch.Tensor input) =>
         fc3.call(TorchSharp.torch.nn.functional.relu(fc2.call(TorchSharp.torch.nn.functional.relu(fc1.call(input)))));
 
-    /// <summary>The ONNX model's weights (PyTorch's Linear layout, the same names) written as a TorchSharp state dict at <paramref name="path"/>.</summary>
+    /// <summary>The ONNX model's weights (PyTorch's Linear layout, the same names) written as a TorchSharp state dict at <paramref name="path"/> (once; the cases share it).</summary>
     public static string StateDict(string onnxPath, string path)
     {
+        if (File.Exists(path))
+        {
+            return path;
+        }
+
         var model = Compress.Core.Onnx.Proto.ModelProto.Parser.ParseFrom(File.ReadAllBytes(onnxPath));
         Compress.Runtime.StateDicts.StateDictFile.Write(path, model.Graph.Initializer.Select(t =>
             new Compress.Runtime.StateDicts.StateDictTensor(t.Name, Compress.Runtime.StateDicts.StateDictElementType.Float32, [.. t.Dims], t.RawData.ToByteArray())).ToList());

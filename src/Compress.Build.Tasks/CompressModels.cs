@@ -248,9 +248,7 @@ namespace Compress.Build.Tasks
             items.Select(r => r.GetMetadata("FullPath")).Where(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)).Distinct(StringComparer.OrdinalIgnoreCase);
 
         /// <summary>The runtime (else compile) reference whose file name is the module type's assembly, or null.</summary>
-        private string? ModuleReference(ModuleSpec module) =>
-            Assemblies(RuntimeReferences.Concat(References))
-                .FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+        private string? ModuleReference(ModuleSpec module) => ModuleSpec.FindAssembly(Assemblies(RuntimeReferences.Concat(References)), module.AssemblyName);
 
         /// <summary>
         /// For the job of <paramref name="model"/> with a 'module' in its spec: the module type's assembly first, then the
@@ -267,17 +265,29 @@ namespace Compress.Build.Tasks
             return first.Concat(Assemblies(RuntimeReferences)).Distinct(StringComparer.OrdinalIgnoreCase);
         }
 
+        /// <summary>The specs read in this run, by path: the up-to-date check and the jobs read each once.</summary>
+        private readonly Dictionary<string, CompressionSpec?> _specs = new Dictionary<string, CompressionSpec?>(StringComparer.Ordinal);
+
         /// <summary>The spec, or null when it is missing or broken (the CLI reports its error at its place).</summary>
-        private static CompressionSpec? ReadSpec(string specFile)
+        private CompressionSpec? ReadSpec(string specFile)
         {
+            if (_specs.TryGetValue(specFile, out var known))
+            {
+                return known;
+            }
+
+            CompressionSpec? spec;
             try
             {
-                return File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
+                spec = File.Exists(specFile) ? SpecReader.Read(File.ReadAllText(specFile), specFile, checkFiles: false) : null;
             }
             catch (Exception e) when (e is SpecException || e is IOException || e is UnauthorizedAccessException)
             {
-                return null;
+                spec = null;
             }
+
+            _specs[specFile] = spec;
+            return spec;
         }
 
         private string Jobs(IEnumerable<ITaskItem> models)

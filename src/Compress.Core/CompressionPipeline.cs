@@ -138,7 +138,7 @@ public static class CompressionPipeline
             }
 
             // A gradual prune's stage is recorded after its distillation (the finetune step after it), not twice.
-            if (recordStage is not null && step is not (AllocateStep or PruneStep { ScheduleSteps: > 0 }))
+            if (recordStage is not null && step is not AllocateStep && !(step is PruneStep && stage.Length > 0))
             {
                 progress($"{PassRegistry.KeyOf(step)}: measuring the work of the model after it");
                 recordStage($"{PassRegistry.KeyOf(step)}{stage}");

@@ -1,4 +1,6 @@
+using System;
 using System.Collections.Generic;
+using System.Linq;
 
 namespace Compress.Spec
 {
@@ -29,6 +31,11 @@ namespace Compress.Spec
 
         /// <summary>Assembly files the host offers to find the type in (not part of the spec file).</summary>
         public List<string> References { get; } = new List<string>();
+
+        /// <summary>The first .dll among <paramref name="files"/> whose file name is <paramref name="assemblyName"/> (any case), or null.</summary>
+        public static string? FindAssembly(IEnumerable<string> files, string? assemblyName) =>
+            assemblyName == null ? null : files.FirstOrDefault(f => f.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
+                && string.Equals(System.IO.Path.GetFileNameWithoutExtension(f), assemblyName, StringComparison.OrdinalIgnoreCase));
 
         /// <summary>Line of the <c>module</c> object in the spec.</summary>
         public int Line { get; set; }

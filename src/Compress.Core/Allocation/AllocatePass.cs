@@ -39,10 +39,9 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
             return;
         }
 
-        if (prune is { N: > 0 } && uses.FirstOrDefault(u => Passes.SecondOrder.LayerMatrix.Columns(u) % prune.M != 0) is { } odd)
+        if (prune is { N: > 0 })
         {
-            throw Spec.SpecLoader.At(context.Spec, prune.Line, prune.Column, SpecCodes.Inconsistent,
-                $"pattern {prune.N}:{prune.M} needs the input size of '{odd.NodeName}' ({Passes.SecondOrder.LayerMatrix.Columns(odd)}) to be a multiple of {prune.M}; add it to 'exclude'");
+            uses.ForEach(u => PruningPass.CheckGroups(context.Spec, prune, u, Passes.SecondOrder.LayerMatrix.Columns(u)));
         }
 
         SpecStep? bitsStep = (SpecStep?)quantize ?? pack;

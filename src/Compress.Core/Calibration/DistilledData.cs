@@ -178,7 +178,7 @@ public static class DistilledData
     /// <summary>The BatchNormalization nodes of the main graph whose running mean and variance are initializers.</summary>
     private static List<BatchNormStatistics> Statistics(OnnxModel model, SyntheticData request, string specFile, bool load)
     {
-        var initializers = model.Proto.Graph.Initializer.ToDictionary(t => t.Name, StringComparer.Ordinal);
+        var initializers = model.Graph.Initializers;
         var nodes = model.Graph.Nodes.Where(n => n.OpType == "BatchNormalization" && OnnxModel.NormalizeDomain(n.Domain) == "").ToList();
         var usable = nodes.Where(n => n.Input.Count >= 5 && initializers.ContainsKey(n.Input[3]) && initializers.ContainsKey(n.Input[4])).ToList();
         if (usable.Count == 0)
@@ -210,9 +210,8 @@ public static class DistilledData
     {
         CompressException Refuse(string message) => CompressException.Error(DiagnosticCodes.SynthesisInputUnsupported,
             $"'synthesize': 'batchnorm' cannot make inputs for this model: {message}; give a data file in data.calibration.path instead", specFile, request.Line, request.Column);
-        var initializers = new HashSet<string>(model.Proto.Graph.Initializer.Select(i => i.Name), StringComparer.Ordinal);
         var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
-        foreach (var input in model.Proto.Graph.Input.Where(i => !initializers.Contains(i.Name)))
+        foreach (var input in model.Proto.Graph.Input.Where(i => model.Graph.GetInitializer(i.Name) is null))
         {
             var type = input.Type?.TensorType;
             if (type is null || type.ElemType != (int)TensorProto.Types.DataType.Float)

@@ -25,4 +25,11 @@ public static class LatencyComparison
             a.MedianLatencyMs(data, 1, 31, Budget), b.MedianLatencyMs(data, 1, 31, Budget),
             a.MedianLatencyMs(data, n, 11, Budget), b.MedianLatencyMs(data, n, 11, Budget));
     }
+
+    /// <summary>Median batch-1 milliseconds of one model, measured as <see cref="Measure"/> measures it, in at most <paramref name="budget"/>.</summary>
+    public static double Batch1Ms(OnnxModel model, CalibrationSet data, TimeSpan budget)
+    {
+        using var runner = new OrtModelRunner(model, arena: true);
+        return runner.MedianLatencyMs(data, 1, 31, budget);
+    }
 }

@@ -56,6 +56,29 @@ public static class LatencyGuard
     /// given regions float. Keeps the model as it is when it meets the ratio; else the fastest of as-is, the greedy set
     /// and all-float, preferring fewer float regions unless more gain at least <see cref="Margin"/>.
     /// </summary>
+    /// <summary>
+    /// The greedy set: each item timed alone (<paramref name="time"/> of the set with it), those faster than
+    /// <paramref name="baseline"/> by <see cref="Margin"/> added fastest first (ties by name) while each still gains the
+    /// margin. Returns the set, its time and the items in the order they were added.
+    /// </summary>
+    public static (HashSet<string> Set, double Ms, List<string> Added) Greedy(IReadOnlyList<string> items, Func<IReadOnlySet<string>, double> time, double baseline)
+    {
+        var (set, best, added) = (new HashSet<string>(StringComparer.Ordinal), baseline, new List<string>());
+        var alone = items.Select(i => (Item: i, Ms: time(new HashSet<string>([i], StringComparer.Ordinal)))).ToList();
+        foreach (var (item, _) in alone.Where(a => a.Ms < baseline * (1 - Margin)).OrderBy(a => a.Ms).ThenBy(a => a.Item, StringComparer.Ordinal))
+        {
+            var trial = new HashSet<string>(set, StringComparer.Ordinal) { item };
+            var ms = time(trial);
+            if (ms < best * (1 - Margin))
+            {
+                (set, best) = (trial, ms);
+                added.Add(item);
+            }
+        }
+
+        return (set, best, added);
+    }
+
     public static Choice Choose(IReadOnlyList<string> regions, Func<IReadOnlySet<string>, double> time, double source, double maxRatio)
     {
         var none = new HashSet<string>(StringComparer.Ordinal);
@@ -68,21 +91,7 @@ public static class LatencyGuard
 
         var all = new HashSet<string>(regions, StringComparer.Ordinal);
         var allFloat = time(all);
-        var greedy = none;
-        var greedyTime = quantized;
-        if (regions.Count <= MaxRegionsTimedAlone)
-        {
-            var alone = regions.Select(r => (Region: r, Ms: time(new HashSet<string>([r], StringComparer.Ordinal)))).ToList();
-            foreach (var (region, _) in alone.Where(a => a.Ms < quantized * (1 - Margin)).OrderBy(a => a.Ms).ThenBy(a => a.Region, StringComparer.Ordinal))
-            {
-                var trial = new HashSet<string>(greedy, StringComparer.Ordinal) { region };
-                var ms = time(trial);
-                if (ms < greedyTime * (1 - Margin))
-                {
-                    (greedy, greedyTime) = (trial, ms);
-                }
-            }
-        }
+        var (greedy, greedyTime, _) = regions.Count <= MaxRegionsTimedAlone ? Greedy(regions, time, quantized) : (none, quantized, []);
 
         var (chosen, chosenTime) = (none, quantized);
         foreach (var (set, ms) in new[] { (greedy, greedyTime), (all, allFloat) })

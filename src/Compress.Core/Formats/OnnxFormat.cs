@@ -22,7 +22,6 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 {
     private readonly Source _source;
     private CompressionContext? _working;
-    private long? _sourceMultiplyAdds;
     private (string Shape, long Count)? _lastMultiplyAdds;
 
     public OnnxFormat(string path, CompressionSpec spec, Action<string> progress)
@@ -183,20 +182,24 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     /// <summary>Models up to this size are counted and timed at every stage (each runs a copy of the model in ONNX Runtime).</summary>
     private const long CountedBytes = 256L << 20;
 
+    /// <summary>The data to count and time the working copy on, or null where it is not counted (no data, external data, over <see cref="CountedBytes"/>).</summary>
+    private CalibrationSet? Countable() => Model.ExternalData.Count > 0 || SourceBytes > CountedBytes ? null : _source.Data;
+
     public long? MultiplyAdds(bool source)
     {
-        if (_source.Data is not { } sample || Model.ExternalData.Count > 0 || SourceBytes > CountedBytes)
+        if (Countable() is not { } sample)
         {
             return null;
         }
 
         try
         {
-            // The source as read from its file (the original at hand is its interface only), counted once; the working
-            // copy again only when its counted nodes or their weights' shapes changed (a prune or finetune leaves them).
+            // The source as read from its file (the original at hand is its interface only), counted once for every
+            // working copy; the working copy again only when its counted nodes or their weights' shapes changed (a prune
+            // or finetune leaves them).
             if (source)
             {
-                return _sourceMultiplyAdds ??= FlopCount.MultiplyAdds(OnnxModel.Load(_source.Path), sample);
+                return _source.MultiplyAdds.Value;
             }
 
             var shape = FlopCount.Signature(Model);
@@ -217,15 +220,14 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 
     public double? Batch1Ms()
     {
-        if (_source.Data is not { } sample || Model.ExternalData.Count > 0 || SourceBytes > CountedBytes)
+        if (Countable() is not { } sample)
         {
             return null;
         }
 
         try
         {
-            using var runner = new OrtModelRunner(Model, arena: true);
-            return runner.MedianLatencyMs(sample, 1, 31, TimeSpan.FromSeconds(0.5));
+            return LatencyComparison.Batch1Ms(Model, sample, TimeSpan.FromSeconds(0.5));
         }
         catch (OnnxRuntimeException)
         {
@@ -274,11 +276,14 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     /// What every working copy of one model shares: the spec and the progress sink, and, read once, the original's
     /// interface and the evaluation data (the spec's evaluation data, else its calibration data), which is the
     /// calibration set too when the spec names no evaluation data. Calibration inputs synthesised from the source's
-    /// BatchNorm statistics (<see cref="DistilledData"/>) are made once, on first use, and are never evaluation data.
+    /// BatchNorm statistics (<see cref="DistilledData"/>) are made once, on first use, and are never evaluation data; so
+    /// are the source's multiply-adds per sample on the data (read from its file: the original here is its interface).
     /// </summary>
     private sealed record Source(string Path, CompressionSpec Spec, Action<string> Progress, OnnxModel? Original, CalibrationSet? Data, CalibrationSet? Calibration,
         Lazy<(CalibrationSet Set, DistillationFigures Figures)>? Distilled = null)
     {
+        public Lazy<long> MultiplyAdds { get; } = new(() => FlopCount.MultiplyAdds(OnnxModel.Load(Path), Data!));
+
         public static Source Open(string path, CompressionSpec spec, Action<string> progress)
         {
             var evaluation = spec.Evaluation ?? spec.Calibration;

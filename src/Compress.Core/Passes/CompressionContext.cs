@@ -32,8 +32,8 @@ public sealed class CompressionContext
 
     public List<string> Notes { get; } = [];
 
-    /// <summary>The layers whose layer-wise Hessian had fewer calibration rows than inputs: rows, inputs, and the samples that would do (<see cref="SecondOrder.LayerHessian.NoteRank"/>).</summary>
-    public Dictionary<string, (long Rows, long Cols, long Needed)> RankDeficient { get; } = new(StringComparer.Ordinal);
+    /// <summary>The layers whose layer-wise Hessian had fewer calibration rows than inputs: rows and inputs (<see cref="SecondOrder.LayerHessian.NoteRank"/>).</summary>
+    public Dictionary<string, (long Rows, long Cols)> RankDeficient { get; } = new(StringComparer.Ordinal);
 
     /// <summary>The per-layer allocation the run made, for the report; null when none was made.</summary>
     public Reports.AllocationFigures? Allocation { get; set; }

@@ -25,8 +25,7 @@ internal static class ModuleActivator
     public static nn.Module<Tensor, Tensor> Create(ModuleSpec module, string specFile)
     {
         var assembly = Assembly(module, specFile);
-        var theirs = assembly.GetReferencedAssemblies().FirstOrDefault(a => a.Name == "TorchSharp")?.Version;
-        var ours = typeof(nn.Module).Assembly.GetName().Version!;
+        var (theirs, ours) = TorchSharpVersions(assembly);
         if (theirs is not null && (theirs.Major != ours.Major || theirs.Minor != ours.Minor))
         {
             throw Error(DiagnosticCodes.ModuleNotBuilt,
@@ -85,9 +84,7 @@ internal static class ModuleActivator
     /// <summary>The assembly that holds the type: the spec's file, a reference by name, or one already loaded by name.</summary>
     private static Assembly Assembly(ModuleSpec module, string specFile)
     {
-        var path = module.AssemblyPath
-            ?? module.References.FirstOrDefault(r => r.EndsWith(".dll", StringComparison.OrdinalIgnoreCase)
-                && string.Equals(Path.GetFileNameWithoutExtension(r), module.AssemblyName, StringComparison.OrdinalIgnoreCase));
+        var path = module.AssemblyPath ?? ModuleSpec.FindAssembly(module.References, module.AssemblyName);
         if (path is null)
         {
             return AppDomain.CurrentDomain.GetAssemblies().FirstOrDefault(a => a.GetName().Name == module.AssemblyName)
@@ -180,10 +177,13 @@ internal static class ModuleActivator
             return "";
         }
 
-        var theirs = assembly.GetReferencedAssemblies().FirstOrDefault(a => a.Name == "TorchSharp")?.Version;
-        var ours = typeof(nn.Module).Assembly.GetName().Version;
+        var (theirs, ours) = TorchSharpVersions(assembly);
         return theirs is null || theirs == ours ? "" : $" (the module was built against TorchSharp {theirs}; Compress.Build runs TorchSharp {ours}: build it against that version)";
     }
+
+    /// <summary>The TorchSharp version the module's assembly was built against (null: it names none) and the one the engine runs.</summary>
+    private static (Version? Theirs, Version Ours) TorchSharpVersions(Assembly assembly) =>
+        (assembly.GetReferencedAssemblies().FirstOrDefault(a => a.Name == "TorchSharp")?.Version, typeof(nn.Module).Assembly.GetName().Version!);
 
     private static CompressException Error(string code, string message, ModuleSpec module, string specFile, Exception? inner = null) =>
         CompressException.Error(code, message, specFile, module.Line, module.Column, inner);
@@ -210,7 +210,7 @@ internal static class ModuleActivator
             }
             catch (FileNotFoundException)
             {
-                var file = references.FirstOrDefault(r => string.Equals(Path.GetFileNameWithoutExtension(r), name.Name, StringComparison.OrdinalIgnoreCase))
+                var file = ModuleSpec.FindAssembly(references, name.Name)
                     ?? _resolver?.ResolveAssemblyToPath(name) ?? Path.Combine(_folder, name.Name + ".dll");
                 return File.Exists(file) ? LoadFromAssemblyPath(file) : null;
             }

@@ -18,8 +18,6 @@ namespace Compress.Core.StateDicts;
 /// </summary>
 internal static class ModuleDistiller
 {
-    private const int Batch = 256;
-
     /// <summary>Trains the working <paramref name="module"/> towards the original's outputs in <paramref name="data"/> (<see cref="Data"/>); returns the note.</summary>
     /// <param name="grids">Per quantized weight, its rounding onto its grid (values, not codes), the scales as the format holds them.</param>
     public static string Apply(FinetuneStep step, CompressionSpec spec, DistillationData data, nn.Module module, Func<Tensor, Tensor> call,
@@ -36,17 +34,20 @@ internal static class ModuleDistiller
         var frozen = parameters.Where(p => !trained.Contains(p.Key) && p.Value.requires_grad).Select(p => p.Value).ToList();
         var leaves = trained.Select(n => (Tensor)parameters[n]).ToArray();
         module.eval();
+        Tensor[] forwards = [];
         try
         {
             frozen.ForEach(p => p.requires_grad = false);
             return DistillationLoop.Train(step, spec.File, data, weights, new DistillationStudent(
                 indices =>
                 {
+                    // Each weight's value once per step (its rounding refits grids): copied into the module, and kept for the backward pass.
+                    forwards = weights.Select(w => w.Forward()).ToArray();
                     using (no_grad())
                     {
-                        foreach (var w in weights)
+                        for (var i = 0; i < weights.Count; i++)
                         {
-                            parameters[w.Value].copy_(w.Forward());
+                            parameters[weights[i].Value].copy_(forwards[i]);
                         }
                     }
 
@@ -57,7 +58,7 @@ internal static class ModuleDistiller
                     var gradients = autograd.grad([loss], leaves);
                     for (var i = 0; i < weights.Count; i++)
                     {
-                        weights[i].Forward().backward([gradients[i]]); // d loss / d shadow through the mask and the straight-through grid
+                        forwards[i].backward([gradients[i]]); // d loss / d shadow through the mask and the straight-through grid
                     }
                 }), progress);
         }
@@ -86,16 +87,9 @@ internal static class ModuleDistiller
         var (x, labels) = TorchScriptCompressor.Samples(source.Path, source.Labels, source.Samples, spec.File);
         progress($"finetune: the original module's output on {x.shape[0]:N0} samples");
         Tensor teacher;
-        using (no_grad())
         using (var scope = NewDisposeScope())
         {
-            var parts = new List<Tensor>();
-            for (var start = 0L; start < x.shape[0]; start += Batch)
-            {
-                parts.Add(original(x.narrow(0, start, Math.Min(Batch, x.shape[0] - start))).to_type(ScalarType.Float32));
-            }
-
-            teacher = cat(parts, 0).contiguous().MoveToOuterDisposeScope();
+            teacher = TorchScriptCompressor.Outputs(original, x).MoveToOuterDisposeScope();
         }
 
         return DistillationData.FromTensors(Input, x, teacher, labels, "output", step, Path.GetFileName(source.Path));

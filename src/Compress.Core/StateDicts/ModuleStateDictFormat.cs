@@ -18,7 +18,6 @@ namespace Compress.Core.StateDicts;
 /// </summary>
 internal sealed class ModuleStateDictFormat : StateDictFormat, IRunnableFormat
 {
-    private readonly string _path;
     private readonly CompressionSpec _spec;
     private readonly nn.Module<Tensor, Tensor> _original;
     private readonly nn.Module<Tensor, Tensor> _module;
@@ -30,15 +29,22 @@ internal sealed class ModuleStateDictFormat : StateDictFormat, IRunnableFormat
         : base(path, spec, runnable: true)
     {
         var module = spec.Module!;
-        _path = path;
         _spec = spec;
         _original = Load(ModuleActivator.Create(module, spec.File), path, spec);
         try
         {
-            _module = Load(ModuleActivator.Create(module, spec.File), path, spec);
+            // The working copy takes the original's tensors (same type, same arguments), not another read of the file.
+            _module = ModuleActivator.Create(module, spec.File);
+            using var _ = no_grad();
+            var state = _module.state_dict();
+            foreach (var (name, value) in _original.state_dict())
+            {
+                state[name].copy_(value);
+            }
         }
         catch
         {
+            _module?.Dispose();
             _original.Dispose();
             base.Dispose();
             throw;

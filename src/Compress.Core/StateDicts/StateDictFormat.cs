@@ -23,6 +23,7 @@ internal class StateDictFormat : IModelFormat
 {
     private readonly string _path;
     private readonly IReadOnlyList<StateDictTensor> _entries;
+    private readonly HashSet<string> _weightNames;
     private readonly Dictionary<string, Tensor> _weights = new(StringComparer.Ordinal);
     private readonly Dictionary<string, (int Bits, int BlockSize)> _bits = new(StringComparer.Ordinal);
     private readonly Dictionary<string, Tensor> _others = new(StringComparer.Ordinal); // trained float entries that are no weights (biases)
@@ -40,6 +41,7 @@ internal class StateDictFormat : IModelFormat
         TorchFormats.Refuse(spec, ModelFormat.TorchSharp, "TorchSharp state-dict", constraints: runnable);
         _path = path;
         _entries = StateDictCompressor.ReadFile(path);
+        _weightNames = _entries.Where(e => e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2).Select(e => e.Name).ToHashSet(StringComparer.Ordinal);
         SourceBytes = new FileInfo(path).Length;
         SourceParameters = _entries.Sum(e => e.Count);
     }
@@ -57,7 +59,7 @@ internal class StateDictFormat : IModelFormat
     protected (int Bits, int BlockSize) Format(string name) => _bits.GetValueOrDefault(name, (32, 0));
 
     /// <summary>Whether <paramref name="name"/> is a weight the steps may compress: a float32 entry of rank ≥ 2.</summary>
-    protected bool IsWeight(string name) => _entries.Any(e => e.Name == name && e.Type == StateDictElementType.Float32 && e.Shape.Length >= 2);
+    protected bool IsWeight(string name) => _weightNames.Contains(name);
 
     /// <summary>A trained value for entry <paramref name="name"/> (a float32 entry of the same shape); the state dict takes ownership.</summary>
     protected void Store(string name, Tensor value)

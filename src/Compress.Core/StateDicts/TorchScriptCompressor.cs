@@ -103,6 +103,19 @@ public static class TorchScriptCompressor
         return new ComparisonMetrics((int)x.shape[0], "output", [comparison.Result()]);
     }
 
+    /// <summary>A module's outputs on <paramref name="x"/>, <see cref="Batch"/> samples at a time, concatenated as float32 (no gradients).</summary>
+    internal static Tensor Outputs(Func<Tensor, Tensor> forward, Tensor x)
+    {
+        using var _ = no_grad();
+        var parts = new List<Tensor>();
+        for (var start = 0L; start < x.shape[0]; start += Batch)
+        {
+            parts.Add(forward(x.narrow(0, start, Math.Min(Batch, x.shape[0] - start))).to_type(ScalarType.Float32));
+        }
+
+        return cat(parts, 0).contiguous();
+    }
+
     /// <summary>
     /// The input array of a data file — its only float32 array, or the one named <c>input</c> — and its labels, the
     /// first <paramref name="count"/> rows.

@@ -39,6 +39,8 @@ internal sealed class TorchScriptFormat : IRunnableFormat
         _spec = spec;
         _original = TorchScriptCompressor.Load(path);
         _module = TorchScriptCompressor.Load(path);
+        _original.eval(); // both run in eval mode throughout (nothing here trains them in train mode)
+        _module.eval();
         _parameters = _module.named_parameters().ToDictionary(p => p.name, p => p.parameter);
         _originals = _parameters.ToDictionary(p => p.Key, p => p.Value.detach().clone().DetachFromDisposeScope());
         SourceBytes = new FileInfo(path).Length;
@@ -57,7 +59,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     {
         if (step is FinetuneStep first)
         {
-            _distillation = DistillationData.Reuse(_distillation, first, () => ModuleDistiller.Data(first, _spec, Original, progress)); // outside the step's scope
+            _distillation = DistillationData.Reuse(_distillation, first, () => ModuleDistiller.Data(first, _spec, _original.call, progress)); // outside the step's scope
         }
 
         using var scope = NewDisposeScope();
@@ -138,7 +140,7 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     }
 
     public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
-        TorchScriptCompressor.Compare(Original, Compressed, data, spec);
+        TorchScriptCompressor.Compare(_original.call, _module.call, data, spec);
 
     /// <summary>Nothing to finish: the weights were changed in place, and float16 storage is chosen when saving.</summary>
     public void Finish(string outputPath, Action<string> progress)
@@ -149,19 +151,6 @@ internal sealed class TorchScriptFormat : IRunnableFormat
     {
         TorchScriptCompressor.Save(_module, outputPath, _halfStorage, SourceBytes);
         return new FileInfo(outputPath).Length;
-    }
-
-    /// <summary>The original module's forward pass, in eval mode.</summary>
-    private Tensor Original(Tensor x)
-    {
-        _original.eval();
-        return _original.call(x);
-    }
-
-    private Tensor Compressed(Tensor x)
-    {
-        _module.eval();
-        return _module.call(x);
     }
 
     public void Dispose()

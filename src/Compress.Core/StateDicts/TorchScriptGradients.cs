@@ -31,9 +31,7 @@ internal sealed class TorchScriptGradients : IGradientModel
         }
         else
         {
-            using var _ = no_grad();
-            _targets = cat(Enumerable.Range(0, (int)((x.shape[0] + 255) / 256))
-                .Select(b => module.call(x.narrow(0, b * 256L, Math.Min(256, x.shape[0] - b * 256L))).argmax(1)).ToList(), 0);
+            _targets = TorchScriptCompressor.Outputs(module.call, x).argmax(1);
             Source = "the model's own predictions";
         }
     }

@@ -76,35 +76,20 @@ public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
     public void A_trained_model_round_trips_through_compression_and_LoadInto(string steps, double maxRatio, double maxDrop)
     {
         TorchRuntime.EnsureLoaded();
-        var (trainX, trainY) = Load(FashionData.Calibration(false));
-        var (testX, testY) = Load(FashionData.Test(false));
+        var (trainX, trainY) = FashionModules.Load(FashionData.Calibration(false));
+        var (testX, testY) = FashionModules.Load(FashionData.Test(false));
         manual_seed(11);
         var module = Mlp(128);
-        using (var optimizer = optim.Adam(module.parameters(), 2e-3))
-        {
-            module.train();
-            for (var epoch = 0; epoch < 8; epoch++)
-            {
-                for (long start = 0; start < trainX.shape[0]; start += 64)
-                {
-                    using var scope = NewDisposeScope();
-                    var count = Math.Min(64, trainX.shape[0] - start);
-                    var loss = nn.functional.cross_entropy(module.call(trainX.narrow(0, start, count)), trainY.narrow(0, start, count));
-                    optimizer.zero_grad();
-                    loss.backward();
-                    optimizer.step();
-                }
-            }
-        }
+        FashionModules.Train(module, trainX, trainY);
 
-        var dense = Accuracy(module, testX, testY);
+        var dense = FashionModules.Accuracy(module, testX, testY);
         var path = Path.Combine(Dir, "model.dat");
         module.save(path);
         var spec = SpecFiles.Load(Dir, $$"""{ "steps": [ {{steps}} ] }""");
         var report = StateDictCompressor.Run(path, spec, Path.Combine(Dir, "model.compressed.dat"));
         var restored = Mlp(128);
         StateDictLoader.LoadInto(restored, report.Output);
-        var accuracy = Accuracy(restored, testX, testY);
+        var accuracy = FashionModules.Accuracy(restored, testX, testY);
         output.WriteLine($"{steps}: {report.Size.OriginalBytes:N0} → {report.Size.CompressedBytes:N0} B ({report.Size.Ratio:0.000}×), accuracy {dense:P2} → {accuracy:P2}");
         Assert.True(report.Size.Ratio <= maxRatio, $"size ratio {report.Size.Ratio:0.000}");
         Assert.True(dense - accuracy <= maxDrop, $"accuracy {dense:P2} → {accuracy:P2}");
@@ -160,19 +145,4 @@ public sealed class StateDictTests(ITestOutputHelper output) : TempDirectoryTest
 
     private static TorchSharp.Modules.Sequential Mlp(int hidden) => nn.Sequential(
         ("fc1", nn.Linear(784, hidden)), ("bn", nn.BatchNorm1d(hidden)), ("relu", nn.ReLU()), ("fc2", nn.Linear(hidden, 10)));
-
-    private static (Tensor X, Tensor Y) Load(string npz)
-    {
-        var arrays = ArrayFile.Read(npz);
-        var x = tensor(arrays["input"].As<float>().ToArray()).reshape(arrays["input"].Shape);
-        return (x, tensor(arrays["labels"].ToInt64()));
-    }
-
-    private static double Accuracy(nn.Module<Tensor, Tensor> module, Tensor x, Tensor y)
-    {
-        module.eval();
-        using var _ = no_grad();
-        using var predicted = module.call(x).argmax(1);
-        return predicted.eq(y).to_type(ScalarType.Float64).mean().item<double>();
-    }
 }

@@ -74,22 +74,9 @@ internal static class FactorizationLatency
         var all = new HashSet<string>(layers, StringComparer.Ordinal);
         var before = time(all);
         var factorized = time(new HashSet<string>(StringComparer.Ordinal));
-        var (undone, best) = (new HashSet<string>(StringComparer.Ordinal), factorized);
-        var slower = new List<string>();
-        if (layers.Count > 1 && layers.Count <= LatencyGuard.MaxRegionsTimedAlone)
-        {
-            var alone = layers.Select(l => (Layer: l, Ms: time(new HashSet<string>([l], StringComparer.Ordinal)))).ToList();
-            foreach (var (layer, _) in alone.Where(a => a.Ms < factorized * (1 - LatencyGuard.Margin)).OrderBy(a => a.Ms).ThenBy(a => a.Layer, StringComparer.Ordinal))
-            {
-                var trial = new HashSet<string>(undone, StringComparer.Ordinal) { layer };
-                var ms = time(trial);
-                if (ms < best * (1 - LatencyGuard.Margin))
-                {
-                    (undone, best) = (trial, ms);
-                    slower.Add(layer);
-                }
-            }
-        }
+        var (undone, best, slower) = layers.Count > 1 && layers.Count <= LatencyGuard.MaxRegionsTimedAlone
+            ? LatencyGuard.Greedy(layers, time, factorized)
+            : (new HashSet<string>(StringComparer.Ordinal), factorized, []);
 
         string Ms(double value) => value.ToString("0.###", CultureInfo.InvariantCulture);
         var timed = $"batch 1: before the step {Ms(before)} ms, every layer factorized {Ms(factorized)} ms";

@@ -87,7 +87,7 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
             }
             else
             {
-                var (v, h, error, _) = spatialSvd!.Truncate(chosen.Rank);
+                var (v, h, error) = chosen.Factors!.Value; // the rank search's own truncation, not a second refit
                 done.Add(Replace(context, use, v, h, error, description, spatial: true));
             }
         }
@@ -108,8 +108,8 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         }
     }
 
-    /// <summary>A candidate form at its rank: multiply-adds as a share of the layer's, and the whitened output error.</summary>
-    private sealed record Form(string Label, long Rank, double Share, double OutputError);
+    /// <summary>A candidate form at its rank: multiply-adds as a share of the layer's, the whitened output error, and its factors where the search made them.</summary>
+    private sealed record Form(string Label, long Rank, double Share, double OutputError, (Tensor V, Tensor H, double Error)? Factors = null);
 
     /// <summary>
     /// Among the forms within the ¾ rule, those meeting the error of the energy threshold (1 − energy) and of these
@@ -141,10 +141,10 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             var r = Math.Min(rank, limit);
-            var (_, _, _, output) = spatial.Truncate(r);
+            var (v, h, error, output) = spatial.Truncate(r);
             if (output <= 1 - step.Energy + 1e-12 || r >= limit)
             {
-                return new Form("spatial (kh×1, 1×kw) ", r, spatial.MultiplyAdds(r) / full, output);
+                return new Form("spatial (kh×1, 1×kw) ", r, spatial.MultiplyAdds(r) / full, output, (v.MoveToOuterDisposeScope(), h.MoveToOuterDisposeScope(), error));
             }
         }
     }

@@ -26,13 +26,13 @@ internal static class DistillationLoop
 {
     private const int Checks = 20;
 
-    /// <summary>Trains <paramref name="weights"/>, writes the best state back, and returns the run's note.</summary>
     /// <summary>CMP0070 at the step: it selects no weight among <paramref name="among"/>.</summary>
     public static CompressException NothingToTrain(FinetuneStep step, string specFile, string among) =>
         CompressException.Error(DiagnosticCodes.FinetuneNothingToTrain,
             $"'finetune' (spec line {step.Line}) found no weight to train among {among}" +
             (step.Include.Count + step.Exclude.Count > 0 ? " matching its include/exclude" : ""), specFile, step.Line, step.Column);
 
+    /// <summary>Trains <paramref name="weights"/>, writes the best state back, and returns the run's note.</summary>
     public static string Train(FinetuneStep step, string specFile, DistillationData data, List<TrainableWeight> weights, DistillationStudent student,
         Action<string> progress)
     {

@@ -179,12 +179,8 @@ public static class DuplicateConstants
             return false;
         }
 
-        if (a.Length <= int.MaxValue)
-        {
-            return a.Span.SequenceEqual(b.Span);
-        }
-
-        return Hash(a).AsSpan().SequenceEqual(Hash(b)); // past 2 GiB a span cannot hold it: the hashes decide
+        // Compared only when their hashes matched: past 2 GiB, where a span cannot hold the data, those hashes decide.
+        return a.Length > int.MaxValue || a.Span.SequenceEqual(b.Span);
     }
 
     /// <summary>Every name a subgraph mentions (recursively): a name it reads from outer scope is among them.</summary>

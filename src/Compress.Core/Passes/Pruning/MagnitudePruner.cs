@@ -29,7 +29,7 @@ public sealed class MagnitudePruner(PruneStep step) : PruningPass(step)
         if (Step.N > 0)
         {
             // With an allocation, a layer it keeps dense (sparsity 0) keeps every weight.
-            masks = uses.Select((u, i) => Scoped(() => Allocated && (LayerPlans[i].Sparsity ?? 0) == 0
+            masks = uses.Select((u, i) => Scoped(() => KeptDense(i)
                 ? ones(u.Weight.Dims.ToArray(), ScalarType.Bool) : NmMask(context.Model.ToTorch(u.Weight), u, context))).ToList();
         }
         else

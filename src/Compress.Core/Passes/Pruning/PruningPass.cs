@@ -41,6 +41,9 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         Prune(context, uses);
     }
 
+    /// <summary>Whether use <paramref name="i"/> is a layer the allocation keeps dense under an N:M pattern (left as it is).</summary>
+    protected bool KeptDense(int i) => Allocated && Step.N > 0 && (LayerPlans[i].Sparsity ?? 0) == 0;
+
     /// <summary>The plan of each weight the step prunes, in the order of the uses given to <see cref="Prune"/>.</summary>
     protected IReadOnlyList<LayerPlan> LayerPlans { get; private set; } = [];
 
@@ -105,7 +108,7 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             var use = uses[i];
-            if (Allocated && Step.N > 0 && targets[i] == 0)
+            if (KeptDense(i))
             {
                 context.Progress($"{method}: {use.NodeName} ({i + 1}/{uses.Count}) kept dense by the allocation");
                 continue; // the frontier goes on with the layer as it is
@@ -121,12 +124,15 @@ public abstract class PruningPass(PruneStep step) : ICompressionPass
     }
 
     /// <summary>Refuses N:M on a layer whose input size (the groups' axis) is not a multiple of M, naming it (CMP0107 at the step).</summary>
-    protected void CheckGroups(CompressionContext context, WeightUse use, long columns)
+    protected void CheckGroups(CompressionContext context, WeightUse use, long columns) => CheckGroups(context.Spec, Step, use, columns);
+
+    /// <summary>The same check for <paramref name="step"/> from outside a pruning pass (the allocation, before its database).</summary>
+    internal static void CheckGroups(CompressionSpec spec, PruneStep step, WeightUse use, long columns)
     {
-        if (columns % Step.M != 0)
+        if (columns % step.M != 0)
         {
-            throw Spec.SpecLoader.At(context.Spec, Step.Line, Step.Column, SpecCodes.Inconsistent,
-                $"pattern {Step.N}:{Step.M} needs the input size of '{use.NodeName}' ({columns}) to be a multiple of {Step.M}; add it to 'exclude'");
+            throw Spec.SpecLoader.At(spec, step.Line, step.Column, SpecCodes.Inconsistent,
+                $"pattern {step.N}:{step.M} needs the input size of '{use.NodeName}' ({columns}) to be a multiple of {step.M}; add it to 'exclude'");
         }
     }
 

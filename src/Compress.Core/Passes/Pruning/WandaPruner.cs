@@ -20,12 +20,7 @@ namespace Compress.Core.Passes.Pruning;
 [ImplementsMethod(WandaMethod.Name)]
 public sealed class WandaPruner(PruneStep step) : PruningPass(step)
 {
-    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
-    {
-        var norms = hessian.diagonal(0, 1, 2).sqrt(); // [groups, cols]: ‖X_j‖₂ up to a common factor
-        var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
-        return where(Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, sparsity), matrix, 0f);
-    };
+    protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) => Pruned(matrix, hessian.diagonal(0, 1, 2).sqrt(), sparsity);
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses) =>
         EachLayer(context, uses, WandaMethod.Name, (use, matrix, target) =>
@@ -35,9 +30,13 @@ public sealed class WandaPruner(PruneStep step) : PruningPass(step)
                 CheckGroups(context, use, matrix.shape[1]);
             }
 
-            var norms = LayerHessian.InputSquares(context, use).sqrt_(); // [groups, cols]: ‖X_j‖₂
-            var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
-            var keep = Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, target);
-            return where(keep, matrix, 0f);
+            return Pruned(matrix, LayerHessian.InputSquares(context, use).sqrt_(), target);
         });
+
+    /// <summary>The matrix with the lowest |W_ij|·‖X_j‖₂ of each row zeroed (<paramref name="norms"/> [groups, cols], up to a common factor): N:M, or the sparsity.</summary>
+    private Tensor Pruned(Tensor matrix, Tensor norms, double sparsity)
+    {
+        var scores = matrix.abs().to_type(ScalarType.Float64) * norms.repeat_interleave(matrix.shape[0] / norms.shape[0], dim: 0);
+        return where(Step.N > 0 ? SparsityBudget.NmKeep(scores, Step.N, Step.M) : SparsityBudget.RowKeep(scores, sparsity), matrix, 0f);
+    }
 }

@@ -124,21 +124,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
                 inputs.Add(graph.AddInitializer(zpPacked.reshape(-1).contiguous().ToOnnx(graph.UniqueName(baseName + "_zero_points"))).Name);
             }
 
-            var output = node.Output[0];
-            var hasBias = node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0;
-            var matmulOutput = hasBias ? graph.UniqueName(output + "_nobias") : output;
-            var replacement = new NodeProto { OpType = "MatMulNBits", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { matmulOutput } };
-            replacement.Attribute.Add(OnnxAttribute.Int("K", k));
-            replacement.Attribute.Add(OnnxAttribute.Int("N", n));
-            replacement.Attribute.Add(OnnxAttribute.Int("bits", bits));
-            replacement.Attribute.Add(OnnxAttribute.Int("block_size", step.BlockSize));
-            var nodes = new List<NodeProto> { replacement };
-            if (hasBias)
-            {
-                nodes.Add(new NodeProto { OpType = "Add", Name = graph.UniqueName(node.Name + "_bias"), Input = { matmulOutput, node.Input[2] }, Output = { output } });
-            }
-
-            graph.Replace(node, [.. nodes]);
+            graph.Replace(node, Replacement(graph, node, node.Input[0], inputs.Skip(1).ToList(), k, n, bits, step.BlockSize, int8Arithmetic: false, node.Name));
             graph.RemoveInitializerIfUnused(baseName);
 
             converted++;
@@ -152,5 +138,33 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         context.Model.RequireOpset("com.microsoft", 1);
         context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes"
             + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + EmbeddingTables.Describe(tables));
+    }
+
+    /// <summary>
+    /// The MatMulNBits node that replaces <paramref name="node"/> (a MatMul, or a Gemm with transposed B) reading
+    /// <paramref name="input"/> and <paramref name="weights"/> (B, scales, zero points if any), K × N in blocks; a Gemm's
+    /// bias follows in an Add named after <paramref name="biasName"/>. <paramref name="int8Arithmetic"/> sets
+    /// <c>accuracy_level</c> 4 (int8 arithmetic, for 8-bit weights under a scheme that quantizes activations).
+    /// </summary>
+    internal static NodeProto[] Replacement(OnnxGraph graph, NodeProto node, string input, IReadOnlyList<string> weights, long k, long n, int bits, int blockSize,
+        bool int8Arithmetic, string biasName)
+    {
+        var output = node.Output[0];
+        var hasBias = node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0;
+        var matmulOutput = hasBias ? graph.UniqueName(output + "_nobias") : output;
+        var replacement = new NodeProto { OpType = "MatMulNBits", Domain = "com.microsoft", Name = node.Name, Input = { input }, Output = { matmulOutput } };
+        replacement.Input.AddRange(weights);
+        replacement.Attribute.Add(OnnxAttribute.Int("K", k));
+        replacement.Attribute.Add(OnnxAttribute.Int("N", n));
+        replacement.Attribute.Add(OnnxAttribute.Int("bits", bits));
+        replacement.Attribute.Add(OnnxAttribute.Int("block_size", blockSize));
+        if (int8Arithmetic)
+        {
+            replacement.Attribute.Add(OnnxAttribute.Int("accuracy_level", 4));
+        }
+
+        return hasBias
+            ? [replacement, new NodeProto { OpType = "Add", Name = graph.UniqueName(biasName + "_bias"), Input = { matmulOutput, node.Input[2] }, Output = { output } }]
+            : [replacement];
     }
 }

@@ -86,52 +86,25 @@ public static class TiedProjections
         var reshape = new NodeProto { OpType = "Reshape", Name = graph.UniqueName(table.Name + "_blocks"), Input = { data, shape }, Output = { blocks } };
         graph.Prepend(cast, reshape);
 
-        NodeProto MatMulNBits(NodeProto replaced, string input, string output)
-        {
-            var node = new NodeProto { OpType = "MatMulNBits", Domain = "com.microsoft", Name = replaced.Name, Input = { input, blocks, floatScales }, Output = { output } };
-            if (zeroPoints is not null)
-            {
-                node.Input.Add(zeroPoints);
-            }
-
-            node.Attribute.Add(OnnxAttribute.Int("K", width));
-            node.Attribute.Add(OnnxAttribute.Int("N", rows));
-            node.Attribute.Add(OnnxAttribute.Int("bits", bits));
-            node.Attribute.Add(OnnxAttribute.Int("block_size", block));
-            if (bits == 8 && step.Activations != "none")
-            {
-                node.Attribute.Add(OnnxAttribute.Int("accuracy_level", 4)); // int8 arithmetic, as the step's scheme has: 2.6× faster than float on the fixture
-            }
-            return node;
-        }
-
+        var weights = zeroPoints is null ? new[] { blocks, floatScales } : new[] { blocks, floatScales, zeroPoints };
+        var int8Arithmetic = bits == 8 && step.Activations != "none"; // int8 arithmetic, as the step's scheme has: 2.6× faster than float on the fixture
         foreach (var projection in projections)
         {
             if (projection.OpType == "Gemm")
             {
-                var output = projection.Output[0];
-                var hasBias = projection.Input.Count > 2 && projection.Input[2].Length > 0;
-                var product = hasBias ? graph.UniqueName(output + "_nobias") : output;
-                var nodes = new List<NodeProto> { MatMulNBits(projection, projection.Input[0], product) };
-                if (hasBias)
-                {
-                    nodes.Add(new NodeProto { OpType = "Add", Name = graph.UniqueName(OnnxGraph.Describe(projection) + "_bias"), Input = { product, projection.Input[2] }, Output = { output } });
-                }
-
-                graph.Replace(projection, [.. nodes]);
+                graph.Replace(projection, MatMulNBitsQuantizer.Replacement(graph, projection, projection.Input[0], weights, width, rows, bits, block, int8Arithmetic, OnnxGraph.Describe(projection)));
                 continue;
             }
 
             foreach (var matmul in graph.GetConsumers(projection.Output[0]).ToList())
             {
-                graph.Replace(matmul, MatMulNBits(matmul, matmul.Input[0], matmul.Output[0]));
+                graph.Replace(matmul, MatMulNBitsQuantizer.Replacement(graph, matmul, matmul.Input[0], weights, width, rows, bits, block, int8Arithmetic, matmul.Name));
             }
 
             graph.Remove(projection);
         }
 
-        graph.RemoveInitializerIfUnused(table.Name);
-        context.Model.RequireOpset("com.microsoft", 1);
+        graph.RemoveInitializerIfUnused(table.Name); // the com.microsoft opset: EmbeddingTables.Quantize, for every table it quantized
         context.Notes.Add($"embeddings: '{table.Name}' quantized once for its {gathers.Count} Gather{(gathers.Count == 1 ? "" : "s")} and its {count} tied output projection{(count == 1 ? "" : "s")} "
             + $"(MatMulNBits reading the GatherBlockQuantized codes{(zeroPoints is null ? "" : " and zero points")}, int{bits} block {block})");
         return true;

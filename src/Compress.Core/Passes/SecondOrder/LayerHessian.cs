@@ -56,22 +56,26 @@ public static class LayerHessian
             return;
         }
 
+        if (context.RankDeficient.TryGetValue(use.NodeName, out var known) && known == (rows, cols))
+        {
+            return;
+        }
+
+        context.RankDeficient[use.NodeName] = (rows, cols);
+        context.Progress($"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs)");
         var samples = Math.Max(1, context.Calibration.Count);
-        var needed = (long)Math.Ceiling(cols * (double)samples / rows);
-        context.RankDeficient[use.NodeName] = (rows, cols, needed);
+        var needed = context.RankDeficient.Values.Max(v => (long)Math.Ceiling(v.Cols * (double)samples / v.Rows));
         var layers = context.RankDeficient.Select(p => $"{p.Key} ({p.Value.Rows:N0} rows for {p.Value.Cols:N0} inputs)").ToList();
         var note = $"{RankNote} in {layers.Count} layer{(layers.Count == 1 ? "" : "s")}: {string.Join(", ", layers.Take(5))}{(layers.Count > 5 ? ", …" : "")}; " +
-            $"the data-aware methods may do better with at least {context.RankDeficient.Values.Max(v => v.Needed):N0} calibration samples";
+            $"the data-aware methods may do better with at least {needed:N0} calibration samples";
         var index = context.Notes.FindIndex(n => n.StartsWith(RankNote, StringComparison.Ordinal));
         if (index < 0)
         {
             context.Notes.Add(note);
-            context.Progress($"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs)");
         }
-        else if (context.Notes[index] != note)
+        else
         {
             context.Notes[index] = note;
-            context.Progress($"{use.NodeName}: the layer-wise Hessian is rank-deficient ({rows:N0} calibration rows for {cols:N0} inputs)");
         }
     }
 
