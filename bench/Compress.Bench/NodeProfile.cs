@@ -12,6 +12,23 @@ namespace Compress.Bench;
 /// </summary>
 internal static class NodeProfile
 {
+    /// <summary>
+    /// The model as ONNX Runtime rewrites it at the extended level, saved: its QDQ groups fused into QLinearConv, QGemm,
+    /// QLinearMatMul… — the QOperator form of a QDQ model, for timing the two forms side by side.
+    /// </summary>
+    public static string SaveFused(string model)
+    {
+        var path = Path.Combine(Path.GetTempPath(), $"compress-fused-{Environment.ProcessId}-{Path.GetFileNameWithoutExtension(model)}.qop.onnx");
+        using var options = new SessionOptions
+        {
+            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            OptimizedModelFilePath = path,
+            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
+        };
+        using var session = new InferenceSession(model, options);
+        return path;
+    }
+
     public static void Print(string model, CalibrationSet data, int batch, int runs)
     {
         var prefix = Path.Combine(Path.GetTempPath(), $"compress-profile-{Environment.ProcessId}");

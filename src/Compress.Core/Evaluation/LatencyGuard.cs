@@ -159,7 +159,8 @@ public static class LatencyGuard
 
         var what = chosen.Count == 0 ? $"every quantized region kept int8 (no other form was {Margin:P0} faster)"
             : chosen.Count == regions.Count && chosen.Values.All(f => f == RegionForm.Float) ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
-            : $"{Describe(regions, chosen)}";
+            : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float, with float weights where they read weights"
+            : Describe(regions, chosen);
         var limit = chosenTime.Batch1 <= maxRatio * source ? "within" : "over";
         return new Choice(chosen, chosenTime.Batch1, source,
             $"latency guard: as quantized {Ms(quantized.Batch1)} ms at batch 1 ({Ms(quantized.BatchN)} ms at batch {batch}), all float {Ms(allFloatTime.Batch1)} ms, " +

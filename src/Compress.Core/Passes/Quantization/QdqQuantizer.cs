@@ -16,7 +16,8 @@ namespace Compress.Core.Passes.Quantization;
 /// every activation read or written by a selected op gets a QuantizeLinear→DequantizeLinear pair with a range
 /// calibrated on the calibration data (MinMax, Percentile, Entropy/KL or MSE). ONNX Runtime fuses
 /// DQ→op→Q groups into integer kernels (QLinearConv, QGemm, QLinearMatMul, …) when it loads the model.
-/// Pass-through ops (MaxPool, Flatten, Reshape, …) share their input's parameters so the pairs around them cancel.
+/// Pass-through ops (MaxPool, Flatten, Reshape, …) share their input's parameters so the pairs around them cancel; a
+/// layer output read only by a Relu gets its pair after the Relu only (<see cref="ReluFused"/>).
 /// </summary>
 [ImplementsMethod(RtnMethod.Name, GptqMethod.Name, Scheme = QuantizeSchemes.Static)]
 public sealed class QdqQuantizer(QuantizeStep step) : ICompressionPass
