@@ -98,22 +98,62 @@ public static class LatencyGuard
 
     /// <summary>
     /// The decision alone, on any timer (tests inject one): <paramref name="time"/> gives the milliseconds of the model
-    /// with the given regions in the given forms (the rest int8). Each region is timed alone in its float form and, where
-    /// it reads constant weights (<paramref name="weighted"/>), with float weights too — which it keeps only where they
-    /// gain <see cref="Margin"/> over the float form with int8 weights. Regions faster alone are added greedily (fastest
-    /// first, ties by name) while each gains the margin; then the fastest of as quantized, the greedy forms, every region
-    /// float and every region float with float weights, preferring the earlier (smaller) unless a later gains the margin.
-    /// A form counts as faster only when batch N does not get slower by more than the margin.
+    /// with the given regions in the given forms (the rest int8); a form timed once is not timed again. First the forms
+    /// that keep the file's size (int8, or float over the int8 weights): each region timed alone in float, those faster
+    /// alone added greedily (fastest first, ties by name) while each gains <see cref="Margin"/>, then the fastest of as
+    /// quantized, the greedy forms and every region float (the earlier unless a later gains the margin). Only where that
+    /// is still past the ratio are float weights tried as well (regions reading constant weights,
+    /// <paramref name="weighted"/>; taken over a region's float form only where they gain the margin), the same way, with
+    /// every region float with float weights among the options. A form counts as faster only when batch N does not get
+    /// slower by more than the margin.
     /// </summary>
     public static Choice Choose(IReadOnlyList<string> regions, IReadOnlySet<string> weighted, Func<IReadOnlyDictionary<string, RegionForm>, Timing> time,
         double source, double maxRatio, int batch = BatchN)
     {
-        var quantized = time(AllInt8);
+        var timed = new Dictionary<string, Timing>(StringComparer.Ordinal);
+        Timing Time(IReadOnlyDictionary<string, RegionForm> forms)
+        {
+            var key = string.Join(";", forms.OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => $"{f.Key}={f.Value}"));
+            return timed.TryGetValue(key, out var known) ? known : timed[key] = time(forms);
+        }
+
+        var quantized = Time(AllInt8);
         if (regions.Count == 0)
         {
             return new Choice(AllInt8, quantized.Batch1, source, $"latency guard: {Ms(quantized.Batch1)} ms at batch 1 against the source's {Ms(source)} ms; no quantized region");
         }
 
+        var allFloat = regions.ToDictionary(r => r, _ => RegionForm.Float, StringComparer.Ordinal);
+        var allFloatTime = Time(allFloat);
+        var (chosen, chosenTime) = Search(regions, new HashSet<string>(), Time, quantized, allFloat);
+        var grown = false;
+        if (chosenTime.Batch1 > maxRatio * source && weighted.Count > 0)
+        {
+            var (forms, ms) = Search(regions, weighted, Time, quantized, allFloat);
+            if (Faster(ms, chosenTime))
+            {
+                (chosen, chosenTime, grown) = (forms, ms, true);
+            }
+        }
+
+        var what = chosen.Count == 0 ? $"every quantized region kept int8 (no other form was {Margin:P0} faster)"
+            : chosen.Count == regions.Count && chosen.Values.All(f => f == RegionForm.Float) ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
+            : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float, with float weights where they read weights"
+            : Describe(regions, chosen);
+        var limit = chosenTime.Batch1 <= maxRatio * source ? "within" : "over";
+        return new Choice(chosen, chosenTime.Batch1, source,
+            $"latency guard: as quantized {Ms(quantized.Batch1)} ms at batch 1 ({Ms(quantized.BatchN)} ms at batch {batch}), all float {Ms(allFloatTime.Batch1)} ms, " +
+            $"source {Ms(source)} ms (limit {maxRatio:0.##}×){(grown ? "; float weights tried, as the forms keeping the size stayed over the limit" : "")}; " +
+            $"{what}: {Ms(chosenTime.Batch1)} ms at batch 1 ({chosenTime.Batch1 / source:0.00}× the source, {limit} the limit), {Ms(chosenTime.BatchN)} ms at batch {batch}");
+    }
+
+    /// <summary>
+    /// One search: regions alone (float weights where <paramref name="weighted"/> holds them and they gain the margin
+    /// over float), the greedy forms, all float, all float with float weights (where any); the fastest against as quantized.
+    /// </summary>
+    private static (IReadOnlyDictionary<string, RegionForm> Forms, Timing Time) Search(IReadOnlyList<string> regions, IReadOnlySet<string> weighted,
+        Func<IReadOnlyDictionary<string, RegionForm>, Timing> time, Timing quantized, IReadOnlyDictionary<string, RegionForm> allFloat)
+    {
         var (greedy, greedyTime) = (AllInt8, quantized);
         if (regions.Count <= MaxRegionsTimedAlone)
         {
@@ -139,33 +179,22 @@ public static class LatencyGuard
             }
         }
 
-        var allFloat = regions.ToDictionary(r => r, _ => RegionForm.Float, StringComparer.Ordinal);
-        var allFloatTime = time(allFloat);
-        var options = new List<(IReadOnlyDictionary<string, RegionForm> Forms, Timing Time)> { (greedy, greedyTime), (allFloat, allFloatTime) };
+        var options = new List<IReadOnlyDictionary<string, RegionForm>> { greedy, allFloat };
         if (weighted.Count > 0)
         {
-            var allWeights = regions.ToDictionary(r => r, r => weighted.Contains(r) ? RegionForm.FloatWeights : RegionForm.Float, StringComparer.Ordinal);
-            options.Add((allWeights, time(allWeights)));
+            options.Add(regions.ToDictionary(r => r, r => weighted.Contains(r) ? RegionForm.FloatWeights : RegionForm.Float, StringComparer.Ordinal));
         }
 
         var (chosen, chosenTime) = (AllInt8, quantized);
-        foreach (var (forms, ms) in options.Where(o => o.Forms.Count > 0))
+        foreach (var forms in options.Where(o => o.Count > 0))
         {
-            if (Faster(ms, chosenTime))
+            if (time(forms) is var ms && Faster(ms, chosenTime))
             {
                 (chosen, chosenTime) = (forms, ms);
             }
         }
 
-        var what = chosen.Count == 0 ? $"every quantized region kept int8 (no other form was {Margin:P0} faster)"
-            : chosen.Count == regions.Count && chosen.Values.All(f => f == RegionForm.Float) ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
-            : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float, with float weights where they read weights"
-            : Describe(regions, chosen);
-        var limit = chosenTime.Batch1 <= maxRatio * source ? "within" : "over";
-        return new Choice(chosen, chosenTime.Batch1, source,
-            $"latency guard: as quantized {Ms(quantized.Batch1)} ms at batch 1 ({Ms(quantized.BatchN)} ms at batch {batch}), all float {Ms(allFloatTime.Batch1)} ms, " +
-            $"source {Ms(source)} ms (limit {maxRatio:0.##}×); {what}: {Ms(chosenTime.Batch1)} ms at batch 1 ({chosenTime.Batch1 / source:0.00}× the source, {limit} the limit), " +
-            $"{Ms(chosenTime.BatchN)} ms at batch {batch}");
+        return (chosen, chosenTime);
     }
 
     /// <summary>'conv1 float (float weights), pool1 float; int8: conv2, fc1, fc2' — at most 8 names of each kind.</summary>

@@ -43,14 +43,30 @@ public sealed class LatencyGuardTests
         Assert.Equal(new Dictionary<string, RegionForm> { ["conv_a"] = RegionForm.Float, ["fc_d"] = RegionForm.FloatWeights }, choice.Forms);
         Assert.Equal(14, choice.Milliseconds);
         Assert.Contains("conv_a float, fc_d float (float weights); int8: conv_b, conv_c", choice.Note);
+        Assert.Contains("float weights tried", choice.Note); // 16 ms keeping the size is over 1.0 × 15 ms
     }
 
     [Fact]
-    public void A_model_within_the_ratio_still_gets_its_faster_forms_and_one_with_none_stays_int8()
+    public void A_form_is_timed_once()
     {
+        var seen = new List<string>();
+        LatencyGuard.Choose(Costs.Keys.ToList(), Weighted, f =>
+        {
+            seen.Add(string.Join(";", f.OrderBy(x => x.Key).Select(x => $"{x.Key}={x.Value}")));
+            return Time(f);
+        }, source: 15, maxRatio: 1.0);
+        Assert.Equal(seen.Count, seen.Distinct().Count());
+    }
+
+    [Fact]
+    public void Within_the_ratio_the_faster_forms_that_keep_the_size_are_kept_and_one_with_none_stays_int8()
+    {
+        // 16 ms with conv_a float is within 1.5 × 15 ms: fc_d's float weights (14 ms, a larger file) are not tried.
         var choice = LatencyGuard.Choose(Costs.Keys.ToList(), Weighted, Time, source: 15, maxRatio: 1.5);
-        Assert.Equal(["conv_a", "fc_d"], choice.FloatRegions.Order());
+        Assert.Equal(new Dictionary<string, RegionForm> { ["conv_a"] = RegionForm.Float }, choice.Forms);
+        Assert.Equal(16, choice.Milliseconds);
         Assert.Contains("within the limit", choice.Note);
+        Assert.DoesNotContain("float weights tried", choice.Note);
 
         var kept = LatencyGuard.Choose(["conv_b", "conv_c"], Weighted, f => new(10 + Cost(f, "conv_b") + Cost(f, "conv_c"), 0), source: 15, maxRatio: 1.5);
         Assert.Empty(kept.Forms);
