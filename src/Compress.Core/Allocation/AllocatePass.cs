@@ -144,7 +144,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         }
 
         var words = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {new ProxyWeighting(step.Gamma)}");
+            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {(step.Sensitivity == "hessian" ? new ProxyWeighting(step.Gamma).ToString() : "relative error")}");
         context.Allocation = allocation.Figures(solution, solver, words, step.Gamma);
         var how = solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO";
         var measured = kind == ChannelCost.Macs ? "counted" : "timed";

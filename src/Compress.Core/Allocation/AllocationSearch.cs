@@ -95,11 +95,13 @@ internal static class AllocationSearch
         double lo = Math.Log(0.002), hi = 0; // log of the size fraction: infeasible at or below lo, feasible at or above hi
         var count = Math.Min(Rounds(step), MaxRounds);
         IReopenableFormat? fresh = opened;
+        // Before a channel prune step the searched fraction is of the source's multiply-adds (algorithms.md §18).
+        var quantity = spec.Steps.SkipWhile(s => s != step).Skip(1).TakeWhile(s => s is not AllocateStep).OfType<PruneStep>().Any(p => p.Channel) ? "multiply-adds" : "size";
         for (var round = 1; round <= count; round++)
         {
             var size = Math.Round(Math.Exp((lo + hi) / 2), 4);
             step.SearchedSize = size;
-            var label = string.Create(CultureInfo.InvariantCulture, $"size {size:0.####} of the source");
+            var label = string.Create(CultureInfo.InvariantCulture, $"{quantity} {size:0.####} of the source");
             progress($"allocation round {round}/{count}: {label} (feasible from {Math.Exp(hi):0.####}, infeasible up to {Math.Exp(lo):0.####})");
             var model = fresh ?? opened.Reopen();
             fresh = null;

@@ -43,9 +43,9 @@ public sealed record ChannelSolution(IReadOnlyList<long> Kept, double Objective,
 /// cost linearised at a reference assignment (the change in cost when that group alone moves) — the dense model and the
 /// uniform cuts just above and below the budget — the reference moves to each answer and the next budget is corrected
 /// by what the answer's exact cost missed it by (either way), until an answer comes a third time or
-/// <see cref="PassesPerStart"/> passes; then the best answer within the budget, the best
-/// beyond it and the fewest channels everywhere are each cut until within and raised while within, one choice at a time
-/// on exact costs, and the lowest error wins. Every cost is measured once per assignment and kept (the latency table), so
+/// <see cref="PassesPerStart"/> passes; then the best answer within the budget, the best beyond it, the two uniform
+/// cuts and the fewest channels everywhere are each cut until within and raised while within, one choice at a time on
+/// exact costs, and the lowest error wins. Every cost is measured once per assignment and kept (the latency table), so
 /// the choice is a deterministic function of that table; the cost is whatever <see cref="Solve"/> is given to measure (tests
 /// inject a timer).
 /// </summary>
