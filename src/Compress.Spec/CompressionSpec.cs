@@ -167,6 +167,21 @@ namespace Compress.Spec
         /// <summary>The artifact's target size in bytes; null when not given.</summary>
         public long? Bytes { get; set; }
 
+        /// <summary>
+        /// The artifact's multiply-adds per sample as a fraction of the source's (a channel prune step's channel counts are
+        /// allocated to meet it); null when not given.
+        /// </summary>
+        public double? Macs { get; set; }
+
+        /// <summary>
+        /// The artifact's batch-1 latency as a fraction of the source's, as the allocation measures it (one thread): a channel
+        /// prune step's channel counts are allocated on measured timings; null when not given.
+        /// </summary>
+        public double? Latency { get; set; }
+
+        /// <summary>Whether the step names a budget (<c>size</c>, <c>bytes</c>, <c>macs</c> or <c>latency</c>); without one it searches.</summary>
+        public bool HasBudget => Size != null || Bytes != null || Macs != null || Latency != null;
+
         /// <summary>Compress-and-evaluate rounds correcting the proxy (null: the engine's default).</summary>
         public int? Rounds { get; set; }
 

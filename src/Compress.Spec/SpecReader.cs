@@ -403,6 +403,32 @@ namespace Compress.Spec
                         throw At((SpecStep?)prunes.Skip(1).FirstOrDefault() ?? quantizes[1], "one 'allocate' step allocates for one prune step and one quantize step; add another 'allocate' step before this one");
                     }
 
+                    var compute = allocate.Macs != null ? "macs" : allocate.Latency != null ? "latency" : null;
+                    var channels = prunes.FirstOrDefault() is PruneStep { Channel: true } channel ? channel : null;
+                    if (compute != null && channels == null)
+                    {
+                        throw At(allocate, $"a '{compute}' budget is met by removing whole channels: the prune step after it needs \"pattern\": \"channel\" " +
+                            "(unstructured or N:M zeros leave the dense kernels' work as it is)");
+                    }
+
+                    if (channels != null)
+                    {
+                        if (allocate.Size != null || allocate.Bytes != null)
+                        {
+                            throw At(allocate, "the channels of a \"pattern\": \"channel\" prune step are allocated under a compute budget: give 'macs' or 'latency' instead of 'size'/'bytes'");
+                        }
+
+                        if (MethodCatalog.Of(channels).Name != ObsMethod.Name)
+                        {
+                            throw At(channels, $"'allocate' weighs a channel choice by its OBS cost on the calibration data: use method 'obs', not '{channels.Method}'");
+                        }
+
+                        if (allocate.Bits.Count > 0)
+                        {
+                            throw At(allocate, "a channel allocation chooses channel counts, not bits: drop 'bits' (a quantize step after it keeps its own)");
+                        }
+                    }
+
                     if (prunes.FirstOrDefault() is PruneStep prune)
                     {
                         if (!new[] { ObsMethod.Name, WandaMethod.Name, MagnitudeMethod.Name }.Contains(MethodCatalog.Of(prune).Name))
@@ -431,10 +457,10 @@ namespace Compress.Spec
                     }
 
                     var limits = spec.Constraints;
-                    if (allocate.Size == null && allocate.Bytes == null
+                    if (!allocate.HasBudget
                         && limits.MaxAccuracyDrop == null && limits.MinAgreement == null && limits.MinCosine == null && limits.MinSqnrDb == null)
                     {
-                        throw At(allocate, "'allocate' needs a budget: 'size' (a fraction of the source model), 'bytes', or a constraint (constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb) to find the smallest artifact meeting it");
+                        throw At(allocate, "'allocate' needs a budget: 'size' (a fraction of the source model), 'bytes', 'macs' or 'latency' (with a channel prune step), or a constraint (constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb) to find the smallest artifact meeting it");
                     }
                 }
             }

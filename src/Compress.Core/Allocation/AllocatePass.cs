@@ -21,6 +21,10 @@ namespace Compress.Core.Allocation;
 public sealed class AllocatePass(AllocateStep step) : ICompressionPass
 {
     private static readonly ConditionalWeakTable<AllocateStep, Allocator> Measured = new();
+    private static readonly ConditionalWeakTable<AllocateStep, ChannelAllocation> MeasuredChannels = new();
+
+    /// <summary>The timer of <c>"latency"</c> budgets: batch 1, one thread, median of up to this many runs (within half a second).</summary>
+    private const int TimedRuns = 301;
 
     public string Name => $"allocate/{step.Method}";
 
@@ -31,6 +35,12 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var prune = covered.OfType<PruneStep>().FirstOrDefault();
         var quantize = covered.OfType<QuantizeStep>().FirstOrDefault();
         var pack = covered.OfType<PackStep>().FirstOrDefault();
+        if (prune is { Channel: true })
+        {
+            AllocateChannels(context, prune);
+            return;
+        }
+
         var uses = WeightSelection.Select(context.Model.Graph, (SpecStep?)prune ?? (SpecStep?)quantize ?? pack!)
             .Where(u => u.Node.OpType is "Conv" or "Gemm" or "MatMul").GroupBy(u => u.Weight.Name).Select(g => g.First()).ToList();
         if (uses.Count == 0)
@@ -96,5 +106,49 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         context.Progress($"{Name}: {uses.Count} layers, estimated {solution.Cost + rest:N0} bytes (budget {target:N0}), proxy objective {solution.Objective:0.####}");
         context.Notes.Add($"{Name}: per-layer {(prune is null ? "" : "sparsity")}{(prune is not null && bitsStep is not null ? " and " : "")}{(bitsStep is null ? "" : pack is null ? "bits" : "shared-value bits")} " +
             $"chosen by {(step.Method == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}");
+    }
+
+    /// <summary>
+    /// A <c>"pattern": "channel"</c> prune step: each dependency group's kept channels under the <c>macs</c> or
+    /// <c>latency</c> budget (the size search's fraction, as multiply-adds, without one), written as the group's sparsity
+    /// 1 − k/C on its first producer's weight, which the channel pruner reads (algorithms.md §18). A quantize or pack
+    /// step after it keeps its own bits.
+    /// </summary>
+    private void AllocateChannels(CompressionContext context, PruneStep prune)
+    {
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        var allocation = MeasuredChannels.GetValue(step, _ => ChannelAllocation.Measure(context, prune, step.Sensitivity == "hessian", context.Spec.File, step.Line, step.Column));
+        if (allocation.Groups.Count == 0)
+        {
+            context.Notes.Add($"{Name}: no channel group the prune step selects can be pruned; nothing allocated");
+            return;
+        }
+
+        var kind = step.Latency is null ? ChannelCost.Macs : ChannelCost.Latency;
+        var fraction = step.Macs ?? step.Latency ?? step.SearchedSize
+            ?? throw new InvalidOperationException("an allocation without a budget runs inside the size search");
+        var data = context.Calibration;
+        Func<OnnxModel, double> measure = kind == ChannelCost.Macs
+            ? m => Evaluation.FlopCount.MultiplyAdds(m, data)
+            : m =>
+            {
+                using var runner = new Evaluation.OrtModelRunner(m, arena: true);
+                return runner.MedianLatencyMs(data, 1, TimedRuns, TimeSpan.FromSeconds(0.5));
+            };
+        var solver = MethodCatalog.Of(step).Name;
+        var solution = allocation.Solve(kind, fraction, solver, step.Gamma, measure, context.Progress, context.Spec.File, step.Line, step.Column);
+        for (var i = 0; i < allocation.Groups.Count; i++)
+        {
+            var group = allocation.Groups[i];
+            context.Plan.Allocate(prune, new LayerPlan(group.Weight, PlanSource.Allocation) { Sparsity = 1 - solution.Kept[i] / (double)group.Channels });
+        }
+
+        var words = string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {(step.Sensitivity == "hessian" ? new ProxyWeighting(step.Gamma).ToString() : "relative error")}");
+        context.Allocation = allocation.Figures(solution, solver, words, step.Gamma);
+        var how = solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO";
+        var measured = kind == ChannelCost.Macs ? "counted" : "timed";
+        context.Notes.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
+            $"{Name}: channels per group chosen by {how} for {words}: {allocation.Describe(solution.Kept)} → {ChannelAllocation.Unit(kind, solution.Cost)} ({solution.Cost / solution.SourceCost:P1} of the source), proxy objective {solution.Objective:0.#####}, {solution.Iterations} linearised passes, {allocation.Table.Count} costs {measured}, {watch.Elapsed.TotalSeconds:0.#} s"));
     }
 }

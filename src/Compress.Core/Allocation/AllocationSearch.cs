@@ -26,20 +26,20 @@ internal static class AllocationSearch
     public const int MaxRounds = 10;
 
     /// <summary>Default rounds: three proxies with a budget, eight bisections without.</summary>
-    public static int Rounds(AllocateStep step) => step.Rounds ?? (step.Size is null && step.Bytes is null ? 8 : step.Sensitivity == "hessian" ? 3 : 1);
+    public static int Rounds(AllocateStep step) => step.Rounds ?? (!step.HasBudget ? 8 : step.Sensitivity == "hessian" ? 3 : 1);
 
     private static readonly double[] Gammas = [1, 0, 0.5, 2, 0.25, 1.5, 0.75, 3, 0.1, 4];
 
     /// <summary>Whether the spec's allocation makes more than one round (else the pipeline compresses once).</summary>
     public static bool Searches(CompressionSpec spec, DataSource? data, IModelFormat opened) =>
         data is not null && opened is IReopenableFormat && spec.Steps.OfType<AllocateStep>().FirstOrDefault() is { } step
-        && (step.Size is null && step.Bytes is null || Rounds(step) > 1);
+        && (!step.HasBudget || Rounds(step) > 1);
 
     public static Compressed Run(CompressionSpec spec, DataSource data, IReopenableFormat opened,
         Func<IModelFormat, List<CompressDiagnostic>> compress, Action<string> progress, string outputPath)
     {
         var step = spec.Steps.OfType<AllocateStep>().First();
-        return step.Size is null && step.Bytes is null
+        return !step.HasBudget
             ? SearchSize(step, spec, data, opened, compress, progress, outputPath)
             : CorrectProxy(step, spec, data, opened, compress, progress, outputPath);
     }
@@ -50,7 +50,9 @@ internal static class AllocationSearch
         var rounds = new List<AllocationRound>();
         (IReopenableFormat Model, List<CompressDiagnostic> Warnings, ComparisonMetrics Metrics, int Round, double Gamma)? best = null;
         var count = Math.Min(Rounds(step), MaxRounds);
-        var target = step.Bytes ?? (long)Math.Floor(step.Size!.Value * opened.SourceBytes);
+        // A compute budget ('macs', 'latency') is met by the allocation's own exact count: every round fits.
+        var compute = step.Macs is not null || step.Latency is not null;
+        var target = compute ? long.MaxValue : step.Bytes ?? (long)Math.Floor(step.Size!.Value * opened.SourceBytes);
         for (var round = 1; round <= count; round++)
         {
             step.Gamma = Gammas[round - 1];
@@ -93,11 +95,13 @@ internal static class AllocationSearch
         double lo = Math.Log(0.002), hi = 0; // log of the size fraction: infeasible at or below lo, feasible at or above hi
         var count = Math.Min(Rounds(step), MaxRounds);
         IReopenableFormat? fresh = opened;
+        // Before a channel prune step the searched fraction is of the source's multiply-adds (algorithms.md §18).
+        var quantity = spec.Steps.SkipWhile(s => s != step).Skip(1).TakeWhile(s => s is not AllocateStep).OfType<PruneStep>().Any(p => p.Channel) ? "multiply-adds" : "size";
         for (var round = 1; round <= count; round++)
         {
             var size = Math.Round(Math.Exp((lo + hi) / 2), 4);
             step.SearchedSize = size;
-            var label = string.Create(CultureInfo.InvariantCulture, $"size {size:0.####} of the source");
+            var label = string.Create(CultureInfo.InvariantCulture, $"{quantity} {size:0.####} of the source");
             progress($"allocation round {round}/{count}: {label} (feasible from {Math.Exp(hi):0.####}, infeasible up to {Math.Exp(lo):0.####})");
             var model = fresh ?? opened.Reopen();
             fresh = null;

@@ -116,6 +116,9 @@ public static class DiagnosticCodes
     /// <summary>The spec's 'module' type threw in its forward pass on the data (shapes that do not fit, another TorchSharp, a device or dtype the engine does not run).</summary>
     public const string ModuleForwardFailed = "CMP0086";
 
+    /// <summary>A channel allocation (a 'macs' or 'latency' budget) cannot cut copies of a model whose weights are in external data.</summary>
+    public const string ChannelAllocationExternalData = "CMP0087";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

@@ -6,8 +6,10 @@ namespace Compress.Spec.Methods
     /// <summary>
     /// <c>allocate</c>: chooses per layer the sparsity of the <c>prune</c> step and the bits of the <c>quantize</c> step
     /// that follow it, from the per-layer error database, under a size budget (<c>size</c>, a fraction of the source
-    /// model's bytes, or <c>bytes</c>) — or, with neither, the smallest artifact meeting the spec's constraints — solved by
-    /// its method (<c>dp</c> or <c>anneal</c>), with up to <c>rounds</c> compress-and-evaluate rounds.
+    /// model's bytes, or <c>bytes</c>) — or, for a <c>"pattern": "channel"</c> prune step, each dependency group's channel
+    /// count under a compute budget (<c>macs</c> or <c>latency</c>, fractions of the source's) — or, with no budget, the
+    /// smallest artifact meeting the spec's constraints — solved by its method (<c>dp</c> or <c>anneal</c>), with up to
+    /// <c>rounds</c> compress-and-evaluate rounds.
     /// </summary>
     internal sealed class AllocateKind : StepKind
     {
@@ -16,7 +18,7 @@ namespace Compress.Spec.Methods
 
         public AllocateKind()
             : base("allocate", "allocation", DpMethod.Name,
-                new[] { "method", "size", "bytes", "rounds", "bits", "sensitivity" },
+                new[] { "method", "size", "bytes", "macs", "latency", "rounds", "bits", "sensitivity" },
                 new Dictionary<string, string[]> { ["sensitivity"] = new[] { "hessian", "none" } })
         {
         }
@@ -33,6 +35,15 @@ namespace Compress.Spec.Methods
             if (step.Size != null && step.Bytes != null)
             {
                 throw values.Error(SpecCodes.Inconsistent, node["bytes"]!, "give the budget as 'size' (a fraction of the source model) or as 'bytes', not both");
+            }
+
+            step.Macs = values.OptionalNumber(node, "macs", 0.001, 1);
+            step.Latency = values.OptionalNumber(node, "latency", 0.01, 1);
+            var budgets = new[] { "size", "bytes", "macs", "latency" }.Where(k => node[k] != null).ToList();
+            if (budgets.Count > 1)
+            {
+                throw values.Error(SpecCodes.Inconsistent, node[budgets[1]]!,
+                    $"give one budget: 'size' or 'bytes' (the artifact's bytes), 'macs' (its multiply-adds per sample) or 'latency' (its measured batch-1 time), not '{budgets[0]}' and '{budgets[1]}'");
             }
 
             step.Rounds = (int?)values.OptionalNumber(node, "rounds", 1, 10, integer: true);

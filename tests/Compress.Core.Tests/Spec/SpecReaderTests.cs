@@ -76,6 +76,13 @@ public sealed class SpecReaderTests : TempDirectoryTest
         { "{ \"module\": { \"type\": \"A.B, C\", \"arguments\": [ [1] ] }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0102", 1, 48, "a constructor argument is a number, a string or a boolean" },
         { "{ \"module\": { \"name\": \"x\" }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0101", 1, 15, "allowed: type, assembly, arguments" },
         { "{ \"module\": { }, \"steps\": [ { \"prune\": { \"sparsity\": 0.5 } } ] }", "CMP0104", 1, 13, "needs 'type'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"macs\": 0.3 } }, { \"prune\": { \"method\": \"obs\" } } ] }", "CMP0107", 1, 67, "a 'macs' budget is met by removing whole channels" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.3, \"macs\": 0.3 } }, { \"prune\": { \"method\": \"obs\", \"pattern\": \"channel\" } } ] }", "CMP0107", 1, 102, "give one budget" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"size\": 0.3 } }, { \"prune\": { \"method\": \"obs\", \"pattern\": \"channel\" } } ] }", "CMP0107", 1, 67, "give 'macs' or 'latency' instead of 'size'/'bytes'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"macs\": 0.3 } }, { \"prune\": { \"method\": \"magnitude\", \"pattern\": \"channel\" } } ] }", "CMP0107", 1, 100, "use method 'obs', not 'magnitude'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"latency\": 0.5, \"bits\": [8] } }, { \"prune\": { \"method\": \"obs\", \"pattern\": \"channel\" } } ] }", "CMP0107", 1, 67, "chooses channel counts, not bits" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"macs\": 0 } }, { \"prune\": { \"method\": \"obs\", \"pattern\": \"channel\" } } ] }", "CMP0103", 1, 89, "'macs'" },
+        { "{ \"data\": { \"calibration\": { \"path\": \"⟨data⟩\" } }, \"steps\": [ { \"allocate\": { \"latency\": 1.5 } }, { \"prune\": { \"method\": \"obs\", \"pattern\": \"channel\" } } ] }", "CMP0103", 1, 92, "'latency'" },
     };
 
     [Theory]

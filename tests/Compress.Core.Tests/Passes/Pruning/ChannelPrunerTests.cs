@@ -30,6 +30,30 @@ public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectory
         Assert.True(drop <= maxDrop, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
     }
 
+    /// <summary>
+    /// An <c>allocate</c> step under the multiply-adds of the uniform 50% cut (834,816 of 3,024,384, algorithms.md §18):
+    /// the budget holds on the written model, the plan reaches the pruner, and the one-shot drop stays within what the
+    /// uniform cut loses on 512 calibration images (1.75 points).
+    /// </summary>
+    [Fact]
+    public void An_allocation_under_a_multiply_add_budget_meets_it_and_accuracy_holds()
+    {
+        var report = Compress("""
+            { "allocate": { "macs": 0.2761, "sensitivity": "none" } },
+            { "prune": { "method": "obs", "pattern": "channel" } }
+            """);
+        var written = report.Stages![^1];
+        Assert.Equal("written", written.Stage);
+        Assert.True(written.MultiplyAdds <= 834_816, $"{written.MultiplyAdds} multiply-adds");
+        Assert.Equal(3_024_384, report.Stages[0].MultiplyAdds);
+        Assert.Contains(report.Notes, n => n.StartsWith("allocate/dp: channels per group chosen by dynamic programming", StringComparison.Ordinal));
+        Assert.Equal(3, report.Allocation!.Layers.Count);
+        var model = OnnxModel.Load(report.Output);
+        Assert.Equal(report.Allocation.Layers.Single(l => l.Node == "conv2").Sparsity, 1 - model.Graph.GetInitializer("conv2.weight")!.Dims[0] / 32.0, 9);
+        var drop = report.Metrics!.AccuracyDrop;
+        Assert.True(drop <= 0.02, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
+    }
+
     [Fact]
     public void Excluded_producers_keep_their_group_whole()
     {

@@ -140,9 +140,12 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// block): ONNX Runtime's blocked Conv kernels (NCHWc) work in 8-channel blocks, and on the ResNet-20 30% of the
     /// channels cut to odd counts ran 1.14× slower than the dense model while 50% (multiples of 8) ran 1.8× faster.
     /// </summary>
-    private long Removable(ChannelGroup group, double sparsity)
+    private long Removable(ChannelGroup group, double sparsity) => Removable(group, sparsity, step.MaxLayerSparsity);
+
+    /// <summary>How many of the group's channels go at <paramref name="sparsity"/> under the cap <paramref name="maxLayerSparsity"/>: the rule above.</summary>
+    internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity)
     {
-        var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, step.MaxLayerSparsity));
+        var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
         if (remove > 0 && group.Channels % Block == 0 && group.Channels >= 2 * Block)
         {
             var keep = Math.Max(Block, (long)Math.Round((group.Channels - remove) / (double)Block, MidpointRounding.AwayFromZero) * Block);
@@ -249,6 +252,19 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// </summary>
     private static long[] ObsGreedy(ChannelGroup group, List<Consumer> consumers, long remove)
     {
+        var removed = ObsOrder(group, consumers, remove, out _).ToHashSet();
+        return Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).Where(c => !removed.Contains(c)).ToArray();
+    }
+
+    /// <summary>
+    /// The channels <see cref="ObsGreedy"/> removes, in its order, and what each removal cost each consumer
+    /// (<paramref name="costs"/>[round, consumer], as a fraction of that consumer's output energy): the first r rounds'
+    /// costs sum to the error the consumers keep after their least-squares refit with r channels gone.
+    /// </summary>
+    private static long[] ObsOrder(ChannelGroup group, List<Consumer> consumers, long remove, out double[,] costs)
+    {
+        costs = new double[remove, consumers.Count];
+        var order = new List<long>();
         var kept = Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).ToList();
         var columns = consumers.Select(c => c.ChannelColumns(group.Channels)).ToList(); // [C, b] each
         var energies = consumers.Select(c => c.Matrix.mm(c.Inputs).mul(c.Matrix).sum().clamp_min(1e-30).item<double>()).ToList();
@@ -256,6 +272,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             var cost = zeros(kept.Count, ScalarType.Float64);
+            var parts = new List<Tensor>();
             var keptIndex = tensor(kept.ToArray());
             for (var i = 0; i < consumers.Count; i++)
             {
@@ -271,15 +288,36 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 var local = arange(n * b, ScalarType.Int64).reshape(n, b);
                 var blocks = inverse.narrow(0, 0, n * b).reshape(n, b, -1).gather(2, local.unsqueeze(1).expand(-1, b, -1));
                 var w = weights.narrow(1, 0, n * b).reshape(weights.shape[0], n, b).permute(1, 0, 2);
-                cost.add_(w.bmm(linalg.inv(blocks)).mul(w).sum(new long[] { 1, 2 }).div(energies[i]));
+                parts.Add(w.bmm(linalg.inv(blocks)).mul(w).sum(new long[] { 1, 2 }).div(energies[i]));
+                cost.add_(parts[^1]);
             }
 
             var values = cost.data<double>().ToArray();
             var cheapest = Enumerable.Range(0, values.Length).OrderBy(i => values[i]).ThenBy(i => i).First();
+            for (var i = 0; i < consumers.Count; i++)
+            {
+                costs[round, i] = parts[i][cheapest].item<double>();
+            }
+
+            order.Add(kept[cheapest]);
             kept.RemoveAt(cheapest);
         }
 
-        return kept.ToArray();
+        return order.ToArray();
+    }
+
+    /// <summary>
+    /// For the allocation (algorithms.md §18): the group's greedy OBS removals on the model as it is, up to
+    /// <paramref name="remove"/> channels, with each removal's cost per consumer (see <see cref="ObsOrder"/>) and the
+    /// consumers' weight names.
+    /// </summary>
+    internal static (double[,] Costs, string[] Consumers) RemovalCosts(CompressionContext context, ChannelGroup group, double damping, long remove)
+    {
+        using var scope = NewDisposeScope();
+        var consumers = group.Consumers.Select(c => Consumer.Measure(context, c, damping, null)).ToList();
+        ObsOrder(group, consumers, remove, out var costs);
+        consumers.ForEach(c => c.Dispose());
+        return (costs, group.Consumers.Select(c => c.Initializer).ToArray());
     }
 
     /// <summary>A consumer's columns outside the group (other Concat inputs' channels), which always stay.</summary>
