@@ -5,7 +5,7 @@ using Compress.Core.Onnx;
 namespace Compress.Bench;
 
 /// <summary>
-/// <c>latency &lt;data.npz&gt; &lt;model.onnx&gt;…</c>: batch-1 and batch-32 latency of each model in ONNX Runtime, one
+/// <c>latency &lt;data.npz&gt; &lt;model.onnx&gt;… [--nodes] [--qoperator]</c>: batch-1 and batch-32 latency of each model in ONNX Runtime, one
 /// thread, the median of up to 2,001 runs (5 s each at most), models interleaved over three rounds so a busy moment
 /// does not favour one; the ratio is against the first model.
 /// </summary>
@@ -19,7 +19,15 @@ public static class LatencyBenchmark
             return 2;
         }
 
-        var models = args[1..];
+        // --nodes: also each model's per-kernel table (ONNX Runtime's profiler) at batch 1 and 32.
+        // --qoperator: each model also as ONNX Runtime's extended-level rewrite (a QDQ model's QOperator form), timed beside it.
+        var nodes = args.Contains("--nodes");
+        var models = args[1..].Where(a => !a.StartsWith("--", StringComparison.Ordinal)).ToArray();
+        if (args.Contains("--qoperator"))
+        {
+            models = models.SelectMany(m => new[] { m, NodeProfile.SaveFused(m) }).ToArray();
+        }
+
         var data = CalibrationSet.Load(args[0], OnnxModel.LoadInterface(models[0]), null, 64, 0);
         var rounds = models.ToDictionary(m => m, _ => (One: new List<double>(), Batch: new List<double>()));
         for (var round = 0; round < 3; round++)
@@ -40,6 +48,12 @@ public static class LatencyBenchmark
         {
             var one = Median(rounds[model].One);
             Console.WriteLine($"| {Path.GetFileName(model)} | {one:0.0000} | {first / one:0.00} | {Median(rounds[model].Batch):0.000} |");
+        }
+
+        foreach (var model in nodes ? models : [])
+        {
+            NodeProfile.Print(model, data, 1, 500);
+            NodeProfile.Print(model, data, 32, 50);
         }
 
         return 0;

@@ -6,7 +6,7 @@
 //   pruning [mlp|cnn…]                       one-shot accuracy against sparsity for every pruning method of the catalog
 //   sparsegpt-layer [size] [rows] [repeats]  SparseGPT on one 4096×4096 linear layer with 512 calibration rows
 //   run <model> [--data f.npz] [--only …]    time and peak memory of ordinary compress runs (each in its own process)
-//   latency <data.npz> <model.onnx>…         batch-1 and batch-32 latency of models, one thread, interleaved medians
+//   latency <data.npz> <model.onnx>… [--nodes] [--qoperator]  batch-1/batch-32 latency, one thread, interleaved medians; per-kernel table; QOperator form too
 //   allocation [mlp|cnn|model.onnx:flat|image|row:sparsity …]  DP against QUBO annealing on real error databases, and their accuracy
 //   packing [file.cpack …]                   load overhead of a packed 10 MB model; rANS against Huffman on packed files
 //   recovery [mlp] [cnn] [int4] [pack] [statedict]  issue 19's distillation recoveries against one shot: accuracy, time, peak memory, same bytes

@@ -1,16 +1,20 @@
+using System.Globalization;
 using Compress.Core.Calibration;
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
+using Compress.Core.Torch;
+using TorchSharp;
 
 namespace Compress.Core.Evaluation;
 
 /// <summary>
 /// The latency guard (<c>constraints.maxLatencyRatio</c>; algorithms.md §15): int8 is not always faster on CPU, so
-/// the model about to ship is timed against its source at batch 1 (one thread, median), and where it is slower than
-/// the ratio allows, each quantized region (<see cref="QdqRegions"/>) may run float instead — its activation Q→DQ pairs
-/// bypassed, its weights still stored in int8 — whenever that is measured faster: regions one at a time first, then
-/// greedily together, against all of them float. What it chose is said in the report's notes; a model still past the
-/// ratio is not written (CMP0030).
+/// the model about to ship is timed (one thread, median, at batch 1 and batch N) and each quantized region
+/// (<see cref="QdqRegions"/>) keeps whichever of its forms is measured faster: int8, float activations over its int8
+/// weights (<see cref="RegionForm.Float"/>: the file stays as small), or float activations and float weights
+/// (<see cref="RegionForm.FloatWeights"/>: no DequantizeLinear of the weights at run time, a larger file). Regions are
+/// timed alone in each form, then added greedily, against every region float. What it chose is said in the report's
+/// notes; a model still past the ratio against its source is not written (CMP0030).
 /// </summary>
 public static class LatencyGuard
 {
@@ -20,42 +24,55 @@ public static class LatencyGuard
     /// <summary>Past this many regions only all-quantized and all-float are compared (each region costs a timing).</summary>
     public const int MaxRegionsTimedAlone = 64;
 
+    /// <summary>The batch N the forms are also timed at (or the largest the model and the data allow).</summary>
+    public const int BatchN = 32;
+
     private static readonly TimeSpan Budget = TimeSpan.FromSeconds(0.5);
 
-    /// <summary>Which regions run float, and the batch-1 milliseconds measured for that choice.</summary>
-    public sealed record Choice(IReadOnlySet<string> FloatRegions, double Milliseconds, double SourceMilliseconds, string Note);
+    private static readonly IReadOnlyDictionary<string, RegionForm> AllInt8 = new Dictionary<string, RegionForm>(StringComparer.Ordinal);
+
+    /// <summary>Median milliseconds of one form of the model at batch 1 and at batch N.</summary>
+    public readonly record struct Timing(double Batch1, double BatchN);
+
+    /// <summary>
+    /// The form of each region that does not stay int8 (absent: int8), the batch-1 milliseconds measured for that
+    /// choice and for the source, and the note.
+    /// </summary>
+    public sealed record Choice(IReadOnlyDictionary<string, RegionForm> Forms, double Milliseconds, double SourceMilliseconds, string Note)
+    {
+        public IReadOnlySet<string> FloatRegions => Forms.Keys.ToHashSet(StringComparer.Ordinal);
+    }
 
     /// <summary>Times the ONNX model <paramref name="model"/> would ship as, chooses, and applies the choice to it in place.</summary>
     public static Choice Apply(OnnxModel model, string sourcePath, CalibrationSet data, double maxRatio, Action<string> progress)
     {
-        double Time(OnnxModel m)
-        {
-            using var runner = new OrtModelRunner(m, arena: true);
-            return runner.MedianLatencyMs(data, 1, 31, Budget);
-        }
-
         double source;
+        int batch;
         using (var runner = OrtModelRunner.FromFile(sourcePath, arena: true))
         {
             source = runner.MedianLatencyMs(data, 1, 31, Budget);
+            batch = Math.Min(runner.MaxBatch(BatchN, data), data.Count);
         }
 
-        var regions = QdqRegions.Find(model).Select(OnnxGraph.Describe).ToList();
-        progress($"latency guard: {regions.Count} quantized regions, source {source:0.###} ms at batch 1");
-        var choice = Choose(regions, set => Time(set.Count == 0 ? model : QdqRegions.Float(Clone(model), set)), source, maxRatio);
-        if (choice.FloatRegions.Count > 0)
+        Timing Time(OnnxModel m)
         {
-            QdqRegions.Float(model, choice.FloatRegions);
+            using var runner = new OrtModelRunner(m, arena: true);
+            return new Timing(runner.MedianLatencyMs(data, 1, 31, Budget), runner.MedianLatencyMs(data, Math.Min(batch, runner.MaxBatch(batch, data)), 11, Budget));
+        }
+
+        var regions = QdqRegions.Find(model);
+        var weighted = regions.Where(n => QdqRegions.ConstantInputs(model.Graph, n).Any()).Select(OnnxGraph.Describe).ToHashSet(StringComparer.Ordinal);
+        progress($"latency guard: {regions.Count} quantized regions, source {source:0.###} ms at batch 1");
+        var choice = Choose(regions.Select(OnnxGraph.Describe).ToList(), weighted,
+            forms => Time(forms.Count == 0 ? model : QdqRegions.Apply(Clone(model), forms)), source, maxRatio, batch);
+        if (choice.Forms.Count > 0)
+        {
+            QdqRegions.Apply(model, choice.Forms);
         }
 
         return choice;
     }
 
-    /// <summary>
-    /// The decision alone, on any timer (tests inject one): <paramref name="time"/> gives batch-1 milliseconds with the
-    /// given regions float. Keeps the model as it is when it meets the ratio; else the fastest of as-is, the greedy set
-    /// and all-float, preferring fewer float regions unless more gain at least <see cref="Margin"/>.
-    /// </summary>
     /// <summary>
     /// The greedy set: each item timed alone (<paramref name="time"/> of the set with it), those faster than
     /// <paramref name="baseline"/> by <see cref="Margin"/> added fastest first (ties by name) while each still gains the
@@ -79,38 +96,137 @@ public static class LatencyGuard
         return (set, best, added);
     }
 
-    public static Choice Choose(IReadOnlyList<string> regions, Func<IReadOnlySet<string>, double> time, double source, double maxRatio)
+    /// <summary>
+    /// The decision alone, on any timer (tests inject one): <paramref name="time"/> gives the milliseconds of the model
+    /// with the given regions in the given forms (the rest int8); a form timed once is not timed again. First the forms
+    /// that keep the file's size (int8, or float over the int8 weights): each region timed alone in float, those faster
+    /// alone added greedily (fastest first, ties by name) while each gains <see cref="Margin"/>, then the fastest of as
+    /// quantized, the greedy forms and every region float (the earlier unless a later gains the margin). Only where that
+    /// is still past the ratio are float weights tried as well (regions reading constant weights,
+    /// <paramref name="weighted"/>; taken over a region's float form only where they gain the margin), the same way, with
+    /// every region float with float weights among the options. A form counts as faster only when batch N does not get
+    /// slower by more than the margin.
+    /// </summary>
+    public static Choice Choose(IReadOnlyList<string> regions, IReadOnlySet<string> weighted, Func<IReadOnlyDictionary<string, RegionForm>, Timing> time,
+        double source, double maxRatio, int batch = BatchN)
     {
-        var none = new HashSet<string>(StringComparer.Ordinal);
-        var quantized = time(none);
-        if (quantized <= maxRatio * source || regions.Count == 0)
+        var timed = new Dictionary<string, Timing>(StringComparer.Ordinal);
+        Timing Time(IReadOnlyDictionary<string, RegionForm> forms)
         {
-            return new Choice(none, quantized, source,
-                $"latency guard: {quantized:0.###} ms at batch 1 against the source's {source:0.###} ms ({quantized / source:0.00}×, limit {maxRatio:0.##}×); every quantized region kept");
+            var key = string.Join(";", forms.OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => $"{f.Key}={f.Value}"));
+            return timed.TryGetValue(key, out var known) ? known : timed[key] = time(forms);
         }
 
-        var all = new HashSet<string>(regions, StringComparer.Ordinal);
-        var allFloat = time(all);
-        var (greedy, greedyTime, _) = regions.Count <= MaxRegionsTimedAlone ? Greedy(regions, time, quantized) : (none, quantized, []);
-
-        var (chosen, chosenTime) = (none, quantized);
-        foreach (var (set, ms) in new[] { (greedy, greedyTime), (all, allFloat) })
+        var quantized = Time(AllInt8);
+        if (regions.Count == 0)
         {
-            if (ms < chosenTime * (1 - Margin))
+            return new Choice(AllInt8, quantized.Batch1, source, $"latency guard: {Ms(quantized.Batch1)} ms at batch 1 against the source's {Ms(source)} ms; no quantized region");
+        }
+
+        var allFloat = regions.ToDictionary(r => r, _ => RegionForm.Float, StringComparer.Ordinal);
+        var allFloatTime = Time(allFloat);
+        var (chosen, chosenTime) = Search(regions, new HashSet<string>(), Time, quantized, allFloat);
+        var grown = false;
+        if (chosenTime.Batch1 > maxRatio * source && weighted.Count > 0)
+        {
+            var (forms, ms) = Search(regions, weighted, Time, quantized, allFloat);
+            if (Faster(ms, chosenTime))
             {
-                (chosen, chosenTime) = (set, ms);
+                (chosen, chosenTime, grown) = (forms, ms, true);
             }
         }
 
-        var what = chosen.Count == 0 ? "every quantized region kept (no float form was faster)"
-            : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
-            : $"{chosen.Count} of {regions.Count} quantized regions run float (int8 weights kept): {string.Join(", ", chosen.Order(StringComparer.Ordinal))}";
-        return new Choice(chosen, chosenTime, source,
-            $"latency guard: as quantized {quantized:0.###} ms at batch 1 against the source's {source:0.###} ms (limit {maxRatio:0.##}×); all float {allFloat:0.###} ms; " +
-            $"{what}: {chosenTime:0.###} ms ({chosenTime / source:0.00}×)");
+        var what = chosen.Count == 0 ? $"every quantized region kept int8 (no other form was {Margin:P0} faster)"
+            : chosen.Count == regions.Count && chosen.Values.All(f => f == RegionForm.Float) ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
+            : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float, with float weights where they read weights"
+            : Describe(regions, chosen);
+        var limit = chosenTime.Batch1 <= maxRatio * source ? "within" : "over";
+        return new Choice(chosen, chosenTime.Batch1, source,
+            $"latency guard: as quantized {Ms(quantized.Batch1)} ms at batch 1 ({Ms(quantized.BatchN)} ms at batch {batch}), all float {Ms(allFloatTime.Batch1)} ms, " +
+            $"source {Ms(source)} ms (limit {maxRatio:0.##}×){(grown ? "; float weights tried, as the forms keeping the size stayed over the limit" : "")}; " +
+            $"{what}: {Ms(chosenTime.Batch1)} ms at batch 1 ({chosenTime.Batch1 / source:0.00}× the source, {limit} the limit), {Ms(chosenTime.BatchN)} ms at batch {batch}");
     }
 
+    /// <summary>
+    /// One search: regions alone (float weights where <paramref name="weighted"/> holds them and they gain the margin
+    /// over float), the greedy forms, all float, all float with float weights (where any); the fastest against as quantized.
+    /// </summary>
+    private static (IReadOnlyDictionary<string, RegionForm> Forms, Timing Time) Search(IReadOnlyList<string> regions, IReadOnlySet<string> weighted,
+        Func<IReadOnlyDictionary<string, RegionForm>, Timing> time, Timing quantized, IReadOnlyDictionary<string, RegionForm> allFloat)
+    {
+        var (greedy, greedyTime) = (AllInt8, quantized);
+        if (regions.Count <= MaxRegionsTimedAlone)
+        {
+            var alone = new List<(string Region, RegionForm Form, Timing Time)>();
+            foreach (var region in regions)
+            {
+                var (form, ms) = (RegionForm.Float, time(One(region, RegionForm.Float)));
+                if (weighted.Contains(region) && time(One(region, RegionForm.FloatWeights)) is var withWeights && Faster(withWeights, ms))
+                {
+                    (form, ms) = (RegionForm.FloatWeights, withWeights);
+                }
+
+                alone.Add((region, form, ms));
+            }
+
+            foreach (var (region, form, _) in alone.Where(a => Faster(a.Time, quantized)).OrderBy(a => a.Time.Batch1).ThenBy(a => a.Region, StringComparer.Ordinal))
+            {
+                var trial = new Dictionary<string, RegionForm>(greedy, StringComparer.Ordinal) { [region] = form };
+                if (time(trial) is var ms && Faster(ms, greedyTime))
+                {
+                    (greedy, greedyTime) = (trial, ms);
+                }
+            }
+        }
+
+        var options = new List<IReadOnlyDictionary<string, RegionForm>> { greedy, allFloat };
+        if (weighted.Count > 0)
+        {
+            options.Add(regions.ToDictionary(r => r, r => weighted.Contains(r) ? RegionForm.FloatWeights : RegionForm.Float, StringComparer.Ordinal));
+        }
+
+        var (chosen, chosenTime) = (AllInt8, quantized);
+        foreach (var forms in options.Where(o => o.Count > 0))
+        {
+            if (time(forms) is var ms && Faster(ms, chosenTime))
+            {
+                (chosen, chosenTime) = (forms, ms);
+            }
+        }
+
+        return (chosen, chosenTime);
+    }
+
+    /// <summary>'conv1 float (float weights), pool1 float; int8: conv2, fc1, fc2' — at most 8 names of each kind.</summary>
+    private static string Describe(IReadOnlyList<string> regions, IReadOnlyDictionary<string, RegionForm> forms)
+    {
+        static string List(IEnumerable<string> names) { var all = names.ToList(); return string.Join(", ", all.Take(8)) + (all.Count > 8 ? $", … ({all.Count})" : ""); }
+        var changed = List(regions.Where(forms.ContainsKey).Select(r => forms[r] == RegionForm.FloatWeights ? $"{r} float (float weights)" : $"{r} float"));
+        var int8 = regions.Where(r => !forms.ContainsKey(r)).ToList();
+        return int8.Count == 0 ? changed : $"{changed}; int8: {List(int8)}";
+    }
+
+    private static IReadOnlyDictionary<string, RegionForm> One(string region, RegionForm form) => new Dictionary<string, RegionForm>(StringComparer.Ordinal) { [region] = form };
+
+    /// <summary>Faster at batch 1 by the margin, and not slower at batch N by more than it.</summary>
+    private static bool Faster(Timing a, Timing b) => a.Batch1 < b.Batch1 * (1 - Margin) && a.BatchN <= b.BatchN * (1 + Margin);
+
+    private static string Ms(double value) => value.ToString("0.###", CultureInfo.InvariantCulture);
+
     private static OnnxModel Clone(OnnxModel model) => new(model.Proto.Clone());
+}
+
+/// <summary>The form a quantized region runs in, as the latency guard chose it.</summary>
+public enum RegionForm
+{
+    /// <summary>As quantized: its activations through Q→DQ, fused by ONNX Runtime into an integer kernel.</summary>
+    Int8,
+
+    /// <summary>Float activations; its weights stay int8 behind a DequantizeLinear (run at every inference).</summary>
+    Float,
+
+    /// <summary>Float activations and float weights (the int8 values dequantized once, into a float initializer).</summary>
+    FloatWeights,
 }
 
 /// <summary>
@@ -162,6 +278,66 @@ public static class QdqRegions
         }
 
         return model;
+    }
+
+    /// <summary>
+    /// Applies the guard's forms (in place) and returns the model: <see cref="RegionForm.Float"/> regions read their float
+    /// activations; <see cref="RegionForm.FloatWeights"/> regions too, and read each constant DequantizeLinear input as a
+    /// float initializer holding the same values ((q − zero point) · scale, as ONNX Runtime computes it).
+    /// </summary>
+    public static OnnxModel Apply(OnnxModel model, IReadOnlyDictionary<string, RegionForm> forms)
+    {
+        var floats = forms.Where(f => f.Value != RegionForm.Int8).Select(f => f.Key).ToHashSet(StringComparer.Ordinal);
+        Float(model, floats);
+        var graph = model.Graph;
+        foreach (var node in graph.Nodes.Where(n => forms.GetValueOrDefault(OnnxGraph.Describe(n)) == RegionForm.FloatWeights).ToList())
+        {
+            foreach (var (index, dq) in ConstantInputs(graph, node).ToList())
+            {
+                using var scope = torch.NewDisposeScope();
+                var q = model.ToTorch(graph.GetInitializer(dq.Input[0])!);
+                var scale = model.ToTorch(graph.GetInitializer(dq.Input[1])!);
+                var zero = dq.Input.Count > 2 && dq.Input[2].Length > 0 ? model.ToTorch(graph.GetInitializer(dq.Input[2])!) : null;
+                // A 1-D scale is per axis (default 1); zero point and scale broadcast along it.
+                var shape = Enumerable.Repeat(1L, (int)q.dim()).ToArray();
+                if (scale.dim() == 1 && q.dim() > 0)
+                {
+                    shape[((int)(dq.Attribute.FirstOrDefault(a => a.Name == "axis")?.I ?? 1) + (int)q.dim()) % (int)q.dim()] = scale.shape[0];
+                }
+
+                var codes = q.to_type(torch.ScalarType.Float32);
+                var values = (zero is null ? codes : codes - zero.to_type(torch.ScalarType.Float32).reshape(shape)) * scale.reshape(shape);
+                node.Input[index] = graph.AddInitializer(values.ToOnnx(graph.UniqueName(dq.Output[0] + "_float"))).Name;
+            }
+        }
+
+        graph.Refresh();
+        foreach (var dq in graph.Nodes.Where(n => n.OpType == "DequantizeLinear" && graph.GetInitializer(n.Input[0]) is not null).ToList())
+        {
+            if (graph.GetConsumers(dq.Output[0]).Count == 0 && !graph.IsGraphOutput(dq.Output[0]))
+            {
+                graph.Remove(dq);
+                foreach (var constant in dq.Input.Where(c => c.Length > 0).Distinct())
+                {
+                    graph.RemoveInitializerIfUnused(constant);
+                }
+            }
+        }
+
+        return model;
+    }
+
+    /// <summary>The inputs of <paramref name="node"/> that a DequantizeLinear of constant data (weights, bias) gives.</summary>
+    public static IEnumerable<(int Index, NodeProto Dq)> ConstantInputs(OnnxGraph graph, NodeProto node)
+    {
+        for (var i = 0; i < node.Input.Count; i++)
+        {
+            if (graph.GetProducer(node.Input[i]) is { OpType: "DequantizeLinear" } dq && graph.GetInitializer(dq.Input[0]) is not null
+                && dq.Input.Skip(1).All(c => c.Length == 0 || graph.GetInitializer(c) is not null))
+            {
+                yield return (i, dq);
+            }
+        }
     }
 
     private static bool IsQdq(NodeProto node) => node.OpType is "QuantizeLinear" or "DequantizeLinear";

@@ -140,8 +140,9 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     }
 
     /// <summary>
-    /// <c>constraints.maxLatencyRatio</c>: the model about to ship timed against its source, quantized regions kept
-    /// float where that is faster (<see cref="LatencyGuard"/>); one still past the ratio is not written (CMP0030).
+    /// <c>constraints.maxLatencyRatio</c>: the model about to ship timed against its source, each quantized region kept
+    /// in the form measured faster — int8, float, or float with float weights (<see cref="LatencyGuard"/>); one still
+    /// past the ratio is not written (CMP0030).
     /// </summary>
     private void Guard(double ratio, CalibrationSet data, string outputPath, Action<string> progress)
     {

@@ -26,6 +26,7 @@ public sealed class FashionCompressionTests(ITestOutputHelper output) : TempDire
         Assert.True(report.Size.Ratio <= 0.30, $"size ratio {report.Size.Ratio:0.000}");
         Assert.All(report.Layers, l => Assert.Equal(8, l.Bits));
         AssertNoFloatWeightsLeft(report.Output, "QuantizeLinear", "DequantizeLinear");
+        AssertReluFused(report.Output, activations, model == "cnn" ? 3 : 2);
     }
 
     [Fact]
@@ -145,6 +146,26 @@ public sealed class FashionCompressionTests(ITestOutputHelper output) : TempDire
         var m = report.Metrics!;
         Assert.Equal(10_000, m.Samples);
         Assert.True(m.AccuracyDrop <= maxDrop, $"accuracy {m.OriginalAccuracy:0.0000} -> {m.CompressedAccuracy:0.0000}");
+    }
+
+    /// <summary>
+    /// No Q→DQ pair between a layer and the Relu reading it: each Relu reads its Conv/Gemm's output, and its own output
+    /// goes through one QuantizeLinear whose zero point is the bottom of the grid (ONNX Runtime then drops the Relu into
+    /// the integer kernel).
+    /// </summary>
+    private static void AssertReluFused(string path, string activations, int count)
+    {
+        var graph = OnnxModel.Load(path).Graph;
+        var relus = graph.Nodes.Where(n => n.OpType == "Relu").ToList();
+        Assert.Equal(count, relus.Count);
+        Assert.All(relus, relu =>
+        {
+            Assert.Contains(graph.GetProducer(relu.Input[0])!.OpType, new[] { "Conv", "Gemm" });
+            var q = Assert.Single(graph.GetConsumers(relu.Output[0]));
+            Assert.Equal("QuantizeLinear", q.OpType);
+            var zero = graph.GetInitializer(q.Input[2])!;
+            Assert.Equal(activations == "uint8" ? 0 : -128, activations == "uint8" ? zero.RawData[0] : (sbyte)zero.RawData[0]);
+        });
     }
 
     /// <summary>The written model loads in ONNX Runtime, holds the expected quantized ops, and no original float weight is left.</summary>
