@@ -243,6 +243,16 @@ namespace Compress.Spec
 
         public bool Symmetric { get; set; } = true;
 
+        /// <summary>The spec left <c>symmetric</c> out (the int4 GPTQ default then stores zero points).</summary>
+        public bool SymmetricDefaulted { get; set; } = true;
+
+        /// <summary>
+        /// Weight-only: <c>kernel</c> (MatMulNBits / GatherBlockQuantized, packed in memory), <c>float</c> (packed in the
+        /// file, unpacked to float32 by ONNX Runtime at load), or <c>auto</c>: float where a layer sees more than one row
+        /// per sample (a sequence), kernel elsewhere.
+        /// </summary>
+        public string Form { get; set; } = "auto";
+
         /// <summary>GPTQ: process columns in descending order of the Hessian diagonal.</summary>
         public bool ActOrder { get; set; }
 

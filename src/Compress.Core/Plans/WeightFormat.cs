@@ -20,6 +20,12 @@ public enum WeightEncoding
     /// <summary>An embedding table's rows as int8 (one scale per row) or int4 blocks of <c>com.microsoft.GatherBlockQuantized</c>.</summary>
     GatherBlockQuantized,
 
+    /// <summary>
+    /// int4/int8 blocks stored packed (float16 scales) behind a chain of standard ops ONNX Runtime folds back into the
+    /// float32 weight at load (weight-only <c>form</c> <c>float</c>): the integer file, float speed and memory.
+    /// </summary>
+    UnpackedBlocks,
+
     /// <summary>Float32 values drawn from a per-layer codebook of 2^bits (k-means weight sharing, <c>pack</c>).</summary>
     SharedCodebook,
 }
@@ -65,6 +71,7 @@ public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
             WeightEncoding.SharedCodebook => string.Create(CultureInfo.InvariantCulture, $"{Bits}-bit codebook"),
             WeightEncoding.QdqInt8 => PerTensor ? "int8 QDQ per-tensor" : "int8 QDQ per-channel",
             WeightEncoding.MatMulNBits => string.Create(CultureInfo.InvariantCulture, $"int{Bits} MatMulNBits block {BlockSize}") + (Asymmetric ? " asymmetric" : ""),
+            WeightEncoding.UnpackedBlocks => string.Create(CultureInfo.InvariantCulture, $"int{Bits} block {BlockSize} unpacked at load") + (Asymmetric ? " asymmetric" : ""),
             WeightEncoding.GatherBlockQuantized => string.Create(CultureInfo.InvariantCulture, $"int{Bits} GatherBlockQuantized {(BlockSize is { } size ? $"block {size}" : "per row")}")
                 + (Asymmetric ? " asymmetric" : ""),
             _ => Encoding.ToString(),

@@ -11,13 +11,14 @@ namespace Compress.Spec.Methods
     {
         public QuantizeKind()
             : base("quantize", "quantization", RtnMethod.Name,
-                new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "smoothing", "blockSize", "symmetric" },
+                new[] { "method", "weights", "activations", "granularity", "calibration", "percentile", "minActivationSqnrDb", "biasCorrection", "smoothing", "blockSize", "symmetric", "form" },
                 new Dictionary<string, string[]>
                 {
                     ["weights"] = new[] { "int8", "int4", "fp16" },
                     ["activations"] = new[] { "int8", "uint8", "dynamic", "none" },
                     ["granularity"] = new[] { "channel", "tensor" },
                     ["calibration"] = new[] { "minmax", "percentile", "entropy", "mse" },
+                    ["form"] = new[] { "auto", "kernel", "float" },
                 })
         {
         }
@@ -33,8 +34,10 @@ namespace Compress.Spec.Methods
                 Percentile = values.OptionalNumber(node, "percentile", 90, 100) ?? 99.999,
                 MinActivationSqnrDb = values.OptionalNumber(node, "minActivationSqnrDb", 0, 100),
                 Symmetric = node["symmetric"] is JsonNode symmetric ? values.Boolean(symmetric, "'symmetric'") : true,
+                SymmetricDefaulted = node["symmetric"] == null,
                 BiasCorrection = node["biasCorrection"] is JsonNode correction && values.Boolean(correction, "'biasCorrection'"),
                 Smoothing = values.OptionalNumber(node, "smoothing", 0, 1),
+                Form = values.Choice(node, "form", "quantize.form") ?? "auto",
             };
             step.Activations = values.Choice(node, "activations", "quantize.activations") ?? (step.Weights == "fp16" ? "none" : step.Weights == "int4" ? "none" : "int8");
 
@@ -68,6 +71,11 @@ namespace Compress.Spec.Methods
             if (node["blockSize"] != null && step.Scheme != QuantizeSchemes.WeightOnly)
             {
                 throw values.Error(SpecCodes.Inconsistent, node["blockSize"]!, "'blockSize' applies to weight-only quantization ('activations': 'none')");
+            }
+
+            if (node["form"] != null && step.Scheme != QuantizeSchemes.WeightOnly)
+            {
+                throw values.Error(SpecCodes.Inconsistent, node["form"]!, "'form' applies to weight-only quantization ('activations': 'none')");
             }
 
             if ((node["calibration"] ?? node["percentile"] ?? node["minActivationSqnrDb"] ?? node["biasCorrection"] ?? node["smoothing"]) is JsonNode calibrationOnly && step.Scheme != QuantizeSchemes.Static)

@@ -28,8 +28,8 @@ public sealed class EmbeddingTableTests(ITestOutputHelper output) : TempDirector
         {
             "dynamic" => """ "weights": "int8", "activations": "dynamic" """,
             "static" => """ "weights": "int8", "activations": "int8" """,
-            "int8-weights" => """ "weights": "int8", "activations": "none" """,
-            _ => """ "weights": "int4", "activations": "none" """,
+            "int8-weights" => """ "weights": "int8", "activations": "none", "form": "kernel" """,
+            _ => """ "weights": "int4", "activations": "none", "form": "kernel" """,
         };
         var json = $$"""
         { "data": { "calibration": { "path": {{SpecFiles.Quote(ThirdPartyModels.EncoderData)}}, "samples": 32 },

@@ -27,9 +27,9 @@ public sealed class TiedTableTests(ITestOutputHelper output) : TempDirectoryTest
     [Theory]
     [InlineData("dynamic", """ "weights": "int8", "activations": "dynamic" """, 8, 0.29, 0.999)]
     [InlineData("static", """ "weights": "int8", "activations": "int8" """, 8, 0.31, 0.995)]
-    [InlineData("int8-weights", """ "weights": "int8", "activations": "none" """, 8, 0.29, 0.999)]
-    [InlineData("int4", """ "weights": "int4", "activations": "none" """, 4, 0.18, 0.98)]
-    [InlineData("int4-asymmetric", """ "weights": "int4", "activations": "none", "method": "rtn", "symmetric": false """, 4, 0.18, 0.98)]
+    [InlineData("int8-weights", """ "weights": "int8", "activations": "none", "form": "kernel" """, 8, 0.29, 0.999)]
+    [InlineData("int4", """ "weights": "int4", "activations": "none", "form": "kernel" """, 4, 0.18, 0.98)]
+    [InlineData("int4-asymmetric", """ "weights": "int4", "activations": "none", "method": "rtn", "symmetric": false, "form": "kernel" """, 4, 0.18, 0.98)]
     public void The_table_is_quantized_once_and_read_by_the_gather_and_both_projections(string scheme, string quantize, int bits, double maxRatio, double minCosine)
     {
         var first = Path.Combine(Dir, "first.onnx");
@@ -78,7 +78,7 @@ public sealed class TiedTableTests(ITestOutputHelper output) : TempDirectoryTest
     {
         var path = Path.Combine(Dir, "wide.onnx");
         var report = CompressionPipeline.Run(Fixture("tied_encoder.onnx"),
-            SpecFiles.Load(Dir, Spec(""" "weights": "int4", "activations": "none", "method": "rtn", "blockSize": 128 """)), path, measureLatency: false);
+            SpecFiles.Load(Dir, Spec(""" "weights": "int4", "activations": "none", "method": "rtn", "blockSize": 128, "form": "kernel" """)), path, measureLatency: false);
         Assert.Contains(report.Notes, n => n.StartsWith("embeddings: 'tokens.weight' (tied to 2 output projections) stored once as int8 with a scale per row", StringComparison.Ordinal));
         Assert.Contains(report.Layers, l => l.Weight == "tokens.weight" && l.Bits == 8);
         var graph = OnnxModel.Load(path).Graph;
@@ -87,6 +87,48 @@ public sealed class TiedTableTests(ITestOutputHelper output) : TempDirectoryTest
         var (cosine, top1, _, _) = Fidelity(path, GraphOptimizationLevel.ORT_ENABLE_ALL);
         output.WriteLine($"int8 fallback: {report.Size.CompressedBytes:N0} bytes ({report.Size.Ratio:0.000}x); logits cosine {cosine:0.0000}, top-1 kept {top1:P1}");
         Assert.True(cosine >= 0.999, $"logits cosine {cosine:0.0000}");
+    }
+
+    /// <summary>
+    /// Weight-only in the float form (the default 'auto' on these token sequences): the table stored once as packed codes
+    /// whose chain rebuilds 'tokens.weight' under its own name, so the Gather, the Transpose and the Gemm read it
+    /// unchanged; no MatMulNBits or GatherBlockQuantized; ONNX Runtime's optimized graph holds none of the chain's ops
+    /// (folded at load); close logits, with and without optimization; the same bytes on a second run.
+    /// </summary>
+    [Theory]
+    [InlineData("int4", """ "weights": "int4", "activations": "none" """, 4, 0.19, 0.98)]
+    [InlineData("int4-asymmetric", """ "weights": "int4", "activations": "none", "method": "rtn", "symmetric": false, "form": "float" """, 4, 0.19, 0.98)]
+    [InlineData("int8-weights", """ "weights": "int8", "activations": "none" """, 8, 0.29, 0.999)]
+    public void The_float_form_rebuilds_the_shared_table_at_load(string scheme, string quantize, int bits, double maxRatio, double minCosine)
+    {
+        var first = Path.Combine(Dir, "first.onnx");
+        var report = CompressionPipeline.Run(Fixture("tied_encoder.onnx"), SpecFiles.Load(Dir, Spec(quantize)), first, measureLatency: false);
+        var (cosine, top1, firstCosine, firstTop1) = Fidelity(first, GraphOptimizationLevel.ORT_ENABLE_ALL);
+        output.WriteLine($"{scheme} float form: {report.Size.CompressedBytes:N0} bytes ({report.Size.Ratio:0.000}x); logits cosine {cosine:0.0000}, top-1 kept {top1:P1}; "
+            + $"first-position logits cosine {firstCosine:0.0000}, top-1 kept {firstTop1:P1}");
+
+        var table = Assert.Single(report.Layers, l => l.Weight == "tokens.weight");
+        Assert.StartsWith($"int{bits} block ", table.Format);
+        Assert.Contains("unpacked at load", table.Format, StringComparison.Ordinal);
+        Assert.Contains(report.Notes, n => n.StartsWith("weight-only: ", StringComparison.Ordinal) && n.Contains("1 table stored as packed codes that ONNX Runtime unpacks to float32 at load", StringComparison.Ordinal));
+
+        var graph = OnnxModel.Load(first).Graph;
+        Assert.Null(graph.GetInitializer("tokens.weight"));
+        var rebuilt = graph.GetProducer("tokens.weight");
+        Assert.NotNull(rebuilt);
+        Assert.Equal(3, graph.GetConsumers("tokens.weight").Count); // the Gather, the Transpose and the Gemm, as in the source
+        Assert.DoesNotContain(graph.Nodes, n => n.OpType is "MatMulNBits" or "GatherBlockQuantized");
+        Assert.Equal(512 * 64 * bits / 8, graph.GetInitializer($"tokens.weight_int{bits}")!.RawData.Length); // one copy of the codes
+        Assert.Empty(Compress.Core.Tests.Passes.Quantization.UnpackedBlockTests.OpsLeftAfterLoading(first, Dir));
+
+        Assert.True(report.Size.Ratio <= maxRatio, $"{report.Size.Ratio:0.000}x");
+        Assert.True(cosine >= minCosine && firstCosine >= minCosine, $"logits cosine {cosine:0.0000} / {firstCosine:0.0000}");
+        Assert.True(top1 >= 0.95 && firstTop1 >= 0.95, $"top-1 kept {top1:P1} / {firstTop1:P1}");
+        Assert.Equal(cosine, Fidelity(first, GraphOptimizationLevel.ORT_DISABLE_ALL).Cosine, 4);
+
+        var second = Path.Combine(Dir, "second.onnx");
+        CompressionPipeline.Run(Fixture("tied_encoder.onnx"), SpecFiles.Load(Dir, Spec(quantize)), second, measureLatency: false);
+        Assert.Equal(File.ReadAllBytes(first), File.ReadAllBytes(second));
     }
 
     /// <summary>Mean cosine of each position's logits (compressed vs original) and the share of positions keeping their top token, for both outputs.</summary>

@@ -29,7 +29,9 @@ public static class EmbeddingTables
     /// Quantizes the tables of the step's selected <c>Gather</c> nodes to <paramref name="bits"/> (8 or 4; a layer
     /// allocated 32 bits stays float) and returns how many tables it stored quantized.
     /// </summary>
-    public static int Quantize(CompressionContext context, QuantizeStep step, int bits)
+    /// <paramref name="unpack"/> (weight-only steps): whether a table (its Gathers, width, block) is stored in the float
+    /// form instead, packed codes ONNX Runtime unpacks at load (<see cref="UnpackedBlocks"/>).
+    public static int Quantize(CompressionContext context, QuantizeStep step, int bits, Func<TensorProto, IReadOnlyList<NodeProto>, long, int, bool>? unpack = null)
     {
         if (!step.OpTypes.Contains("Gather"))
         {
@@ -63,6 +65,10 @@ public static class EmbeddingTables
                 }
 
                 StoreRows(context, table, readers);
+            }
+            else if (unpack is not null && unpack(table, readers, width, BlockFor(step, width, layerBits)))
+            {
+                StoreUnpacked(context, step, table, readers, layerBits, BlockFor(step, width, layerBits));
             }
             else if (projections.Count > 0)
             {
@@ -142,7 +148,7 @@ public static class EmbeddingTables
         using var scope = NewDisposeScope();
         var values = context.Model.ToTorch(table);
         long rows = values.shape[0], width = values.shape[1];
-        var symmetric = bits == 8 || step.Symmetric;
+        var symmetric = bits == 8 || MatMulNBitsQuantizer.Symmetric(context, step);
         var grid = new IntegerGrid(bits, symmetric);
         var blocked = IntegerGrid.Blocks(values, block);
         var (fitted, zeros) = grid.Fit(blocked, 2);
@@ -192,6 +198,30 @@ public static class EmbeddingTables
         }
 
         return (dataName, scaleName, zeroName);
+    }
+
+    /// <summary>
+    /// The float form: the table's blocks as in <see cref="StoreBlocks"/> (float16 scales), behind the chain that
+    /// rebuilds the float table under its own name at load, so its Gathers and any tied projection read it unchanged.
+    /// </summary>
+    private static void StoreUnpacked(CompressionContext context, QuantizeStep step, TensorProto table, IReadOnlyList<NodeProto> gathers, int bits, int block)
+    {
+        using var scope = NewDisposeScope();
+        var values = context.Model.ToTorch(table);
+        long width = values.shape[1];
+        var symmetric = bits == 8 || MatMulNBitsQuantizer.Symmetric(context, step);
+        var grid = new IntegerGrid(bits, symmetric);
+        var blocked = IntegerGrid.Blocks(values, block);
+        var (fitted, zeros) = grid.Fit(blocked, 2);
+        var scales = UnpackedBlocks.RoundToHalf(fitted);
+        var codes = grid.Codes(blocked, scales, zeros);
+        var dequantized = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), width);
+        context.Frontier?.SetWeight(table.Name, dequantized);
+
+        var record = context.Layer(table.Name, OnnxGraph.Describe(gathers[0]), "Gather", values.numel());
+        record.Format = new Plans.WeightFormat(Plans.WeightEncoding.UnpackedBlocks, bits) { BlockSize = block, Asymmetric = !symmetric };
+        record.RelativeError += WeightQuantization.RelativeError(values, dequantized);
+        record.Store(UnpackedBlocks.Store(context.Model.Graph, table.Name, codes, scales, symmetric ? null : zeros, bits, width, transposed: false));
     }
 
     /// <summary>

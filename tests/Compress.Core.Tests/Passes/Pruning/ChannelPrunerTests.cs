@@ -13,8 +13,8 @@ namespace Compress.Core.Tests.Passes.Pruning;
 public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectoryTest
 {
     [Theory]
-    [InlineData("obs", 0.02)]
-    [InlineData("magnitude", 0.035)]
+    [InlineData("obs", 0.018)]
+    [InlineData("magnitude", 0.025)]
     public void Half_the_channels_of_the_cnn_go_physically_and_accuracy_holds(string method, double maxDrop)
     {
         var report = Compress($$"""{ "prune": { "method": "{{method}}", "sparsity": 0.5, "pattern": "channel", "scope": "layer" } }""");
@@ -52,6 +52,28 @@ public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectory
         Assert.Equal(report.Allocation.Layers.Single(l => l.Node == "conv2").Sparsity, 1 - model.Graph.GetInitializer("conv2.weight")!.Dims[0] / 32.0, 9);
         var drop = report.Metrics!.AccuracyDrop;
         Assert.True(drop <= 0.02, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
+    }
+
+    /// <summary>
+    /// The issue-17 point (algorithms.md §14, "Which groups to cut"): on an AVX-512 CPU ONNX Runtime's NCHWc block is 16
+    /// channels, so conv2 cut to 16 saves time but its accuracy costs most, and 20 or 24 run slower than 32. Keeping conv2
+    /// whole (its producer excluded; conv2 is still refitted as conv1's consumer) and halving conv1 and fc1 halves the
+    /// multiply-adds (1,512,192 of 3,024,384) and measured 1.52–1.55× at batch 1 with a one-shot drop of 0.76 points on 2,048
+    /// calibration images (three bench runs); here, on 512, within 1 point (0.89).
+    /// </summary>
+    [Fact]
+    public void Keeping_conv2_whole_halves_the_work_within_one_point()
+    {
+        var report = Compress("""{ "prune": { "method": "obs", "sparsity": 0.5, "pattern": "channel", "scope": "layer", "exclude": ["conv2"] } }""");
+        var model = OnnxModel.Load(report.Output);
+        Assert.Equal([8L, 1, 5, 5], model.Graph.GetInitializer("conv1.weight")!.Dims);
+        Assert.Equal([32L, 8, 5, 5], model.Graph.GetInitializer("conv2.weight")!.Dims);
+        Assert.Equal([64L, 32 * 49], model.Graph.GetInitializer("fc1.weight")!.Dims);
+        Assert.Equal([10L, 64], model.Graph.GetInitializer("fc2.weight")!.Dims);
+        Assert.Contains(report.Notes, n => n.Contains("2 channel groups, 72 of 144 channels removed", StringComparison.Ordinal));
+        Assert.Equal(1_512_192, report.Stages![^1].MultiplyAdds);
+        var drop = report.Metrics!.AccuracyDrop;
+        Assert.True(drop <= 0.01, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
     }
 
     [Fact]
