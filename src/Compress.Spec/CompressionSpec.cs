@@ -168,8 +168,8 @@ namespace Compress.Spec
         public long? Bytes { get; set; }
 
         /// <summary>
-        /// The artifact's multiply-adds per sample as a fraction of the source's (a channel prune step's channel counts are
-        /// allocated to meet it); null when not given.
+        /// The artifact's multiply-adds per sample as a fraction of the source's (a channel prune step's channel counts, or a
+        /// factorize step's ranks, are allocated to meet it); null when not given.
         /// </summary>
         public double? Macs { get; set; }
 

@@ -380,6 +380,12 @@ namespace Compress.Spec
 
                     var covered = spec.Steps.Skip(i + 1).TakeWhile(s => !(s is AllocateStep)).ToList();
                     SpecException At(SpecStep step, string message) => new SpecException(SpecCodes.Inconsistent, message, File, step.Line, step.Column);
+                    if (covered.FirstOrDefault() is FactorizeStep factorize)
+                    {
+                        CheckRankAllocation(spec, allocate, factorize);
+                        continue;
+                    }
+
                     var prunes = covered.OfType<PruneStep>().ToList();
                     var quantizes = covered.OfType<QuantizeStep>().ToList();
                     var packs = covered.OfType<PackStep>().ToList();
@@ -395,7 +401,7 @@ namespace Compress.Spec
 
                     if (prunes.Count + quantizes.Count + packs.Count == 0)
                     {
-                        throw At(allocate, "'allocate' chooses per-layer sparsity and bits for the prune, quantize and pack steps after it: add one after it");
+                        throw At(allocate, "'allocate' chooses per-layer sparsity and bits for the prune, quantize and pack steps after it, or the ranks of a factorize step right after it: add one after it");
                     }
 
                     if (prunes.Count > 1 || quantizes.Count > 1)
@@ -408,7 +414,7 @@ namespace Compress.Spec
                     if (compute != null && channels == null)
                     {
                         throw At(allocate, $"a '{compute}' budget is met by removing whole channels: the prune step after it needs \"pattern\": \"channel\" " +
-                            "(unstructured or N:M zeros leave the dense kernels' work as it is)");
+                            "(unstructured or N:M zeros leave the dense kernels' work as it is), or a factorize step right after the 'allocate' step");
                     }
 
                     if (channels != null)
@@ -456,13 +462,43 @@ namespace Compress.Spec
                         }
                     }
 
-                    var limits = spec.Constraints;
-                    if (!allocate.HasBudget
-                        && limits.MaxAccuracyDrop == null && limits.MinAgreement == null && limits.MinCosine == null && limits.MinSqnrDb == null)
-                    {
-                        throw At(allocate, "'allocate' needs a budget: 'size' (a fraction of the source model), 'bytes', 'macs' or 'latency' (with a channel prune step), or a constraint (constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb) to find the smallest artifact meeting it");
-                    }
+                    CheckBudget(spec, allocate);
                 }
+            }
+
+            private void CheckBudget(CompressionSpec spec, AllocateStep allocate)
+            {
+                var limits = spec.Constraints;
+                if (!allocate.HasBudget
+                    && limits.MaxAccuracyDrop == null && limits.MinAgreement == null && limits.MinCosine == null && limits.MinSqnrDb == null)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent,
+                        "'allocate' needs a budget: 'size' (a fraction of the source model), 'bytes', 'macs' (with a channel prune or a factorize step) or 'latency' (with a channel prune step), or a constraint (constraints.maxAccuracyDrop, minAgreement, minCosine or minSqnrDb) to find the smallest artifact meeting it",
+                        File, allocate.Line, allocate.Column);
+                }
+            }
+
+            /// <summary>An <c>allocate</c> step right before a <c>factorize</c> step chooses its ranks under a size or multiply-add budget.</summary>
+            private void CheckRankAllocation(CompressionSpec spec, AllocateStep allocate, FactorizeStep factorize)
+            {
+                if (allocate.Latency != null)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent,
+                        "the ranks of a factorize step are allocated under 'size', 'bytes' or 'macs'; for a latency limit give constraints.maxLatencyRatio (the factorize step then undoes the splits measured slower)",
+                        File, allocate.Line, allocate.Column);
+                }
+
+                if (allocate.Bits.Count > 0)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "an allocation before a factorize step chooses ranks, not bits: drop 'bits'", File, allocate.Line, allocate.Column);
+                }
+
+                if (factorize.ParameterRatio != null)
+                {
+                    throw new SpecException(SpecCodes.Inconsistent, "the 'allocate' step before it chooses each layer's rank: leave out 'parameterRatio'", File, factorize.Line, factorize.Column);
+                }
+
+                CheckBudget(spec, allocate);
             }
 
             private DataSource Source(JsonNode node, string role)

@@ -2,6 +2,7 @@ using System.Runtime.CompilerServices;
 using Compress.Core.Diagnostics;
 using Compress.Core.Onnx;
 using Compress.Core.Passes;
+using Compress.Core.Passes.Factorization;
 using Compress.Core.Passes.Pruning;
 using Compress.Core.Plans;
 using Compress.Spec;
@@ -22,11 +23,15 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
 {
     private static readonly ConditionalWeakTable<AllocateStep, Allocator> Measured = new();
     private static readonly ConditionalWeakTable<AllocateStep, ChannelAllocation> MeasuredChannels = new();
+    private static readonly ConditionalWeakTable<AllocateStep, RankAllocation> MeasuredRanks = new();
 
     /// <summary>The timer of <c>"latency"</c> budgets: batch 1, one thread, median of up to this many runs (within half a second).</summary>
     private const int TimedRuns = 301;
 
     public string Name => $"allocate/{step.Method}";
+
+    /// <summary>How the round's proxy weighs the layers, in words (no sensitivity measured: the relative errors alone).</summary>
+    private string Proxy => step.Sensitivity == "hessian" ? new ProxyWeighting(step.Gamma).ToString() : "relative error";
 
     public void Apply(CompressionContext context)
     {
@@ -35,6 +40,12 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var prune = covered.OfType<PruneStep>().FirstOrDefault();
         var quantize = covered.OfType<QuantizeStep>().FirstOrDefault();
         var pack = covered.OfType<PackStep>().FirstOrDefault();
+        if (covered.FirstOrDefault() is FactorizeStep factorize)
+        {
+            AllocateRanks(context, factorize);
+            return;
+        }
+
         if (prune is { Channel: true })
         {
             AllocateChannels(context, prune);
@@ -86,7 +97,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
 
         var solution = Allocator.Solve(problem, MethodCatalog.Of(step).Name);
         step.EstimatedBytes = solution.Cost + rest;
-        var words = $"{target:N0} bytes ({target / (double)context.OriginalBytes:0.###} of the source), {problem.Budget:N0} of them for the {uses.Count} layers; proxy: {new ProxyWeighting(step.Gamma)}";
+        var words = $"{target:N0} bytes ({target / (double)context.OriginalBytes:0.###} of the source), {problem.Budget:N0} of them for the {uses.Count} layers; proxy: {Proxy}";
         context.Allocation = allocator.Figures(problem, solution, MethodCatalog.Of(step).Name, words, []);
         for (var i = 0; i < uses.Count; i++)
         {
@@ -144,11 +155,61 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         }
 
         var words = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {(step.Sensitivity == "hessian" ? new ProxyWeighting(step.Gamma).ToString() : "relative error")}");
+            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {Proxy}");
         context.Allocation = allocation.Figures(solution, solver, words, step.Gamma);
         var how = solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO";
         var measured = kind == ChannelCost.Macs ? "counted" : "timed";
         context.Notes.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{Name}: channels per group chosen by {how} for {words}: {allocation.Describe(solution.Kept)} → {ChannelAllocation.Unit(kind, solution.Cost)} ({solution.Cost / solution.SourceCost:P1} of the source), proxy objective {solution.Objective:0.#####}, {solution.Iterations} linearised passes, {allocation.Table.Count} costs {measured}, {watch.Elapsed.TotalSeconds:0.#} s"));
+    }
+
+    /// <summary>
+    /// A <c>factorize</c> step right after the allocation: each layer's rank (or dense) under the size budget
+    /// (<c>size</c>/<c>bytes</c>, or the size search's fraction) or the <c>macs</c> budget, written to the plan the
+    /// factorizer reads (algorithms.md §18). The steps after the factorize step keep their own values.
+    /// </summary>
+    private void AllocateRanks(CompressionContext context, FactorizeStep factorize)
+    {
+        var allocation = MeasuredRanks.GetValue(step, _ => RankAllocation.Measure(context, factorize, step.Sensitivity == "hessian"));
+        var left = allocation.Left;
+        if (allocation.Layers.Count == 0)
+        {
+            context.Notes.Add($"{Name}: no layer the factorize step selects can be split{(left.Count > 0 ? $" ({string.Join("; ", left)})" : "")}; nothing allocated");
+            return;
+        }
+
+        var kind = step.Macs is null ? RankCost.Bytes : RankCost.Macs;
+        var source = kind == RankCost.Bytes ? context.OriginalBytes : allocation.SourceMacs;
+        var target = step.Bytes ?? (long)Math.Floor((step.Macs ?? step.Size ?? step.SearchedSize
+            ?? throw new InvalidOperationException("an allocation without a budget runs inside the size search")) * source);
+        var rest = Math.Max(0, source - allocation.Layers.Sum(l => RankAllocation.Dense(l, kind))) + (kind == RankCost.Bytes ? step.MeasuredOverhead : 0);
+        var problem = allocation.Problem(kind, new ProxyWeighting(step.Gamma), target - rest);
+        var unit = kind == RankCost.Bytes ? "bytes" : "multiply-adds per sample";
+        if (!problem.IsFeasible)
+        {
+            throw CompressException.Error(DiagnosticCodes.BudgetUnreachable,
+                $"the budget of {target:N0} {unit} cannot be met: the {allocation.Layers.Count} layers the factorize step can split need at least {problem.MinimumCost:N0} at rank {LowRankFactorizer.Multiple} " +
+                $"and the rest of the model takes {rest:N0}; raise the budget or select more layers",
+                context.Spec.File, step.Line, step.Column);
+        }
+
+        var solver = MethodCatalog.Of(step).Name;
+        var solution = Allocator.Solve(problem, solver);
+        if (kind == RankCost.Bytes)
+        {
+            step.EstimatedBytes = solution.Cost + rest;
+        }
+
+        var ranks = allocation.Ranks(solution);
+        for (var i = 0; i < ranks.Length; i++)
+        {
+            context.Plan.Allocate(factorize, new LayerPlan(allocation.Layers[i].Use.Weight.Name, PlanSource.Allocation) { Rank = ranks[i] });
+        }
+
+        var words = $"{target:N0} {unit} ({target / (double)source:0.###} of the source), {problem.Budget:N0} of them for the {allocation.Layers.Count} layers; proxy: {Proxy}";
+        context.Allocation = allocation.Figures(problem, solution, solver, words);
+        context.Progress($"{Name}: ranks of {allocation.Layers.Count} layers, {solution.Cost + rest:N0} {unit} (budget {target:N0}), proxy objective {solution.Objective:0.####}");
+        context.Notes.Add($"{Name}: ranks chosen by {(solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}: {allocation.Describe(ranks)}" +
+            (left.Count > 0 ? $"; not offered: {string.Join("; ", left)}" : ""));
     }
 }

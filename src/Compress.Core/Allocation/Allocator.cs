@@ -47,8 +47,7 @@ public sealed class Allocator
         }
 
         var raw = database.Select((l, i) => traces is null ? 1 : traces[i] * l.SquaredNorm).ToArray();
-        var mean = raw.Average();
-        var sensitivity = raw.Select(s => mean > 0 ? Math.Max(s / mean, 1e-6) : 1).ToArray();
+        var sensitivity = LayerSensitivity.Normalised(raw);
         return new Allocator(database, sensitivity) { Traces = traces ?? new double[database.Count] };
     }
 

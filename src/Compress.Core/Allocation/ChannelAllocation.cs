@@ -126,8 +126,7 @@ public sealed class ChannelAllocation
             else
             {
                 var raw = names.Select((n, i) => traces[i] * context.Model.ToTorch(graph.GetInitializer(n)!).to_type(ScalarType.Float64).square().sum().item<double>()).ToArray();
-                var mean = raw.Average();
-                weights = raw.Select(s => mean > 0 ? Math.Max(s / mean, 1e-6) : 1).ToArray();
+                weights = LayerSensitivity.Normalised(raw);
             }
         }
 

@@ -14,6 +14,16 @@ namespace Compress.Core.Allocation;
 /// </summary>
 public static class LayerSensitivity
 {
+    /// <summary>
+    /// Sensitivities s_l = Tr(H_l)/n_l · ‖W_l‖² (<paramref name="raw"/>) as the proxy's weights: normalised to mean 1,
+    /// floored at 10⁻⁶ (a layer the probes found flat still counts a little), all 1 when nothing was measured.
+    /// </summary>
+    public static double[] Normalised(IReadOnlyList<double> raw)
+    {
+        var mean = raw.Count == 0 ? 0 : raw.Average();
+        return raw.Select(s => mean > 0 ? Math.Max(s / mean, 1e-6) : 1).ToArray();
+    }
+
     public const int MinProbes = 10;
     public const int MaxProbes = 100;
     private const int Batch = 128;

@@ -25,13 +25,17 @@ public static class FlopCount
             $"{n.OpType}({string.Join(",", n.Input.Select(i => graph.GetInitializer(i) is { } w ? "[" + string.Join("x", w.Dims) + "]" : i))})"));
     }
 
-    public static long MultiplyAdds(OnnxModel model, CalibrationSet data)
+    public static long MultiplyAdds(OnnxModel model, CalibrationSet data) => PerNode(model, data).Values.Sum();
+
+    /// <summary>The multiply-adds per sample of each counted node, by its first output's name.</summary>
+    public static IReadOnlyDictionary<string, long> PerNode(OnnxModel model, CalibrationSet data)
     {
         var graph = model.Graph;
+        var counts = new Dictionary<string, long>(StringComparer.Ordinal);
         var nodes = graph.Nodes.Where(n => Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) || n.Domain == "com.microsoft")).ToList();
         if (nodes.Count == 0)
         {
-            return 0;
+            return counts;
         }
 
         var outputs = nodes.Select(n => n.Output[0]).Distinct().ToArray();
@@ -41,14 +45,13 @@ public static class FlopCount
         using var runner = OrtModelRunner.Exposing(model, values);
         using var results = runner.RunBatch(data, 0, 1, values);
         var shapes = values.Zip(results).ToDictionary(p => p.First, p => p.Second.GetTensorTypeAndShape().Shape, StringComparer.Ordinal);
-        long total = 0;
         foreach (var node in nodes)
         {
             var size = shapes[node.Output[0]].Aggregate(1L, (a, b) => a * b);
-            total += size * Inner(graph, node, shapes);
+            counts[node.Output[0]] = size * Inner(graph, node, shapes);
         }
 
-        return total;
+        return counts;
     }
 
     private static long Inner(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)

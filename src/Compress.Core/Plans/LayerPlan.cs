@@ -24,7 +24,7 @@ public enum PlanSource
 }
 
 /// <summary>
-/// What one step is to do to one layer: its sparsity and pattern (prune steps) or its bits (quantize steps). Filled from
+/// What one step is to do to one layer: its sparsity and pattern (prune steps), its bits (quantize steps) or its rank (factorize steps). Filled from
 /// the step's values by default, written per layer by an allocation when there is one, read by the step's pass, and
 /// reported with the layer.
 /// </summary>
@@ -37,4 +37,7 @@ public sealed record LayerPlan(string Weight, PlanSource Source)
 
     /// <summary>Bits per weight the step stores; null when the step does not quantize.</summary>
     public int? Bits { get; init; }
+
+    /// <summary>The rank a factorize step gives the layer (0: the layer stays whole); null when the step chooses it itself.</summary>
+    public long? Rank { get; init; }
 }

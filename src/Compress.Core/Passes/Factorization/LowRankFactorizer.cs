@@ -24,14 +24,14 @@ namespace Compress.Core.Passes.Factorization;
 [ImplementsMethod(SvdMethod.Name)]
 public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
 {
-    private const long Multiple = 8;
+    internal const long Multiple = 8;
 
     /// <summary>
     /// A layer is factorized only where the two factors keep at most this share of its multiply-adds (and weights):
     /// less saving does not pay for the second kernel (and on the MLP, the 10×100 head at rank 8 cost 5 points for 12%
     /// of its weights).
     /// </summary>
-    private const double MaxShare = 0.75;
+    internal const double MaxShare = 0.75;
 
     /// <inheritdoc />
     public string Name => $"factorize/{step.Method}";
@@ -60,6 +60,22 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
             var svd = WhitenedSvd.Of(context, use);
             var shape = use.Node.OpType == "Conv" ? string.Join("×", use.Weight.Dims) : $"{svd.Outputs}×{svd.Inputs}";
             var full = (double)(svd.Inputs * svd.Outputs);
+            if (context.Plan.IsAllocated(step))
+            {
+                // The allocation's rank (algorithms.md §18), in the channel form; 0 keeps the layer whole.
+                if (context.Plan.For(step, use.Weight.Name).Rank is not { } planned || planned <= 0)
+                {
+                    kept.Add($"{use.NodeName} ({(context.Plan.For(step, use.Weight.Name).Rank is null ? "the allocation offered it no rank" : "the allocation keeps it whole")})");
+                    continue;
+                }
+
+                var share = planned * (svd.Inputs + svd.Outputs) / full;
+                var (fa, fb, ferror) = svd.Truncate(planned);
+                done.Add(Replace(context, use, fa, fb, ferror,
+                    $"{use.NodeName} {shape} → rank {planned} by the allocation ({share:P0} of the multiply-adds{Per(use)}, output error {svd.OutputError(planned):0.####})"));
+                continue;
+            }
+
             var rank = Rank(svd.Singular, svd.Outputs, svd.Inputs);
             var channel = new Form("", rank, rank * (svd.Inputs + svd.Outputs) / full, svd.OutputError(rank));
             var spatialSvd = LowRankForms.SpatialRefusal(use) is null ? svd.Spatial(use) : null;

@@ -55,6 +55,34 @@ public sealed class LowRankFactorizerTests(ITestOutputHelper output) : TempDirec
         Assert.True(report.Metrics!.AccuracyDrop <= 0.01, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
     }
 
+    [Fact]
+    public void An_allocation_chooses_each_rank_under_a_size_budget()
+    {
+        var report = Compress("""{ "allocate": { "size": 0.3, "sensitivity": "none" } }, { "factorize": { } }""");
+        var model = OnnxModel.Load(report.Output);
+        var ranks = new[] { "fc1", "fc2" }.Select(l => model.Graph.GetInitializer($"{l}.weight_lowrank_a")?.Dims[0] ?? 0).ToArray();
+        Assert.All(ranks, r => Assert.True(r > 0 && r % 8 == 0, $"rank {r}"));
+        Assert.True(ranks[0] < 88, $"fc1 rank {ranks[0]} (energy 0.999 gives 88 at 0.44 of the source)");
+        Assert.NotNull(model.Graph.GetInitializer("fc3.weight"));
+        Assert.Contains(report.Notes, n => n.Contains("allocate/dp: ranks chosen by dynamic programming", StringComparison.Ordinal) && n.Contains("not offered: fc3", StringComparison.Ordinal));
+        Assert.Contains(report.Notes, n => n.Contains("left as they were: fc3 (the allocation offered it no rank)", StringComparison.Ordinal));
+        Assert.Contains(report.Notes, n => n.Contains($"fc1 300×784 → rank {ranks[0]} by the allocation", StringComparison.Ordinal));
+        Assert.True(report.Size.Ratio <= 0.3, $"size ratio {report.Size.Ratio:0.000}");
+        Assert.True(report.Metrics!.AccuracyDrop <= 0.01, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
+        Assert.Equal(2, report.Allocation!.Layers.Count);
+    }
+
+    [Fact]
+    public void Under_a_multiply_add_budget_the_written_model_counts_at_most_that_and_both_solvers_agree()
+    {
+        var dp = Compress("""{ "allocate": { "macs": 0.25, "sensitivity": "none" } }, { "factorize": { } }""");
+        var stages = dp.Stages!;
+        Assert.True(stages[^1].MultiplyAdds <= 0.25 * stages[0].MultiplyAdds, $"{stages[^1].MultiplyAdds} of {stages[0].MultiplyAdds}");
+        var anneal = Compress("""{ "allocate": { "method": "anneal", "macs": 0.25, "sensitivity": "none" } }, { "factorize": { } }""");
+        Assert.True(anneal.Allocation!.Objective <= dp.Allocation!.Objective * 1.01, $"anneal {anneal.Allocation.Objective} vs dp {dp.Allocation.Objective}");
+        Assert.True(anneal.Stages![^1].MultiplyAdds <= 0.25 * anneal.Stages[0].MultiplyAdds);
+    }
+
     private CompressionReport Compress(string steps, bool image = false)
     {
         var spec = SpecFiles.Load(Dir, $$"""
