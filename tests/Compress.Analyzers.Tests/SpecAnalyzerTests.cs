@@ -19,7 +19,7 @@ public sealed class SpecAnalyzerTests
             { "quantize": { "weights": "int8", {|#0:"|}activation": "dynamic" } }
           ]
         }
-        """, Expected(0, "CMP0101", "unknown key 'activation' in 'quantize'; did you mean 'activations'? (allowed: method, weights, activations, granularity, calibration, percentile, minActivationSqnrDb, biasCorrection, smoothing, blockSize, symmetric, actOrder, damping, maxLayerError, include, exclude, opTypes)"));
+        """, Expected(0, "CMP0101", "unknown key 'activation' in 'quantize'; did you mean 'activations'? (allowed: method, weights, activations, granularity, calibration, percentile, minActivationSqnrDb, biasCorrection, smoothing, blockSize, symmetric, form, actOrder, damping, maxLayerError, include, exclude, opTypes)"));
 
     [Fact]
     public Task A_value_of_the_wrong_type_is_underlined() => Verify("""

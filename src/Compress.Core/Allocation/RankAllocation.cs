@@ -64,18 +64,8 @@ public sealed class RankAllocation
         var macs = Evaluation.FlopCount.PerNode(context.Model, context.Calibration);
         var layers = new List<RankChoices>();
         var norms = new List<double>();
-        foreach (var use in WeightSelection.Select(graph, factorize))
+        foreach (var use in LowRankForms.Splittable(graph, factorize, left))
         {
-            if (LowRankForms.Refusal(graph, use) is { } refusal)
-            {
-                if (refusal.Length > 0)
-                {
-                    left.Add($"{use.NodeName} ({refusal})");
-                }
-
-                continue;
-            }
-
             using var scope = NewDisposeScope();
             context.Progress($"allocation: whitened SVD of {use.NodeName}");
             var svd = WhitenedSvd.Of(context, use);

@@ -43,18 +43,8 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var done = new List<FactorizedLayer>();
         var kept = new List<string>();
-        foreach (var use in WeightSelection.Select(graph, step))
+        foreach (var use in LowRankForms.Splittable(graph, step, kept))
         {
-            if (LowRankForms.Refusal(graph, use) is { } refusal)
-            {
-                if (refusal.Length > 0)
-                {
-                    kept.Add($"{use.NodeName} ({refusal})");
-                }
-
-                continue;
-            }
-
             using var scope = NewDisposeScope();
             context.Progress($"{Name}: {use.NodeName}");
             var svd = WhitenedSvd.Of(context, use);

@@ -1,6 +1,7 @@
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Torch;
+using Compress.Spec;
 using static TorchSharp.torch;
 
 namespace Compress.Core.Passes.Factorization;
@@ -19,6 +20,22 @@ internal static class LowRankForms
         ["MatMul"] = (MatrixRefusal, SplitMatMul),
         ["Conv"] = (ConvRefusal, SplitConv),
     };
+
+    /// <summary>The layers <paramref name="step"/> selects that can be factorized; the others' reasons go to <paramref name="left"/> (as "node (why)").</summary>
+    public static IEnumerable<WeightUse> Splittable(OnnxGraph graph, SpecStep step, List<string> left)
+    {
+        foreach (var use in WeightSelection.Select(graph, step))
+        {
+            if (Refusal(graph, use) is not { } refusal)
+            {
+                yield return use;
+            }
+            else if (refusal.Length > 0)
+            {
+                left.Add($"{use.NodeName} ({refusal})");
+            }
+        }
+    }
 
     /// <summary>
     /// Null when the layer can be factorized; else why not: empty for what the step passes over silently (a Gemm with
