@@ -1,4 +1,5 @@
 using System.Collections.Generic;
+using System.Linq;
 using Compress.Spec.Methods;
 
 namespace Compress.Spec
@@ -19,6 +20,10 @@ namespace Compress.Spec
         public DataSource? Training { get; set; }
 
         public List<SpecStep> Steps { get; } = new List<SpecStep>();
+
+        /// <summary>The steps an <c>allocate</c> step plans for: those after it, up to the next <c>allocate</c> step.</summary>
+        public List<SpecStep> Covered(AllocateStep allocate) =>
+            Steps.SkipWhile(s => !ReferenceEquals(s, allocate)).Skip(1).TakeWhile(s => !(s is AllocateStep)).ToList();
 
         public SpecConstraints Constraints { get; set; } = new SpecConstraints();
 
@@ -181,6 +186,9 @@ namespace Compress.Spec
 
         /// <summary>Whether the step names a budget (<c>size</c>, <c>bytes</c>, <c>macs</c> or <c>latency</c>); without one it searches.</summary>
         public bool HasBudget => Size != null || Bytes != null || Macs != null || Latency != null;
+
+        /// <summary>Whether the allocation measures each layer's loss sensitivity (<c>sensitivity: hessian</c>).</summary>
+        public bool MeasuresSensitivity => Sensitivity == "hessian";
 
         /// <summary>Compress-and-evaluate rounds correcting the proxy (null: the engine's default).</summary>
         public int? Rounds { get; set; }

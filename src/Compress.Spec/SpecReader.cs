@@ -378,7 +378,7 @@ namespace Compress.Spec
                         continue;
                     }
 
-                    var covered = spec.Steps.Skip(i + 1).TakeWhile(s => !(s is AllocateStep)).ToList();
+                    var covered = spec.Covered(allocate);
                     SpecException At(SpecStep step, string message) => new SpecException(SpecCodes.Inconsistent, message, File, step.Line, step.Column);
                     if (covered.FirstOrDefault() is FactorizeStep factorize)
                     {

@@ -31,12 +31,13 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
     public string Name => $"allocate/{step.Method}";
 
     /// <summary>How the round's proxy weighs the layers, in words (no sensitivity measured: the relative errors alone).</summary>
-    private string Proxy => step.Sensitivity == "hessian" ? new ProxyWeighting(step.Gamma).ToString() : "relative error";
+    private static string How(string solver) => solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO";
+
+    private string Proxy => step.MeasuresSensitivity ? new ProxyWeighting(step.Gamma).ToString() : "relative error";
 
     public void Apply(CompressionContext context)
     {
-        var index = context.Spec.Steps.IndexOf(step);
-        var covered = context.Spec.Steps.Skip(index + 1).TakeWhile(s => s is not AllocateStep).ToList();
+        var covered = context.Spec.Covered(step);
         var prune = covered.OfType<PruneStep>().FirstOrDefault();
         var quantize = covered.OfType<QuantizeStep>().FirstOrDefault();
         var pack = covered.OfType<PackStep>().FirstOrDefault();
@@ -76,7 +77,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
             var pruner = prune is null ? null : ((PruningPass)PassRegistry.Create(prune)).DatabasePruner;
             // An N:M step's choices per layer are dense or the pattern; otherwise the sparsity levels.
             var levels = prune is null ? [0.0] : prune.N > 0 ? [0.0, 1 - prune.N / (double)prune.M] : ErrorDatabase.SparsityLevels(prune.MaxLayerSparsity);
-            return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.Sensitivity == "hessian",
+            return Allocator.Measure(context, uses, levels, u => quantized.Contains(u.Weight.Name) ? offered : [32], pruner, step.MeasuresSensitivity,
                 pack is null ? null : ErrorDatabase.Shared);
         });
 
@@ -116,7 +117,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
 
         context.Progress($"{Name}: {uses.Count} layers, estimated {solution.Cost + rest:N0} bytes (budget {target:N0}), proxy objective {solution.Objective:0.####}");
         context.Notes.Add($"{Name}: per-layer {(prune is null ? "" : "sparsity")}{(prune is not null && bitsStep is not null ? " and " : "")}{(bitsStep is null ? "" : pack is null ? "bits" : "shared-value bits")} " +
-            $"chosen by {(step.Method == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}");
+            $"chosen by {How(MethodCatalog.Of(step).Name)} for {words}");
     }
 
     /// <summary>
@@ -128,7 +129,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
     private void AllocateChannels(CompressionContext context, PruneStep prune)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
-        var allocation = MeasuredChannels.GetValue(step, _ => ChannelAllocation.Measure(context, prune, step.Sensitivity == "hessian", context.Spec.File, step.Line, step.Column));
+        var allocation = MeasuredChannels.GetValue(step, _ => ChannelAllocation.Measure(context, prune, step.MeasuresSensitivity, context.Spec.File, step.Line, step.Column));
         if (allocation.Groups.Count == 0)
         {
             context.Notes.Add($"{Name}: no channel group the prune step selects can be pruned; nothing allocated");
@@ -141,11 +142,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var data = context.Calibration;
         Func<OnnxModel, double> measure = kind == ChannelCost.Macs
             ? m => Evaluation.FlopCount.MultiplyAdds(m, data)
-            : m =>
-            {
-                using var runner = new Evaluation.OrtModelRunner(m, arena: true);
-                return runner.MedianLatencyMs(data, 1, TimedRuns, TimeSpan.FromSeconds(0.5));
-            };
+            : m => Evaluation.LatencyComparison.Batch1Ms(m, data, TimeSpan.FromSeconds(0.5), TimedRuns);
         var solver = MethodCatalog.Of(step).Name;
         var solution = allocation.Solve(kind, fraction, solver, step.Gamma, measure, context.Progress, context.Spec.File, step.Line, step.Column);
         for (var i = 0; i < allocation.Groups.Count; i++)
@@ -157,7 +154,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var words = string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {Proxy}");
         context.Allocation = allocation.Figures(solution, solver, words, step.Gamma);
-        var how = solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO";
+        var how = How(solver);
         var measured = kind == ChannelCost.Macs ? "counted" : "timed";
         context.Notes.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
             $"{Name}: channels per group chosen by {how} for {words}: {allocation.Describe(solution.Kept)} → {ChannelAllocation.Unit(kind, solution.Cost)} ({solution.Cost / solution.SourceCost:P1} of the source), proxy objective {solution.Objective:0.#####}, {solution.Iterations} linearised passes, {allocation.Table.Count} costs {measured}, {watch.Elapsed.TotalSeconds:0.#} s"));
@@ -170,7 +167,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
     /// </summary>
     private void AllocateRanks(CompressionContext context, FactorizeStep factorize)
     {
-        var allocation = MeasuredRanks.GetValue(step, _ => RankAllocation.Measure(context, factorize, step.Sensitivity == "hessian"));
+        var allocation = MeasuredRanks.GetValue(step, _ => RankAllocation.Measure(context, factorize, step.MeasuresSensitivity));
         var left = allocation.Left;
         if (allocation.Layers.Count == 0)
         {
@@ -209,7 +206,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         var words = $"{target:N0} {unit} ({target / (double)source:0.###} of the source), {problem.Budget:N0} of them for the {allocation.Layers.Count} layers; proxy: {Proxy}";
         context.Allocation = allocation.Figures(problem, solution, solver, words);
         context.Progress($"{Name}: ranks of {allocation.Layers.Count} layers, {solution.Cost + rest:N0} {unit} (budget {target:N0}), proxy objective {solution.Objective:0.####}");
-        context.Notes.Add($"{Name}: ranks chosen by {(solver == DpMethod.Name ? "dynamic programming" : "simulated annealing of the QUBO")} for {words}: {allocation.Describe(ranks)}" +
+        context.Notes.Add($"{Name}: ranks chosen by {How(solver)} for {words}: {allocation.Describe(ranks)}" +
             (left.Count > 0 ? $"; not offered: {string.Join("; ", left)}" : ""));
     }
 }

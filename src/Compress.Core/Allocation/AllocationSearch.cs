@@ -26,7 +26,7 @@ internal static class AllocationSearch
     public const int MaxRounds = 10;
 
     /// <summary>Default rounds: three proxies with a budget, eight bisections without.</summary>
-    public static int Rounds(AllocateStep step) => step.Rounds ?? (!step.HasBudget ? 8 : step.Sensitivity == "hessian" ? 3 : 1);
+    public static int Rounds(AllocateStep step) => step.Rounds ?? (!step.HasBudget ? 8 : step.MeasuresSensitivity ? 3 : 1);
 
     private static readonly double[] Gammas = [1, 0, 0.5, 2, 0.25, 1.5, 0.75, 3, 0.1, 4];
 
@@ -96,7 +96,7 @@ internal static class AllocationSearch
         var count = Math.Min(Rounds(step), MaxRounds);
         IReopenableFormat? fresh = opened;
         // Before a channel prune step the searched fraction is of the source's multiply-adds (algorithms.md §18).
-        var quantity = spec.Steps.SkipWhile(s => s != step).Skip(1).TakeWhile(s => s is not AllocateStep).OfType<PruneStep>().Any(p => p.Channel) ? "multiply-adds" : "size";
+        var quantity = spec.Covered(step).OfType<PruneStep>().Any(p => p.Channel) ? "multiply-adds" : "size";
         for (var round = 1; round <= count; round++)
         {
             var size = Math.Round(Math.Exp((lo + hi) / 2), 4);

@@ -86,30 +86,31 @@ public sealed class ChannelAllocation
         }
 
         var graph = context.Model.Graph;
-        var selected = new HashSet<Onnx.Proto.NodeProto>(WeightSelection.Select(graph, prune).Select(u => u.Node), ReferenceEqualityComparer.Instance);
         var groups = new List<GroupChoices>();
-        var found = ChannelGroups.Find(graph).Where(g => g.Refusal is null && g.Producers.All(selected.Contains)).ToList();
+        var found = ChannelPruner.Prunable(graph, prune, []);
         for (var i = 0; i < found.Count; i++)
         {
             var group = found[i];
             var kept = Counts(group, prune.MaxLayerSparsity);
             context.Progress($"allocation: channel errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
             var (costs, consumers) = ChannelPruner.RemovalCosts(context, group, prune.Damping, group.Channels - kept[^1]);
+            // e(k): the first C − k removals' costs per consumer, one running sum over the counts (descending).
+            var running = new double[consumers.Length];
+            var removed = 0L;
             var errors = kept.Select(k =>
             {
-                var sum = new double[consumers.Length];
-                for (var r = 0; r < group.Channels - k; r++)
+                for (; removed < group.Channels - k; removed++)
                 {
                     for (var c = 0; c < consumers.Length; c++)
                     {
-                        sum[c] += costs[r, c];
+                        running[c] += costs[removed, c];
                     }
                 }
 
-                return sum;
+                return (double[])running.Clone();
             }).ToArray();
             var parameters = group.Producers.Sum(p => Onnx.OnnxElementTypes.ElementCount(graph.GetInitializer(p.Input[1])!.Dims));
-            groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), group.Seed.Input[1], group.Channels, parameters, kept, errors, consumers));
+            groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), ChannelPruner.Weight(group), group.Channels, parameters, kept, errors, consumers));
         }
 
         var names = groups.SelectMany(g => g.Consumers).Distinct(StringComparer.Ordinal).ToList();

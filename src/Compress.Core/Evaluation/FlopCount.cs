@@ -41,10 +41,7 @@ public static class FlopCount
         var outputs = nodes.Select(n => n.Output[0]).Distinct().ToArray();
         var inputs = nodes.SelectMany(n => n.OpType is "QLinearConv" or "QLinearMatMul" ? [n.Input[0], n.Input[3]] : n.Input.Take(2))
             .Where(i => i.Length > 0 && graph.GetInitializer(i) is null).Distinct().ToArray();
-        var values = outputs.Concat(inputs).Distinct().ToArray(); // a factorized layer's first node outputs what its second reads
-        using var runner = OrtModelRunner.Exposing(model, values);
-        using var results = runner.RunBatch(data, 0, 1, values);
-        var shapes = values.Zip(results).ToDictionary(p => p.First, p => p.Second.GetTensorTypeAndShape().Shape, StringComparer.Ordinal);
+        var shapes = OrtModelRunner.Shapes(model, data, [.. outputs.Concat(inputs)]); // a factorized layer's first node outputs what its second reads
         foreach (var node in nodes)
         {
             var size = shapes[node.Output[0]].Aggregate(1L, (a, b) => a * b);

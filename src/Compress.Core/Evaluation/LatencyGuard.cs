@@ -57,7 +57,7 @@ public static class LatencyGuard
         Timing Time(OnnxModel m)
         {
             using var runner = new OrtModelRunner(m, arena: true);
-            return new Timing(runner.MedianLatencyMs(data, 1, 31, Budget), runner.MedianLatencyMs(data, Math.Min(batch, runner.MaxBatch(batch, data)), 11, Budget));
+            return new Timing(runner.MedianLatencyMs(data, 1, 31, Budget), runner.MedianLatencyMs(data, runner.MaxBatch(batch, data), 11, Budget));
         }
 
         var regions = QdqRegions.Find(model);
@@ -78,17 +78,22 @@ public static class LatencyGuard
     /// <paramref name="baseline"/> by <see cref="Margin"/> added fastest first (ties by name) while each still gains the
     /// margin. Returns the set, its time and the items in the order they were added.
     /// </summary>
-    public static (HashSet<string> Set, double Ms, List<string> Added) Greedy(IReadOnlyList<string> items, Func<IReadOnlySet<string>, double> time, double baseline)
+    public static (HashSet<string> Set, double Ms, List<string> Added) Greedy(IReadOnlyList<string> items, Func<IReadOnlySet<string>, double> time, double baseline) =>
+        Greedy(items, time, baseline, (a, b) => a < b * (1 - Margin), ms => ms);
+
+    /// <summary>The same on any measure: <paramref name="faster"/> says whether one beats the other, <paramref name="order"/> ranks the items timed alone.</summary>
+    public static (HashSet<string> Set, T Time, List<string> Added) Greedy<T>(IReadOnlyList<string> items, Func<IReadOnlySet<string>, T> time, T baseline,
+        Func<T, T, bool> faster, Func<T, double> order)
     {
         var (set, best, added) = (new HashSet<string>(StringComparer.Ordinal), baseline, new List<string>());
-        var alone = items.Select(i => (Item: i, Ms: time(new HashSet<string>([i], StringComparer.Ordinal)))).ToList();
-        foreach (var (item, _) in alone.Where(a => a.Ms < baseline * (1 - Margin)).OrderBy(a => a.Ms).ThenBy(a => a.Item, StringComparer.Ordinal))
+        var alone = items.Select(i => (Item: i, Time: time(new HashSet<string>([i], StringComparer.Ordinal)))).ToList();
+        foreach (var (item, _) in alone.Where(a => faster(a.Time, baseline)).OrderBy(a => order(a.Time)).ThenBy(a => a.Item, StringComparer.Ordinal))
         {
             var trial = new HashSet<string>(set, StringComparer.Ordinal) { item };
-            var ms = time(trial);
-            if (ms < best * (1 - Margin))
+            var t = time(trial);
+            if (faster(t, best))
             {
-                (set, best) = (trial, ms);
+                (set, best) = (trial, t);
                 added.Add(item);
             }
         }
@@ -157,26 +162,18 @@ public static class LatencyGuard
         var (greedy, greedyTime) = (AllInt8, quantized);
         if (regions.Count <= MaxRegionsTimedAlone)
         {
-            var alone = new List<(string Region, RegionForm Form, Timing Time)>();
+            // Each region's form alone: float, or float weights where it holds them and they gain the margin over float.
+            var forms = new Dictionary<string, RegionForm>(StringComparer.Ordinal);
             foreach (var region in regions)
             {
-                var (form, ms) = (RegionForm.Float, time(One(region, RegionForm.Float)));
-                if (weighted.Contains(region) && time(One(region, RegionForm.FloatWeights)) is var withWeights && Faster(withWeights, ms))
-                {
-                    (form, ms) = (RegionForm.FloatWeights, withWeights);
-                }
-
-                alone.Add((region, form, ms));
+                var ms = time(One(region, RegionForm.Float));
+                forms[region] = weighted.Contains(region) && Faster(time(One(region, RegionForm.FloatWeights)), ms) ? RegionForm.FloatWeights : RegionForm.Float;
             }
 
-            foreach (var (region, form, _) in alone.Where(a => Faster(a.Time, quantized)).OrderBy(a => a.Time.Batch1).ThenBy(a => a.Region, StringComparer.Ordinal))
-            {
-                var trial = new Dictionary<string, RegionForm>(greedy, StringComparer.Ordinal) { [region] = form };
-                if (time(trial) is var ms && Faster(ms, greedyTime))
-                {
-                    (greedy, greedyTime) = (trial, ms);
-                }
-            }
+            // The greedy set over those forms (each timed alone again: the caller's cache answers).
+            IReadOnlyDictionary<string, RegionForm> In(IReadOnlySet<string> set) => set.ToDictionary(r => r, r => forms[r], StringComparer.Ordinal);
+            var (set, setTime, _) = Greedy(regions, s => time(In(s)), quantized, Faster, t => t.Batch1);
+            (greedy, greedyTime) = (In(set), setTime);
         }
 
         var options = new List<IReadOnlyDictionary<string, RegionForm>> { greedy, allFloat };

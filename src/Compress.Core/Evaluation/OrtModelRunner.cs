@@ -93,6 +93,29 @@ public sealed class OrtModelRunner : IDisposable
     public string? OutputElementType(string name) =>
         _session.OutputMetadata.TryGetValue(name, out var meta) && meta.IsTensor ? Compress.Spec.Onnx.OnnxTypeNames.Name((int)meta.ElementDataType) : null;
 
+    /// <summary>The shapes <paramref name="values"/> take on the first sample of <paramref name="data"/> (tensors only; one run).</summary>
+    public static Dictionary<string, long[]> Shapes(OnnxModel model, CalibrationSet data, IReadOnlyCollection<string> values)
+    {
+        var shapes = new Dictionary<string, long[]>(StringComparer.Ordinal);
+        var names = values.Distinct(StringComparer.Ordinal).ToArray();
+        if (names.Length == 0)
+        {
+            return shapes;
+        }
+
+        using var runner = Exposing(model, names);
+        using var results = runner.RunBatch(data, 0, 1, names);
+        foreach (var (name, value) in names.Zip(results))
+        {
+            if (value.IsTensor)
+            {
+                shapes[name] = value.GetTensorTypeAndShape().Shape;
+            }
+        }
+
+        return shapes;
+    }
+
     /// <summary>
     /// A runner whose model also outputs the intermediate <paramref name="tensors"/> (for calibration and
     /// measurement). The model itself is left as it was.

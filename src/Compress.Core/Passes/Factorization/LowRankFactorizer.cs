@@ -43,26 +43,27 @@ public sealed class LowRankFactorizer(FactorizeStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var done = new List<FactorizedLayer>();
         var kept = new List<string>();
+        var allocated = context.Plan.IsAllocated(step);
         foreach (var use in LowRankForms.Splittable(graph, step, kept))
         {
+            // An allocation's rank (algorithms.md §18), in the channel form; none or 0 keeps the layer whole.
+            var planned = allocated ? context.Plan.For(step, use.Weight.Name).Rank : null;
+            if (allocated && planned is not > 0)
+            {
+                kept.Add($"{use.NodeName} ({(planned is null ? "the allocation offered it no rank" : "the allocation keeps it whole")})");
+                continue;
+            }
+
             using var scope = NewDisposeScope();
             context.Progress($"{Name}: {use.NodeName}");
             var svd = WhitenedSvd.Of(context, use);
             var shape = use.Node.OpType == "Conv" ? string.Join("×", use.Weight.Dims) : $"{svd.Outputs}×{svd.Inputs}";
             var full = (double)(svd.Inputs * svd.Outputs);
-            if (context.Plan.IsAllocated(step))
+            if (planned is { } r)
             {
-                // The allocation's rank (algorithms.md §18), in the channel form; 0 keeps the layer whole.
-                if (context.Plan.For(step, use.Weight.Name).Rank is not { } planned || planned <= 0)
-                {
-                    kept.Add($"{use.NodeName} ({(context.Plan.For(step, use.Weight.Name).Rank is null ? "the allocation offered it no rank" : "the allocation keeps it whole")})");
-                    continue;
-                }
-
-                var share = planned * (svd.Inputs + svd.Outputs) / full;
-                var (fa, fb, ferror) = svd.Truncate(planned);
+                var (fa, fb, ferror) = svd.Truncate(r);
                 done.Add(Replace(context, use, fa, fb, ferror,
-                    $"{use.NodeName} {shape} → rank {planned} by the allocation ({share:P0} of the multiply-adds{Per(use)}, output error {svd.OutputError(planned):0.####})"));
+                    $"{use.NodeName} {shape} → rank {r} by the allocation ({r * (svd.Inputs + svd.Outputs) / full:P0} of the multiply-adds{Per(use)}, output error {svd.OutputError(r):0.####})"));
                 continue;
             }
 

@@ -29,9 +29,9 @@ public static class EmbeddingTables
     /// Quantizes the tables of the step's selected <c>Gather</c> nodes to <paramref name="bits"/> (8 or 4; a layer
     /// allocated 32 bits stays float) and returns how many tables it stored quantized.
     /// </summary>
-    /// <paramref name="unpack"/> (weight-only steps): whether a table (its Gathers, width, block) is stored in the float
+    /// <paramref name="unpack"/> (weight-only steps): whether a table (by its Gathers) is stored in the float
     /// form instead, packed codes ONNX Runtime unpacks at load (<see cref="UnpackedBlocks"/>).
-    public static int Quantize(CompressionContext context, QuantizeStep step, int bits, Func<TensorProto, IReadOnlyList<NodeProto>, long, int, bool>? unpack = null)
+    public static int Quantize(CompressionContext context, QuantizeStep step, int bits, Func<IReadOnlyList<NodeProto>, bool>? unpack = null)
     {
         if (!step.OpTypes.Contains("Gather"))
         {
@@ -66,7 +66,7 @@ public static class EmbeddingTables
 
                 StoreRows(context, table, readers);
             }
-            else if (unpack is not null && unpack(table, readers, width, BlockFor(step, width, layerBits)))
+            else if (unpack is not null && unpack(readers))
             {
                 StoreUnpacked(context, step, table, readers, layerBits, BlockFor(step, width, layerBits));
             }

@@ -45,7 +45,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2);
         var forms = new WeightForms(context, step, [.. Selected(graph, step)]);
         using var sequential = gptq ? context.Layerwise(GptqMethod.Name) : null;
-        var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8, forms.Unpacks);
+        var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8, forms.UnpacksTable);
         var unpacked = 0;
         foreach (var use in Selected(graph, step).ToList())
         {

@@ -27,28 +27,9 @@ public static class UnpackedBlocks
     /// transformer's MatMul, 1 for an MLP's — from one calibration sample run in ONNX Runtime: the product of every
     /// axis but the last. Shapes, not timings, so the choice they drive is the same on every run.
     /// </summary>
-    public static IReadOnlyDictionary<string, long> RowsPerSample(CompressionContext context, IReadOnlyCollection<string> values)
-    {
-        var rows = new Dictionary<string, long>(StringComparer.Ordinal);
-        if (values.Count == 0)
-        {
-            return rows;
-        }
-
-        var names = values.Distinct(StringComparer.Ordinal).ToArray();
-        using var runner = OrtModelRunner.Exposing(context.Model, names);
-        using var results = runner.RunBatch(context.Calibration, 0, 1, names);
-        foreach (var (name, value) in names.Zip(results))
-        {
-            if (value.IsTensor)
-            {
-                var shape = value.GetTensorTypeAndShape().Shape;
-                rows[name] = shape.Length == 0 ? 1 : shape[..^1].Aggregate(1L, (a, b) => a * b);
-            }
-        }
-
-        return rows;
-    }
+    public static IReadOnlyDictionary<string, long> RowsPerSample(CompressionContext context, IReadOnlyCollection<string> values) =>
+        OrtModelRunner.Shapes(context.Model, context.Calibration, values)
+            .ToDictionary(p => p.Key, p => p.Value.Length == 0 ? 1 : p.Value[..^1].Aggregate(1L, (a, b) => a * b), StringComparer.Ordinal);
 
     /// <summary>
     /// Whether a layer seeing <paramref name="rowsPerSample"/> rows per sample runs faster unpacked: MatMulNBits wins only

@@ -14,7 +14,7 @@ namespace Compress.Core.Passes.Quantization;
 internal sealed class WeightForms
 {
     private readonly string _form;
-    private readonly IReadOnlyDictionary<string, long> _rows = new Dictionary<string, long>(StringComparer.Ordinal);
+    private readonly IReadOnlyDictionary<string, long> _rows;
     private readonly bool _opsetAllows;
     private int _tables;
     private readonly List<string> _kept = [];
@@ -24,12 +24,11 @@ internal sealed class WeightForms
         _opsetAllows = (context.Model.GetOpsetVersion("") ?? 1) >= UnpackedBlocks.MinOpset;
         var last = context.Spec.Steps.Count == 0 || ReferenceEquals(context.Spec.Steps[^1], step);
         _form = step.Form == "auto" && (!context.HasCalibration || !last) ? "kernel" : step.Form;
-        if (_form == "auto" && _opsetAllows)
-        {
-            var graph = context.Model.Graph;
-            var tables = graph.Nodes.Where(n => n.OpType == "Gather" && string.IsNullOrEmpty(n.Domain) && graph.GetInitializer(n.Input[0]) is not null).Select(n => n.Output[0]);
-            _rows = UnpackedBlocks.RowsPerSample(context, [.. selected.Select(u => u.Node.Input[0]).Concat(tables)]);
-        }
+        var graph = context.Model.Graph;
+        var tables = graph.Nodes.Where(n => n.OpType == "Gather" && string.IsNullOrEmpty(n.Domain) && graph.GetInitializer(n.Input[0]) is not null).Select(n => n.Output[0]);
+        _rows = _form == "auto" && _opsetAllows
+            ? UnpackedBlocks.RowsPerSample(context, [.. selected.Select(u => u.Node.Input[0]).Concat(tables)])
+            : new Dictionary<string, long>(StringComparer.Ordinal);
     }
 
     /// <summary>Whether the MatMul/Gemm <paramref name="node"/> gets the float form.</summary>
@@ -44,8 +43,8 @@ internal sealed class WeightForms
         return unpack;
     }
 
-    /// <summary>Whether a table of <paramref name="width"/> read by <paramref name="gathers"/> gets the float form.</summary>
-    public bool Unpacks(TensorProto table, IReadOnlyList<NodeProto> gathers, long width, int block)
+    /// <summary>Whether a table read by <paramref name="gathers"/> gets the float form.</summary>
+    public bool UnpacksTable(IReadOnlyList<NodeProto> gathers)
     {
         var unpack = _opsetAllows && gathers.Count > 0 && gathers.All(g => g.OpType == "Gather" && Chosen(g.Output[0]));
         if (unpack)

@@ -31,29 +31,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     {
         TorchRuntime.EnsureLoaded();
         var graph = context.Model.Graph;
-        var selected = new HashSet<NodeProto>(WeightSelection.Select(graph, step).Select(u => u.Node), ReferenceEqualityComparer.Instance);
-        var groups = ChannelGroups.Find(graph);
         var left = new List<string>();
-        var chosen = new List<ChannelGroup>();
-        foreach (var group in groups)
-        {
-            if (group.Producers.FirstOrDefault(p => !selected.Contains(p)) is { } outside)
-            {
-                // A group with a producer the step does not select stays whole; only one the step selected is worth a note.
-                if (selected.Contains(group.Seed))
-                {
-                    left.Add($"{OnnxGraph.Describe(group.Seed)} (its producer '{OnnxGraph.Describe(outside)}' is not selected)");
-                }
-            }
-            else if (group.Refusal is { } why)
-            {
-                left.Add($"{OnnxGraph.Describe(group.Seed)} ({why})");
-            }
-            else
-            {
-                chosen.Add(group);
-            }
-        }
+        var chosen = Prunable(graph, step, left);
 
         if (left.Count > 0)
         {
@@ -132,7 +111,38 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     }
 
     /// <summary>The weight whose plan sets the group's sparsity: its first producer's.</summary>
-    private static string Weight(ChannelGroup group) => group.Seed.Input[1];
+    internal static string Weight(ChannelGroup group) => group.Seed.Input[1];
+
+    /// <summary>
+    /// The dependency groups <paramref name="step"/> can cut: every producer selected, nothing refusing the cut. The
+    /// others' reasons go to <paramref name="left"/> (a group only partly selected is named only when its seed is).
+    /// </summary>
+    internal static List<ChannelGroup> Prunable(OnnxGraph graph, SpecStep step, List<string> left)
+    {
+        var selected = new HashSet<NodeProto>(WeightSelection.Select(graph, step).Select(u => u.Node), ReferenceEqualityComparer.Instance);
+        var chosen = new List<ChannelGroup>();
+        foreach (var group in ChannelGroups.Find(graph))
+        {
+            if (group.Producers.FirstOrDefault(p => !selected.Contains(p)) is { } outside)
+            {
+                // A group with a producer the step does not select stays whole; only one the step selected is worth a note.
+                if (selected.Contains(group.Seed))
+                {
+                    left.Add($"{OnnxGraph.Describe(group.Seed)} (its producer '{OnnxGraph.Describe(outside)}' is not selected)");
+                }
+            }
+            else if (group.Refusal is { } why)
+            {
+                left.Add($"{OnnxGraph.Describe(group.Seed)} ({why})");
+            }
+            else
+            {
+                chosen.Add(group);
+            }
+        }
+
+        return chosen;
+    }
 
     /// <summary>
     /// How many of the group's channels go at <paramref name="sparsity"/>: capped by <c>maxLayerSparsity</c>, one always
