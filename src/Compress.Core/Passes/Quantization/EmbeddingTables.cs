@@ -146,15 +146,10 @@ public static class EmbeddingTables
     {
         var graph = context.Model.Graph;
         using var scope = NewDisposeScope();
-        var values = context.Model.ToTorch(table);
+        // Scales stored as float16 (below), the kernel's rows come out float16.
+        var (values, symmetric, codes, scales, zeros, decoded) = Fit(context, step, table, bits, block, s => s.to_type(ScalarType.Float16).to_type(ScalarType.Float32));
         long rows = values.shape[0], width = values.shape[1];
-        var symmetric = bits == 8 || MatMulNBitsQuantizer.Symmetric(context, step);
-        var grid = new IntegerGrid(bits, symmetric);
-        var blocked = IntegerGrid.Blocks(values, block);
-        var (fitted, zeros) = grid.Fit(blocked, 2);
-        var scales = fitted.to_type(ScalarType.Float16).to_type(ScalarType.Float32); // stored as float16 (below)
-        var codes = grid.Codes(blocked, scales, zeros);
-        var dequantized = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), width).to_type(ScalarType.Float16).to_type(ScalarType.Float32);
+        var dequantized = decoded.to_type(ScalarType.Float16).to_type(ScalarType.Float32);
         context.Frontier?.SetWeight(table.Name, dequantized);
 
         var record = context.Layer(table.Name, OnnxGraph.Describe(gathers[0]), "Gather", values.numel());
@@ -201,21 +196,32 @@ public static class EmbeddingTables
     }
 
     /// <summary>
+    /// The table [rows, width] on <paramref name="bits"/>-bit blocks of <paramref name="block"/> along its rows (symmetric
+    /// for 8 bits or as the step says), the fitted scales as they will be stored (<paramref name="stored"/>), the codes,
+    /// and the table they decode to (tensors in the caller's dispose scope).
+    /// </summary>
+    private static (Tensor Values, bool Symmetric, Tensor Codes, Tensor Scales, Tensor Zeros, Tensor Dequantized) Fit(CompressionContext context, QuantizeStep step,
+        TensorProto table, int bits, int block, Func<Tensor, Tensor> stored)
+    {
+        var values = context.Model.ToTorch(table);
+        var symmetric = bits == 8 || MatMulNBitsQuantizer.Symmetric(context, step);
+        var grid = new IntegerGrid(bits, symmetric);
+        var blocked = IntegerGrid.Blocks(values, block);
+        var (fitted, zeros) = grid.Fit(blocked, 2);
+        var scales = stored(fitted);
+        var codes = grid.Codes(blocked, scales, zeros);
+        return (values, symmetric, codes, scales, zeros, IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), values.shape[1]));
+    }
+
+    /// <summary>
     /// The float form: the table's blocks as in <see cref="StoreBlocks"/> (float16 scales), behind the chain that
     /// rebuilds the float table under its own name at load, so its Gathers and any tied projection read it unchanged.
     /// </summary>
     private static void StoreUnpacked(CompressionContext context, QuantizeStep step, TensorProto table, IReadOnlyList<NodeProto> gathers, int bits, int block)
     {
         using var scope = NewDisposeScope();
-        var values = context.Model.ToTorch(table);
+        var (values, symmetric, codes, scales, zeros, dequantized) = Fit(context, step, table, bits, block, UnpackedBlocks.RoundToHalf);
         long width = values.shape[1];
-        var symmetric = bits == 8 || MatMulNBitsQuantizer.Symmetric(context, step);
-        var grid = new IntegerGrid(bits, symmetric);
-        var blocked = IntegerGrid.Blocks(values, block);
-        var (fitted, zeros) = grid.Fit(blocked, 2);
-        var scales = UnpackedBlocks.RoundToHalf(fitted);
-        var codes = grid.Codes(blocked, scales, zeros);
-        var dequantized = IntegerGrid.Unblocks(IntegerGrid.Dequantize(codes, scales, zeros), width);
         context.Frontier?.SetWeight(table.Name, dequantized);
 
         var record = context.Layer(table.Name, OnnxGraph.Describe(gathers[0]), "Gather", values.numel());
