@@ -1,6 +1,9 @@
+using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
 using Compress.Core.Onnx;
+using Compress.Core.Reports;
 using Compress.Core.Tests.TestSupport;
+using Compress.Spec;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
@@ -169,5 +172,28 @@ public sealed class LatencyGuardTests
         Assert.Null(model.Graph.GetInitializer("scale"));
         using var session = new InferenceSession(model.Proto.ToByteArray());
         Assert.Single(session.OutputNames);
+    }
+
+    /// <summary>
+    /// A run without <c>maxLatencyRatio</c> that writes a model slower than its source warns CMP0088 with both timings and
+    /// the constraint to add; within the margin, or with the constraint set (the guard's own business), it does not.
+    /// </summary>
+    [Fact]
+    public void A_slower_model_warns_unless_the_spec_sets_a_latency_ratio()
+    {
+        static CompressionSpec Spec(string constraints) => SpecReader.Read(
+            $$"""{ "data": { "calibration": { "path": "calib.npz" } }, "steps": [ { "quantize": { "weights": "int8" } } ]{{constraints}} }""", "spec.json", checkFiles: false);
+        var slower = new LatencyFigures(32, OriginalBatch1Ms: 1.0, CompressedBatch1Ms: 1.4, OriginalBatchNMs: 20, CompressedBatchNMs: 22);
+
+        var warning = CompressionPipeline.SlowerWarning(slower, Spec(""), "out.onnx");
+        Assert.NotNull(warning);
+        Assert.Equal(DiagnosticCodes.SlowerThanSource, warning.Code);
+        Assert.Equal(DiagnosticSeverity.Warning, warning.Severity);
+        Assert.Contains("1.40× as long", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("batch 1 1 → 1.4 ms, batch 32 20 → 22 ms", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("maxLatencyRatio", warning.Message, StringComparison.Ordinal);
+
+        Assert.Null(CompressionPipeline.SlowerWarning(slower with { CompressedBatch1Ms = 1.08 }, Spec(""), "out.onnx"));
+        Assert.Null(CompressionPipeline.SlowerWarning(slower, Spec(""", "constraints": { "maxLatencyRatio": 1.5 }"""), "out.onnx"));
     }
 }
