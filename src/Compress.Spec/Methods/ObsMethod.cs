@@ -8,6 +8,9 @@ namespace Compress.Spec.Methods
         /// <summary>Option key: fit each layer to the uncompressed model's response (‖WX − ŴX̃‖) rather than to the pruned model's (‖WX̃ − ŴX̃‖).</summary>
         public const string DenseTargets = "denseTargets";
 
+        /// <summary>Option key: shrink each layer's Hessian towards its diagonal, H ← (1 − s)·H + s·diag(H), before the damping.</summary>
+        public const string Shrinkage = "shrinkage";
+
         public static readonly MethodDescriptor Descriptor = new MethodDescriptor(
             Name,
             StepKind.Prune,
@@ -19,6 +22,7 @@ namespace Compress.Spec.Methods
             {
                 MethodOption.Integer("blockSize", 128, 16, 1024, "columns per block"),
                 MethodOption.Number("damping", 0.01, 1e-9, 1, "fraction of the mean Hessian diagonal"),
+                MethodOption.Number(Shrinkage, 0, 0, 0.9, "shrink each layer's Hessian towards its diagonal by this fraction (for layers with fewer calibration rows than inputs)"),
                 MethodOption.Boolean(DenseTargets, true, "fit each layer to the uncompressed model's outputs (corrects the error of the layers pruned before)"),
             },
             opTypes: PruneOps.Weighted,
