@@ -11,6 +11,12 @@ namespace Compress.Spec.Methods
         /// <summary>Option key: shrink each layer's Hessian towards its diagonal, H ← (1 − s)·H + s·diag(H), before the damping.</summary>
         public const string Shrinkage = "shrinkage";
 
+        /// <summary>
+        /// The default shrinkage. Measured one shot from 512 images against 0: Fashion CNN 95 % 87.97 → 88.94 %, MLP 90 %
+        /// 86.26 → 87.03 %, row transformer 80 % 84.99 → 86.51 % (algorithms.md §4).
+        /// </summary>
+        public const double DefaultShrinkage = 0.3;
+
         public static readonly MethodDescriptor Descriptor = new MethodDescriptor(
             Name,
             StepKind.Prune,
@@ -22,7 +28,7 @@ namespace Compress.Spec.Methods
             {
                 MethodOption.Integer("blockSize", 128, 16, 1024, "columns per block"),
                 MethodOption.Number("damping", 0.01, 1e-9, 1, "fraction of the mean Hessian diagonal"),
-                MethodOption.Number(Shrinkage, 0, 0, 0.9, "shrink each layer's Hessian towards its diagonal by this fraction (for layers with fewer calibration rows than inputs)"),
+                MethodOption.Number(Shrinkage, DefaultShrinkage, 0, 0.9, "shrink each layer's Hessian towards its diagonal by this fraction, H ← (1 − s)·H + s·diag(H), before the damping"),
                 MethodOption.Boolean(DenseTargets, true, "fit each layer to the uncompressed model's outputs (corrects the error of the layers pruned before)"),
             },
             opTypes: PruneOps.Weighted,

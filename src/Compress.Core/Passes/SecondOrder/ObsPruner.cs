@@ -27,7 +27,7 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
         new()
         {
             Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping,
-            Shrinkage = Step.Option(ObsMethod.Shrinkage, 0),
+            Shrinkage = Step.Option(ObsMethod.Shrinkage, ObsMethod.DefaultShrinkage),
         };
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
