@@ -1,7 +1,7 @@
 using System.Text.Json;
 using Compress.Core.Calibration;
+using Compress.Core.Evaluation;
 using Microsoft.ML.OnnxRuntime;
-using Microsoft.ML.OnnxRuntime.Tensors;
 
 namespace Compress.Bench;
 
@@ -32,31 +32,14 @@ internal static class NodeProfile
     public static void Print(string model, CalibrationSet data, int batch, int runs)
     {
         var prefix = Path.Combine(Path.GetTempPath(), $"compress-profile-{Environment.ProcessId}");
-        using var options = new SessionOptions
+        string file;
+        using (var runner = OrtModelRunner.Profiled(model, prefix))
         {
-            EnableCpuMemArena = true,
-            GraphOptimizationLevel = GraphOptimizationLevel.ORT_ENABLE_ALL,
-            IntraOpNumThreads = 1,
-            InterOpNumThreads = 1,
-            ExecutionMode = ExecutionMode.ORT_SEQUENTIAL,
-            LogSeverityLevel = OrtLoggingLevel.ORT_LOGGING_LEVEL_ERROR,
-            EnableProfiling = true,
-            ProfileOutputPathPrefix = prefix,
-        };
-        using var session = new InferenceSession(model, options);
-        var feeds = data.Inputs.Select(p =>
-        {
-            var value = OrtValue.CreateAllocatedTensorValue(OrtAllocator.DefaultInstance, (TensorElementType)(int)p.Value.ElementType, [batch, .. p.Value.Shape.Skip(1)]);
-            p.Value.Rows(0, batch).CopyTo(value.GetTensorMutableRawData());
-            return (p.Key, value);
-        }).ToList();
-        using var runOptions = new RunOptions();
-        for (var i = 0; i < runs; i++)
-        {
-            session.Run(runOptions, feeds.Select(f => f.Key).ToArray(), feeds.Select(f => f.value).ToArray(), session.OutputNames.ToArray()).Dispose();
+            // The runner feeds a model's constant inputs whole beside the samples, as every other timing does.
+            runner.MedianLatencyMs(data, batch, runs, TimeSpan.MaxValue);
+            file = runner.EndProfiling();
         }
 
-        var file = session.EndProfiling();
         var times = new Dictionary<(string Node, string Op), List<double>>();
         using (var json = JsonDocument.Parse(File.ReadAllText(file)))
         {
@@ -72,10 +55,6 @@ internal static class NodeProfile
         }
 
         File.Delete(file);
-        foreach (var f in feeds)
-        {
-            f.value.Dispose();
-        }
 
         static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
         Console.WriteLine($"{Path.GetFileName(model)}, batch {batch}: median µs per kernel over {runs} runs");

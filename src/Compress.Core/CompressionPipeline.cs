@@ -19,6 +19,9 @@ namespace Compress.Core;
 /// </summary>
 public static class CompressionPipeline
 {
+    /// <summary>Batch-1 time over the source's past which a run without <c>maxLatencyRatio</c> warns (CMP0088).</summary>
+    private const double SlowerWarningRatio = 1.10;
+
     /// <param name="format"><see cref="ModelFormats.Onnx"/> (the default), <see cref="ModelFormats.TorchScript"/> or <see cref="ModelFormats.TorchSharp"/>.</param>
     /// <param name="measureLatency">Measures latency where the format can (<see cref="ITimedFormat"/>) and the spec names data.</param>
     public static CompressionReport Run(string modelPath, CompressionSpec spec, string outputPath, Action<string>? progress = null, bool measureLatency = true,
@@ -84,6 +87,10 @@ public static class CompressionPipeline
             if (latency.CompressedIsSlower)
             {
                 notes.Add("the compressed model runs slower than the original on this machine (see latency)");
+                if (SlowerWarning(latency, spec, outputPath) is { } slower)
+                {
+                    fidelityWarnings.Add(slower);
+                }
             }
         }
 
@@ -103,6 +110,20 @@ public static class CompressionPipeline
             size, layers, run.Metrics, constraints, latency, [.. model.Notes, .. notes], run.Search, [.. run.Warnings, .. fidelityWarnings],
             model.Allocation is { } allocation && run.Rounds is { } rounds ? allocation with { Rounds = rounds } : model.Allocation, stages);
     }
+
+    /// <summary>
+    /// CMP0088 when the written model took more than <see cref="SlowerWarningRatio"/> times the source's batch-1 time and
+    /// the spec sets no <c>maxLatencyRatio</c> (with it the latency guard has already searched the faster forms, or failed
+    /// with CMP0030). The margin is wider than the report's note (5%), so timing noise near the line does not make the
+    /// warning come and go.
+    /// </summary>
+    internal static CompressDiagnostic? SlowerWarning(LatencyFigures latency, CompressionSpec spec, string outputPath) =>
+        spec.Constraints.MaxLatencyRatio is null && latency.CompressedBatch1Ms > latency.OriginalBatch1Ms * SlowerWarningRatio
+            ? CompressDiagnostic.Warning(DiagnosticCodes.SlowerThanSource,
+                $"the compressed model runs {latency.CompressedBatch1Ms / latency.OriginalBatch1Ms:0.00}× as long as the original on this machine: batch 1 {latency.OriginalBatch1Ms:0.###} → {latency.CompressedBatch1Ms:0.###} ms, " +
+                $"batch {latency.BatchN} {latency.OriginalBatchNMs:0.###} → {latency.CompressedBatchNMs:0.###} ms (one thread, median); " +
+                "set \"constraints\": { \"maxLatencyRatio\": 1.0 } to let the latency guard keep the faster form of each quantized region", outputPath)
+            : null;
 
     /// <summary>The model compressed once by the spec's steps and, when the spec names data and the format runs, compared with its original.</summary>
     /// <param name="recordStage">Records the work of the model after each step, by the step's name.</param>

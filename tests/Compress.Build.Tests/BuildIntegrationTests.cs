@@ -13,6 +13,12 @@ namespace Compress.Build.Tests;
 [Collection(PackageCollection.Name)]
 public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHelper output)
 {
+    /// <summary>
+    /// Any CMP warning but CMP0088, which reports this machine's timings (the written model slower than its source):
+    /// a build test never depends on how busy the machine is.
+    /// </summary>
+    private const string NoWarningExceptTiming = @"warning CMP(?!0088)";
+
     private const string Item = """    <CompressModel Include="Models/classifier.onnx" Spec="classifier.compress.json" />""";
 
     [Fact]
@@ -185,7 +191,7 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.True(run.Compressed);
         Assert.Contains("shape [2,10] first ", run.Output, StringComparison.Ordinal);
         Assert.DoesNotContain("CS8032", run.Output, StringComparison.Ordinal); // the generator loaded in this compiler
-        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(NoWarningExceptTiming, run.Output);
     }
 
     /// <summary>
@@ -234,7 +240,7 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Equal(0, run.ExitCode);
         Assert.True(run.Compressed);
         Assert.Contains("Models/classifier.cpack: shape [2,10] finite True", run.Output, StringComparison.Ordinal);
-        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(NoWarningExceptTiming, run.Output);
 
         var artifact = Path.Combine(project, "obj", "Debug", "net10.0", "compress", "Models", "classifier.cpack");
         var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
@@ -374,7 +380,7 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Equal(0, run.ExitCode);
         Assert.True(run.Compressed);
         Assert.Contains("FashionMlp loads Models/classifier.dat by LoadInto", run.Output, StringComparison.Ordinal);
-        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(NoWarningExceptTiming, run.Output);
         var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
         using (var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(bin, "classifier.compress-report.json"))))
         {
@@ -431,7 +437,7 @@ public sealed class BuildIntegrationTests(PackageFixture package, ITestOutputHel
         Assert.Equal(0, run.ExitCode);
         Assert.True(run.Compressed);
         Assert.Contains($"wrapper for Models/{name}.pt: Load", run.Output, StringComparison.Ordinal);
-        Assert.DoesNotContain("warning CMP", run.Output, StringComparison.Ordinal);
+        Assert.DoesNotMatch(NoWarningExceptTiming, run.Output);
         var bin = Path.Combine(project, "bin", "Debug", "net10.0", "Models");
         Assert.True(new FileInfo(Path.Combine(bin, name + ".pt")).Length <= new FileInfo(fixture).Length * maxRatio);
         using var report = JsonDocument.Parse(File.ReadAllText(Path.Combine(bin, name + ".compress-report.json")));

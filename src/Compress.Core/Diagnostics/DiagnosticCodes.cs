@@ -119,6 +119,9 @@ public static class DiagnosticCodes
     /// <summary>A channel allocation (a 'macs' or 'latency' budget) cannot cut copies of a model whose weights are in external data.</summary>
     public const string ChannelAllocationExternalData = "CMP0087";
 
+    /// <summary>The written model runs slower than its source on this machine, and the spec sets no 'maxLatencyRatio' to let the latency guard choose faster forms.</summary>
+    public const string SlowerThanSource = "CMP0088";
+
     /// <summary>An unexpected internal failure; always a bug in Compress.Build.</summary>
     public const string InternalError = "CMP0099";
 }

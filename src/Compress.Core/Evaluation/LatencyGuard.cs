@@ -21,7 +21,11 @@ public static class LatencyGuard
     /// <summary>A change must gain at least this fraction to count: below it, timing noise decides.</summary>
     public const double Margin = 0.03;
 
-    /// <summary>Past this many regions only all-quantized and all-float are compared (each region costs a timing).</summary>
+    /// <summary>
+    /// Past this many regions they are timed by kind instead (<see cref="QdqRegions.Kind"/>: every depthwise 3×3 Conv
+    /// together, every 1×1 Conv, every MatMul, …), each region costing a timing otherwise; past this many kinds only
+    /// all-quantized and all-float are compared.
+    /// </summary>
     public const int MaxRegionsTimedAlone = 64;
 
     /// <summary>The batch N the forms are also timed at (or the largest the model and the data allow).</summary>
@@ -63,8 +67,9 @@ public static class LatencyGuard
         var regions = QdqRegions.Find(model);
         var weighted = regions.Where(n => QdqRegions.ConstantInputs(model.Graph, n).Any()).Select(OnnxGraph.Describe).ToHashSet(StringComparer.Ordinal);
         progress($"latency guard: {regions.Count} quantized regions, source {source:0.###} ms at batch 1");
+        var kinds = regions.ToDictionary(OnnxGraph.Describe, n => QdqRegions.Kind(model.Graph, n), StringComparer.Ordinal);
         var choice = Choose(regions.Select(OnnxGraph.Describe).ToList(), weighted,
-            forms => Time(forms.Count == 0 ? model : QdqRegions.Apply(Clone(model), forms)), source, maxRatio, batch);
+            forms => Time(forms.Count == 0 ? model : QdqRegions.Apply(Clone(model), forms)), source, maxRatio, batch, kinds);
         if (choice.Forms.Count > 0)
         {
             QdqRegions.Apply(model, choice.Forms);
@@ -110,16 +115,17 @@ public static class LatencyGuard
     /// is still past the ratio are float weights tried as well (regions reading constant weights,
     /// <paramref name="weighted"/>; taken over a region's float form only where they gain the margin), the same way, with
     /// every region float with float weights among the options. A form counts as faster only when batch N does not get
-    /// slower by more than the margin.
+    /// slower by more than the margin. Past <see cref="MaxRegionsTimedAlone"/> regions, the regions of one kind
+    /// (<paramref name="kinds"/>, when given) are timed and chosen together as one.
     /// </summary>
     public static Choice Choose(IReadOnlyList<string> regions, IReadOnlySet<string> weighted, Func<IReadOnlyDictionary<string, RegionForm>, Timing> time,
-        double source, double maxRatio, int batch = BatchN)
+        double source, double maxRatio, int batch = BatchN, IReadOnlyDictionary<string, string>? kinds = null)
     {
-        var timed = new Dictionary<string, Timing>(StringComparer.Ordinal);
+        var timed = new Dictionary<string, (IReadOnlyDictionary<string, RegionForm> Forms, Timing Time)>(StringComparer.Ordinal);
         Timing Time(IReadOnlyDictionary<string, RegionForm> forms)
         {
             var key = string.Join(";", forms.OrderBy(f => f.Key, StringComparer.Ordinal).Select(f => $"{f.Key}={f.Value}"));
-            return timed.TryGetValue(key, out var known) ? known : timed[key] = time(forms);
+            return (timed.TryGetValue(key, out var known) ? known : timed[key] = (forms, time(forms))).Time;
         }
 
         var quantized = Time(AllInt8);
@@ -130,49 +136,82 @@ public static class LatencyGuard
 
         var allFloat = regions.ToDictionary(r => r, _ => RegionForm.Float, StringComparer.Ordinal);
         var allFloatTime = Time(allFloat);
-        var (chosen, chosenTime) = Search(regions, new HashSet<string>(), Time, quantized, allFloat);
+        var units = Units(regions, kinds);
+        var (chosen, chosenTime) = Search(regions, units, new HashSet<string>(), Time, quantized, allFloat);
         var grown = false;
         if (chosenTime.Batch1 > maxRatio * source && weighted.Count > 0)
         {
-            var (forms, ms) = Search(regions, weighted, Time, quantized, allFloat);
+            var (forms, ms) = Search(regions, units, weighted, Time, quantized, allFloat);
             if (Faster(ms, chosenTime))
             {
                 (chosen, chosenTime, grown) = (forms, ms, true);
             }
         }
 
+        // Over the limit, a form within it at batch 1 that batch N vetoed is still better than writing nothing: the fewest
+        // float weights (the smaller file), then the fastest at batch 1, then the first timed.
+        var vetoed = "";
+        var limitMs = maxRatio * source;
+        if (chosenTime.Batch1 > limitMs && timed.Values.Where(t => t.Time.Batch1 <= limitMs)
+                .OrderBy(t => t.Forms.Values.Count(f => f == RegionForm.FloatWeights)).ThenBy(t => t.Time.Batch1).FirstOrDefault() is { Forms: not null } within)
+        {
+            vetoed = $"; a form within the limit at batch 1, taken although slower at batch {batch} ({Ms(within.Time.BatchN)} against {Ms(chosenTime.BatchN)} ms)";
+            grown |= within.Forms.Values.Contains(RegionForm.FloatWeights);
+            (chosen, chosenTime) = within;
+        }
+
         var what = chosen.Count == 0 ? $"every quantized region kept int8 (no other form was {Margin:P0} faster)"
             : chosen.Count == regions.Count && chosen.Values.All(f => f == RegionForm.Float) ? $"all {regions.Count} quantized regions run float (int8 weights kept)"
             : chosen.Count == regions.Count ? $"all {regions.Count} quantized regions run float, with float weights where they read weights"
-            : Describe(regions, chosen);
+            : Describe(regions, chosen, units.Count < regions.Count ? kinds : null);
         var limit = chosenTime.Batch1 <= maxRatio * source ? "within" : "over";
         return new Choice(chosen, chosenTime.Batch1, source,
             $"latency guard: as quantized {Ms(quantized.Batch1)} ms at batch 1 ({Ms(quantized.BatchN)} ms at batch {batch}), all float {Ms(allFloatTime.Batch1)} ms, " +
             $"source {Ms(source)} ms (limit {maxRatio:0.##}×){(grown ? "; float weights tried, as the forms keeping the size stayed over the limit" : "")}; " +
-            $"{what}: {Ms(chosenTime.Batch1)} ms at batch 1 ({chosenTime.Batch1 / source:0.00}× the source, {limit} the limit), {Ms(chosenTime.BatchN)} ms at batch {batch}");
+            $"{what}: {Ms(chosenTime.Batch1)} ms at batch 1 ({chosenTime.Batch1 / source:0.00}× the source, {limit} the limit), {Ms(chosenTime.BatchN)} ms at batch {batch}{vetoed}");
     }
 
     /// <summary>
-    /// One search: regions alone (float weights where <paramref name="weighted"/> holds them and they gain the margin
-    /// over float), the greedy forms, all float, all float with float weights (where any); the fastest against as quantized.
+    /// What the search times alone and adds greedily: each region, or past <see cref="MaxRegionsTimedAlone"/> regions the
+    /// regions of each kind together (ordered by kind); none past that many kinds.
     /// </summary>
-    private static (IReadOnlyDictionary<string, RegionForm> Forms, Timing Time) Search(IReadOnlyList<string> regions, IReadOnlySet<string> weighted,
-        Func<IReadOnlyDictionary<string, RegionForm>, Timing> time, Timing quantized, IReadOnlyDictionary<string, RegionForm> allFloat)
+    private static IReadOnlyList<(string Name, IReadOnlyList<string> Regions)> Units(IReadOnlyList<string> regions, IReadOnlyDictionary<string, string>? kinds)
     {
-        var (greedy, greedyTime) = (AllInt8, quantized);
         if (regions.Count <= MaxRegionsTimedAlone)
         {
-            // Each region's form alone: float, or float weights where it holds them and they gain the margin over float.
-            var forms = new Dictionary<string, RegionForm>(StringComparer.Ordinal);
-            foreach (var region in regions)
+            return regions.Select(r => (r, (IReadOnlyList<string>)[r])).ToList();
+        }
+
+        var byKind = kinds is null ? [] : regions.GroupBy(r => kinds[r], StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal)
+            .Select(g => (g.Key, (IReadOnlyList<string>)g.ToList())).ToList();
+        return byKind.Count <= MaxRegionsTimedAlone ? byKind : [];
+    }
+
+    /// <summary>
+    /// One search: each unit alone (its regions float, or with float weights where <paramref name="weighted"/> holds them
+    /// and they gain the margin over float), the greedy forms, all float, all float with float weights (where any); the
+    /// fastest against as quantized.
+    /// </summary>
+    private static (IReadOnlyDictionary<string, RegionForm> Forms, Timing Time) Search(IReadOnlyList<string> regions, IReadOnlyList<(string Name, IReadOnlyList<string> Regions)> units,
+        IReadOnlySet<string> weighted, Func<IReadOnlyDictionary<string, RegionForm>, Timing> time, Timing quantized, IReadOnlyDictionary<string, RegionForm> allFloat)
+    {
+        var (greedy, greedyTime) = (AllInt8, quantized);
+        if (units.Count > 0)
+        {
+            // Each unit's form alone: float, or float weights where it holds them and they gain the margin over float.
+            IReadOnlyDictionary<string, RegionForm> As(IReadOnlyList<string> members, bool floatWeights) =>
+                members.ToDictionary(r => r, r => floatWeights && weighted.Contains(r) ? RegionForm.FloatWeights : RegionForm.Float, StringComparer.Ordinal);
+            var forms = new Dictionary<string, IReadOnlyDictionary<string, RegionForm>>(StringComparer.Ordinal);
+            foreach (var (name, members) in units)
             {
-                var ms = time(One(region, RegionForm.Float));
-                forms[region] = weighted.Contains(region) && Faster(time(One(region, RegionForm.FloatWeights)), ms) ? RegionForm.FloatWeights : RegionForm.Float;
+                var ms = time(As(members, false));
+                forms[name] = members.Any(weighted.Contains) && Faster(time(As(members, true)), ms) ? As(members, true) : As(members, false);
             }
 
             // The greedy set over those forms (each timed alone again: the caller's cache answers).
-            IReadOnlyDictionary<string, RegionForm> In(IReadOnlySet<string> set) => set.ToDictionary(r => r, r => forms[r], StringComparer.Ordinal);
-            var (set, setTime, _) = Greedy(regions, s => time(In(s)), quantized, Faster, t => t.Batch1);
+            IReadOnlyDictionary<string, RegionForm> In(IReadOnlySet<string> set) =>
+                set.SelectMany(u => forms[u]).ToDictionary(f => f.Key, f => f.Value, StringComparer.Ordinal);
+            var (set, setTime, _) = Greedy(units.Select(u => u.Name).ToList(), s => time(In(s)), quantized, Faster, t => t.Batch1);
             (greedy, greedyTime) = (In(set), setTime);
         }
 
@@ -194,10 +233,23 @@ public static class LatencyGuard
         return (chosen, chosenTime);
     }
 
-    /// <summary>'conv1 float (float weights), pool1 float; int8: conv2, fc1, fc2' — at most 8 names of each kind.</summary>
-    private static string Describe(IReadOnlyList<string> regions, IReadOnlyDictionary<string, RegionForm> forms)
+    /// <summary>
+    /// 'conv1 float (float weights), pool1 float; int8: conv2, fc1, fc2' — at most 8 names of each kind; with
+    /// <paramref name="kinds"/> (regions chosen by kind) the kinds instead, with their counts: 'Conv depthwise 3×3 (34)
+    /// float; int8: Conv 1×1 (40), …'.
+    /// </summary>
+    private static string Describe(IReadOnlyList<string> regions, IReadOnlyDictionary<string, RegionForm> forms, IReadOnlyDictionary<string, string>? kinds = null)
     {
         static string List(IEnumerable<string> names) { var all = names.ToList(); return string.Join(", ", all.Take(8)) + (all.Count > 8 ? $", … ({all.Count})" : ""); }
+        if (kinds is not null)
+        {
+            var groups = regions.GroupBy(r => kinds[r], StringComparer.Ordinal).OrderBy(g => g.Key, StringComparer.Ordinal).ToList();
+            string Form(IGrouping<string, string> g) => g.Any(r => forms.GetValueOrDefault(r) == RegionForm.FloatWeights) ? " float (float weights)" : " float";
+            var floats = List(groups.Where(g => forms.ContainsKey(g.First())).Select(g => $"{g.Key} ({g.Count()}){Form(g)}"));
+            var kept = groups.Where(g => !forms.ContainsKey(g.First())).Select(g => $"{g.Key} ({g.Count()})").ToList();
+            return kept.Count == 0 ? floats : $"{floats}; int8: {List(kept)}";
+        }
+
         var changed = List(regions.Where(forms.ContainsKey).Select(r => forms[r] == RegionForm.FloatWeights ? $"{r} float (float weights)" : $"{r} float"));
         var int8 = regions.Where(r => !forms.ContainsKey(r)).ToList();
         return int8.Count == 0 ? changed : $"{changed}; int8: {List(int8)}";
@@ -322,6 +374,31 @@ public static class QdqRegions
         }
 
         return model;
+    }
+
+    /// <summary>
+    /// The kind the guard times a region with when a model has too many to time alone: its op, and for a Conv whether it
+    /// is depthwise and its kernel ('Conv depthwise 3×3', 'Conv 1×1', 'Conv 5×5', 'Conv grouped 3×3'), which is what
+    /// decides whether ONNX Runtime's integer kernel beats its float one.
+    /// </summary>
+    public static string Kind(OnnxGraph graph, NodeProto node)
+    {
+        if (node.OpType is not ("Conv" or "ConvTranspose") || node.Input.Count < 2)
+        {
+            return node.OpType;
+        }
+
+        var weight = graph.GetProducer(node.Input[1]) is { OpType: "DequantizeLinear" } dq ? dq.Input[0] : node.Input[1];
+        if (graph.GetInitializer(weight) is not { Dims.Count: >= 3 } w)
+        {
+            return node.OpType;
+        }
+
+        var group = node.Attribute.FirstOrDefault(a => a.Name == "group")?.I ?? 1;
+        var kernel = string.Join("×", w.Dims.Skip(2));
+        var channels = node.OpType == "Conv" ? w.Dims[0] : w.Dims[1] * group;
+        var shape = group == 1 ? "" : group == channels ? " depthwise" : " grouped";
+        return $"{node.OpType}{shape} {kernel}";
     }
 
     /// <summary>The inputs of <paramref name="node"/> that a DequantizeLinear of constant data (weights, bias) gives.</summary>

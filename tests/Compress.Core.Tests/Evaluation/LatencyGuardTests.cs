@@ -1,6 +1,9 @@
+using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
 using Compress.Core.Onnx;
+using Compress.Core.Reports;
 using Compress.Core.Tests.TestSupport;
+using Compress.Spec;
 using Google.Protobuf;
 using Microsoft.ML.OnnxRuntime;
 using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
@@ -92,6 +95,43 @@ public sealed class LatencyGuardTests
         Assert.Equal(10, choice.Milliseconds);
     }
 
+    /// <summary>
+    /// A model with more regions than are timed alone (a detector's 100+ Convs) is searched by kind: each depthwise Conv
+    /// is a little slower as int8 (together 40% of the model), each 1×1 Conv faster; no region alone moves the model by
+    /// the margin, the kinds do, and the choice is depthwise float, 1×1 int8 (where before only all-int8 and all-float
+    /// were compared, and all-float won).
+    /// </summary>
+    [Fact]
+    public void Past_the_regions_timed_alone_the_kinds_are_timed_together()
+    {
+        var regions = Enumerable.Range(0, 40).Select(i => $"dw{i:00}").Concat(Enumerable.Range(0, 40).Select(i => $"pw{i:00}")).ToList();
+        var kinds = regions.ToDictionary(r => r, r => r.StartsWith("dw", StringComparison.Ordinal) ? "Conv depthwise 3×3" : "Conv 1×1");
+        // ms: depthwise 0.2 int8 / 0.1 float; 1×1 0.1 int8 / 0.2 float.
+        LatencyGuard.Timing Timed(IReadOnlyDictionary<string, RegionForm> f) =>
+            new(regions.Sum(r => (f.ContainsKey(r), r[0]) switch { (false, 'd') => 0.2, (true, 'd') => 0.1, (false, _) => 0.1, (true, _) => 0.2 }), 0);
+        var timed = 0;
+        var choice = LatencyGuard.Choose(regions, new HashSet<string>(), f => { timed++; return Timed(f); }, source: 12, maxRatio: 1.0, kinds: kinds);
+        Assert.Equal(regions.Where(r => r.StartsWith("dw", StringComparison.Ordinal)), choice.FloatRegions.Order());
+        Assert.Equal(8, choice.Milliseconds, 6);
+        Assert.Contains("Conv depthwise 3×3 (40) float; int8: Conv 1×1 (40)", choice.Note);
+        Assert.True(timed <= 5, $"{timed} timings"); // as quantized, each kind alone, all float
+
+        // Without kinds the same model compares only all-int8 (12 ms) and all-float (12 ms): it stays int8.
+        Assert.Empty(LatencyGuard.Choose(regions, new HashSet<string>(), Timed, source: 12, maxRatio: 1.0).Forms);
+    }
+
+    [Fact]
+    public void Over_the_limit_a_form_within_it_at_batch_1_is_taken_even_when_slower_at_batch_n()
+    {
+        // As quantized 10 ms is past 1.0 × 9 ms; float (8 ms) loses at batch 32, but it is the only form that may ship.
+        LatencyGuard.Timing Timed(IReadOnlyDictionary<string, RegionForm> f) =>
+            new(f.ContainsKey("conv_a") ? 8 : 10, f.ContainsKey("conv_a") ? 400 : 300);
+        var choice = LatencyGuard.Choose(["conv_a"], new HashSet<string>(), Timed, source: 9, maxRatio: 1.0);
+        Assert.Equal(["conv_a"], choice.FloatRegions);
+        Assert.Equal(8, choice.Milliseconds);
+        Assert.Contains("within the limit), 400 ms at batch 32; a form within the limit at batch 1, taken although slower at batch 32 (400 against 300 ms)", choice.Note);
+    }
+
     [Fact]
     public void All_float_wins_when_the_regions_only_gain_together()
     {
@@ -169,5 +209,28 @@ public sealed class LatencyGuardTests
         Assert.Null(model.Graph.GetInitializer("scale"));
         using var session = new InferenceSession(model.Proto.ToByteArray());
         Assert.Single(session.OutputNames);
+    }
+
+    /// <summary>
+    /// A run without <c>maxLatencyRatio</c> that writes a model slower than its source warns CMP0088 with both timings and
+    /// the constraint to add; within the margin, or with the constraint set (the guard's own business), it does not.
+    /// </summary>
+    [Fact]
+    public void A_slower_model_warns_unless_the_spec_sets_a_latency_ratio()
+    {
+        static CompressionSpec Spec(string constraints) => SpecReader.Read(
+            $$"""{ "data": { "calibration": { "path": "calib.npz" } }, "steps": [ { "quantize": { "weights": "int8" } } ]{{constraints}} }""", "spec.json", checkFiles: false);
+        var slower = new LatencyFigures(32, OriginalBatch1Ms: 1.0, CompressedBatch1Ms: 1.4, OriginalBatchNMs: 20, CompressedBatchNMs: 22);
+
+        var warning = CompressionPipeline.SlowerWarning(slower, Spec(""), "out.onnx");
+        Assert.NotNull(warning);
+        Assert.Equal(DiagnosticCodes.SlowerThanSource, warning.Code);
+        Assert.Equal(DiagnosticSeverity.Warning, warning.Severity);
+        Assert.Contains("1.40× as long", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("batch 1 1 → 1.4 ms, batch 32 20 → 22 ms", warning.Message, StringComparison.Ordinal);
+        Assert.Contains("maxLatencyRatio", warning.Message, StringComparison.Ordinal);
+
+        Assert.Null(CompressionPipeline.SlowerWarning(slower with { CompressedBatch1Ms = 1.08 }, Spec(""), "out.onnx"));
+        Assert.Null(CompressionPipeline.SlowerWarning(slower, Spec(""", "constraints": { "maxLatencyRatio": 1.5 }"""), "out.onnx"));
     }
 }
