@@ -433,6 +433,11 @@ namespace Compress.Spec
                         {
                             throw At(allocate, "a channel allocation chooses channel counts, not bits: drop 'bits' (a quantize step after it keeps its own)");
                         }
+
+                        if (compute != null && allocate.Rounds > 1)
+                        {
+                            throw At(allocate, $"a channel allocation under a '{compute}' budget measures each choice's error at the model's output, so every round would choose the same counts: leave out 'rounds'");
+                        }
                     }
 
                     if (prunes.FirstOrDefault() is PruneStep prune)

@@ -123,13 +123,14 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
     /// <summary>
     /// A <c>"pattern": "channel"</c> prune step: each dependency group's kept channels under the <c>macs</c> or
     /// <c>latency</c> budget (the size search's fraction, as multiply-adds, without one), written as the group's sparsity
-    /// 1 − k/C on its first producer's weight, which the channel pruner reads (algorithms.md §18). A quantize or pack
-    /// step after it keeps its own bits.
+    /// 1 − k/C on its first producer's weight, which the channel pruner reads (algorithms.md §18). The errors are
+    /// measured at the model's output, so no layer sensitivity weighs them (one round). A quantize or pack step after
+    /// it keeps its own bits.
     /// </summary>
     private void AllocateChannels(CompressionContext context, PruneStep prune)
     {
         var watch = System.Diagnostics.Stopwatch.StartNew();
-        var allocation = MeasuredChannels.GetValue(step, _ => ChannelAllocation.Measure(context, prune, step.MeasuresSensitivity, context.Spec.File, step.Line, step.Column));
+        var allocation = MeasuredChannels.GetValue(step, _ => ChannelAllocation.Measure(context, prune, context.Spec.File, step.Line, step.Column));
         if (allocation.Groups.Count == 0)
         {
             context.Notes.Add($"{Name}: no channel group the prune step selects can be pruned; nothing allocated");
@@ -144,7 +145,7 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
             ? m => Evaluation.FlopCount.MultiplyAdds(m, data)
             : m => Evaluation.LatencyComparison.Batch1Ms(m, data, TimeSpan.FromSeconds(0.5), TimedRuns);
         var solver = MethodCatalog.Of(step).Name;
-        var solution = allocation.Solve(kind, fraction, solver, step.Gamma, measure, context.Progress, context.Spec.File, step.Line, step.Column);
+        var solution = allocation.Solve(kind, fraction, solver, measure, context.Progress, context.Spec.File, step.Line, step.Column);
         for (var i = 0; i < allocation.Groups.Count; i++)
         {
             var group = allocation.Groups[i];
@@ -152,12 +153,12 @@ public sealed class AllocatePass(AllocateStep step) : ICompressionPass
         }
 
         var words = string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; proxy: {Proxy}");
-        context.Allocation = allocation.Figures(solution, solver, words, step.Gamma);
+            $"{(kind == ChannelCost.Macs ? "multiply-adds" : "batch-1 latency")} ≤ {fraction:0.####} of the source's {ChannelAllocation.Unit(kind, solution.SourceCost)}; error: {allocation.Measured}");
+        context.Allocation = allocation.Figures(solution, solver, words);
         var how = How(solver);
         var measured = kind == ChannelCost.Macs ? "counted" : "timed";
         context.Notes.Add(string.Create(System.Globalization.CultureInfo.InvariantCulture,
-            $"{Name}: channels per group chosen by {how} for {words}: {allocation.Describe(solution.Kept)} → {ChannelAllocation.Unit(kind, solution.Cost)} ({solution.Cost / solution.SourceCost:P1} of the source), proxy objective {solution.Objective:0.#####}, {solution.Iterations} linearised passes, {allocation.Table.Count} costs {measured}, {watch.Elapsed.TotalSeconds:0.#} s"));
+            $"{Name}: channels per group chosen by {how} for {words}: {allocation.Describe(solution.Kept)} → {ChannelAllocation.Unit(kind, solution.Cost)} ({solution.Cost / solution.SourceCost:P1} of the source), summed output error {solution.Objective:0.#####}, {solution.Iterations} linearised passes, {allocation.Table.Count} costs {measured}, {watch.Elapsed.TotalSeconds:0.#} s"));
     }
 
     /// <summary>

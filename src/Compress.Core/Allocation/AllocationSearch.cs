@@ -25,15 +25,22 @@ internal static class AllocationSearch
 {
     public const int MaxRounds = 10;
 
-    /// <summary>Default rounds: three proxies with a budget, eight bisections without.</summary>
-    public static int Rounds(AllocateStep step) => step.Rounds ?? (!step.HasBudget ? 8 : step.MeasuresSensitivity ? 3 : 1);
+    /// <summary>
+    /// Default rounds: three proxies with a budget, eight bisections without; one for channel counts under a compute
+    /// budget, whose errors are measured at the output and weighed by no sensitivity (every round would choose alike).
+    /// </summary>
+    public static int Rounds(CompressionSpec spec, AllocateStep step) =>
+        step.Rounds ?? (!step.HasBudget ? 8 : step.MeasuresSensitivity && !ChannelCounts(spec, step) ? 3 : 1);
+
+    /// <summary>Whether the step chooses channel counts for a <c>"pattern": "channel"</c> prune step.</summary>
+    public static bool ChannelCounts(CompressionSpec spec, AllocateStep step) => spec.Covered(step).OfType<PruneStep>().Any(p => p.Channel);
 
     private static readonly double[] Gammas = [1, 0, 0.5, 2, 0.25, 1.5, 0.75, 3, 0.1, 4];
 
     /// <summary>Whether the spec's allocation makes more than one round (else the pipeline compresses once).</summary>
     public static bool Searches(CompressionSpec spec, DataSource? data, IModelFormat opened) =>
         data is not null && opened is IReopenableFormat && spec.Steps.OfType<AllocateStep>().FirstOrDefault() is { } step
-        && (!step.HasBudget || Rounds(step) > 1);
+        && (!step.HasBudget || Rounds(spec, step) > 1);
 
     public static Compressed Run(CompressionSpec spec, DataSource data, IReopenableFormat opened,
         Func<IModelFormat, List<CompressDiagnostic>> compress, Action<string> progress, string outputPath)
@@ -49,7 +56,7 @@ internal static class AllocationSearch
     {
         var rounds = new List<AllocationRound>();
         (IReopenableFormat Model, List<CompressDiagnostic> Warnings, ComparisonMetrics Metrics, int Round, double Gamma)? best = null;
-        var count = Math.Min(Rounds(step), MaxRounds);
+        var count = Math.Min(Rounds(spec, step), MaxRounds);
         // A compute budget ('macs', 'latency') is met by the allocation's own exact count: every round fits.
         var compute = step.Macs is not null || step.Latency is not null;
         var target = compute ? long.MaxValue : step.Bytes ?? (long)Math.Floor(step.Size!.Value * opened.SourceBytes);
@@ -93,10 +100,10 @@ internal static class AllocationSearch
         var rounds = new List<AllocationRound>();
         (IReopenableFormat Model, List<CompressDiagnostic> Warnings, ComparisonMetrics Metrics, int Round, double Size)? best = null;
         double lo = Math.Log(0.002), hi = 0; // log of the size fraction: infeasible at or below lo, feasible at or above hi
-        var count = Math.Min(Rounds(step), MaxRounds);
+        var count = Math.Min(Rounds(spec, step), MaxRounds);
         IReopenableFormat? fresh = opened;
         // Before a channel prune step the searched fraction is of the source's multiply-adds (algorithms.md §18).
-        var quantity = spec.Covered(step).OfType<PruneStep>().Any(p => p.Channel) ? "multiply-adds" : "size";
+        var quantity = ChannelCounts(spec, step) ? "multiply-adds" : "size";
         for (var round = 1; round <= count; round++)
         {
             var size = Math.Round(Math.Exp((lo + hi) / 2), 4);

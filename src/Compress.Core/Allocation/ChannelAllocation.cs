@@ -22,22 +22,24 @@ public enum ChannelCost
     Latency,
 }
 
-/// <summary>One dependency group's options: kept channel counts (descending, the dense count first) and each one's error per consumer.</summary>
+/// <summary>One dependency group's options: kept channel counts (descending, the dense count first) and each one's error.</summary>
 /// <param name="Key">The group's identity across re-analyses (<see cref="ChannelGroup.Key"/>).</param>
 /// <param name="Name">Its first producer's node, for notes and the report.</param>
 /// <param name="Weight">Its first producer's weight: the plan's layer the pruner reads.</param>
-/// <param name="Errors">[choice][consumer]: the consumer's relative output error after its refit with the choice's channels gone.</param>
-public sealed record GroupChoices(string Key, string Name, string Weight, long Channels, long Parameters, IReadOnlyList<long> Kept, double[][] Errors, IReadOnlyList<string> Consumers);
+/// <param name="Errors">[choice]: the model's output error (<see cref="OutputError"/>) with this group alone cut to the choice and its consumers refitted.</param>
+public sealed record GroupChoices(string Key, string Name, string Weight, long Channels, long Parameters, IReadOnlyList<long> Kept, double[] Errors);
 
 /// <summary>An allocation's answer: the kept channels per group, its proxy objective, its exact cost and the source's.</summary>
 public sealed record ChannelSolution(IReadOnlyList<long> Kept, double Objective, double Cost, double SourceCost, double Budget, int Iterations, TimeSpan Time);
 
 /// <summary>
 /// Channel counts per dependency group under a compute budget (algorithms.md §18). The error of keeping k of a group's
-/// C channels is the group's greedy OBS cost with the consumers refitted by least squares (§14) — the first C − k
-/// removals' costs, each a fraction of its consumer's output energy, summed over the consumers (weighted by their loss
-/// sensitivity to the round's power γ when measured); the choices are the counts the pruner keeps (multiples of 8 where
-/// it rounds). The cost of an assignment is exact — the model with every group cut to its count, its multiply-adds
+/// C channels is measured at the model's output: the group alone cut to k as the pruner cuts it (greedy OBS, consumers
+/// refitted by least squares, §14), the model run on calibration data and compared with the dense model
+/// (<see cref="OutputError"/>: KL of the class scores, else relative squared error); an assignment's error is the sum
+/// over its groups. A consumer's own relative error after its refit, the earlier proxy, ranked the Fashion CNN's groups
+/// the wrong way round (conv2 cheap, conv1 dear), because it does not see what the layers after a consumer make of its
+/// error. The choices are the counts the pruner keeps (multiples of 8 where it rounds). The cost of an assignment is exact — the model with every group cut to its count, its multiply-adds
 /// counted or its batch-1 time measured — but not separable: a Conv between two groups costs in proportion to the
 /// product of their counts. So the solver (<see cref="DynamicProgram"/> or <see cref="QuboAnnealer"/>) sees each group's
 /// cost linearised at a reference assignment (the change in cost when that group alone moves) — the dense model and the
@@ -58,14 +60,15 @@ public sealed class ChannelAllocation
     private const int Eighths = 8;
 
     private readonly OnnxModel _source;
-    private readonly double[] _sensitivity; // per consumer weight, mean 1 (1 everywhere when not measured)
-    private readonly Dictionary<string, int> _consumerIndex;
     private readonly Dictionary<string, double> _costs = new(StringComparer.Ordinal);
 
-    private ChannelAllocation(OnnxModel source, List<GroupChoices> groups, Dictionary<string, int> consumerIndex, double[] sensitivity)
+    private ChannelAllocation(OnnxModel source, List<GroupChoices> groups, string measured)
     {
-        (_source, Groups, _consumerIndex, _sensitivity) = (source, groups, consumerIndex, sensitivity);
+        (_source, Groups, Measured) = (source, groups, measured);
     }
+
+    /// <summary>What the errors are, in words (for notes and the report).</summary>
+    public string Measured { get; }
 
     /// <summary>The groups the prune step selects and can cut, in graph order.</summary>
     public IReadOnlyList<GroupChoices> Groups { get; }
@@ -73,8 +76,8 @@ public sealed class ChannelAllocation
     /// <summary>Every cost measured so far, by assignment (the latency table when timing).</summary>
     public IReadOnlyDictionary<string, double> Table => _costs;
 
-    /// <summary>Builds each selected group's choices and errors on the model as it is now (dense), and the consumers' sensitivities when asked.</summary>
-    public static ChannelAllocation Measure(CompressionContext context, PruneStep prune, bool sensitivity, string file, int line, int column)
+    /// <summary>Builds each selected group's choices and their output errors on the model as it is now (dense).</summary>
+    public static ChannelAllocation Measure(CompressionContext context, PruneStep prune, string file, int line, int column)
     {
         TorchRuntime.EnsureLoaded();
         if (context.Model.ExternalData.Count > 0)
@@ -88,50 +91,19 @@ public sealed class ChannelAllocation
         var graph = context.Model.Graph;
         var groups = new List<GroupChoices>();
         var found = ChannelPruner.Prunable(graph, prune, []);
+        using var output = OutputError.Of(context);
         for (var i = 0; i < found.Count; i++)
         {
             var group = found[i];
             var kept = Counts(group, prune.MaxLayerSparsity);
-            context.Progress($"allocation: channel errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
-            var (costs, consumers) = ChannelPruner.RemovalCosts(context, group, prune.Damping, group.Channels - kept[^1]);
-            // e(k): the first C − k removals' costs per consumer, one running sum over the counts (descending).
-            var running = new double[consumers.Length];
-            var removed = 0L;
-            var errors = kept.Select(k =>
-            {
-                for (; removed < group.Channels - k; removed++)
-                {
-                    for (var c = 0; c < consumers.Length; c++)
-                    {
-                        running[c] += costs[removed, c];
-                    }
-                }
-
-                return (double[])running.Clone();
-            }).ToArray();
+            context.Progress($"allocation: output errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
+            var errors = new double[kept.Count]; // the dense choice: 0
+            ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.Of(cut));
             var parameters = group.Producers.Sum(p => Onnx.OnnxElementTypes.ElementCount(graph.GetInitializer(p.Input[1])!.Dims));
-            groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), ChannelPruner.Weight(group), group.Channels, parameters, kept, errors, consumers));
+            groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), ChannelPruner.Weight(group), group.Channels, parameters, kept, errors));
         }
 
-        var names = groups.SelectMany(g => g.Consumers).Distinct(StringComparer.Ordinal).ToList();
-        var index = names.Select((n, i) => (n, i)).ToDictionary(p => p.n, p => p.i, StringComparer.Ordinal);
-        var weights = Enumerable.Repeat(1.0, names.Count).ToArray();
-        if (sensitivity && names.Count > 0)
-        {
-            var counts = names.Select(n => Onnx.OnnxElementTypes.ElementCount(graph.GetInitializer(n)!.Dims)).ToList();
-            var traces = LayerSensitivity.Traces(context, names, counts, out var why);
-            if (traces is null)
-            {
-                context.Notes.Add($"allocation: consumer sensitivities not measured (the executor cannot differentiate the model: {why}); every consumer's relative error weighs alike");
-            }
-            else
-            {
-                var raw = names.Select((n, i) => traces[i] * context.Model.ToTorch(graph.GetInitializer(n)!).to_type(ScalarType.Float64).square().sum().item<double>()).ToArray();
-                weights = LayerSensitivity.Normalised(raw);
-            }
-        }
-
-        return new ChannelAllocation(new OnnxModel(context.Model.Proto.Clone()), groups, index, weights);
+        return new ChannelAllocation(new OnnxModel(context.Model.Proto.Clone()), groups, output.Describe());
     }
 
     /// <summary>The kept counts the pruner can make of a group (its rounding to multiples of 8 and its cap), descending.</summary>
@@ -151,16 +123,12 @@ public sealed class ChannelAllocation
         return counts.ToList();
     }
 
-    /// <summary>A choice's proxy error: Σ over consumers of (sensitivity^γ × relative error).</summary>
-    public double Error(int group, int choice, double gamma) =>
-        Groups[group].Errors[choice].Select((e, c) => Math.Pow(_sensitivity[_consumerIndex[Groups[group].Consumers[c]]], gamma) * e).Sum();
-
     /// <summary>
     /// Chooses each group's count so that the exact cost stays within <paramref name="fraction"/> of the source's,
     /// minimising the summed proxy error (see the class summary); <paramref name="measure"/> gives the cost of a cut model.
     /// Throws CMP0050 when even every group at its fewest channels costs more.
     /// </summary>
-    public ChannelSolution Solve(ChannelCost kind, double fraction, string solver, double gamma, Func<OnnxModel, double> measure, Action<string> progress,
+    public ChannelSolution Solve(ChannelCost kind, double fraction, string solver, Func<OnnxModel, double> measure, Action<string> progress,
         string? file = null, int line = 0, int column = 0)
     {
         var watch = Stopwatch.StartNew();
@@ -169,7 +137,7 @@ public sealed class ChannelAllocation
         var budget = fraction * source;
         // Integer units for the solvers: multiply-adds as they are, milliseconds in nanoseconds.
         var scale = kind == ChannelCost.Macs ? 1.0 : 1e6;
-        var errors = Groups.Select((g, i) => g.Kept.Select((_, k) => Error(i, k, gamma)).ToArray()).ToArray();
+        var errors = Groups.Select(g => g.Errors).ToArray();
         var fewest = Groups.Select(g => g.Kept[^1]).ToArray();
         var least = Cost(fewest, measure);
         if (least > budget)
@@ -345,15 +313,11 @@ public sealed class ChannelAllocation
     }
 
     /// <summary>The report's record of a solution: one row per group, its options' errors and the float32 bytes of its producers' kept weights.</summary>
-    public AllocationFigures Figures(ChannelSolution solution, string solver, string words, double gamma) =>
+    public AllocationFigures Figures(ChannelSolution solution, string solver, string words) =>
         new(solver, words, solution.Objective,
             Groups.Select((g, i) =>
-            {
-                var k = Array.IndexOf(g.Kept.ToArray(), solution.Kept[i]);
-                var sensitivity = g.Consumers.Average(c => _sensitivity[_consumerIndex[c]]);
-                return new AllocatedLayer(g.Weight, g.Name, g.Parameters, sensitivity, 1 - solution.Kept[i] / (double)g.Channels, 32, Bytes(g, solution.Kept[i]),
-                    g.Kept.Select((kept, c) => new AllocationOption(1 - kept / (double)g.Channels, 32, Bytes(g, kept), Error(i, c, gamma))).ToList());
-            }).ToList(),
+                new AllocatedLayer(g.Weight, g.Name, g.Parameters, 1, 1 - solution.Kept[i] / (double)g.Channels, 32, Bytes(g, solution.Kept[i]),
+                    g.Kept.Select((kept, c) => new AllocationOption(1 - kept / (double)g.Channels, 32, Bytes(g, kept), g.Errors[c])).ToList())).ToList(),
             [], (long)Math.Round(solution.Budget));
 
     /// <summary>"conv1 16→8, conv2 32→16, …": the groups' kept channels.</summary>

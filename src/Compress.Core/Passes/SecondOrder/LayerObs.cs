@@ -20,6 +20,12 @@ public sealed record ObsOptions
     /// <summary>Added to the Hessian diagonal as a fraction of its mean.</summary>
     public double Damping { get; init; } = 0.01;
 
+    /// <summary>
+    /// Before the damping, H ← (1 − s)·H + s·diag(H): the off-diagonal part, which few calibration rows estimate
+    /// poorly, shrunk towards each input's own energy (0 leaves H as it is).
+    /// </summary>
+    public double Shrinkage { get; init; }
+
     /// <summary>Quantize every kept weight onto this grid (GPTQ); null prunes only (SparseGPT).</summary>
     public IntegerGrid? Grid { get; init; }
 
@@ -74,6 +80,13 @@ public static class LayerObs
         h.diagonal().masked_fill_(dead, 1);
         w.masked_fill_(dead.unsqueeze(0), 0);
         var fixedZeros = w.eq(0); // pruned before, or dead inputs: kept at zero
+        if (options.Shrinkage > 0)
+        {
+            // The diagonal stays; every off-diagonal entry is scaled by 1 − s (in place on the run's own copy).
+            using var diagonal = h.diagonal().clone();
+            h.mul_(1 - options.Shrinkage);
+            h.diagonal().copy_(diagonal);
+        }
 
         Tensor? permutation = null;
         var groupOf = Enumerable.Range(0, (int)cols).Select(c => c / options.GroupSize).ToArray();

@@ -24,7 +24,11 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 
     /// <summary>The layer's OBS options: its N:M pattern (the step's), or its unstructured sparsity.</summary>
     private ObsOptions Options(double sparsity) =>
-        new() { Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping };
+        new()
+        {
+            Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping,
+            Shrinkage = Step.Option(ObsMethod.Shrinkage, ObsMethod.DefaultShrinkage),
+        };
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {

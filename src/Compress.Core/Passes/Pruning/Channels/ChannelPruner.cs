@@ -317,17 +317,32 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     }
 
     /// <summary>
-    /// For the allocation (algorithms.md §18): the group's greedy OBS removals on the model as it is, up to
-    /// <paramref name="remove"/> channels, with each removal's cost per consumer (see <see cref="ObsOrder"/>) and the
-    /// consumers' weight names.
+    /// For the allocation (algorithms.md §18): the group cut alone on the model as it is, to each of the counts
+    /// <paramref name="kept"/> below its size, as this step would cut it — the greedy OBS order (one run, down to the
+    /// fewest), the consumers refitted by least squares, the channels removed — each cut model handed to
+    /// <paramref name="measure"/> with its count's index. The model itself is left as it was.
     /// </summary>
-    internal static (double[,] Costs, string[] Consumers) RemovalCosts(CompressionContext context, ChannelGroup group, double damping, long remove)
+    internal static void CutAlone(CompressionContext context, ChannelGroup group, double damping, IReadOnlyList<long> kept, Action<int, OnnxModel> measure)
     {
         using var scope = NewDisposeScope();
         var consumers = group.Consumers.Select(c => Consumer.Measure(context, c, damping, null)).ToList();
-        ObsOrder(group, consumers, remove, out var costs);
+        var order = ObsOrder(group, consumers, group.Channels - kept.Min(), out _);
+        for (var i = 0; i < kept.Count; i++)
+        {
+            if (kept[i] >= group.Channels)
+            {
+                continue;
+            }
+
+            var model = new OnnxModel(context.Model.Proto.Clone());
+            var removed = order.Take((int)(group.Channels - kept[i])).Order().ToArray();
+            consumers.ForEach(c => c.Refit(model, removed));
+            var cut = ChannelGroups.Find(model.Graph).First(g => g.Key == group.Key);
+            ChannelSurgery.Remove(model, cut, Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).Except(removed).ToArray());
+            measure(i, model);
+        }
+
         consumers.ForEach(c => c.Dispose());
-        return (costs, group.Consumers.Select(c => c.Initializer).ToArray());
     }
 
     /// <summary>A consumer's columns outside the group (other Concat inputs' channels), which always stay.</summary>
@@ -458,7 +473,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var mask = ones(cols + (_bias is null ? 0 : 1), ScalarType.Bool);
             mask.index_fill_(0, gone, false);
             var kept = mask.nonzero().squeeze(1);
-            var full = _bias is null ? Matrix : cat([Matrix, model.ToTorch(_bias).to_type(ScalarType.Float64).unsqueeze(1)], 1);
+            var full = _bias is null ? Matrix : cat([Matrix, model.ToTorch(model.Graph.GetInitializer(_bias.Name)!).to_type(ScalarType.Float64).unsqueeze(1)], 1);
             // Ridge towards the kept weights as they were, not towards zero: a consumer that sees fewer calibration rows
             // than it has inputs (a Gemm, one row per sample) keeps its weights where the data says little.
             var lambda = Lambda * RefitDamping;
@@ -469,10 +484,11 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var updated = zeros_like(full);
             updated.index_copy_(1, kept, solved);
             var weight = LayerMatrix.FromMatrix(updated.narrow(1, 0, cols).to_type(ScalarType.Float32), _use);
-            model.ReplaceData(_use.Weight, weight.ToOnnx(_use.Weight.Name));
+            // By name: the model may be a copy of the one measured (the allocation's cuts).
+            model.ReplaceData(model.Graph.GetInitializer(_use.Weight.Name)!, weight.ToOnnx(_use.Weight.Name));
             if (_bias is not null)
             {
-                model.ReplaceData(_bias, updated.select(1, cols).to_type(ScalarType.Float32).contiguous().ToOnnx(_bias.Name));
+                model.ReplaceData(model.Graph.GetInitializer(_bias.Name)!, updated.select(1, cols).to_type(ScalarType.Float32).contiguous().ToOnnx(_bias.Name));
             }
         }
 

@@ -1,0 +1,130 @@
+using Compress.Core.Calibration;
+using Compress.Core.Evaluation;
+using Compress.Core.Fidelity;
+using Compress.Core.Onnx;
+using Compress.Core.Passes;
+using Compress.Core.Passes.Finetune;
+using Compress.Core.Passes.SecondOrder;
+using Compress.Core.Torch;
+using static TorchSharp.torch;
+
+namespace Compress.Core.Allocation;
+
+/// <summary>
+/// How far a changed model's output moves from the model it was measured on, on the first <see cref="MaxSamples"/>
+/// calibration samples (algorithms.md §18): for class scores KL(softmax(z) ‖ softmax(ẑ)) per prediction (the logits
+/// before the output's Softmax where there is one — the distillation loss of §17 at T = 1), for any other output
+/// Σ(y − ŷ)² / Σy². The output judged is the spec's evaluation output, else the model's first. Where that output is a
+/// Gemm's, the Gemm is refitted towards the reference first (<see cref="Readout"/>), as the pruner's refit of the last
+/// layer makes up for cuts before it.
+/// </summary>
+internal sealed class OutputError : IDisposable
+{
+    /// <summary>Samples compared: enough to rank cuts whose errors differ several-fold, cheap enough for one run per choice.</summary>
+    public const int MaxSamples = 512;
+
+    /// <summary>Samples per ONNX Runtime run.</summary>
+    private const int Batch = 64;
+
+    private readonly CalibrationSet _data;
+    private readonly int _count;
+    private readonly Tensor _reference;
+    private readonly bool _readout;
+
+    private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout)
+    {
+        (_data, _count, Output, Kind, _reference, _readout) = (data, count, output, kind, reference, readout);
+    }
+
+    /// <summary>The value compared (the judged output, or the logits before its Softmax).</summary>
+    public string Output { get; }
+
+    public OutputKind Kind { get; }
+
+    /// <summary>Samples compared.</summary>
+    public int Samples => _count;
+
+    /// <summary>"KL of the class scores 'logits' on 512 calibration samples" (for notes).</summary>
+    public string Describe() =>
+        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}";
+
+    /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
+    public static OutputError Of(CompressionContext context)
+    {
+        var graph = context.Model.Graph;
+        var judged = context.Spec.Evaluation?.Output ?? context.Model.Proto.Graph.Output[0].Name;
+        var softmax = graph.GetProducer(judged) is { OpType: "Softmax" } producer && string.IsNullOrEmpty(producer.Domain) ? producer : null;
+        var output = softmax?.Input[0] ?? judged;
+        var data = context.Calibration;
+        var count = Math.Min(MaxSamples, data.Count);
+        var reference = Run(context.Model, data, count, output);
+        var kind = OutputKinds.Classify(reference.shape, count, maskedSequence: false);
+        return new OutputError(data, count, output, kind, reference, IsReadout(context.Model, output) is not null);
+    }
+
+    /// <summary>The output error of <paramref name="model"/> against the reference (0 when identical).</summary>
+    public double Of(OnnxModel model)
+    {
+        using var scope = NewDisposeScope();
+        var output = Readout(model) ?? Run(model, _data, _count, Output);
+        if (Kind == OutputKind.ClassScores)
+        {
+            return Math.Max(0, DistillationLoss.Kl(output.to_type(ScalarType.Float64), _reference.to_type(ScalarType.Float64), 1).item<double>());
+        }
+
+        var reference = _reference.to_type(ScalarType.Float64);
+        return output.to_type(ScalarType.Float64).sub(reference).square().sum().item<double>() / reference.square().sum().clamp_min(1e-30).item<double>();
+    }
+
+    /// <summary>
+    /// Where the output is a Gemm's (no transA, alpha = beta = 1, a constant weight): the output with that Gemm's weight
+    /// and bias refitted by ridge least squares towards the reference, as the pruner refits the last layer after a cut
+    /// upstream (§14): [W' | b'] = (z_ref ᵀ[x 1] + λ[W | b]) ([x 1]ᵀ[x 1] + λI)⁻¹.
+    /// </summary>
+    private Tensor? Readout(OnnxModel model)
+    {
+        var graph = model.Graph;
+        if (IsReadout(model, Output) is not { } gemm || graph.GetInitializer(gemm.Input[1]) is not { } weight)
+        {
+            return null;
+        }
+
+        var w = model.ToTorch(weight).to_type(ScalarType.Float64);
+        w = gemm.Int("transB", 0) == 1 ? w : w.t();
+        var bias = gemm.Input.Count > 2 && graph.GetInitializer(gemm.Input[2]) is { } b ? model.ToTorch(b).to_type(ScalarType.Float64).reshape(-1).broadcast_to(w.shape[0]) : zeros(w.shape[0], ScalarType.Float64);
+        var x = Run(model, _data, _count, gemm.Input[0]).to_type(ScalarType.Float64);
+        x = cat([x.reshape(x.shape[0], -1), ones(x.shape[0], 1, ScalarType.Float64)], 1);
+        var full = cat([w, bias.unsqueeze(1)], 1); // [out, in + 1]
+        var h = x.t().mm(x).div(x.shape[0]);
+        var lambda = Ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;
+        var a = h.add(eye(h.shape[0], dtype: ScalarType.Float64).mul(lambda));
+        var rhs = x.t().mm(_reference.to_type(ScalarType.Float64).reshape(x.shape[0], -1)).div(x.shape[0]).add(full.t().mul(lambda));
+        var refitted = linalg.solve(a, rhs); // [in + 1, out]
+        return x.mm(refitted).to_type(ScalarType.Float32).reshape(_reference.shape);
+    }
+
+    /// <summary>The Gemm that computes <paramref name="output"/> from a constant weight as x·Wᵀ + b (or x·W + b), or null.</summary>
+    private static Onnx.Proto.NodeProto? IsReadout(OnnxModel model, string output) =>
+        model.Graph.GetProducer(output) is { OpType: "Gemm" } gemm && string.IsNullOrEmpty(gemm.Domain) && gemm.Int("transA", 0) == 0
+        && gemm.Float("alpha", 1) == 1 && gemm.Float("beta", 1) == 1 && model.Graph.GetInitializer(gemm.Input[1]) is not null ? gemm : null;
+
+    /// <summary>The readout refit's ridge as a fraction of its inputs' mean square: the pruner's (damping 0.01 × 10).</summary>
+    private const double Ridge = 0.1;
+
+    private static Tensor Run(OnnxModel model, CalibrationSet data, int count, string output)
+    {
+        using var runner = OrtModelRunner.Exposing(model, [output]);
+        var parts = new List<Tensor>();
+        for (var start = 0; start < count; start += Batch)
+        {
+            using var values = runner.RunBatch(data, start, Math.Min(Batch, count - start), [output]);
+            parts.Add(LayerHessian.ToTorch(values[0]));
+        }
+
+        var all = cat(parts, 0).DetachFromDisposeScope();
+        parts.ForEach(p => p.Dispose());
+        return all;
+    }
+
+    public void Dispose() => _reference.Dispose();
+}
