@@ -349,10 +349,10 @@ namespace Compress.Spec
                         }
                     }
 
-                    if (step is QuantizeStep { Form: "float" } unpacked && i + 1 < spec.Steps.Count)
+                    if (step is QuantizeStep { Form: "float" or "int8" } unpacked && i + 1 < spec.Steps.Count)
                     {
                         throw new SpecException(SpecCodes.Inconsistent,
-                            "'form': 'float' leaves the weights as ops ONNX Runtime folds at load, which later steps cannot read: make this quantize step the last, or use 'form': 'kernel'", File, unpacked.Line, unpacked.Column);
+                            $"'form': '{unpacked.Form}' leaves the weights as ops ONNX Runtime folds at load, which later steps cannot read: make this quantize step the last, or use 'form': 'kernel'", File, unpacked.Line, unpacked.Column);
                     }
 
                     if (step is PruneStep prune && prune.ScheduleSteps > 0 && !(i + 1 < spec.Steps.Count && spec.Steps[i + 1] is FinetuneStep))

@@ -178,7 +178,8 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     }
 
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
-    public LatencyFigures MeasureLatency(DataSource data) => LatencyComparison.Measure(_source.Path, Model, _source.Data!);
+    public LatencyFigures MeasureLatency(DataSource data) =>
+        LatencyComparison.Measure(_source.Path, Model, _source.Data!) with { Forms = Model.ExternalData.Count > 0 ? null : WeightFormTiming.Measure(Model, _source.Data!) };
 
     /// <summary>Models up to this size are counted and timed at every stage (each runs a copy of the model in ONNX Runtime).</summary>
     private const long CountedBytes = 256L << 20;

@@ -26,6 +26,13 @@ public enum WeightEncoding
     /// </summary>
     UnpackedBlocks,
 
+    /// <summary>
+    /// int4/int8 blocks stored packed as for <see cref="UnpackedBlocks"/>, behind a chain ONNX Runtime folds into an int8
+    /// weight with one scale per output column at load, read by <c>DynamicQuantizeMatMul</c> (weight-only <c>form</c>
+    /// <c>int8</c>): the integer file, int8 arithmetic at run time.
+    /// </summary>
+    Int8AtLoad,
+
     /// <summary>Float32 values drawn from a per-layer codebook of 2^bits (k-means weight sharing, <c>pack</c>).</summary>
     SharedCodebook,
 }
@@ -72,6 +79,7 @@ public sealed record WeightFormat(WeightEncoding Encoding, int Bits)
             WeightEncoding.QdqInt8 => PerTensor ? "int8 QDQ per-tensor" : "int8 QDQ per-channel",
             WeightEncoding.MatMulNBits => string.Create(CultureInfo.InvariantCulture, $"int{Bits} MatMulNBits block {BlockSize}") + (Asymmetric ? " asymmetric" : ""),
             WeightEncoding.UnpackedBlocks => string.Create(CultureInfo.InvariantCulture, $"int{Bits} block {BlockSize} unpacked at load") + (Asymmetric ? " asymmetric" : ""),
+            WeightEncoding.Int8AtLoad => string.Create(CultureInfo.InvariantCulture, $"int{Bits} block {BlockSize} as int8 at load") + (Asymmetric ? " asymmetric" : ""),
             WeightEncoding.GatherBlockQuantized => string.Create(CultureInfo.InvariantCulture, $"int{Bits} GatherBlockQuantized {(BlockSize is { } size ? $"block {size}" : "per row")}")
                 + (Asymmetric ? " asymmetric" : ""),
             _ => Encoding.ToString(),

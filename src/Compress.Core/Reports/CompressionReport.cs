@@ -30,7 +30,16 @@ public sealed record ConstraintResult(string Name, double Limit, double Measured
 public sealed record LatencyFigures(int BatchN, double OriginalBatch1Ms, double CompressedBatch1Ms, double OriginalBatchNMs, double CompressedBatchNMs)
 {
     public bool CompressedIsSlower => CompressedBatch1Ms > OriginalBatch1Ms * 1.05 || CompressedBatchNMs > OriginalBatchNMs * 1.05;
+
+    /// <summary>
+    /// Weight-only models: the written model's batch-1 milliseconds in each form its layers can take, the shipped one
+    /// marked (<see cref="Evaluation.WeightFormTiming"/>); null when there is no choice of form to report.
+    /// </summary>
+    public IReadOnlyList<FormFigures>? Forms { get; init; }
 }
+
+/// <summary>One weight-only form of the written model (<c>int8 at load</c>, <c>float at load</c>, <c>MatMulNBits</c>) and its batch-1 median milliseconds.</summary>
+public sealed record FormFigures(string Form, double Batch1Ms, bool Shipped);
 
 /// <summary>
 /// The work of the model at one stage of the run — <c>source</c>, after each step, <c>written</c> — for one sample:

@@ -90,6 +90,10 @@ public static class HtmlReport
         {
             Row(h, "latency batch 1 (1 thread, median)", $"{Number(l.OriginalBatch1Ms, "0.000")} ms", $"{Number(l.CompressedBatch1Ms, "0.000")} ms");
             Row(h, $"latency batch {l.BatchN}", $"{Number(l.OriginalBatchNMs, "0.000")} ms", $"{Number(l.CompressedBatchNMs, "0.000")} ms");
+            foreach (var form in l.Forms ?? [])
+            {
+                Row(h, $"weight-only form {form.Form}{(form.Shipped ? " (shipped)" : "")}, batch 1", "", $"{Number(form.Batch1Ms, "0.000")} ms");
+            }
         }
 
         h.Append("</table>\n");

@@ -93,6 +93,11 @@ public static class ReportWriter
             md.AppendLine("- **The compressed model is slower than the original on this machine** (see latency above).");
         }
 
+        if (r.Latency?.Forms is { } forms)
+        {
+            md.AppendLine(c, $"- {Evaluation.WeightFormTiming.Describe(forms)}");
+        }
+
         foreach (var note in r.Notes)
         {
             md.AppendLine(c, $"- {note}");

@@ -18,7 +18,7 @@ namespace Compress.Spec.Methods
                     ["activations"] = new[] { "int8", "uint8", "dynamic", "none" },
                     ["granularity"] = new[] { "channel", "tensor" },
                     ["calibration"] = new[] { "minmax", "percentile", "entropy", "mse" },
-                    ["form"] = new[] { "auto", "kernel", "float" },
+                    ["form"] = new[] { "auto", "kernel", "float", "int8" },
                 })
         {
         }

@@ -26,8 +26,8 @@ public sealed class Int4DefaultTests(ITestOutputHelper output) : TempDirectoryTe
         Assert.Contains(report.Notes, n => n.StartsWith("weight-only: int4 rounded by GPTQ with act-order", StringComparison.Ordinal));
         var matmuls = report.Layers.Where(l => l.OpType == "MatMul").ToList();
         Assert.Equal(12, matmuls.Count);
-        // Token sequences: form 'auto' stores the codes for ONNX Runtime to unpack at load (UnpackedBlockTests).
-        Assert.All(matmuls, l => Assert.Equal("int4 block 32 unpacked at load asymmetric (GPTQ)", l.Format));
+        // Form 'auto' stores the codes for ONNX Runtime to turn into int8 at load (Int8FormTests).
+        Assert.All(matmuls, l => Assert.Equal("int4 block 32 as int8 at load asymmetric (GPTQ)", l.Format));
 
         var named = Path.Combine(Dir, "named.onnx");
         CompressionPipeline.Run(ThirdPartyModels.Encoder, SpecFiles.Load(Dir, Spec(Calibration, """, "method": "gptq", "actOrder": true, "symmetric": false""")), named, measureLatency: false);
@@ -55,7 +55,7 @@ public sealed class Int4DefaultTests(ITestOutputHelper output) : TempDirectoryTe
         Assert.NotEmpty(int8);
         Assert.True(int8.Count < 12, "some layers keep int4 under the bound");
         Assert.Equal(int8.Count, fallbacks.Count);
-        Assert.All(int8, l => Assert.Equal("int8 block 32 unpacked at load", l.Format));
+        Assert.All(int8, l => Assert.Equal("int8 block 32 as int8 at load", l.Format));
         Assert.All(int8, l => Assert.Contains(fallbacks, n => n.Contains($"'{l.Node}'", StringComparison.Ordinal)));
         Assert.True(report.Metrics!.Primary.MeanCosine >= 0.99);
     }

@@ -90,15 +90,16 @@ public sealed class TiedTableTests(ITestOutputHelper output) : TempDirectoryTest
     }
 
     /// <summary>
-    /// Weight-only in the float form (the default 'auto' on these token sequences): the table stored once as packed codes
+    /// Weight-only with the table in the float form (the default 'auto' on these token sequences): the table stored once as packed codes
     /// whose chain rebuilds 'tokens.weight' under its own name, so the Gather, the Transpose and the Gemm read it
     /// unchanged; no MatMulNBits or GatherBlockQuantized; ONNX Runtime's optimized graph holds none of the chain's ops
     /// (folded at load); close logits, with and without optimization; the same bytes on a second run.
     /// </summary>
     [Theory]
-    [InlineData("int4", """ "weights": "int4", "activations": "none" """, 4, 0.19, 0.98)]
+    // The default 'auto' also writes the int8 form's column scales and re-quantizing nodes: about 1.5 KB on this 205 KB model.
+    [InlineData("int4", """ "weights": "int4", "activations": "none" """, 4, 0.196, 0.98)]
     [InlineData("int4-asymmetric", """ "weights": "int4", "activations": "none", "method": "rtn", "symmetric": false, "form": "float" """, 4, 0.19, 0.98)]
-    [InlineData("int8-weights", """ "weights": "int8", "activations": "none" """, 8, 0.29, 0.999)]
+    [InlineData("int8-weights", """ "weights": "int8", "activations": "none" """, 8, 0.30, 0.999)]
     public void The_float_form_rebuilds_the_shared_table_at_load(string scheme, string quantize, int bits, double maxRatio, double minCosine)
     {
         var first = Path.Combine(Dir, "first.onnx");

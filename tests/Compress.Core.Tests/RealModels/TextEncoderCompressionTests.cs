@@ -1,4 +1,5 @@
 using Compress.Core.Data;
+using Compress.Core.Onnx;
 using Compress.Core.Tests.TestSupport;
 using Microsoft.ML.OnnxRuntime;
 using Xunit.Abstractions;
@@ -40,6 +41,31 @@ public sealed class TextEncoderCompressionTests(ITestOutputHelper output) : Temp
         Assert.True(report.Size.Ratio <= maxRatio, $"{report.Size.Ratio:0.000}x");
         Assert.True(cosine >= minCosine, $"pooled cosine {cosine:0.0000}");
         Assert.True(neighbours >= minNeighbours, $"nearest neighbour kept {neighbours:P1}");
+    }
+
+    /// <summary>
+    /// int4 on token sequences: form 'auto' multiplies in int8 (the codes turned into per-column int8 at load, read by
+    /// DynamicQuantizeMatMul), the embeddings within the int8 step of the float form's, which is the same codes as float32.
+    /// </summary>
+    [Fact]
+    public void The_int4_default_multiplies_in_int8_and_keeps_the_float_forms_embeddings()
+    {
+        var unpacked = Path.Combine(Dir, "float.onnx");
+        var path = Path.Combine(Dir, "auto.onnx");
+        var floatReport = CompressionPipeline.Run(Fixture("text_encoder.onnx"), SpecFiles.Load(Dir, Spec(""" "quantize": { "weights": "int4", "activations": "none", "form": "float" } """)), unpacked, measureLatency: false);
+        var report = CompressionPipeline.Run(Fixture("text_encoder.onnx"), SpecFiles.Load(Dir, Spec(""" "quantize": { "weights": "int4", "activations": "none" } """)), path, measureLatency: false);
+        var (floatCosine, floatNeighbours) = Embeddings(unpacked);
+        var (cosine, neighbours) = Embeddings(path);
+        output.WriteLine($"float form: {floatReport.Size.CompressedBytes:N0} bytes, pooled cosine {floatCosine:0.0000}, nearest neighbour kept {floatNeighbours:P1}");
+        output.WriteLine($"auto (int8): {report.Size.CompressedBytes:N0} bytes ({report.Size.Ratio:0.000}x), pooled cosine {cosine:0.0000}, nearest neighbour kept {neighbours:P1}");
+        var weights = report.Layers.Where(l => l.OpType == "MatMul").ToList();
+        Assert.Equal(24, weights.Count);
+        Assert.All(weights, l => Assert.Contains("as int8 at load", l.Format, StringComparison.Ordinal));
+        Assert.Contains(report.Layers, l => l.Weight == "tokens.weight" && l.Format.Contains("unpacked at load", StringComparison.Ordinal));
+        Assert.Equal(24, OnnxModel.Load(path).Graph.Nodes.Count(n => n.OpType == "DynamicQuantizeMatMul"));
+        Assert.True(report.Size.Ratio <= 0.17, $"{report.Size.Ratio:0.000}x");
+        Assert.True(Math.Abs(cosine - floatCosine) <= 0.002, $"pooled cosine {cosine:0.0000} vs {floatCosine:0.0000}");
+        Assert.True(neighbours >= floatNeighbours - 0.05, $"nearest neighbour kept {neighbours:P1} vs {floatNeighbours:P1}");
     }
 
     /// <summary>WoodFisher's gradients run through the TorchSharp executor on the BERT graph (Erf, Where, Expand, ConstantOfShape, masks).</summary>

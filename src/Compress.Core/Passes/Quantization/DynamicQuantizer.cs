@@ -53,12 +53,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             var qName = graph.AddInitializer(q.ToOnnx(graph.UniqueName(baseName + "_quantized"))).Name;
             record.Store(qName);
             var sName = graph.AddInitializer((axis is null ? scales.reshape([]) : scales).ToOnnx(graph.UniqueName(baseName + "_scale"))).Name;
-            var inputs = new List<string> { node.Input[0], qName, sName }; // symmetric: the zero point left out is 0
-            if (node.OpType == "Gemm" && node.Input.Count > 2 && graph.GetInitializer(node.Input[2]) is { Dims.Count: 1 } bias)
-            {
-                inputs.AddRange(["", bias.Name]); // the bias after the zero point's empty place
-            }
-            else if (node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0)
+            if (Replacement(graph, node, qName, sName) is not { } replacement)
             {
                 context.Notes.Add($"dynamic: '{use.NodeName}' kept float (bias is not a 1-D constant)");
                 graph.RemoveInitializer(qName);
@@ -66,7 +61,6 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
                 continue;
             }
 
-            var replacement = new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };
             graph.Replace(node, replacement);
             graph.RemoveInitializerIfUnused(baseName);
 
@@ -80,5 +74,30 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
 
         context.Model.RequireOpset("com.microsoft", 1);
         context.Progress($"quantize: dynamic int8 on {converted} MatMul/Gemm nodes" + EmbeddingTables.Describe(tables));
+    }
+
+    /// <summary>Whether a plain MatMul or Gemm <paramref name="node"/> has a DynamicQuantizeMatMul form: no bias, or a 1-D constant one.</summary>
+    internal static bool Takes(OnnxGraph graph, NodeProto node) =>
+        node.OpType != "Gemm" || node.Input.Count < 3 || node.Input[2].Length == 0 || graph.GetInitializer(node.Input[2]) is { Dims.Count: 1 };
+
+    /// <summary>
+    /// The DynamicQuantizeMatMul that replaces the plain MatMul or Gemm <paramref name="node"/>, reading the int8
+    /// weight <paramref name="weight"/> ([K, N]) and its scales <paramref name="scales"/> (symmetric: no zero point), a
+    /// Gemm's bias after the zero point's empty place; null when that bias is not a 1-D constant.
+    /// </summary>
+    internal static NodeProto? Replacement(OnnxGraph graph, NodeProto node, string weight, string scales)
+    {
+        if (!Takes(graph, node))
+        {
+            return null;
+        }
+
+        var inputs = new List<string> { node.Input[0], weight, scales };
+        if (node.OpType == "Gemm" && node.Input.Count > 2 && node.Input[2].Length > 0)
+        {
+            inputs.AddRange(["", node.Input[2]]);
+        }
+
+        return new NodeProto { OpType = "DynamicQuantizeMatMul", Domain = "com.microsoft", Name = node.Name, Input = { inputs }, Output = { node.Output } };
     }
 }

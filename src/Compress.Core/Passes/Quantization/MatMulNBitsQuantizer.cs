@@ -43,10 +43,11 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 
         static IEnumerable<WeightUse> Selected(OnnxGraph graph, QuantizeStep step) =>
             WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm" && u.Weight.Dims.Count == 2);
-        var forms = new WeightForms(context, step, [.. Selected(graph, step)]);
+        var forms = new WeightForms(context, step);
         using var sequential = gptq ? context.Layerwise(GptqMethod.Name) : null;
         var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8, forms.UnpacksTable);
         var unpacked = 0;
+        var int8 = 0;
         foreach (var use in Selected(graph, step).ToList())
         {
             var node = use.Node;
@@ -101,28 +102,56 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
                 codes = grid.Codes(padded, scales, zeroPoints);
             }
 
-            var unpack = forms.Unpacks(use.Node);
+            var form = forms.For(use.Node);
+            if (form == WeightForm.Int8 && !DynamicQuantizer.Takes(graph, node))
+            {
+                forms.Floated(node);
+                form = WeightForm.Float;
+            }
+
+            var unpack = form != WeightForm.Kernel;
             if (unpack)
             {
                 scales = UnpackedBlocks.RoundToHalf(scales); // stored float16 when all fit: half the scales' bytes, 2⁻¹¹ relative
             }
 
             var dequantized = IntegerGrid.Dequantize(codes, scales, zeroPoints);
+            var effective = IntegerGrid.Unblocks(dequantized, k); // [N, K]: what the MatMulNBits node will compute with
+            Tensor? columnScales = null;
+            if (form == WeightForm.Int8)
+            {
+                // The int8 form multiplies with the dequantized weight re-quantized per output column: ≤ half an int8 step more.
+                columnScales = UnpackedBlocks.ColumnScales(effective.t());
+                effective = (UnpackedBlocks.Int8Codes(effective.t(), columnScales) * columnScales).t();
+            }
+
             if (context.Frontier is { } frontier)
             {
-                var effective = IntegerGrid.Unblocks(dequantized, k); // [N, K]: what the MatMulNBits node will compute with
                 frontier.SetWeight(use.Weight.Name, use.OutputAxis == 0 ? effective : effective.t());
             }
 
             codes = codes.to_type(ScalarType.Byte);
             var record = context.Layer(use.Weight.Name, use.NodeName, node.OpType, w.numel());
-            record.Format = new Plans.WeightFormat(unpack ? Plans.WeightEncoding.UnpackedBlocks : Plans.WeightEncoding.MatMulNBits, bits)
+            var encoding = form switch { WeightForm.Int8 => Plans.WeightEncoding.Int8AtLoad, WeightForm.Float => Plans.WeightEncoding.UnpackedBlocks, _ => Plans.WeightEncoding.MatMulNBits };
+            record.Format = new Plans.WeightFormat(encoding, bits)
             {
                 BlockSize = step.BlockSize, Asymmetric = !symmetric, Rounding = rounding,
             };
-            record.RelativeError += WeightQuantization.RelativeError(nk, IntegerGrid.Unblocks(dequantized, k));
+            record.RelativeError += WeightQuantization.RelativeError(nk, effective);
 
             var baseName = use.Weight.Name;
+            if (columnScales is not null)
+            {
+                // DynamicQuantizeMatMul reads the chain's int8 [K, N]; ONNX Runtime folds the chain at load and prepacks it.
+                var columnScaleName = graph.AddInitializer(columnScales.contiguous().ToOnnx(graph.UniqueName(baseName + "_column_scales"))).Name;
+                var (data, weight) = UnpackedBlocks.StoreInt8(graph, baseName, codes, scales, symmetric ? null : zeroPoints, bits, k, columnScaleName);
+                graph.Replace(node, DynamicQuantizer.Replacement(graph, node, weight, columnScaleName)!);
+                record.Store(data);
+                converted++;
+                int8++;
+                continue;
+            }
+
             if (unpack)
             {
                 // The node stays as it is; its weight becomes the chain ONNX Runtime folds back into float32 at load.
@@ -156,9 +185,9 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         }
 
         context.Model.RequireOpset("com.microsoft", 1);
-        forms.Note(context, unpacked);
+        forms.Note(context, unpacked, int8);
         context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes"
-            + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + (unpacked > 0 ? $" ({unpacked} of them unpacked at load)" : "") + EmbeddingTables.Describe(tables));
+            + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + (unpacked > 0 ? $" ({unpacked} of them unpacked at load)" : "") + (int8 > 0 ? $" ({int8} of them int8 at load)" : "") + EmbeddingTables.Describe(tables));
     }
 
     /// <summary>

@@ -48,10 +48,59 @@ public static class UnpackedBlocks
     /// </summary>
     public static string Store(OnnxGraph graph, string name, Tensor codes, Tensor scales, Tensor? zeros, int bits, long columns, bool transposed)
     {
+        graph.RemoveInitializer(name);
+        var nodes = new List<NodeProto>();
+        var data = Chain(graph, name, name, nodes, codes, scales, zeros, bits, columns, transposed);
+        graph.Prepend([.. nodes]);
+        return data;
+    }
+
+    /// <summary>
+    /// The <c>int8</c> form (algorithms.md §11): the float form's chain for the float initializer <paramref name="name"/>
+    /// ([K, N] after it, whatever the source's layout), followed by <c>Div</c> one scale per output column
+    /// (<paramref name="columnScales"/>, [N]), <c>Round</c>, <c>Clip</c> to ±127 and <c>Cast</c> to int8 — the weight of
+    /// ONNX Runtime's <c>DynamicQuantizeMatMul</c>, folded at load like the float form, so the node multiplies in int8
+    /// with B prepacked, as dynamic int8 does; the file keeps the int4 codes. Returns the codes' initializer name and
+    /// the int8 weight's value name (a new one; <paramref name="name"/> becomes the float chain's output, as in <see cref="Store"/>).
+    /// </summary>
+    public static (string Codes, string Weight) StoreInt8(OnnxGraph graph, string name, Tensor codes, Tensor scales, Tensor? zeros, int bits, long columns, string columnScales)
+    {
+        graph.RemoveInitializer(name);
+        var nodes = new List<NodeProto>();
+        var values = name; // the float weight keeps its name: any other reader of it reads the same values
+        var data = Chain(graph, name, values, nodes, codes, scales, zeros, bits, columns, transposed: true);
+        var steps = graph.UniqueName(name + "~steps");
+        nodes.Add(new NodeProto { OpType = "Div", Input = { values, columnScales }, Output = { steps } });
+        var rounded = graph.UniqueName(name + "~rounded");
+        nodes.Add(new NodeProto { OpType = "Round", Input = { steps }, Output = { rounded } });
+        var low = graph.AddInitializer(OnnxTensors.Scalar(graph.UniqueName("int8_low"), -127f)).Name;
+        var high = graph.AddInitializer(OnnxTensors.Scalar(graph.UniqueName("int8_high"), 127f)).Name;
+        var clipped = graph.UniqueName(name + "~clipped");
+        nodes.Add(new NodeProto { OpType = "Clip", Input = { rounded, low, high }, Output = { clipped } });
+        var weight = graph.UniqueName(name + "_int8");
+        nodes.Add(new NodeProto { OpType = "Cast", Input = { clipped }, Output = { weight }, Attribute = { OnnxAttribute.Int("to", (long)TensorProto.Types.DataType.Int8) } });
+        graph.Prepend([.. nodes]);
+        return (data, weight);
+    }
+
+    /// <summary>
+    /// One int8 scale per output column of the dequantized weight <paramref name="kn"/> ([K, N]): max |w| / 127, 1 for an
+    /// all-zero column (its codes are 0 either way).
+    /// </summary>
+    public static Tensor ColumnScales(Tensor kn)
+    {
+        var max = kn.abs().amax(0);
+        return where(max.gt(0), max / 127f, ones_like(max));
+    }
+
+    /// <summary>What the <c>int8</c> form's chain computes from the dequantized <paramref name="kn"/> and its column scales: the int8 codes, as float.</summary>
+    public static Tensor Int8Codes(Tensor kn, Tensor columnScales) => (kn / columnScales).round().clamp(-127, 127);
+
+    private static string Chain(OnnxGraph graph, string name, string output, List<NodeProto> nodes, Tensor codes, Tensor scales, Tensor? zeros, int bits, long columns, bool transposed)
+    {
         using var scope = NewDisposeScope();
         long rows = codes.shape[0], blocks = codes.shape[1], block = codes.shape[2], cols = blocks * block;
         var half = HalfScales(scales);
-        var nodes = new List<NodeProto>();
         string Node(string op, string suffix, params string[] inputs)
         {
             var output = graph.UniqueName($"{name}~{suffix}");
@@ -59,7 +108,6 @@ public static class UnpackedBlocks
             return output;
         }
 
-        graph.RemoveInitializer(name);
         string unpacked;
         string data;
         if (bits == 4)
@@ -115,18 +163,17 @@ public static class UnpackedBlocks
 
         if (matrix is null)
         {
-            nodes.Add(new NodeProto { OpType = "Reshape", Input = { scaled, Shape(graph, [rows, cols]) }, Output = { name } });
+            nodes.Add(new NodeProto { OpType = "Reshape", Input = { scaled, Shape(graph, [rows, cols]) }, Output = { output } });
         }
         else if (transposed)
         {
-            nodes.Add(new NodeProto { OpType = "Transpose", Input = { matrix }, Output = { name }, Attribute = { OnnxAttribute.Ints("perm", [1, 0]) } });
+            nodes.Add(new NodeProto { OpType = "Transpose", Input = { matrix }, Output = { output }, Attribute = { OnnxAttribute.Ints("perm", [1, 0]) } });
         }
         else
         {
-            nodes[^1].Output[0] = name;
+            nodes[^1].Output[0] = output;
         }
 
-        graph.Prepend([.. nodes]);
         return data;
     }
 

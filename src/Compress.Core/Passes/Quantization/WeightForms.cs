@@ -7,9 +7,13 @@ namespace Compress.Core.Passes.Quantization;
 /// <summary>
 /// Which form a weight-only step writes each weight in (<c>quantize.form</c>, algorithms.md §11): <c>kernel</c> —
 /// MatMulNBits / GatherBlockQuantized, the weights staying packed in memory and dequantized on every call; <c>float</c> —
-/// the same codes unpacked by ONNX Runtime at load (<see cref="UnpackedBlocks"/>); <c>auto</c> (the default) — float for
-/// the layers that see more than one row per sample at batch 1 (a sequence's tokens), kernel for the rest, and kernel
-/// throughout without calibration data to tell, or when a later step of the spec still reads the weights.
+/// the same codes unpacked to float32 by ONNX Runtime at load (<see cref="UnpackedBlocks.Store"/>); <c>int8</c> — the
+/// same codes turned into int8 with one scale per output column at load and multiplied by DynamicQuantizeMatMul in int8
+/// (<see cref="UnpackedBlocks.StoreInt8"/>; tables, which a Gather only copies, take the float form); <c>auto</c> (the
+/// default) — int8 for every MatMul/Gemm (measured faster than float32 and MatMulNBits at 1, 32 and 64 rows per sample),
+/// tables float where their Gather returns more than one row per sample at batch 1 (from one calibration sample's shapes)
+/// and GatherBlockQuantized otherwise; kernel throughout without calibration data (nothing to read the tables' shapes
+/// from, nor to check the int8 activations on) or when a later step of the spec still reads the weights.
 /// </summary>
 internal sealed class WeightForms
 {
@@ -18,30 +22,37 @@ internal sealed class WeightForms
     private readonly bool _opsetAllows;
     private int _tables;
     private readonly List<string> _kept = [];
+    private readonly List<string> _floated = [];
 
-    public WeightForms(CompressionContext context, QuantizeStep step, IReadOnlyList<WeightUse> selected)
+    public WeightForms(CompressionContext context, QuantizeStep step)
     {
         _opsetAllows = (context.Model.GetOpsetVersion("") ?? 1) >= UnpackedBlocks.MinOpset;
         var last = context.Spec.Steps.Count == 0 || ReferenceEquals(context.Spec.Steps[^1], step);
         _form = step.Form == "auto" && (!context.HasCalibration || !last) ? "kernel" : step.Form;
         var graph = context.Model.Graph;
-        var tables = graph.Nodes.Where(n => n.OpType == "Gather" && string.IsNullOrEmpty(n.Domain) && graph.GetInitializer(n.Input[0]) is not null).Select(n => n.Output[0]);
-        _rows = _form == "auto" && _opsetAllows
-            ? UnpackedBlocks.RowsPerSample(context, [.. selected.Select(u => u.Node.Input[0]).Concat(tables)])
+        var tables = graph.Nodes.Where(n => n.OpType == "Gather" && string.IsNullOrEmpty(n.Domain) && graph.GetInitializer(n.Input[0]) is not null).Select(n => n.Output[0]).ToList();
+        _rows = _form == "auto" && _opsetAllows && tables.Count > 0
+            ? UnpackedBlocks.RowsPerSample(context, tables)
             : new Dictionary<string, long>(StringComparer.Ordinal);
     }
 
-    /// <summary>Whether the MatMul/Gemm <paramref name="node"/> gets the float form.</summary>
-    public bool Unpacks(NodeProto node)
+    /// <summary>
+    /// The form the MatMul/Gemm <paramref name="node"/> gets: <c>auto</c> takes int8 at any row count (measured faster
+    /// than float32 and MatMulNBits at 1, 32 and 64 rows per sample: algorithms.md §11).
+    /// </summary>
+    public WeightForm For(NodeProto node)
     {
-        var unpack = _opsetAllows && Chosen(node.Input[0]);
+        var unpack = _opsetAllows && _form != "kernel";
         if (!unpack && _form != "kernel")
         {
             _kept.Add(OnnxGraph.Describe(node));
         }
 
-        return unpack;
+        return !unpack ? WeightForm.Kernel : _form == "float" ? WeightForm.Float : WeightForm.Int8;
     }
+
+    /// <summary>A layer of the int8 form that is written in the float form instead (a Gemm whose bias is not a 1-D constant).</summary>
+    public void Floated(NodeProto node) => _floated.Add(OnnxGraph.Describe(node));
 
     /// <summary>Whether a table read by <paramref name="gathers"/> gets the float form.</summary>
     public bool UnpacksTable(IReadOnlyList<NodeProto> gathers)
@@ -55,30 +66,50 @@ internal sealed class WeightForms
         return unpack;
     }
 
+    /// <summary>Whether the table whose Gather returns <paramref name="input"/> is unpacked: always for float and int8, by its rows for auto.</summary>
     private bool Chosen(string input) => _form switch
     {
-        "float" => true,
+        "float" or "int8" => true,
         "auto" => _rows.TryGetValue(input, out var rows) && UnpackedBlocks.Faster(rows),
         _ => false,
     };
 
-    /// <summary>One note for the step: how many weights and tables were unpacked at load, and which stayed MatMulNBits.</summary>
-    public void Note(CompressionContext context, int unpacked)
+    /// <summary>
+    /// One note for the step: how many weights were written in the int8 form and the float form, how many tables
+    /// unpacked at load, and which stayed MatMulNBits.
+    /// </summary>
+    public void Note(CompressionContext context, int unpacked, int int8)
     {
         if (_form == "kernel")
         {
             return;
         }
 
-        if (unpacked + _tables == 0)
+        if (unpacked + int8 + _tables == 0)
         {
             context.Notes.Add($"weight-only: form '{_form}' kept MatMulNBits for all {_kept.Count} layers ({Why})");
             return;
         }
 
-        var why = _form == "auto" ? "form 'auto': they see more than one row per sample, where MatMulNBits is slower than float" : "form 'float'";
-        var note = $"weight-only: {unpacked} MatMul/Gemm weight{(unpacked == 1 ? "" : "s")} and {_tables} table{(_tables == 1 ? "" : "s")} stored as packed codes that ONNX Runtime unpacks to float32 at load ({why}): "
-            + "the file is the integer one, the speed and memory at run time float32's";
+        var why = _form == "auto" ? "form 'auto' (int8 arithmetic for weights; tables unpacked where a Gather returns more than one row per sample)" : $"form '{_form}'";
+        var parts = new List<string>();
+        if (int8 > 0)
+        {
+            parts.Add($"{int8} MatMul/Gemm weight{(int8 == 1 ? "" : "s")} stored as packed codes that ONNX Runtime turns into int8 (one scale per output column) at load, multiplied by DynamicQuantizeMatMul in int8 as dynamic int8 is");
+        }
+
+        if (unpacked + _tables > 0)
+        {
+            var what = new[] { unpacked > 0 ? $"{unpacked} MatMul/Gemm weight{(unpacked == 1 ? "" : "s")}" : null, _tables > 0 ? $"{_tables} table{(_tables == 1 ? "" : "s")}" : null };
+            parts.Add($"{string.Join(" and ", what.OfType<string>())} stored as packed codes that ONNX Runtime unpacks to float32 at load");
+        }
+
+        var note = $"weight-only: {why}: {string.Join("; ", parts)}; the file is the integer one";
+        if (_floated.Count > 0)
+        {
+            note += $"; {_floated.Count} unpacked to float instead of int8 (a Gemm whose bias is not a 1-D constant): {string.Join(", ", _floated.Take(8))}";
+        }
+
         if (_kept.Count > 0)
         {
             note += $"; {_kept.Count} kept MatMulNBits ({Why}): {string.Join(", ", _kept.Take(8))}{(_kept.Count > 8 ? ", …" : "")}";
@@ -87,5 +118,18 @@ internal sealed class WeightForms
         context.Notes.Add(note);
     }
 
-    private string Why => _opsetAllows ? "one row per sample at batch 1, where MatMulNBits is the faster" : "the chain needs opset 11";
+    private static string Why => "the chain needs opset 11";
+}
+
+/// <summary>The form of one weight-only layer (<see cref="WeightForms"/>).</summary>
+internal enum WeightForm
+{
+    /// <summary>MatMulNBits: packed in memory, dequantized on every call.</summary>
+    Kernel,
+
+    /// <summary>Packed codes ONNX Runtime unpacks to the float32 weight at load.</summary>
+    Float,
+
+    /// <summary>Packed codes ONNX Runtime turns into per-column int8 at load, read by DynamicQuantizeMatMul.</summary>
+    Int8,
 }

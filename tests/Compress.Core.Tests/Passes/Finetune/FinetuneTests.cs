@@ -54,7 +54,7 @@ public sealed class FinetuneTests(ITestOutputHelper output) : TempDirectoryTest
     [Fact]
     public void Int4_weights_train_on_their_grids_and_stay_matmulnbits()
     {
-        const string Steps = """{ "prune": { "method": "magnitude", "sparsity": 0.9 } }, { "quantize": { "method": "rtn", "weights": "int4", "activations": "none" } }""";
+        const string Steps = """{ "prune": { "method": "magnitude", "sparsity": 0.9 } }, { "quantize": { "method": "rtn", "weights": "int4", "activations": "none", "form": "kernel" } }""";
         var quantized = Compress(Steps, "int4.onnx");
         var tuned = Compress($$"""{{Steps}}, { "finetune": { "steps": 300, "learningRate": 0.002 } }""", "int4_tuned.onnx");
         output.WriteLine($"90 % + int4: {quantized.Metrics!.CompressedAccuracy:P2} → with finetune {tuned.Metrics!.CompressedAccuracy:P2}");
@@ -66,8 +66,8 @@ public sealed class FinetuneTests(ITestOutputHelper output) : TempDirectoryTest
 
     [Theory]
     [InlineData(false, """{ "quantize": { "weights": "int8", "activations": "int8" } }""")]
-    [InlineData(true, """{ "quantize": { "method": "rtn", "weights": "int4", "activations": "none" } }""")]
-    [InlineData(true, """{ "quantize": { "weights": "int8", "activations": "none" } }""")]
+    [InlineData(true, """{ "quantize": { "method": "rtn", "weights": "int4", "activations": "none", "form": "kernel" } }""")]
+    [InlineData(true, """{ "quantize": { "weights": "int8", "activations": "none", "form": "kernel" } }""")]
     public void The_training_graph_computes_what_the_quantized_model_computes_and_writes_back_the_same_codes(bool mlp, string quantize)
     {
         var report = Compress(quantize, "quantized.onnx", mlp);

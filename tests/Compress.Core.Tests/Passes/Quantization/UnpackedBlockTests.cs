@@ -10,8 +10,8 @@ namespace Compress.Core.Tests.Passes.Quantization;
 
 /// <summary>
 /// Weight-only <c>form</c> (algorithms.md §11): <c>float</c> stores the MatMulNBits codes behind a chain ONNX Runtime
-/// folds into the float32 weight at load; <c>auto</c> picks it for layers that see more than one row per sample and
-/// keeps MatMulNBits for one row (an MLP at batch 1). Figures from shapes, never timings: the same bytes every run.
+/// folds into the float32 weight at load; <c>auto</c> takes the <c>int8</c> form (<see cref="Int8FormTests"/>) for
+/// every weight, an MLP at batch 1 included. Chosen without timings: the same bytes every run.
 /// </summary>
 public sealed class UnpackedBlockTests(ITestOutputHelper output) : TempDirectoryTest
 {
@@ -22,15 +22,15 @@ public sealed class UnpackedBlockTests(ITestOutputHelper output) : TempDirectory
         """;
 
     [Fact]
-    public void Auto_keeps_matmulnbits_where_each_sample_is_one_row()
+    public void Auto_multiplies_in_int8_also_where_each_sample_is_one_row()
     {
         var path = Path.Combine(Dir, "auto.onnx");
         var report = CompressionPipeline.Run(FashionData.MlpModel, SpecFiles.Load(Dir, Spec("")), path, measureLatency: false);
         var layers = report.Layers.Where(l => l.OpType is "MatMul" or "Gemm").ToList();
         Assert.NotEmpty(layers);
-        Assert.All(layers, l => Assert.StartsWith("int4 MatMulNBits block 32", l.Format));
-        Assert.Contains(report.Notes, n => n.StartsWith($"weight-only: form 'auto' kept MatMulNBits for all {layers.Count} layers", StringComparison.Ordinal));
-        Assert.Equal(layers.Count, OnnxModel.Load(path).Graph.Nodes.Count(n => n.OpType == "MatMulNBits"));
+        Assert.All(layers, l => Assert.Equal("int4 block 32 as int8 at load", l.Format));
+        Assert.Contains(report.Notes, n => n.StartsWith("weight-only: form 'auto' ", StringComparison.Ordinal));
+        Assert.Equal(layers.Count, OnnxModel.Load(path).Graph.Nodes.Count(n => n.OpType == "DynamicQuantizeMatMul"));
     }
 
     [Fact]
