@@ -19,16 +19,24 @@ namespace Compress.Core.Passes.SecondOrder;
 [ImplementsMethod(ObsMethod.Name)]
 public sealed class ObsPruner(PruneStep step) : PruningPass(step)
 {
+    /// <summary>
+    /// The allocation's database prunes without shrinkage: it does not know each layer's calibration rows, and shrinking
+    /// there measured no better (algorithms.md §4).
+    /// </summary>
     protected internal override Allocation.LayerPruner DatabasePruner => (matrix, hessian, sparsity) =>
-        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, Options(sparsity), takeOver: true).Weight);
+        LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, Options(sparsity, shrinkage: 0), takeOver: true).Weight);
 
     /// <summary>The layer's OBS options: its N:M pattern (the step's), or its unstructured sparsity.</summary>
-    private ObsOptions Options(double sparsity) =>
-        new()
-        {
-            Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping,
-            Shrinkage = Step.Option(ObsMethod.Shrinkage, ObsMethod.DefaultShrinkage),
-        };
+    private ObsOptions Options(double sparsity, double shrinkage) =>
+        new() { Sparsity = Step.N > 0 ? 0 : sparsity, N = Step.N, M = Step.M, BlockSize = Step.BlockSize, Damping = Step.Damping, Shrinkage = shrinkage };
+
+    /// <summary>
+    /// The step's <c>shrinkage</c> for a layer whose Hessian came from fewer calibration rows than it has inputs (known
+    /// once its Hessian is computed: <see cref="LayerHessian.NoteRank"/>), none for the others, whose Hessian the rows
+    /// determine.
+    /// </summary>
+    private double Shrinkage(CompressionContext context, WeightUse use) =>
+        context.RankDeficient.ContainsKey(use.NodeName) ? Step.Option(ObsMethod.Shrinkage, ObsMethod.DefaultShrinkage) : 0;
 
     protected override void Prune(CompressionContext context, IReadOnlyList<WeightUse> uses)
     {
@@ -37,16 +45,18 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
         {
             EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
             {
-                var options = Options(target);
                 if (dense?.Compute(context, use) is var (hessian, shift))
                 {
                     // Dense targets: refit to the uncompressed model's response, then OBS on the refit with H̃.
                     matrix = DenseTargets.Refit(matrix, hessian, shift, Step.Damping);
                     shift.Dispose();
-                    return LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+                    var refit = Options(target, Shrinkage(context, use));
+                    return LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, refit, takeOver: true).Weight);
                 }
 
-                return LayerObs.PerGroup(matrix, LayerHessian.Compute(context, use), (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+                var layer = LayerHessian.Compute(context, use);
+                var options = Options(target, Shrinkage(context, use));
+                return LayerObs.PerGroup(matrix, layer, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
             }, () => dense = Step.Option(ObsMethod.DenseTargets, 1) != 0 ? DenseTargets.TryStart(context, ObsMethod.Name) : null);
         }
         finally
