@@ -67,8 +67,9 @@ public sealed class AllocationCompressionTests(ITestOutputHelper output) : TempD
         var rounds = report.Allocation!.Rounds;
         output.WriteLine(string.Join("\n", rounds.Select(r => $"{r.Label}: {r.Bytes:N0} B, {r.Accuracy:P2}{(r.Chosen ? " (chosen)" : "")}")));
         Assert.InRange(rounds.Count, 2, 6);
-        Assert.True(report.Metrics!.AccuracyDrop <= 0.01);
-        Assert.Equal(rounds.Where(r => r.Accuracy is { } a && report.Metrics.OriginalAccuracy - a <= 0.01).Min(r => r.Bytes), rounds.Single(r => r.Chosen).Bytes);
+        // A drop of exactly 1.00 point (100 of 10,000 samples) meets the constraint, as the fidelity gate counts it (1e-12).
+        Assert.True(report.Metrics!.AccuracyDrop <= 0.01 + 1e-12, $"drop {report.Metrics.AccuracyDrop:P2}");
+        Assert.Equal(rounds.Where(r => r.Accuracy is { } a && report.Metrics.OriginalAccuracy - a <= 0.01 + 1e-12).Min(r => r.Bytes), rounds.Single(r => r.Chosen).Bytes);
         Assert.True(report.Size.CompressedBytes < uniform.Size.CompressedBytes / 2,
             $"{report.Size.CompressedBytes:N0} bytes vs uniform int8 {uniform.Size.CompressedBytes:N0} at accuracy {Accuracy(report):P2} vs {Accuracy(uniform):P2}");
     }
