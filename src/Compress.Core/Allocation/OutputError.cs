@@ -41,9 +41,6 @@ internal sealed class OutputError : IDisposable
 
     public OutputKind Kind { get; }
 
-    /// <summary>Samples compared.</summary>
-    public int Samples => _count;
-
     /// <summary>"KL of the class scores 'logits' on 512 calibration samples" (for notes).</summary>
     public string Describe() =>
         $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}";
@@ -57,7 +54,12 @@ internal sealed class OutputError : IDisposable
         var output = softmax?.Input[0] ?? judged;
         var data = context.Calibration;
         var count = Math.Min(MaxSamples, data.Count);
-        var reference = Run(context.Model, data, count, output);
+        Tensor reference;
+        using (var run = Run(context.Model, data, count, output))
+        {
+            reference = run.to_type(ScalarType.Float64).DetachFromDisposeScope(); // once: every comparison takes it in float64
+        }
+
         var kind = OutputKinds.Classify(reference.shape, count, maskedSequence: false);
         return new OutputError(data, count, output, kind, reference, IsReadout(context.Model, output) is not null);
     }
@@ -69,11 +71,10 @@ internal sealed class OutputError : IDisposable
         var output = Readout(model) ?? Run(model, _data, _count, Output);
         if (Kind == OutputKind.ClassScores)
         {
-            return Math.Max(0, DistillationLoss.Kl(output.to_type(ScalarType.Float64), _reference.to_type(ScalarType.Float64), 1).item<double>());
+            return Math.Max(0, DistillationLoss.Kl(output.to_type(ScalarType.Float64), _reference, 1).item<double>());
         }
 
-        var reference = _reference.to_type(ScalarType.Float64);
-        return output.to_type(ScalarType.Float64).sub(reference).square().sum().item<double>() / reference.square().sum().clamp_min(1e-30).item<double>();
+        return output.to_type(ScalarType.Float64).sub(_reference).square().sum().item<double>() / _reference.square().sum().clamp_min(1e-30).item<double>();
     }
 
     /// <summary>
@@ -98,7 +99,7 @@ internal sealed class OutputError : IDisposable
         var h = x.t().mm(x).div(x.shape[0]);
         var lambda = Ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;
         var a = h.add(eye(h.shape[0], dtype: ScalarType.Float64).mul(lambda));
-        var rhs = x.t().mm(_reference.to_type(ScalarType.Float64).reshape(x.shape[0], -1)).div(x.shape[0]).add(full.t().mul(lambda));
+        var rhs = x.t().mm(_reference.reshape(x.shape[0], -1)).div(x.shape[0]).add(full.t().mul(lambda));
         var refitted = linalg.solve(a, rhs); // [in + 1, out]
         return x.mm(refitted).to_type(ScalarType.Float32).reshape(_reference.shape);
     }
@@ -114,10 +115,11 @@ internal sealed class OutputError : IDisposable
     private static Tensor Run(OnnxModel model, CalibrationSet data, int count, string output)
     {
         using var runner = OrtModelRunner.Exposing(model, [output]);
+        var batch = runner.MaxBatch(Batch, data); // a model with a fixed batch, or inputs fed whole, runs fewer at a time
         var parts = new List<Tensor>();
-        for (var start = 0; start < count; start += Batch)
+        for (var start = 0; start < count; start += batch)
         {
-            using var values = runner.RunBatch(data, start, Math.Min(Batch, count - start), [output]);
+            using var values = runner.RunBatch(data, start, Math.Min(batch, count - start), [output]);
             parts.Add(LayerHessian.ToTorch(values[0]));
         }
 

@@ -255,8 +255,6 @@ public static class LatencyGuard
         return int8.Count == 0 ? changed : $"{changed}; int8: {List(int8)}";
     }
 
-    private static IReadOnlyDictionary<string, RegionForm> One(string region, RegionForm form) => new Dictionary<string, RegionForm>(StringComparer.Ordinal) { [region] = form };
-
     /// <summary>Faster at batch 1 by the margin, and not slower at batch N by more than it.</summary>
     private static bool Faster(Timing a, Timing b) => a.Batch1 < b.Batch1 * (1 - Margin) && a.BatchN <= b.BatchN * (1 + Margin);
 

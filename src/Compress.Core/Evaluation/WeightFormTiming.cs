@@ -40,12 +40,14 @@ public static class WeightFormTiming
 
         var shipped = int8 >= unpacked ? Int8 : Float;
         var variants = new List<(string Form, OnnxModel Model)> { (shipped, written) };
+        var floatForm = written;
         if (int8 > 0)
         {
-            variants.Add((Float, AsFloat(written)));
+            floatForm = AsFloat(written);
+            variants.Add((Float, floatForm));
         }
 
-        variants.Add((Kernel, AsKernel(written)));
+        variants.Add((Kernel, KernelOf(floatForm)));
         var times = variants.ToDictionary(v => v.Form, _ => new List<double>());
         try
         {
@@ -73,7 +75,7 @@ public static class WeightFormTiming
         var shipped = forms.First(f => f.Shipped);
         var times = string.Join(", ", forms.Select(f => string.Create(c, $"{f.Form} {f.Batch1Ms:0.000} ms{(f.Shipped ? " (shipped)" : "")}")));
         var verdict = fastest == shipped || fastest.Batch1Ms >= shipped.Batch1Ms * (1 - LatencyGuard.Margin)
-            ? $"the shipped form, {shipped.Form}, ran fastest{(fastest == shipped ? "" : " (within 3%, noise)")}"
+            ? $"the shipped form, {shipped.Form}, ran fastest{(fastest == shipped ? "" : $" (within {LatencyGuard.Margin:P0}, noise)")}"
             : $"{fastest.Form} ran faster than the shipped {shipped.Form} ({shipped.Batch1Ms / fastest.Batch1Ms:0.00}×); 'quantize.form' chooses the form";
         return $"weight-only forms at batch 1 (1 thread, median, the same codes): {times}: {verdict}";
     }
@@ -128,10 +130,16 @@ public static class WeightFormTiming
     }
 
     /// <summary>A copy of <paramref name="model"/> whose int8- and float-at-load layers are MatMulNBits over the same codes.</summary>
-    internal static OnnxModel AsKernel(OnnxModel model)
+    internal static OnnxModel AsKernel(OnnxModel model) => KernelOf(AsFloat(model));
+
+    /// <summary>
+    /// A copy of <paramref name="floatForm"/> (no int8-at-load layer left: the float form, as <see cref="AsFloat"/> makes
+    /// it) whose float-at-load layers are MatMulNBits over the same codes.
+    /// </summary>
+    private static OnnxModel KernelOf(OnnxModel floatForm)
     {
         TorchRuntime.EnsureLoaded();
-        var copy = AsFloat(model);
+        var copy = new OnnxModel(floatForm.Proto.Clone());
         var graph = copy.Graph;
         foreach (var node in graph.Nodes.Where(n => n.OpType is "MatMul" or "Gemm").ToList())
         {

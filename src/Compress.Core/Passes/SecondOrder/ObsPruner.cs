@@ -45,18 +45,22 @@ public sealed class ObsPruner(PruneStep step) : PruningPass(step)
         {
             EachLayer(context, uses, ObsMethod.Name, (use, matrix, target) =>
             {
-                if (dense?.Compute(context, use) is var (hessian, shift))
+                Tensor hessian;
+                if (dense?.Compute(context, use) is var (refitHessian, shift))
                 {
                     // Dense targets: refit to the uncompressed model's response, then OBS on the refit with H̃.
-                    matrix = DenseTargets.Refit(matrix, hessian, shift, Step.Damping);
+                    matrix = DenseTargets.Refit(matrix, refitHessian, shift, Step.Damping);
                     shift.Dispose();
-                    var refit = Options(target, Shrinkage(context, use));
-                    return LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, refit, takeOver: true).Weight);
+                    hessian = refitHessian;
+                }
+                else
+                {
+                    hessian = LayerHessian.Compute(context, use);
                 }
 
-                var layer = LayerHessian.Compute(context, use);
+                // After the Hessian: the shrinkage depends on the rows it was taken from (LayerHessian.NoteRank).
                 var options = Options(target, Shrinkage(context, use));
-                return LayerObs.PerGroup(matrix, layer, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
+                return LayerObs.PerGroup(matrix, hessian, (rows, h, _) => LayerObs.Run(rows, h, options, takeOver: true).Weight);
             }, () => dense = Step.Option(ObsMethod.DenseTargets, 1) != 0 ? DenseTargets.TryStart(context, ObsMethod.Name) : null);
         }
         finally

@@ -262,18 +262,12 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// </summary>
     private static long[] ObsGreedy(ChannelGroup group, List<Consumer> consumers, long remove)
     {
-        var removed = ObsOrder(group, consumers, remove, out _).ToHashSet();
-        return Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).Where(c => !removed.Contains(c)).ToArray();
+        return ChannelSurgery.RemovedChannels(group.Channels, ObsOrder(group, consumers, remove));
     }
 
-    /// <summary>
-    /// The channels <see cref="ObsGreedy"/> removes, in its order, and what each removal cost each consumer
-    /// (<paramref name="costs"/>[round, consumer], as a fraction of that consumer's output energy): the first r rounds'
-    /// costs sum to the error the consumers keep after their least-squares refit with r channels gone.
-    /// </summary>
-    private static long[] ObsOrder(ChannelGroup group, List<Consumer> consumers, long remove, out double[,] costs)
+    /// <summary>The channels <see cref="ObsGreedy"/> removes, in its order.</summary>
+    private static long[] ObsOrder(ChannelGroup group, List<Consumer> consumers, long remove)
     {
-        costs = new double[remove, consumers.Count];
         var order = new List<long>();
         var kept = Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).ToList();
         var columns = consumers.Select(c => c.ChannelColumns(group.Channels)).ToList(); // [C, b] each
@@ -282,7 +276,6 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             var cost = zeros(kept.Count, ScalarType.Float64);
-            var parts = new List<Tensor>();
             var keptIndex = tensor(kept.ToArray());
             for (var i = 0; i < consumers.Count; i++)
             {
@@ -298,16 +291,11 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 var local = arange(n * b, ScalarType.Int64).reshape(n, b);
                 var blocks = inverse.narrow(0, 0, n * b).reshape(n, b, -1).gather(2, local.unsqueeze(1).expand(-1, b, -1));
                 var w = weights.narrow(1, 0, n * b).reshape(weights.shape[0], n, b).permute(1, 0, 2);
-                parts.Add(w.bmm(linalg.inv(blocks)).mul(w).sum(new long[] { 1, 2 }).div(energies[i]));
-                cost.add_(parts[^1]);
+                cost.add_(w.bmm(linalg.inv(blocks)).mul(w).sum(new long[] { 1, 2 }).div(energies[i]));
             }
 
             var values = cost.data<double>().ToArray();
             var cheapest = Enumerable.Range(0, values.Length).OrderBy(i => values[i]).ThenBy(i => i).First();
-            for (var i = 0; i < consumers.Count; i++)
-            {
-                costs[round, i] = parts[i][cheapest].item<double>();
-            }
 
             order.Add(kept[cheapest]);
             kept.RemoveAt(cheapest);
@@ -326,7 +314,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     {
         using var scope = NewDisposeScope();
         var consumers = group.Consumers.Select(c => Consumer.Measure(context, c, damping, null)).ToList();
-        var order = ObsOrder(group, consumers, group.Channels - kept.Min(), out _);
+        var order = ObsOrder(group, consumers, group.Channels - kept.Min());
         for (var i = 0; i < kept.Count; i++)
         {
             if (kept[i] >= group.Channels)
@@ -338,7 +326,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var removed = order.Take((int)(group.Channels - kept[i])).Order().ToArray();
             consumers.ForEach(c => c.Refit(model, removed));
             var cut = ChannelGroups.Find(model.Graph).First(g => g.Key == group.Key);
-            ChannelSurgery.Remove(model, cut, Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).Except(removed).ToArray());
+            ChannelSurgery.Remove(model, cut, ChannelSurgery.RemovedChannels(group.Channels, removed));
             measure(i, model);
         }
 
