@@ -156,7 +156,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity)
     {
         var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
-        if (remove > 0 && group.Channels % Block == 0 && group.Channels >= 2 * Block)
+        if (remove > 0 && !group.Heads && group.Channels % Block == 0 && group.Channels >= 2 * Block)
         {
             var keep = Math.Max(Block, (long)Math.Round((group.Channels - remove) / (double)Block, MidpointRounding.AwayFromZero) * Block);
             remove = group.Channels - keep;
