@@ -158,7 +158,14 @@ public static class AttentionHeads
                 switch (node.OpType)
                 {
                     case "Transpose":
-                    case "Mul" or "Div" when node.Input.Count == 2 && graph.GetInitializer(node.Input[1]) is not null:
+                        path.Insert(0, node);
+                        value = node.Input[0];
+                        continue;
+                    case "Mul" when node.Input.Count == 2 && graph.GetInitializer(node.Input[0]) is not null && graph.GetInitializer(node.Input[1]) is null:
+                        path.Insert(0, node);
+                        value = node.Input[1];
+                        continue;
+                    case "Mul" or "Div" when node.Input.Count == 2 && graph.GetInitializer(node.Input[1]) is not null && graph.GetInitializer(node.Input[0]) is null:
                         path.Insert(0, node);
                         value = node.Input[0];
                         continue;
@@ -333,7 +340,7 @@ public static class AttentionHeads
                     var perm = node.Ints("perm") ?? [3, 2, 1, 0];
                     layout = perm.Select(p => layout[p]).ToArray();
                 }
-                else if (_graph.GetInitializer(node.Input[1]) is { } scale && OnnxElementTypes.ElementCount(scale.Dims) != 1)
+                else if (node.Input.Select(_graph.GetInitializer).FirstOrDefault(c => c is not null) is { } scale && OnnxElementTypes.ElementCount(scale.Dims) != 1)
                 {
                     Refuse($"'{OnnxGraph.Describe(node)}' scales the heads by a constant that is not a scalar");
                 }
