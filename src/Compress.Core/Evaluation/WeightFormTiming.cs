@@ -143,9 +143,9 @@ public static class WeightFormTiming
         var graph = copy.Graph;
         foreach (var node in graph.Nodes.Where(n => n.OpType is "MatMul" or "Gemm").ToList())
         {
-            if (node.Input.Count < 2 || Chain.Of(graph, node.Input[1]) is not { } chain)
+            if (node.Input.Count < 2 || Chain.Of(graph, node.Input[1]) is not { } chain || !chain.RowsAreOutputsOf(node))
             {
-                continue;
+                continue; // a reader in the other layout (a weight shared with a transposed reader) keeps the float form
             }
 
             using var scope = NewDisposeScope();
@@ -200,16 +200,24 @@ public static class WeightFormTiming
 
     /// <summary>
     /// The float-at-load chain (<see cref="UnpackedBlocks.Store"/>) producing a weight: its codes (<see cref="Data"/>:
-    /// [rows, cols/2, 1] nibbles or [rows, blocks, block] bytes), scales, zero points (null: 2^(bits−1)), and shape.
+    /// [rows, cols/2, 1] nibbles or [rows, blocks, block] bytes), scales, zero points (null: 2^(bits−1)), and shape;
+    /// <see cref="Transposed"/> when it ends [cols, rows] (after an odd number of Transposes).
     /// </summary>
     private sealed record Chain(string Data, string Scales, string? Zeros, int Bits, long Rows, long Blocks, long Block, long Columns)
     {
+        public bool Transposed { get; private init; }
+
+        /// <summary>Whether <paramref name="node"/> reads the chain as its B with the codes' rows as its output columns, as MatMulNBits reads them.</summary>
+        public bool RowsAreOutputsOf(NodeProto node) => Transposed != (node.OpType == "Gemm" && node.Int("transB", 0) == 1);
+
         public static Chain? Of(OnnxGraph graph, string weight)
         {
             long? cut = null;
+            var transposes = 0;
             var node = graph.GetProducer(weight);
             while (node is { OpType: "Transpose" or "Reshape" or "Slice" })
             {
+                transposes += node.OpType == "Transpose" ? 1 : 0;
                 if (node.OpType == "Slice" && node.Input.Count > 2 && graph.GetInitializer(node.Input[2]) is { } ends)
                 {
                     cut = ends.Int64Data.Count > 0 ? ends.Int64Data[0] : BitConverter.ToInt64(ends.RawData.Span[..8]);
@@ -240,14 +248,14 @@ public static class WeightFormTiming
             long rows = scaleDims[0], blocks = scaleDims[1];
             if (graph.GetInitializer(cast.Input[0]) is { Dims.Count: 3 } bytes)
             {
-                return new Chain(bytes.Name, scales, zeros, 8, rows, blocks, bytes.Dims[2], cut ?? blocks * bytes.Dims[2]);
+                return new Chain(bytes.Name, scales, zeros, 8, rows, blocks, bytes.Dims[2], cut ?? blocks * bytes.Dims[2]) { Transposed = transposes % 2 == 1 };
             }
 
             if (graph.GetProducer(cast.Input[0]) is { OpType: "Reshape" } reshape && graph.GetProducer(reshape.Input[0]) is { OpType: "Concat" } concat
                 && graph.GetProducer(concat.Input[0]) is { OpType: "Mod" } mod && graph.GetInitializer(mod.Input[0]) is { Dims.Count: 3 } nibbles)
             {
                 var block = nibbles.Dims[1] * 2 / blocks;
-                return new Chain(nibbles.Name, scales, zeros, 4, rows, blocks, block, cut ?? blocks * block);
+                return new Chain(nibbles.Name, scales, zeros, 4, rows, blocks, block, cut ?? blocks * block) { Transposed = transposes % 2 == 1 };
             }
 
             return null;

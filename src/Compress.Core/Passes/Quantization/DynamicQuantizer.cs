@@ -25,6 +25,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var uses = WeightSelection.Select(graph, step).Where(u => u.Node.OpType is "MatMul" or "Gemm").ToList();
         var converted = 0;
+        var stored = new Dictionary<(string Weight, int Axis), (string Codes, string Scales, string First)>();
         foreach (var use in uses)
         {
             var node = use.Node;
@@ -37,6 +38,16 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
             if (context.Plan.For(step, use.Weight.Name).Bits == 32)
             {
                 context.Notes.Add($"dynamic: '{use.NodeName}' kept float (allocated 32 bits)");
+                continue;
+            }
+
+            if (stored.TryGetValue((use.Weight.Name, use.OutputAxis), out var first) && Replacement(graph, node, first.Codes, first.Scales) is { } shared)
+            {
+                // A weight read by several nodes in one layout (layers sharing a matrix): its int8 codes are stored once.
+                graph.Replace(node, shared);
+                graph.RemoveInitializerIfUnused(use.Weight.Name);
+                context.Notes.Add($"dynamic: '{use.NodeName}' shares '{use.Weight.Name}' with '{first.First}': the same int8 weight");
+                converted++;
                 continue;
             }
 
@@ -63,6 +74,7 @@ public sealed class DynamicQuantizer(QuantizeStep step) : ICompressionPass
 
             graph.Replace(node, replacement);
             graph.RemoveInitializerIfUnused(baseName);
+            stored.TryAdd((baseName, use.OutputAxis), (qName, sName, use.NodeName));
 
             converted++;
         }

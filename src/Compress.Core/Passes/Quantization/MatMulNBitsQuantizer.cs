@@ -48,12 +48,21 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         var tables = EmbeddingTables.Quantize(context, step, step.Weights == "int4" ? 4 : 8, forms.UnpacksTable);
         var unpacked = 0;
         var int8 = 0;
-        foreach (var use in Selected(graph, step).ToList())
+        var stored = new Dictionary<string, StoredWeight>(StringComparer.Ordinal);
+        var selected = Selected(graph, step).ToList();
+        var readers = selected.ToDictionary(u => u.Node, ReferenceEqualityComparer.Instance);
+        foreach (var use in selected)
         {
             var node = use.Node;
             if (!WeightSelection.IsPlainMatMul(node))
             {
                 context.Notes.Add($"weight-only: '{use.NodeName}' kept float (Gemm with transA, alpha or beta)");
+                continue;
+            }
+
+            if (stored.TryGetValue(use.Weight.Name, out var first))
+            {
+                converted += ReadStored(context, use, first) ? 1 : 0;
                 continue;
             }
 
@@ -109,6 +118,14 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
                 form = WeightForm.Float;
             }
 
+            if (form == WeightForm.Kernel && graph.GetConsumers(use.Weight.Name).FirstOrDefault(r => r != node
+                    && !(readers.TryGetValue(r, out var other) && other.OutputAxis == use.OutputAxis && WeightSelection.IsPlainMatMul(r))) is { } reader)
+            {
+                // MatMulNBits serves only readers in this layout; the float form's chain rebuilds the weight for every reader.
+                context.Notes.Add($"weight-only: '{use.Weight.Name}' unpacked at load rather than MatMulNBits, '{OnnxGraph.Describe(reader)}' also reading it in another layout or as another op");
+                form = WeightForm.Float;
+            }
+
             var unpack = form != WeightForm.Kernel;
             if (unpack)
             {
@@ -144,8 +161,9 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             {
                 // DynamicQuantizeMatMul reads the chain's int8 [K, N]; ONNX Runtime folds the chain at load and prepacks it.
                 var columnScaleName = graph.AddInitializer(columnScales.contiguous().ToOnnx(graph.UniqueName(baseName + "_column_scales"))).Name;
-                var (data, weight) = UnpackedBlocks.StoreInt8(graph, baseName, codes, scales, symmetric ? null : zeroPoints, bits, k, columnScaleName);
+                var (data, weight) = UnpackedBlocks.StoreInt8(graph, baseName, codes, scales, symmetric ? null : zeroPoints, bits, k, transposed: use.OutputAxis == 1, columnScaleName);
                 graph.Replace(node, DynamicQuantizer.Replacement(graph, node, weight, columnScaleName)!);
+                stored[baseName] = new StoredWeight(use, WeightForm.Int8, [weight, columnScaleName], k, n, bits);
                 record.Store(data);
                 converted++;
                 int8++;
@@ -156,6 +174,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             {
                 // The node stays as it is; its weight becomes the chain ONNX Runtime folds back into float32 at load.
                 record.Store(UnpackedBlocks.Store(graph, baseName, codes, scales, symmetric ? null : zeroPoints, bits, k, transposed: use.OutputAxis == 1));
+                stored[baseName] = new StoredWeight(use, WeightForm.Float, [], k, n, bits);
                 converted++;
                 unpacked++;
                 continue;
@@ -175,6 +194,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
 
             graph.Replace(node, Replacement(graph, node, node.Input[0], inputs.Skip(1).ToList(), k, n, bits, step.BlockSize, int8Arithmetic: false, node.Name));
             graph.RemoveInitializerIfUnused(baseName);
+            stored[baseName] = new StoredWeight(use, WeightForm.Kernel, inputs.Skip(1).ToList(), k, n, bits);
 
             converted++;
         }
@@ -188,6 +208,45 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         forms.Note(context, unpacked, int8);
         context.Progress($"quantize: {step.Weights} weight-only (MatMulNBits, block {step.BlockSize}) on {converted} MatMul/Gemm nodes"
             + (fallbacks > 0 ? $" ({fallbacks} of them int8)" : "") + (unpacked > 0 ? $" ({unpacked} of them unpacked at load)" : "") + (int8 > 0 ? $" ({int8} of them int8 at load)" : "") + EmbeddingTables.Describe(tables));
+    }
+
+    /// <summary>
+    /// A weight quantized for its first reader (<see cref="First"/>): its form and what that reader now reads —
+    /// the int8 weight and its column scales, or MatMulNBits' B, scales and zero points.
+    /// </summary>
+    private sealed record StoredWeight(WeightUse First, WeightForm Form, IReadOnlyList<string> Inputs, long K, long N, int Bits);
+
+    /// <summary>
+    /// Another reader of a weight already quantized (layers sharing one matrix, or one matrix read as Gemm B with
+    /// <c>transB</c> and as MatMul B): the codes are stored once. A reader in the first reader's layout reads the same
+    /// int8 weight or MatMulNBits inputs; any other reader reads the float-at-load chain, which rebuilds the weight in
+    /// its source layout under its own name — or, in the kernel form, the float weight itself, kept while read.
+    /// Returns whether the reader now multiplies with the quantized weight.
+    /// </summary>
+    private bool ReadStored(CompressionContext context, WeightUse use, StoredWeight first)
+    {
+        var graph = context.Model.Graph;
+        var node = use.Node;
+        var sameLayout = use.OutputAxis == first.First.OutputAxis;
+        var shares = $"weight-only: '{use.NodeName}' shares '{use.Weight.Name}' with '{first.First.NodeName}'";
+        switch (first.Form)
+        {
+            case WeightForm.Int8 when sameLayout && DynamicQuantizer.Replacement(graph, node, first.Inputs[0], first.Inputs[1]) is { } replacement:
+                graph.Replace(node, replacement);
+                context.Notes.Add($"{shares}: the same int8 weight");
+                return true;
+            case WeightForm.Int8 or WeightForm.Float:
+                context.Notes.Add($"{shares}: it reads the weight unpacked at load{(sameLayout ? "" : " (in its own layout)")}");
+                return true;
+            case WeightForm.Kernel when sameLayout:
+                graph.Replace(node, Replacement(graph, node, node.Input[0], first.Inputs, first.K, first.N, first.Bits, step.BlockSize, int8Arithmetic: false, node.Name));
+                graph.RemoveInitializerIfUnused(use.Weight.Name);
+                context.Notes.Add($"{shares}: the same MatMulNBits weight");
+                return true;
+            default:
+                context.Notes.Add($"{shares} but reads it in the other layout: kept float ('form': 'float' or 'int8' stores it once for both)");
+                return false;
+        }
     }
 
     /// <summary>

@@ -61,14 +61,23 @@ public static class UnpackedBlocks
     /// (<paramref name="columnScales"/>, [N]), <c>Round</c>, <c>Clip</c> to ±127 and <c>Cast</c> to int8 — the weight of
     /// ONNX Runtime's <c>DynamicQuantizeMatMul</c>, folded at load like the float form, so the node multiplies in int8
     /// with B prepacked, as dynamic int8 does; the file keeps the int4 codes. Returns the codes' initializer name and
-    /// the int8 weight's value name (a new one; <paramref name="name"/> becomes the float chain's output, as in <see cref="Store"/>).
+    /// the int8 weight's value name (a new one). As in <see cref="Store"/>, <paramref name="name"/> becomes the float
+    /// chain's output in the source's layout (<paramref name="transposed"/>: [K, N]; else [N, K], transposed after it
+    /// for the int8 weight), so any other reader of the weight reads the same values as before.
     /// </summary>
-    public static (string Codes, string Weight) StoreInt8(OnnxGraph graph, string name, Tensor codes, Tensor scales, Tensor? zeros, int bits, long columns, string columnScales)
+    public static (string Codes, string Weight) StoreInt8(OnnxGraph graph, string name, Tensor codes, Tensor scales, Tensor? zeros, int bits, long columns, bool transposed,
+        string columnScales)
     {
         graph.RemoveInitializer(name);
         var nodes = new List<NodeProto>();
-        var values = name; // the float weight keeps its name: any other reader of it reads the same values
-        var data = Chain(graph, name, values, nodes, codes, scales, zeros, bits, columns, transposed: true);
+        var data = Chain(graph, name, name, nodes, codes, scales, zeros, bits, columns, transposed);
+        var values = name;
+        if (!transposed)
+        {
+            values = graph.UniqueName(name + "~kn");
+            nodes.Add(new NodeProto { OpType = "Transpose", Input = { name }, Output = { values }, Attribute = { OnnxAttribute.Ints("perm", [1, 0]) } });
+        }
+
         var steps = graph.UniqueName(name + "~steps");
         nodes.Add(new NodeProto { OpType = "Div", Input = { values, columnScales }, Output = { steps } });
         var rounded = graph.UniqueName(name + "~rounded");
