@@ -23,10 +23,12 @@ public sealed class AttentionHeadGroupTests
     private const int QueryWidth = 4;
     private const int ValueWidth = 3;
 
-    [Fact]
-    public void Removing_heads_matches_the_original_with_those_heads_masked()
+    [Theory]
+    [InlineData(false)]
+    [InlineData(true)]
+    public void Removing_heads_matches_the_original_with_those_heads_masked(bool sliceShapes)
     {
-        var model = Attention(new Random(1), dynamicHeadCount: false);
+        var model = Attention(new Random(1), dynamicHeadCount: false, sliceShapes: sliceShapes);
         var groups = ChannelGroups.Find(model.Graph);
         var group = Assert.Single(groups, g => g.Heads);
         Assert.Null(group.Refusal);
@@ -47,11 +49,21 @@ public sealed class AttentionHeadGroupTests
         Assert.Equal([2L * ValueWidth], Dims(model, "bv"));
         Assert.Equal([2L * ValueWidth, Embedding], Dims(model, "wo"));
         Assert.Equal([2L, 1, 1], Dims(model, "head_bias"));
-        // The shape [0, 0, 4, 4] q and k shared: each has its own now, and the shared one is gone.
-        Assert.Null(model.Graph.GetInitializer("qk_shape"));
-        Assert.Equal([0L, 0, 2, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "split_q").Input[1]));
-        Assert.Equal([0L, 0, 2, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "split_k").Input[1]));
-        Assert.Equal([0L, 0, 2L * ValueWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "merge").Input[1]));
+        if (sliceShapes)
+        {
+            Assert.Equal([2L, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "q_split").Input[1]));
+            Assert.Equal([2L * ValueWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "merge_split").Input[1]));
+            Assert.Equal([0L, 0, 2, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "split_k").Input[1]));
+        }
+        else
+        {
+            // The shape [0, 0, 4, 4] q and k shared: each has its own now, and the shared one is gone.
+            Assert.Null(model.Graph.GetInitializer("qk_shape"));
+            Assert.Equal([0L, 0, 2, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "split_q").Input[1]));
+            Assert.Equal([0L, 0, 2, QueryWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "split_k").Input[1]));
+            Assert.Equal([0L, 0, 2L * ValueWidth], Longs(model, model.Graph.Nodes.Single(n => n.Name == "merge").Input[1]));
+        }
+
         Assert.Equal([2L], Longs(model, model.Graph.Nodes.Single(n => n.Name == "v_split").Input[2]));
         Assert.Null(model.Graph.GetInitializer("heads")); // its Unsqueeze went with it
         Assert.DoesNotContain(model.Graph.Nodes, n => n.Name == "heads1");
@@ -88,9 +100,10 @@ public sealed class AttentionHeadGroupTests
     /// y = o(merge(softmax((q·s)·kᵀ / 2 + mask + head_bias)·v)) + bo, with x [N, 5, 16] and mask [N, 1, 5] inputs: q and k
     /// split by one shared constant shape [0, 0, 4, 4], v by a Concat of the runtime batch and length, the Unsqueezed
     /// scalar 'heads' (or, with <paramref name="dynamicHeadCount"/>, v's width / 3 at run time) and [3]; K transposed
-    /// twice; the merge to a constant [0, 0, 12]. With <paramref name="maskPerHead"/> the mask is [N, 4, 5], one row per head.
+    /// twice; the merge to a constant [0, 0, 12]. With <paramref name="sliceShapes"/> q's split and the merge take their
+    /// shapes as Hugging Face's exports do: the Shape's leading entries sliced off and [4, 4] or [12] after them. With <paramref name="maskPerHead"/> the mask is [N, 4, 5], one row per head.
     /// </summary>
-    private static OnnxModel Attention(Random random, bool dynamicHeadCount, bool maskPerHead = false)
+    private static OnnxModel Attention(Random random, bool dynamicHeadCount, bool maskPerHead = false, bool sliceShapes = false)
     {
         var builder = new GraphBuilder("attention")
             .Input("x", DataType.Float, "N", Tokens, Embedding)
@@ -108,7 +121,12 @@ public sealed class AttentionHeadGroupTests
             .Initializer("q_scale", new[] { 1.5f }).Initializer("root", new[] { 2f })
             .Initializer("head_bias", Values(random, Heads), Heads, 1, 1)
             .Node("MatMul", ["x", "wq"], ["q0"], "q").Node("Add", ["q0", "bq"], ["q1"], "q_bias")
-            .Node("Reshape", ["q1", "qk_shape"], ["q2"], "split_q")
+            .Initializer("q_heads_width", new long[] { Heads, QueryWidth }, 2).Initializer("merged_width", new long[] { Heads * ValueWidth }, 1)
+            .Initializer("start", new long[] { 0 }, 1).Initializer("last", new long[] { -1 }, 1).Initializer("last2", new long[] { -2 }, 1)
+            .Node("Shape", ["q1"], ["q_shape"], "q_shape")
+            .Node("Slice", ["q_shape", "start", "last"], ["q_lead"], "q_lead")
+            .Node("Concat", ["q_lead", "q_heads_width"], ["q_split"], "q_split", "", OnnxAttribute.Int("axis", 0))
+            .Node("Reshape", ["q1", sliceShapes ? "q_split" : "qk_shape"], ["q2"], "split_q")
             .Node("Transpose", ["q2"], ["q3"], "q_heads", "", OnnxAttribute.Ints("perm", 0, 2, 1, 3))
             .Node("Mul", ["q3", "q_scale"], ["q4"], "q_scaled")
             .Node("MatMul", ["x", "wk"], ["k0"], "k").Node("Add", ["bk", "k0"], ["k1"], "k_bias")
@@ -143,7 +161,10 @@ public sealed class AttentionHeadGroupTests
             .Node("Softmax", ["s3"], ["p"], "softmax", "", OnnxAttribute.Int("axis", -1))
             .Node("MatMul", ["p", "v3"], ["c0"], "context")
             .Node("Transpose", ["c0"], ["c1"], "back", "", OnnxAttribute.Ints("perm", 0, 2, 1, 3))
-            .Node("Reshape", ["c1", "merge_shape"], ["c2"], "merge")
+            .Node("Shape", ["c1"], ["c_shape"], "c_shape")
+            .Node("Slice", ["c_shape", "start", "last2"], ["c_lead"], "c_lead")
+            .Node("Concat", ["c_lead", "merged_width"], ["merge_split"], "merge_split", "", OnnxAttribute.Int("axis", 0))
+            .Node("Reshape", ["c1", sliceShapes ? "merge_split" : "merge_shape"], ["c2"], "merge")
             .Node("MatMul", ["c2", "wo"], ["o0"], "o").Node("Add", ["o0", "bo"], ["y"], "o_bias")
             .Output("y", DataType.Float, "N", Tokens, Embedding);
         return builder.Build();

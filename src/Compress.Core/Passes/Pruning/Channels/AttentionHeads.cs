@@ -108,13 +108,13 @@ public static class AttentionHeads
             // From the context: Transposes back to [B, T, H, D], the merge Reshape, the output projection.
             var back = new List<NodeProto>();
             var current = context.Output[0];
-            while (graph.GetConsumers(current) is [var reader] && reader.OpType == "Transpose" && back.Count < 4)
+            while (Readers(graph, current) is [var reader] && reader.OpType == "Transpose" && back.Count < 4)
             {
                 back.Add(reader);
                 current = reader.Output[0];
             }
 
-            if (graph.GetConsumers(current) is not [var merge] || merge.OpType != "Reshape" || merge.Input[0] != current)
+            if (Readers(graph, current) is not [var merge] || merge.OpType != "Reshape" || merge.Input[0] != current)
             {
                 return null;
             }
@@ -127,6 +127,9 @@ public static class AttentionHeads
 
             return new Block(q, k, v, scores, masking, softmax, probabilities, context, back, merge, output);
         }
+
+        /// <summary>A value's readers other than Shape nodes (which the analysis checks on their own).</summary>
+        private static List<NodeProto> Readers(OnnxGraph graph, string value) => graph.GetConsumers(value).Where(n => n.OpType != "Shape").ToList();
 
         /// <summary>Whether the value comes, through element-wise ops, from a MatMul of two non-constants (the scores, not a mask).</summary>
         private static bool LeadsToScores(OnnxGraph graph, string value)
@@ -309,7 +312,7 @@ public static class AttentionHeads
             _group.Slices.Add(new ChannelSlice(projection.Input[1], projection, 1, 0, headSize, SliceRole.Producer));
             var width = Width(branch);
             var value = projection.Output[0];
-            Read(value, 2, branch.Bias ?? branch.Split);
+            Read(value, 2, branch.Bias ?? branch.Split, 3);
             if (branch.Bias is { } add)
             {
                 var bias = _graph.GetInitializer(add.Input.First(i => _graph.GetInitializer(i) is not null))!;
@@ -321,7 +324,7 @@ public static class AttentionHeads
 
                 _group.Slices.Add(new ChannelSlice(bias.Name, add, bias.Dims.Count - 1, 0, headSize, SliceRole.Parameter));
                 value = add.Output[0];
-                Read(value, 2, branch.Split);
+                Read(value, 2, branch.Split, 3);
             }
 
             if (Entry(branch.Split, 2, 4) is { Value: > 0 } count)
@@ -447,15 +450,15 @@ public static class AttentionHeads
                 return;
             }
 
-            Read(_block.Merge.Output[0], 2, output);
+            Read(_block.Merge.Output[0], 2, output, 3);
             _group.Slices.Add(new ChannelSlice(weight.Name, output, 0, 0, headSize, SliceRole.Consumer));
         }
 
         /// <summary>
-        /// <paramref name="value"/> (heads on <paramref name="axis"/>) joins the group, read by <paramref name="expected"/>
-        /// and otherwise only by Shape nodes whose Gathers pick other axes.
+        /// <paramref name="value"/> (rank <paramref name="rank"/>, heads on <paramref name="axis"/>) joins the group, read by
+        /// <paramref name="expected"/> and otherwise only by Shape nodes whose Gathers or Slices pick other axes.
         /// </summary>
-        private void Read(string value, long axis, NodeProto expected)
+        private void Read(string value, long axis, NodeProto expected, int rank = 4)
         {
             _group.Values.Add(value);
             if (_graph.IsGraphOutput(value))
@@ -471,7 +474,7 @@ public static class AttentionHeads
                     continue;
                 }
 
-                if (reader.OpType != "Shape" || reader.Attribute.Count > 0 || !ShapeReadersSkip(reader.Output[0], axis))
+                if (reader.OpType != "Shape" || reader.Attribute.Count > 0 || !ShapeReadersSkip(reader.Output[0], axis, rank))
                 {
                     Refuse($"'{OnnxGraph.Describe(reader)}' ({reader.OpType}) reads '{value}'");
                     return;
@@ -479,13 +482,55 @@ public static class AttentionHeads
             }
         }
 
-        /// <summary>Whether every reader of a Shape output is a Gather of constant indices none of which is <paramref name="axis"/>.</summary>
-        private bool ShapeReadersSkip(string shape, long axis)
+        /// <summary>
+        /// Whether every reader of a Shape output (of a rank-<paramref name="rank"/> value) is a Gather of constant indices,
+        /// or a Slice of constant bounds, none of which is <paramref name="axis"/>.
+        /// </summary>
+        private bool ShapeReadersSkip(string shape, long axis, int rank)
         {
-            var readers = _graph.GetConsumers(shape);
-            return !_graph.IsGraphOutput(shape) && readers.All(r => r.OpType == "Gather" && r.Input[0] == shape && r.Int("axis", 0) == 0
-                && _graph.GetInitializer(r.Input[1]) is { } indices && StaticShape.Int64s(indices) is { } values
-                && values.All(i => i >= 0 && i != axis));
+            if (_graph.IsGraphOutput(shape))
+            {
+                return false;
+            }
+
+            foreach (var reader in _graph.GetConsumers(shape))
+            {
+                if (reader.Input[0] != shape)
+                {
+                    return false;
+                }
+
+                if (reader.OpType == "Gather")
+                {
+                    if (reader.Int("axis", 0) != 0 || _graph.GetInitializer(reader.Input[1]) is not { } indices || StaticShape.Int64s(indices) is not { } values
+                        || values.Any(i => i < -rank || i >= rank || (i < 0 ? i + rank : i) == axis))
+                    {
+                        return false;
+                    }
+                }
+                else if (reader.OpType != "Slice" || SliceRange(reader, rank) is not { } range || (axis >= range.Start && axis < range.End))
+                {
+                    return false;
+                }
+            }
+
+            return true;
+        }
+
+        /// <summary>The entries [Start, End) a Slice with constant bounds (one axis, step 1) takes from a shape of <paramref name="rank"/> entries.</summary>
+        private (long Start, long End)? SliceRange(NodeProto slice, int rank)
+        {
+            long[]? Constant(int input) => slice.Input.Count > input && slice.Input[input].Length > 0
+                ? (_graph.GetInitializer(slice.Input[input]) is { } c ? StaticShape.Int64s(c) : null)
+                : [];
+            if (slice.Input.Count < 3 || Constant(1) is not [var start] || Constant(2) is not [var end]
+                || Constant(3) is not ([] or [0]) || Constant(4) is not ([] or [1]))
+            {
+                return null;
+            }
+
+            static long Clamp(long i, int rank) => Math.Clamp(i < 0 ? i + rank : i, 0, rank);
+            return (Clamp(start, rank), Clamp(end, rank));
         }
 
         /// <summary>Where entry <paramref name="index"/> of a Reshape's shape (of <paramref name="length"/> entries) comes from, and its value.</summary>
@@ -507,25 +552,38 @@ public static class AttentionHeads
                 return null;
             }
 
-            var before = 0;
-            for (var i = 0; i < concat.Input.Count; i++)
+            // Each part's length; one run-time Slice of a Shape may have a length the others leave (HF: size()[:-1] + (H, D)).
+            var parts = concat.Input.Select(Part).ToList();
+            var unknown = parts.Count(p => p is null);
+            if (unknown > 1 || (unknown == 1 && !parts.Select((p, i) => (p, i)).Where(x => x.p is null).All(x => IsShapeSlice(concat.Input[x.i]))))
             {
-                var part = Part(concat.Input[i]);
-                if (part is null)
+                return null;
+            }
+
+            var rest = length - parts.Sum(p => p?.Length ?? 0);
+            var before = 0;
+            for (var i = 0; i < parts.Count; i++)
+            {
+                var (partLength, values) = parts[i] ?? (rest, null);
+                if (partLength <= 0)
                 {
-                    return null; // its length is not known: the entries after it cannot be placed
+                    return null;
                 }
 
-                if (index < before + part.Value.Length)
+                if (index < before + partLength)
                 {
-                    return part.Value.Values is { } values ? new ShapeEntry(concat, i, values, index - before) : null;
+                    return values is not null ? new ShapeEntry(concat, i, values, index - before) : null;
                 }
 
-                before += part.Value.Length;
+                before += partLength;
             }
 
             return null;
         }
+
+        /// <summary>Whether the value is a Slice of a Shape (run-time sizes).</summary>
+        private bool IsShapeSlice(string value) =>
+            _graph.GetProducer(value) is { OpType: "Slice" } slice && _graph.GetProducer(slice.Input[0]) is { OpType: "Shape" };
 
         /// <summary>A piece of a concatenated shape: its length and, when constant, its values (a constant, or a constant scalar Unsqueezed).</summary>
         private (int Length, long[]? Values)? Part(string value)
