@@ -26,7 +26,7 @@ public static class AttentionHeads
         var groups = new List<ChannelGroup>();
         foreach (var softmax in order.Where(n => n.OpType == "Softmax" && string.IsNullOrEmpty(n.Domain)))
         {
-            if (Block.Match(graph, softmax) is { } block)
+            if (AttentionBlock.Match(graph, softmax) is { } block)
             {
                 groups.Add(new Analysis(graph, block, index).Run());
             }
@@ -35,171 +35,15 @@ public static class AttentionHeads
         return groups;
     }
 
-    /// <summary>One head branch (q, k or v): its projection, bias Add, split Reshape and the Transposes to the heads-first layout.</summary>
-    private sealed record Branch(NodeProto Projection, NodeProto? Bias, NodeProto Split, List<NodeProto> Path);
-
-    /// <summary>The matched structure of one attention block, before any check of its shapes and readers.</summary>
-    private sealed record Block(Branch Q, Branch K, Branch V, NodeProto Scores, List<NodeProto> Masking, NodeProto Softmax,
-        List<NodeProto> Probabilities, NodeProto Context, List<NodeProto> Back, NodeProto Merge, NodeProto Output)
-    {
-        /// <summary>The block around <paramref name="softmax"/>, or null when it is not multi-head attention with constant projections.</summary>
-        public static Block? Match(OnnxGraph graph, NodeProto softmax)
-        {
-            // Backward from the Softmax: the scores' element-wise ops (scale, mask) down to the MatMul Q·Kᵀ.
-            var masking = new List<NodeProto>();
-            var value = softmax.Input[0];
-            NodeProto? scores = null;
-            while (graph.GetProducer(value) is { } node && masking.Count < 8)
-            {
-                if (node.OpType == "MatMul" && node.Input.All(i => graph.GetInitializer(i) is null))
-                {
-                    scores = node;
-                    break;
-                }
-
-                if (node.OpType is not ("Add" or "Sub" or "Mul" or "Div") || !string.IsNullOrEmpty(node.Domain))
-                {
-                    return null;
-                }
-
-                // The chain goes on through the input that holds the scores: the one not a constant whose producer leads to a MatMul.
-                var next = node.Input.FirstOrDefault(i => graph.GetInitializer(i) is null && LeadsToScores(graph, i));
-                if (next is null)
-                {
-                    return null;
-                }
-
-                masking.Insert(0, node);
-                value = next;
-            }
-
-            if (scores is null)
-            {
-                return null;
-            }
-
-            // Forward from the Softmax: Identity/Dropout, then the MatMul with V.
-            var probabilities = new List<NodeProto>();
-            var probs = softmax.Output[0];
-            NodeProto? context = null;
-            while (graph.GetConsumers(probs) is [var reader] && probabilities.Count < 4)
-            {
-                if (reader.OpType == "MatMul" && reader.Input[0] == probs)
-                {
-                    context = reader;
-                    break;
-                }
-
-                if (reader.OpType is not ("Identity" or "Dropout"))
-                {
-                    return null;
-                }
-
-                probabilities.Add(reader);
-                probs = reader.Output[0];
-            }
-
-            if (context is null || Walk(graph, scores.Input[0]) is not { } q || Walk(graph, scores.Input[1]) is not { } k
-                || Walk(graph, context.Input[1]) is not { } v)
-            {
-                return null;
-            }
-
-            // From the context: Transposes back to [B, T, H, D], the merge Reshape, the output projection.
-            var back = new List<NodeProto>();
-            var current = context.Output[0];
-            while (Readers(graph, current) is [var reader] && reader.OpType == "Transpose" && back.Count < 4)
-            {
-                back.Add(reader);
-                current = reader.Output[0];
-            }
-
-            if (Readers(graph, current) is not [var merge] || merge.OpType != "Reshape" || merge.Input[0] != current)
-            {
-                return null;
-            }
-
-            var output = graph.GetConsumers(merge.Output[0]).FirstOrDefault(n => n.OpType == "MatMul" && n.Input[0] == merge.Output[0]);
-            if (output is null || graph.GetInitializer(output.Input[1]) is not { Dims.Count: 2 })
-            {
-                return null;
-            }
-
-            return new Block(q, k, v, scores, masking, softmax, probabilities, context, back, merge, output);
-        }
-
-        /// <summary>A value's readers other than Shape nodes (which the analysis checks on their own).</summary>
-        private static List<NodeProto> Readers(OnnxGraph graph, string value) => graph.GetConsumers(value).Where(n => n.OpType != "Shape").ToList();
-
-        /// <summary>Whether the value comes, through element-wise ops, from a MatMul of two non-constants (the scores, not a mask).</summary>
-        private static bool LeadsToScores(OnnxGraph graph, string value)
-        {
-            for (var depth = 0; depth < 8 && graph.GetProducer(value) is { } node; depth++)
-            {
-                if (node.OpType == "MatMul")
-                {
-                    return node.Input.All(i => graph.GetInitializer(i) is null);
-                }
-
-                if (node.OpType is not ("Add" or "Sub" or "Mul" or "Div"))
-                {
-                    return false;
-                }
-
-                value = node.Input.FirstOrDefault(i => graph.GetInitializer(i) is null && graph.GetProducer(i)?.OpType is "MatMul" or "Add" or "Sub" or "Mul" or "Div") ?? "";
-            }
-
-            return false;
-        }
-
-        /// <summary>Backward from a MatMul input: Transposes and scalar scales down to a Reshape of (x·W + b).</summary>
-        private static Branch? Walk(OnnxGraph graph, string value)
-        {
-            var path = new List<NodeProto>();
-            while (graph.GetProducer(value) is { } node && path.Count < 6)
-            {
-                switch (node.OpType)
-                {
-                    case "Transpose":
-                        path.Insert(0, node);
-                        value = node.Input[0];
-                        continue;
-                    case "Mul" when node.Input.Count == 2 && graph.GetInitializer(node.Input[0]) is not null && graph.GetInitializer(node.Input[1]) is null:
-                        path.Insert(0, node);
-                        value = node.Input[1];
-                        continue;
-                    case "Mul" or "Div" when node.Input.Count == 2 && graph.GetInitializer(node.Input[1]) is not null && graph.GetInitializer(node.Input[0]) is null:
-                        path.Insert(0, node);
-                        value = node.Input[0];
-                        continue;
-                    case "Reshape":
-                        var input = graph.GetProducer(node.Input[0]);
-                        var bias = input is { OpType: "Add" } && input.Input.Count(i => graph.GetInitializer(i) is not null) == 1 ? input : null;
-                        var projection = bias is null ? input : graph.GetProducer(bias.Input.First(i => graph.GetInitializer(i) is null));
-                        if (projection is null || projection.OpType != "MatMul" || ChannelGroups.Produced(graph, projection) is null)
-                        {
-                            return null;
-                        }
-
-                        return new Branch(projection, bias, node, path);
-                    default:
-                        return null;
-                }
-            }
-
-            return null;
-        }
-    }
-
     /// <summary>Checks a matched block and collects its slices, the shape rewrites and the values that change.</summary>
     private sealed class Analysis
     {
         private readonly OnnxGraph _graph;
-        private readonly Block _block;
+        private readonly AttentionBlock _block;
         private readonly ChannelGroup _group;
         private readonly long _heads;
 
-        public Analysis(OnnxGraph graph, Block block, Dictionary<NodeProto, int> order)
+        public Analysis(OnnxGraph graph, AttentionBlock block, Dictionary<NodeProto, int> order)
         {
             _graph = graph;
             _block = block;
@@ -269,11 +113,11 @@ public static class AttentionHeads
         }
 
         /// <summary>The heads of a branch: from the split shape's entries 2 (H) and 3 (D), one of which may be −1.</summary>
-        private long? Heads(Branch branch)
+        private long? Heads(AttentionBranch branch)
         {
             var width = Width(branch);
-            var h = Entry(branch.Split, 2, 4)?.Value;
-            var d = Entry(branch.Split, 3, 4)?.Value;
+            var h = ShapeEntries.Entry(_graph, branch.Split, 2, 4)?.Value;
+            var d = ShapeEntries.Entry(_graph, branch.Split, 3, 4)?.Value;
             return (h, d) switch
             {
                 ( > 0, > 0) when h * d == width => h,
@@ -283,9 +127,9 @@ public static class AttentionHeads
             };
         }
 
-        private long Width(Branch branch) => _graph.GetInitializer(branch.Projection.Input[1])!.Dims[1];
+        private long Width(AttentionBranch branch) => _graph.GetInitializer(branch.Projection.Input[1])!.Dims[1];
 
-        private bool Layout(Branch branch, long[] expected) => Permutes(branch.Path.Where(n => n.OpType == "Transpose").ToList(), expected);
+        private bool Layout(AttentionBranch branch, long[] expected) => Permutes(branch.Path.Where(n => n.OpType == "Transpose").ToList(), expected);
 
         /// <summary>Whether the Transposes in order compose to <paramref name="expected"/> on a rank-4 value.</summary>
         private static bool Permutes(List<NodeProto> transposes, long[] expected)
@@ -306,7 +150,7 @@ public static class AttentionHeads
         }
 
         /// <summary>A branch's slices (W columns, bias entries), its split shape's head count, and its values' readers.</summary>
-        private void Branch(Branch branch, long headSize)
+        private void Branch(AttentionBranch branch, long headSize)
         {
             var projection = branch.Projection;
             _group.Slices.Add(new ChannelSlice(projection.Input[1], projection, 1, 0, headSize, SliceRole.Producer));
@@ -327,7 +171,7 @@ public static class AttentionHeads
                 Read(value, 2, branch.Split, 3);
             }
 
-            if (Entry(branch.Split, 2, 4) is { Value: > 0 } count)
+            if (ShapeEntries.Entry(_graph, branch.Split, 2, 4) is { Value: > 0 } count)
             {
                 Fix(count, 1);
             }
@@ -430,7 +274,7 @@ public static class AttentionHeads
             }
 
             Read(value, 2, _block.Merge);
-            var width = Entry(_block.Merge, 2, 3);
+            var width = ShapeEntries.Entry(_graph, _block.Merge, 2, 3);
             if (width is null || width.Value == 0 || (width.Value > 0 && width.Value != _heads * headSize))
             {
                 Refuse($"the merged width of '{OnnxGraph.Describe(_block.Merge)}' is not a constant the engine can find");
@@ -508,104 +352,13 @@ public static class AttentionHeads
                         return false;
                     }
                 }
-                else if (reader.OpType != "Slice" || SliceRange(reader, rank) is not { } range || (axis >= range.Start && axis < range.End))
+                else if (reader.OpType != "Slice" || ShapeEntries.SliceRange(_graph, reader, rank) is not { } range || (axis >= range.Start && axis < range.End))
                 {
                     return false;
                 }
             }
 
             return true;
-        }
-
-        /// <summary>The entries [Start, End) a Slice with constant bounds (one axis, step 1) takes from a shape of <paramref name="rank"/> entries.</summary>
-        private (long Start, long End)? SliceRange(NodeProto slice, int rank)
-        {
-            long[]? Constant(int input) => slice.Input.Count > input && slice.Input[input].Length > 0
-                ? (_graph.GetInitializer(slice.Input[input]) is { } c ? StaticShape.Int64s(c) : null)
-                : [];
-            if (slice.Input.Count < 3 || Constant(1) is not [var start] || Constant(2) is not [var end]
-                || Constant(3) is not ([] or [0]) || Constant(4) is not ([] or [1]))
-            {
-                return null;
-            }
-
-            static long Clamp(long i, int rank) => Math.Clamp(i < 0 ? i + rank : i, 0, rank);
-            return (Clamp(start, rank), Clamp(end, rank));
-        }
-
-        /// <summary>Where entry <paramref name="index"/> of a Reshape's shape (of <paramref name="length"/> entries) comes from, and its value.</summary>
-        private ShapeEntry? Entry(NodeProto reshape, int index, int length)
-        {
-            if (reshape.Int("allowzero", 0) != 0)
-            {
-                return null;
-            }
-
-            var shape = reshape.Input[1];
-            if (_graph.GetInitializer(shape) is { } constant)
-            {
-                return StaticShape.Int64s(constant) is { } values && values.Length == length ? new ShapeEntry(reshape, 1, values, index) : null;
-            }
-
-            if (_graph.GetProducer(shape) is not { OpType: "Concat" } concat || concat.Int("axis", 0) != 0)
-            {
-                return null;
-            }
-
-            // Each part's length; one run-time Slice of a Shape may have a length the others leave (HF: size()[:-1] + (H, D)).
-            var parts = concat.Input.Select(Part).ToList();
-            var unknown = parts.Count(p => p is null);
-            if (unknown > 1 || (unknown == 1 && !parts.Select((p, i) => (p, i)).Where(x => x.p is null).All(x => IsShapeSlice(concat.Input[x.i]))))
-            {
-                return null;
-            }
-
-            var rest = length - parts.Sum(p => p?.Length ?? 0);
-            var before = 0;
-            for (var i = 0; i < parts.Count; i++)
-            {
-                var (partLength, values) = parts[i] ?? (rest, null);
-                if (partLength <= 0)
-                {
-                    return null;
-                }
-
-                if (index < before + partLength)
-                {
-                    return values is not null ? new ShapeEntry(concat, i, values, index - before) : null;
-                }
-
-                before += partLength;
-            }
-
-            return null;
-        }
-
-        /// <summary>Whether the value is a Slice of a Shape (run-time sizes).</summary>
-        private bool IsShapeSlice(string value) =>
-            _graph.GetProducer(value) is { OpType: "Slice" } slice && _graph.GetProducer(slice.Input[0]) is { OpType: "Shape" };
-
-        /// <summary>A piece of a concatenated shape: its length and, when constant, its values (a constant, or a constant scalar Unsqueezed).</summary>
-        private (int Length, long[]? Values)? Part(string value)
-        {
-            if (_graph.GetInitializer(value) is { } constant)
-            {
-                return StaticShape.Int64s(constant) is { } values && constant.Dims.Count == 1 ? (values.Length, values) : null;
-            }
-
-            if (_graph.GetProducer(value) is not { OpType: "Unsqueeze" } unsqueeze)
-            {
-                return null;
-            }
-
-            var scalar = unsqueeze.Input[0];
-            if (_graph.GetInitializer(scalar) is { Dims.Count: 0 } c)
-            {
-                return (1, StaticShape.Int64s(c));
-            }
-
-            // A dynamic size (Gather of a scalar index from a Shape), one entry long.
-            return _graph.GetProducer(scalar) is { OpType: "Gather" } gather && _graph.GetInitializer(gather.Input[1]) is { Dims.Count: 0 } ? (1, null) : null;
         }
 
         /// <summary>The constant holding <paramref name="entry"/> gets a copy of its own with the entry lowered by the removed heads times <paramref name="perHead"/>.</summary>
@@ -640,11 +393,5 @@ public static class AttentionHeads
                 }
             }
         }
-    }
-
-    /// <summary>Entry <see cref="Element"/> of the constant input <see cref="Input"/> of <see cref="Node"/> (values <see cref="Values"/>).</summary>
-    private sealed record ShapeEntry(NodeProto Node, int Input, long[] Values, int Element)
-    {
-        public long Value => Values[Element];
     }
 }
