@@ -88,7 +88,7 @@ public sealed class TextEncoderCompressionTests(ITestOutputHelper output) : Temp
     }
 
     /// <summary>Mean cosine of the masked-mean-pooled embeddings (compressed vs original), and the share of sentences whose nearest other sentence stays the same.</summary>
-    private static (double Cosine, double Neighbours) Embeddings(string compressed)
+    internal static (double Cosine, double Neighbours) Embeddings(string compressed)
     {
         Compress.Core.Torch.TorchRuntime.EnsureLoaded();
         using var scope = NewDisposeScope();

@@ -29,6 +29,13 @@ public sealed record ChannelSlice(string Initializer, NodeProto Node, int Axis, 
 public sealed record ChannelFix(NodeProto Node, string? ShapeInitializer, int ShapeIndex, long PerChannel);
 
 /// <summary>
+/// A count in a constant shape that removing attention heads lowers: entry <see cref="Element"/> of the constant
+/// <see cref="Values"/> read as input <see cref="Input"/> of <see cref="Node"/>, lowered by the removed heads times
+/// <see cref="PerHead"/>. The node gets a constant of its own: exports share shape constants between layers.
+/// </summary>
+public sealed record ShapeFix(NodeProto Node, int Input, long[] Values, int Element, long PerHead);
+
+/// <summary>
 /// A dependency group (algorithms.md §14): channels written by one or more producers and read, through pass-through
 /// ops, by every consumer — removing channel c removes it from all of them at once, so the graph stays consistent.
 /// A group the engine cannot remove safely has a <see cref="Refusal"/> and is left whole.
@@ -53,6 +60,12 @@ public sealed class ChannelGroup
 
     public List<ChannelFix> Fixes { get; } = [];
 
+    /// <summary>Shape constants rewritten for an attention-head group.</summary>
+    public List<ShapeFix> ShapeFixes { get; } = [];
+
+    /// <summary>Whether the channels are attention heads (<see cref="AttentionHeads"/>): kept counts are not rounded to blocks.</summary>
+    public bool Heads { get; init; }
+
     /// <summary>Values whose shape changes (value_info for them is dropped after removal).</summary>
     public HashSet<string> Values { get; } = new(StringComparer.Ordinal);
 
@@ -64,5 +77,5 @@ public sealed class ChannelGroup
 
     public IEnumerable<ChannelSlice> Consumers => Slices.Where(s => s.Role == SliceRole.Consumer);
 
-    public override string ToString() => $"{Onnx.OnnxGraph.Describe(Seed)} ({Channels} channels, {Producers.Count} producers, {Consumers.Count()} consumers)";
+    public override string ToString() => $"{Onnx.OnnxGraph.Describe(Seed)} ({Channels} {(Heads ? "heads" : "channels")}, {Producers.Count} producers, {Consumers.Count()} consumers)";
 }

@@ -9,9 +9,10 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// reader and backward to every writer. Pass-through ops (activations, pooling, BatchNormalization, element-wise ops
 /// with broadcast constants, depthwise Conv) tie their input and output channels; all non-constant inputs of an
 /// element-wise op (a residual Add) share one channel set; a Concat along the channel axis shifts the channels by the
-/// inputs before it; a Flatten or 2-D Reshape into a Gemm/MatMul maps channel c to features [c·HW, (c+1)·HW). Anything
-/// else that reads or writes the channels — a graph input or output, a Transpose, a Softmax — leaves the group whole,
-/// with the reason.
+/// inputs before it; a Flatten or 2-D Reshape into a Gemm/MatMul maps channel c to features [c·HW, (c+1)·HW). The q/k/v
+/// projections of multi-head attention form one group of heads instead (<see cref="AttentionHeads"/>). Anything else
+/// that reads or writes the channels — a graph input or output, a Transpose, a Softmax — leaves the group whole, with
+/// the reason.
 /// </summary>
 public static class ChannelGroups
 {
@@ -31,14 +32,22 @@ public static class ChannelGroups
     {
         var groups = new List<ChannelGroup>();
         var seen = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
-        foreach (var node in graph.TopologicalOrder())
+        var order = graph.TopologicalOrder();
+        var heads = new Dictionary<NodeProto, ChannelGroup>(ReferenceEqualityComparer.Instance);
+        foreach (var attention in AttentionHeads.Find(graph, order))
+        {
+            attention.Producers.ForEach(p => heads.TryAdd(p, attention));
+        }
+
+        foreach (var node in order)
         {
             if (seen.Contains(node) || Produced(graph, node) is not { } produced)
             {
                 continue;
             }
 
-            var group = new Analysis(graph, node, produced).Run();
+            // A q/k/v projection of multi-head attention: its group is the block's heads.
+            var group = heads.TryGetValue(node, out var block) ? block : new Analysis(graph, node, produced).Run();
             seen.UnionWith(group.Producers);
             groups.Add(group);
         }
@@ -47,7 +56,7 @@ public static class ChannelGroups
     }
 
     /// <summary>A node's output channels when it is a producer: (weight, its channel axis, count, rank of the output or null).</summary>
-    private static (string Weight, int Axis, long Channels, int? Rank)? Produced(OnnxGraph graph, NodeProto node)
+    internal static (string Weight, int Axis, long Channels, int? Rank)? Produced(OnnxGraph graph, NodeProto node)
     {
         if (!string.IsNullOrEmpty(node.Domain) || node.Input.Count < 2 || graph.GetInitializer(node.Input[1]) is not { } w
             || w.DataType != (int)TensorProto.Types.DataType.Float || graph.GetInitializer(node.Input[0]) is not null)

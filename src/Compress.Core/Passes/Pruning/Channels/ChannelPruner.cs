@@ -59,7 +59,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
         // The model before this step, for the consumers' refit targets (a model with external data is not copied).
         var original = context.Model.ExternalData.Count == 0 ? new OnnxModel(context.Model.Proto.Clone()) : null;
-        long before = 0, after = 0;
+        long before = 0, after = 0, headsBefore = 0, headsAfter = 0;
         var originals = new Dictionary<string, long>(StringComparer.Ordinal);
         foreach (var key in chosen.Select(g => g.Key))
         {
@@ -67,8 +67,16 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             // The graph as the groups before this one left it: offsets behind a Concat and the consumers' inputs have moved.
             var group = ChannelGroups.Find(graph).First(g => g.Key == key);
             var remove = (int)counts[key];
-            before += group.Channels;
-            after += group.Channels - remove;
+            if (group.Heads)
+            {
+                headsBefore += group.Channels;
+                headsAfter += group.Channels - remove;
+            }
+            else
+            {
+                before += group.Channels;
+                after += group.Channels - remove;
+            }
             if (!allocated && step.Scope == "global")
             {
                 context.Plan.Record(step, new LayerPlan(Weight(group), PlanSource.GlobalShares) { Sparsity = remove / (double)group.Channels });
@@ -106,8 +114,13 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             record.Sparsity = 1 - OnnxElementTypes.ElementCount(tensor.Dims) / (double)record.Parameters;
         }
 
-        context.Notes.Add($"{Name}: {chosen.Count} channel groups, {before - after:N0} of {before:N0} channels removed ({(before - after) / (double)before:P1})" +
-            (refit ? ", consumers refitted by least squares" : ""));
+        var heads = chosen.Count(g => g.Heads);
+        var removedText = string.Join(", ", new[]
+        {
+            chosen.Count > heads ? $"{chosen.Count - heads} channel groups, {before - after:N0} of {before:N0} channels removed ({(before - after) / (double)Math.Max(1, before):P1})" : null,
+            heads > 0 ? $"{heads} attention blocks, {headsBefore - headsAfter:N0} of {headsBefore:N0} heads removed ({(headsBefore - headsAfter) / (double)headsBefore:P1})" : null,
+        }.Where(t => t is not null));
+        context.Notes.Add($"{Name}: {removedText}" + (refit ? ", consumers refitted by least squares" : ""));
     }
 
     /// <summary>The weight whose plan sets the group's sparsity: its first producer's.</summary>
@@ -159,7 +172,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity)
     {
         var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
-        if (remove > 0 && group.Channels % Block == 0 && group.Channels >= 2 * Block)
+        if (remove > 0 && !group.Heads && group.Channels % Block == 0 && group.Channels >= 2 * Block)
         {
             var wanted = group.Channels - remove;
             var keep = wanted >= Block * 3 / 4

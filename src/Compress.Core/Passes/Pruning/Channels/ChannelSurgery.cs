@@ -9,7 +9,8 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// Physical removal of a group's channels (algorithms.md §14): every slice of the group loses the removed channels'
 /// elements — Conv W rows and the next Conv's W columns, biases, BatchNorm's scale/B/mean/var, Gemm rows or columns
 /// by transB, broadcast constants, depthwise filters — a depthwise Conv's <c>group</c> and a Reshape's feature count
-/// are lowered to match, and value_info for the reshaped values is dropped (ONNX Runtime infers it again).
+/// are lowered to match, an attention group's head counts and merged width are rewritten (<see cref="ShapeFix"/>), and
+/// value_info for the reshaped values is dropped (ONNX Runtime infers it again).
 /// </summary>
 public static class ChannelSurgery
 {
@@ -62,12 +63,43 @@ public static class ChannelSurgery
             }
         }
 
+        foreach (var fix in group.ShapeFixes)
+        {
+            Rewrite(model, fix, removed.Length);
+        }
+
         foreach (var info in graph.Proto.ValueInfo.Where(v => group.Values.Contains(v.Name)).ToList())
         {
             graph.Proto.ValueInfo.Remove(info);
         }
 
         graph.Refresh();
+    }
+
+    /// <summary>
+    /// An attention group's shape entry lowered by <paramref name="removed"/> heads in a new constant the node alone reads;
+    /// the old input goes when nothing else reads it (an Unsqueeze of a scalar, and the scalar, with it).
+    /// </summary>
+    private static void Rewrite(OnnxModel model, ShapeFix fix, int removed)
+    {
+        var graph = model.Graph;
+        var old = fix.Node.Input[fix.Input];
+        var values = fix.Values.ToArray();
+        values[fix.Element] -= removed * fix.PerHead;
+        var name = graph.UniqueName($"{old}_heads");
+        graph.AddInitializer(OnnxTensors.Create(name, values, values.Length));
+        fix.Node.Input[fix.Input] = name;
+        graph.Refresh();
+        if (graph.GetProducer(old) is { } producer && graph.GetConsumers(old).Count == 0 && !graph.IsGraphOutput(old))
+        {
+            graph.Remove(producer);
+            foreach (var input in producer.Input.Where(i => i.Length > 0))
+            {
+                graph.RemoveInitializerIfUnused(input);
+            }
+        }
+
+        graph.RemoveInitializerIfUnused(old);
     }
 
     /// <summary>The group's channels not in <paramref name="keep"/>, ascending.</summary>
