@@ -159,9 +159,12 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
     /// <summary>
     /// How many of the group's channels go at <paramref name="sparsity"/>: capped by <c>maxLayerSparsity</c>, one always
-    /// kept, and a group of a multiple of <see cref="Block"/> channels keeps a multiple of it (the nearest, at least one
-    /// block): ONNX Runtime's blocked Conv kernels (NCHWc) work in 8-channel blocks, and on the ResNet-20 30% of the
-    /// channels cut to odd counts ran 1.14× slower than the dense model while 50% (multiples of 8) ran 1.8× faster.
+    /// kept, and a group of a multiple of <see cref="Block"/> channels keeps a multiple of it (the nearest), or below one
+    /// block a power of two (the nearest): ONNX Runtime's blocked Conv kernels (NCHWc) work in 8- or 16-channel blocks,
+    /// and on the ResNet-20 30% of the channels cut to odd counts ran 1.14× slower than the dense model while 50%
+    /// (multiples of 8) ran 1.8× faster. A partial block is padded, so fewer channels than a block are never slower than
+    /// a block, and their readers get cheaper: the Fashion CNN's conv1 (1 input channel) at 2, 4 and 8 of its 16
+    /// channels ran 0.0227, 0.029 and 0.0406 ms at batch 1 (conv2 and fc1 halved), its conv1 taking 11 µs in each.
     /// </summary>
     private long Removable(ChannelGroup group, double sparsity) => Removable(group, sparsity, step.MaxLayerSparsity);
 
@@ -171,7 +174,10 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
         if (remove > 0 && !group.Heads && group.Channels % Block == 0 && group.Channels >= 2 * Block)
         {
-            var keep = Math.Max(Block, (long)Math.Round((group.Channels - remove) / (double)Block, MidpointRounding.AwayFromZero) * Block);
+            var wanted = group.Channels - remove;
+            var keep = wanted >= Block * 3 / 4
+                ? Math.Max(Block, (long)Math.Round(wanted / (double)Block, MidpointRounding.AwayFromZero) * Block)
+                : 1L << (int)Math.Round(Math.Log2(Math.Max(wanted, 1)), MidpointRounding.AwayFromZero);
             remove = group.Channels - keep;
         }
 
