@@ -154,11 +154,11 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 
         var choice = LatencyGuard.Apply(Model, _source.Path, data, ratio, progress);
         Context.Notes.Add(choice.Note);
-        if (choice.Milliseconds > ratio * choice.SourceMilliseconds)
+        if (!LatencyGuard.Within(choice.Milliseconds, choice.SourceMilliseconds, ratio))
         {
             throw CompressException.Error(DiagnosticCodes.ConstraintNotMet,
                 $"constraint maxLatencyRatio {ratio:0.###} not met: the compressed model takes {choice.Milliseconds:0.###} ms at batch 1 against the source's " +
-                $"{choice.SourceMilliseconds:0.###} ms ({choice.Milliseconds / choice.SourceMilliseconds:0.00}×) in its fastest measured form; nothing was written", outputPath);
+                $"{choice.SourceMilliseconds:0.###} ms ({choice.Milliseconds / choice.SourceMilliseconds:0.00}×, past the limit by more than the {LatencyGuard.Margin:P0} timing margin) in its fastest measured form; nothing was written", outputPath);
         }
     }
 

@@ -120,6 +120,20 @@ public sealed class LatencyGuardTests
         Assert.Empty(LatencyGuard.Choose(regions, new HashSet<string>(), Timed, source: 12, maxRatio: 1.0).Forms);
     }
 
+    /// <summary>
+    /// Timings within the guard's 3% margin of the limit meet it: a model whose fastest form is its source's speed (1.02×
+    /// here, as noise on a shared machine gives) is within a limit of 1.0; 1.04× is not.
+    /// </summary>
+    [Theory]
+    [InlineData(10.2, true)]
+    [InlineData(10.4, false)]
+    public void The_limit_allows_the_timing_margin(double milliseconds, bool within)
+    {
+        var choice = LatencyGuard.Choose(["conv_a"], new HashSet<string>(), _ => new(milliseconds, milliseconds), source: 10, maxRatio: 1.0);
+        Assert.Equal(within, LatencyGuard.Within(choice.Milliseconds, 10, 1.0));
+        Assert.Contains(within ? "within the limit" : "over the limit", choice.Note);
+    }
+
     [Fact]
     public void Over_the_limit_a_form_within_it_at_batch_1_is_taken_even_when_slower_at_batch_n()
     {
