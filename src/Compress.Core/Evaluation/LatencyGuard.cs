@@ -58,18 +58,18 @@ public static class LatencyGuard
     /// <summary>Times the ONNX model <paramref name="model"/> would ship as, chooses, and applies the choice to it in place.</summary>
     public static Choice Apply(OnnxModel model, string sourcePath, CalibrationSet data, double maxRatio, Action<string> progress)
     {
-        double source;
-        int batch;
-        using (var runner = OrtModelRunner.FromFile(sourcePath, arena: true))
-        {
-            source = runner.MedianLatencyMs(data, 1, 31, Budget);
-            batch = Math.Min(runner.MaxBatch(BatchN, data), data.Count);
-        }
+        // The source stays open: each form is timed at batch 1 alternately with it, and counted by its ratio to the source
+        // timed beside it (times the source's first timing), so the machine's speed drifting between timings — on a shared
+        // machine, by tens of percent — does not decide a form or the limit.
+        using var sourceRunner = OrtModelRunner.FromFile(sourcePath, arena: true);
+        var source = sourceRunner.MedianLatencyMs(data, 1, 31, Budget);
+        var batch = Math.Min(sourceRunner.MaxBatch(BatchN, data), data.Count);
 
         Timing Time(OnnxModel m)
         {
             using var runner = new OrtModelRunner(m, arena: true);
-            return new Timing(runner.MedianLatencyMs(data, 1, 31, Budget), runner.MedianLatencyMs(data, runner.MaxBatch(batch, data), 11, Budget));
+            var (ms, beside) = runner.PairedMedianLatencyMs(sourceRunner, data, 1, 31, Budget);
+            return new Timing(ms / beside * source, runner.MedianLatencyMs(data, runner.MaxBatch(batch, data), 11, Budget));
         }
 
         var regions = QdqRegions.Find(model);

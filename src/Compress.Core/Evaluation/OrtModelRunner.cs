@@ -242,6 +242,48 @@ public sealed class OrtModelRunner : IDisposable
         }
     }
 
+    /// <summary>
+    /// Median milliseconds of this model and of <paramref name="other"/> on the same first <paramref name="count"/>
+    /// samples, run alternately (one of each per repeat, after a warm-up of each), so a change in the machine's speed
+    /// while they run falls on both alike.
+    /// </summary>
+    public (double This, double Other) PairedMedianLatencyMs(OrtModelRunner other, CalibrationSet data, int count, int repeats, TimeSpan budget)
+    {
+        var mine = Feeds(data, 0, Math.Min(count, data.Count));
+        var theirs = Feeds(data, 0, Math.Min(count, data.Count));
+        try
+        {
+            using var runOptions = new RunOptions();
+            double Once(OrtModelRunner runner, List<(string Key, OrtValue Value)> feeds)
+            {
+                var watch = System.Diagnostics.Stopwatch.StartNew();
+                runner._session.Run(runOptions, feeds.Select(f => f.Key).ToArray(), feeds.Select(f => f.Value).ToArray(), runner.OutputNames.ToArray()).Dispose();
+                return watch.Elapsed.TotalMilliseconds;
+            }
+
+            Once(this, mine);
+            Once(other, theirs);
+            var (a, b) = (new List<double>(), new List<double>());
+            var spent = System.Diagnostics.Stopwatch.StartNew();
+            for (var i = 0; i < repeats && (i < 3 || spent.Elapsed < budget); i++)
+            {
+                a.Add(Once(this, mine));
+                b.Add(Once(other, theirs));
+            }
+
+            a.Sort();
+            b.Sort();
+            return (a[a.Count / 2], b[b.Count / 2]);
+        }
+        finally
+        {
+            foreach (var f in mine.Concat(theirs))
+            {
+                f.Value.Dispose();
+            }
+        }
+    }
+
     /// <summary>Samples [start, start + count) of every per-sample input, and every constant input whole.</summary>
     private static List<(string Key, OrtValue Value)> Feeds(CalibrationSet data, int start, int count) =>
         data.Inputs.Select(p => (p.Key, Value: Slice(p.Value, start, count)))
