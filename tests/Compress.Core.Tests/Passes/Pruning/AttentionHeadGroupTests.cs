@@ -98,7 +98,7 @@ public sealed class AttentionHeadGroupTests : TempDirectoryTest
     }
 
     /// <summary>
-    /// <c>scope: "global"</c> ranks all channels against one budget, where a head (H·D columns of three projections and D
+    /// <c>scope: "global"</c> ranks all channels against one budget, where a head (D columns of each of W_q, W_k, W_v and D
     /// rows of o) would count as one channel: the heads are left whole with the reason; scope "layer" removes them.
     /// </summary>
     [Theory]

@@ -36,7 +36,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var allocated = context.Plan.IsAllocated(step);
         if (!allocated && step.Scope == "global")
         {
-            // A head is H·D columns of three projections and D rows of o, a channel one row or column: one budget over
+            // A head is D columns of each of W_q, W_k, W_v and D rows of W_o, a channel one row or column: one budget over
             // both would count a head as one channel. Heads are cut per layer (scope "layer") or by an allocation,
             // whose costs are the cut model's measured multiply-adds or time.
             foreach (var group in chosen.Where(g => g.Heads))
