@@ -144,6 +144,33 @@ public sealed class AttentionHeadGroupTests : TempDirectoryTest
     }
 
     /// <summary>
+    /// The rank of x·W, which the Shape readers' check needs: exact from a graph input through LayerNormalization and a
+    /// MatMul, a lower bound through an Add with a value of unknown rank (an Expand to a run-time shape), unknown for that
+    /// value itself; a Gather of a [V, C] table by [N, T] ids is rank 3.
+    /// </summary>
+    [Fact]
+    public void The_rank_of_a_projection_is_followed_through_the_graph()
+    {
+        var model = new GraphBuilder("ranks")
+            .Input("x", DataType.Float, "N", Tokens, Embedding).Input("ids", DataType.Int64, "N", Tokens).Input("shape", DataType.Int64, 4)
+            .Initializer("scale", Values(new Random(7), Embedding), Embedding).Initializer("w", Values(new Random(8), Embedding * 8), Embedding, 8)
+            .Initializer("table", Values(new Random(9), 10 * 8), 10, 8)
+            .Node("LayerNormalization", ["x", "scale"], ["n"], "norm")
+            .Node("MatMul", ["n", "w"], ["q"], "q")
+            .Node("Expand", ["q", "shape"], ["e"], "expand")
+            .Node("Add", ["q", "e"], ["sum"], "sum")
+            .Node("Gather", ["table", "ids"], ["embedded"], "embedded")
+            .Node("Concat", ["sum", "embedded"], ["y"], "y", "", OnnxAttribute.Int("axis", -1))
+            .Output("y", DataType.Float, "N", Tokens, 16)
+            .Build();
+        var memo = new Dictionary<string, int?>();
+        Assert.Equal(3, StaticShape.MinRank(model.Graph, "q", memo));
+        Assert.Null(StaticShape.MinRank(model.Graph, "e", memo));
+        Assert.Equal(3, StaticShape.MinRank(model.Graph, "sum", memo));
+        Assert.Equal(3, StaticShape.MinRank(model.Graph, "embedded", memo));
+    }
+
+    /// <summary>
     /// Softmax with no axis attribute: from opset 13 its default −1 is the keys; before 13 the default is 1, which
     /// normalises over heads and keys together, so removing a head would change the other heads' probabilities.
     /// (Only the analysis reads the opset here; the graph is not run.)
