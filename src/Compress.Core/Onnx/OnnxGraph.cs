@@ -27,6 +27,9 @@ public sealed class OnnxGraph
 
     public GraphProto Proto { get; }
 
+    /// <summary>The model's opset version for <paramref name="domain"/> ("" for ai.onnx), or null when it imports none.</summary>
+    public long? GetOpsetVersion(string domain) => _model.GetOpsetVersion(domain);
+
     public IReadOnlyList<NodeProto> Nodes => Proto.Node;
 
     public IEnumerable<string> InputNames => Proto.Input.Select(i => i.Name).Where(n => !Initializers.ContainsKey(n));

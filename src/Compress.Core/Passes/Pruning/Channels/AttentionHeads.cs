@@ -24,11 +24,12 @@ public static class AttentionHeads
         }
 
         var groups = new List<ChannelGroup>();
+        var ranks = new Dictionary<string, int?>(StringComparer.Ordinal); // shared: the blocks come in graph order
         foreach (var softmax in order.Where(n => n.OpType == "Softmax" && string.IsNullOrEmpty(n.Domain)))
         {
             if (AttentionBlock.Match(graph, softmax) is { } block)
             {
-                groups.Add(new Analysis(graph, block, index).Run());
+                groups.Add(new Analysis(graph, block, index, ranks).Run());
             }
         }
 
@@ -42,11 +43,13 @@ public static class AttentionHeads
         private readonly AttentionBlock _block;
         private readonly ChannelGroup _group;
         private readonly long _heads;
+        private readonly Dictionary<string, int?> _ranks;
 
-        public Analysis(OnnxGraph graph, AttentionBlock block, Dictionary<NodeProto, int> order)
+        public Analysis(OnnxGraph graph, AttentionBlock block, Dictionary<NodeProto, int> order, Dictionary<string, int?> ranks)
         {
             _graph = graph;
             _block = block;
+            _ranks = ranks;
             var producers = new[] { block.Q.Projection, block.K.Projection, block.V.Projection };
             var seed = producers.MinBy(p => order[p])!;
             // The head count, as far as the split shapes give it; checked in Run (a group needs its count to exist).
@@ -91,6 +94,13 @@ public static class AttentionHeads
                 return _group;
             }
 
+            var transposes = new[] { _block.Q, _block.K, _block.V }.SelectMany(b => b.Path).Concat(_block.Back).Where(n => n.OpType == "Transpose");
+            if (transposes.FirstOrDefault(t => Perm(t) is null) is { } bad)
+            {
+                Refuse($"the perm of '{OnnxGraph.Describe(bad)}' is not a permutation of the four axes");
+                return _group;
+            }
+
             // The layouts: Q and V to [B, H, T, D], K to [B, H, D, T]; the context back to [B, T, H, D].
             if (!Layout(_block.Q, [0, 2, 1, 3]) || !Layout(_block.K, [0, 2, 3, 1]) || !Layout(_block.V, [0, 2, 1, 3])
                 || !Permutes(_block.Back, [0, 2, 1, 3]))
@@ -104,9 +114,9 @@ public static class AttentionHeads
             Branch(_block.V, dv);
             Scores();
             Merge(dv);
-            if (_group.Refusal is null)
+            if (_group.Refusal is null && _group.SliceConflict(_graph) is { } conflict)
             {
-                CheckInitializers();
+                Refuse(conflict);
             }
 
             return _group;
@@ -131,14 +141,20 @@ public static class AttentionHeads
 
         private bool Layout(AttentionBranch branch, long[] expected) => Permutes(branch.Path.Where(n => n.OpType == "Transpose").ToList(), expected);
 
+        /// <summary>A Transpose's perm (the default reverses the axes) when it is a permutation of 0…3, else null.</summary>
+        private static long[]? Perm(NodeProto transpose)
+        {
+            var perm = transpose.Ints("perm") ?? [3, 2, 1, 0];
+            return perm.Length == 4 && perm.Order().SequenceEqual([0L, 1, 2, 3]) ? perm : null;
+        }
+
         /// <summary>Whether the Transposes in order compose to <paramref name="expected"/> on a rank-4 value.</summary>
         private static bool Permutes(List<NodeProto> transposes, long[] expected)
         {
             long[] total = [0, 1, 2, 3];
             foreach (var transpose in transposes)
             {
-                var perm = transpose.Ints("perm") ?? [3, 2, 1, 0];
-                if (perm.Length != 4)
+                if (Perm(transpose) is not { } perm)
                 {
                     return false;
                 }
@@ -156,7 +172,7 @@ public static class AttentionHeads
             _group.Slices.Add(new ChannelSlice(projection.Input[1], projection, 1, 0, headSize, SliceRole.Producer));
             var width = Width(branch);
             var value = projection.Output[0];
-            Read(value, 2, branch.Bias ?? branch.Split, 3);
+            ReadLast(value, branch.Bias ?? branch.Split);
             if (branch.Bias is { } add)
             {
                 var bias = _graph.GetInitializer(add.Input.First(i => _graph.GetInitializer(i) is not null))!;
@@ -168,7 +184,7 @@ public static class AttentionHeads
 
                 _group.Slices.Add(new ChannelSlice(bias.Name, add, bias.Dims.Count - 1, 0, headSize, SliceRole.Parameter));
                 value = add.Output[0];
-                Read(value, 2, branch.Split, 3);
+                ReadLast(value, branch.Split);
             }
 
             if (ShapeEntries.Entry(_graph, branch.Split, 2, 4) is { Value: > 0 } count)
@@ -184,7 +200,7 @@ public static class AttentionHeads
                 Read(value, Array.IndexOf(layout, 2L), node);
                 if (node.OpType == "Transpose")
                 {
-                    var perm = node.Ints("perm") ?? [3, 2, 1, 0];
+                    var perm = Perm(node)!;
                     layout = perm.Select(p => layout[p]).ToArray();
                 }
                 else if (node.Input.Select(_graph.GetInitializer).FirstOrDefault(c => c is not null) is { } scale && OnnxElementTypes.ElementCount(scale.Dims) != 1)
@@ -215,10 +231,16 @@ public static class AttentionHeads
             }
 
             Read(value, 1, _block.Softmax);
-            var axis = _block.Softmax.Int("axis", -1);
+            // Before opset 13 Softmax flattens its input to 2-D at 'axis' (default 1) and normalises the second part: axis 1
+            // would normalise over heads and keys together, so removing a head would change the others' probabilities.
+            var opset = _graph.GetOpsetVersion("") ?? 1;
+            var explicitAxis = _block.Softmax.Attribute.Any(a => a.Name == "axis");
+            var axis = _block.Softmax.Int("axis", opset >= 13 ? -1 : 1);
             if (axis is not (-1 or 3))
             {
-                Refuse($"'{OnnxGraph.Describe(_block.Softmax)}' normalises along axis {axis}, not the keys");
+                Refuse(opset < 13 && !explicitAxis
+                    ? $"'{OnnxGraph.Describe(_block.Softmax)}' has no axis at opset {opset}, so it normalises over axes 1 to 3 (heads and keys together), not the keys"
+                    : $"'{OnnxGraph.Describe(_block.Softmax)}' normalises along axis {axis}, not the keys");
             }
 
             value = _block.Softmax.Output[0];
@@ -268,7 +290,7 @@ public static class AttentionHeads
             foreach (var transpose in _block.Back)
             {
                 Read(value, Array.IndexOf(layout, 1L), transpose);
-                var perm = transpose.Ints("perm") ?? [3, 2, 1, 0];
+                var perm = Perm(transpose)!;
                 layout = perm.Select(p => layout[p]).ToArray();
                 value = transpose.Output[0];
             }
@@ -294,7 +316,7 @@ public static class AttentionHeads
                 return;
             }
 
-            Read(_block.Merge.Output[0], 2, output, 3);
+            ReadLast(_block.Merge.Output[0], output);
             _group.Slices.Add(new ChannelSlice(weight.Name, output, 0, 0, headSize, SliceRole.Consumer));
         }
 
@@ -302,7 +324,35 @@ public static class AttentionHeads
         /// <paramref name="value"/> (rank <paramref name="rank"/>, heads on <paramref name="axis"/>) joins the group, read by
         /// <paramref name="expected"/> and otherwise only by Shape nodes whose Gathers or Slices pick other axes.
         /// </summary>
-        private void Read(string value, long axis, NodeProto expected, int rank = 4)
+        private void Read(string value, long axis, NodeProto expected, int rank = 4) => Read(value, expected, shape => ShapeReadersSkip(shape, axis, rank, last: false));
+
+        /// <summary>
+        /// As <see cref="Read(string, long, NodeProto, int)"/> for x·W (+ b) and the merged context, heads on the last axis:
+        /// x·W has x's rank, which may be other than 3 ([T, C] …), so a Shape reader needs the rank, at least as a lower
+        /// bound (StaticShape.MinRank), and a Gather or Slice that could reach the last axis at any rank that bound allows
+        /// leaves the block whole.
+        /// </summary>
+        private void ReadLast(string value, NodeProto expected)
+        {
+            Read(value, expected, shape =>
+            {
+                if (StaticShape.MinRank(_graph, value, _ranks) is not { } rank)
+                {
+                    Refuse($"'{value}' has its shape read, and its rank is not known");
+                    return false;
+                }
+
+                if (!ShapeReadersSkip(shape, rank - 1, rank, last: true))
+                {
+                    Refuse($"'{OnnxGraph.Describe(_graph.GetProducer(shape)!)}' may read the last axis of '{value}', which holds the heads (its rank is {rank} or more)");
+                    return false;
+                }
+
+                return true;
+            });
+        }
+
+        private void Read(string value, NodeProto expected, Func<string, bool> shapeReadersSkip)
         {
             _group.Values.Add(value);
             if (_graph.IsGraphOutput(value))
@@ -318,7 +368,7 @@ public static class AttentionHeads
                     continue;
                 }
 
-                if (reader.OpType != "Shape" || reader.Attribute.Count > 0 || !ShapeReadersSkip(reader.Output[0], axis, rank))
+                if (reader.OpType != "Shape" || reader.Attribute.Count > 0 || !shapeReadersSkip(reader.Output[0]))
                 {
                     Refuse($"'{OnnxGraph.Describe(reader)}' ({reader.OpType}) reads '{value}'");
                     return;
@@ -328,9 +378,11 @@ public static class AttentionHeads
 
         /// <summary>
         /// Whether every reader of a Shape output (of a rank-<paramref name="rank"/> value) is a Gather of constant indices,
-        /// or a Slice of constant bounds, none of which is <paramref name="axis"/>.
+        /// or a Slice of constant bounds, none of which is <paramref name="axis"/>. With <paramref name="last"/> the value's
+        /// rank is only known to be at least <paramref name="rank"/> and the heads are its last axis: an index or slice end
+        /// that could be that axis at a larger rank counts as reading it.
         /// </summary>
-        private bool ShapeReadersSkip(string shape, long axis, int rank)
+        private bool ShapeReadersSkip(string shape, long axis, int rank, bool last)
         {
             if (_graph.IsGraphOutput(shape))
             {
@@ -347,12 +399,24 @@ public static class AttentionHeads
                 if (reader.OpType == "Gather")
                 {
                     if (reader.Int("axis", 0) != 0 || _graph.GetInitializer(reader.Input[1]) is not { } indices || StaticShape.Int64s(indices) is not { } values
-                        || values.Any(i => i < -rank || i >= rank || (i < 0 ? i + rank : i) == axis))
+                        || values.Any(i => last ? i == -1 || i >= rank - 1 : i < -rank || i >= rank || (i < 0 ? i + rank : i) == axis))
                     {
                         return false;
                     }
                 }
-                else if (reader.OpType != "Slice" || ShapeEntries.SliceRange(_graph, reader, rank) is not { } range || (axis >= range.Start && axis < range.End))
+                else if (reader.OpType != "Slice")
+                {
+                    return false;
+                }
+                else if (last)
+                {
+                    // A negative end stops before the last axis at every rank; a positive one only if below the bound's last axis.
+                    if (ShapeEntries.SliceBounds(_graph, reader) is not { } bounds || (bounds.End >= 0 && bounds.End > rank - 1))
+                    {
+                        return false;
+                    }
+                }
+                else if (ShapeEntries.SliceRange(_graph, reader, rank) is not { } range || (axis >= range.Start && axis < range.End))
                 {
                     return false;
                 }
@@ -379,19 +443,5 @@ public static class AttentionHeads
 
         private bool IsGroupReshape(NodeProto node) =>
             ReferenceEquals(node, _block.Q.Split) || ReferenceEquals(node, _block.K.Split) || ReferenceEquals(node, _block.V.Split) || ReferenceEquals(node, _block.Merge);
-
-        /// <summary>Every sliced initializer must belong to its node alone.</summary>
-        private void CheckInitializers()
-        {
-            foreach (var slice in _group.Slices)
-            {
-                var readers = _graph.GetConsumers(slice.Initializer);
-                if (readers.Count != 1 || readers[0].Input.Count(i => i == slice.Initializer) != 1)
-                {
-                    Refuse($"the initializer '{slice.Initializer}' is shared by several inputs");
-                    return;
-                }
-            }
-        }
     }
 }

@@ -1,3 +1,4 @@
+using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 
 namespace Compress.Core.Passes.Pruning.Channels;
@@ -76,6 +77,24 @@ public sealed class ChannelGroup
     public string Key => string.Join("|", Producers.Select(Onnx.OnnxGraph.Describe).Order(StringComparer.Ordinal));
 
     public IEnumerable<ChannelSlice> Consumers => Slices.Where(s => s.Role == SliceRole.Consumer);
+
+    /// <summary>
+    /// Why the slices cannot be cut, or null: every sliced initializer must belong to its node alone (a shared weight
+    /// would be cut for its other readers too), and none may be coupled to the group twice along one axis.
+    /// </summary>
+    internal string? SliceConflict(OnnxGraph graph)
+    {
+        foreach (var slice in Slices)
+        {
+            var readers = graph.GetConsumers(slice.Initializer);
+            if (readers.Count != 1 || readers[0].Input.Count(i => i == slice.Initializer) != 1)
+            {
+                return $"the initializer '{slice.Initializer}' is shared by several inputs";
+            }
+        }
+
+        return Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1) ? "an initializer is coupled to the group twice" : null;
+    }
 
     public override string ToString() => $"{Onnx.OnnxGraph.Describe(Seed)} ({Channels} {(Heads ? "heads" : "channels")}, {Producers.Count} producers, {Consumers.Count()} consumers)";
 }

@@ -481,7 +481,7 @@ public static class ChannelGroups
             }
             else
             {
-                var shape = _graph.GetInitializer(node.Input[1]);
+                var shape = node.Input.Count > 1 ? _graph.GetInitializer(node.Input[1]) : null; // before opset 5 an attribute
                 if (shape is null || shape.Dims.Count != 1 || shape.Dims[0] != 2)
                 {
                     Refuse($"'{name}' reshapes to a shape that is not a constant [N, features]");
@@ -531,14 +531,10 @@ public static class ChannelGroups
         /// <summary>Every sliced initializer must belong to its node alone: a shared weight would be cut for its other readers too.</summary>
         private void CheckInitializers()
         {
-            foreach (var slice in _group.Slices)
+            if (_group.SliceConflict(_graph) is { } why)
             {
-                var readers = _graph.GetConsumers(slice.Initializer);
-                if (readers.Count != 1 || readers[0].Input.Count(i => i == slice.Initializer) != 1)
-                {
-                    Refuse($"the initializer '{slice.Initializer}' is shared by several inputs");
-                    return;
-                }
+                Refuse(why);
+                return;
             }
 
             foreach (var fix in _group.Fixes.Where(f => f.ShapeInitializer is not null))
@@ -548,11 +544,6 @@ public static class ChannelGroups
                     Refuse($"the shape constant '{fix.ShapeInitializer}' is shared");
                     return;
                 }
-            }
-
-            if (_group.Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1))
-            {
-                Refuse("an initializer is coupled to the group twice");
             }
         }
     }

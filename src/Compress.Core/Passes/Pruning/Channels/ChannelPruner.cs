@@ -33,6 +33,19 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var graph = context.Model.Graph;
         var left = new List<string>();
         var chosen = Prunable(graph, step, left);
+        var allocated = context.Plan.IsAllocated(step);
+        if (!allocated && step.Scope == "global")
+        {
+            // A head is D columns of each of W_q, W_k, W_v and D rows of W_o, a channel one row or column: one budget over
+            // both would count a head as one channel. Heads are cut per layer (scope "layer") or by an allocation,
+            // whose costs are the cut model's measured multiply-adds or time.
+            foreach (var group in chosen.Where(g => g.Heads))
+            {
+                left.Add($"{OnnxGraph.Describe(group.Seed)} (attention heads are cut per layer: use scope \"layer\" or an allocation)");
+            }
+
+            chosen.RemoveAll(g => g.Heads);
+        }
 
         if (left.Count > 0)
         {
@@ -52,7 +65,6 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             context.Notes.Add($"{Name}: channels chosen by magnitude; the consumers refitted by least squares on the calibration data");
         }
 
-        var allocated = context.Plan.IsAllocated(step);
         var counts = allocated || step.Scope == "layer"
             ? chosen.ToDictionary(g => g.Key, g => Removable(g, context.Plan.For(step, Weight(g)).Sparsity ?? (allocated ? 0 : step.Sparsity)))
             : GlobalShares(context, chosen, secondOrder);
@@ -77,6 +89,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 before += group.Channels;
                 after += group.Channels - remove;
             }
+
             if (!allocated && step.Scope == "global")
             {
                 context.Plan.Record(step, new LayerPlan(Weight(group), PlanSource.GlobalShares) { Sparsity = remove / (double)group.Channels });

@@ -19,6 +19,13 @@ internal static class ShapeEntries
     /// <summary>The entries [Start, End) a Slice with constant bounds (one axis, step 1) takes from a shape of <paramref name="rank"/> entries.</summary>
     public static (long Start, long End)? SliceRange(OnnxGraph graph, NodeProto slice, int rank)
     {
+        static long Clamp(long i, int rank) => Math.Clamp(i < 0 ? i + rank : i, 0, rank);
+        return SliceBounds(graph, slice) is var (start, end) ? (Clamp(start, rank), Clamp(end, rank)) : null;
+    }
+
+    /// <summary>The start and end, as written, of a Slice with constant bounds (one axis, step 1).</summary>
+    public static (long Start, long End)? SliceBounds(OnnxGraph graph, NodeProto slice)
+    {
         long[]? Constant(int input) => slice.Input.Count > input && slice.Input[input].Length > 0
             ? (graph.GetInitializer(slice.Input[input]) is { } c ? StaticShape.Int64s(c) : null)
             : [];
@@ -28,14 +35,14 @@ internal static class ShapeEntries
             return null;
         }
 
-        static long Clamp(long i, int rank) => Math.Clamp(i < 0 ? i + rank : i, 0, rank);
-        return (Clamp(start, rank), Clamp(end, rank));
+        return (start, end);
     }
 
     /// <summary>Where entry <paramref name="index"/> of a Reshape's shape (of <paramref name="length"/> entries) comes from, and its value.</summary>
     public static ShapeEntry? Entry(OnnxGraph graph, NodeProto reshape, int index, int length)
     {
-        if (reshape.Int("allowzero", 0) != 0)
+        // Before opset 5 the shape is an attribute, not an input: not rewritten.
+        if (reshape.Int("allowzero", 0) != 0 || reshape.Input.Count < 2)
         {
             return null;
         }

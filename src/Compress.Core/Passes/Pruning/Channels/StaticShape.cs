@@ -87,6 +87,98 @@ internal static class StaticShape
         return null;
     }
 
+    /// <summary>Ops whose first output has the rank of their first input.</summary>
+    private static readonly HashSet<string> SameRank = ["LayerNormalization", "Softmax", "LogSoftmax", "Dropout", "Transpose", "Slice", "Gelu", "Clip",
+        "BatchNormalization", "InstanceNormalization", "LeakyRelu", "Elu", "Softplus", "HardSigmoid", "Celu", "Selu"];
+
+    /// <summary>
+    /// A lower bound on the value's rank, or null: exact from the graph's inputs, outputs, value_info and constants,
+    /// followed through rank-keeping ops, broadcasts (the largest known input rank), MatMul, Gather, Unsqueeze and a
+    /// Reshape to a constant shape. <paramref name="memo"/> is shared between calls on one graph (a transformer's layers
+    /// chain through their residuals, so each value is followed once).
+    /// </summary>
+    public static int? MinRank(OnnxGraph graph, string value, Dictionary<string, int?> memo, int depth = 0)
+    {
+        if (memo.TryGetValue(value, out var known))
+        {
+            return known;
+        }
+
+        if (memo.Count == 0)
+        {
+            foreach (var info in graph.Proto.Input.Concat(graph.Proto.Output).Concat(graph.Proto.ValueInfo))
+            {
+                if (info.Type?.TensorType?.Shape is { } shape)
+                {
+                    memo[info.Name] = shape.Dim.Count;
+                }
+            }
+
+            if (memo.TryGetValue(value, out known))
+            {
+                return known;
+            }
+        }
+
+        if (depth > 256)
+        {
+            return null; // not remembered: a call from nearer the input may find it
+        }
+
+        var rank = Infer(graph, value, memo, depth);
+        memo[value] = rank;
+        return rank;
+    }
+
+    private static int? Infer(OnnxGraph graph, string value, Dictionary<string, int?> memo, int depth)
+    {
+        if (graph.GetInitializer(value) is { } constant)
+        {
+            return constant.Dims.Count;
+        }
+
+        if (graph.GetProducer(value) is not { } node || !string.IsNullOrEmpty(node.Domain))
+        {
+            return null;
+        }
+
+        int? Of(int input) => node.Input.Count > input && node.Input[input].Length > 0 ? MinRank(graph, node.Input[input], memo, depth + 1) : null;
+        if (node.Output[0] != value)
+        {
+            return null;
+        }
+
+        if (SameShape.Contains(node.OpType) || SameRank.Contains(node.OpType))
+        {
+            return Of(0);
+        }
+
+        if (Broadcast.Contains(node.OpType))
+        {
+            var ranks = node.Input.Select((_, i) => Of(i)).Where(r => r is not null).ToList();
+            return ranks.Count > 0 ? ranks.Max() : null;
+        }
+
+        switch (node.OpType)
+        {
+            case "Constant":
+                return node.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.Dims.Count;
+            case "MatMul":
+                return Of(0) is { } a and >= 2 && Of(1) is { } b and >= 2 ? Math.Max(a, b) : null;
+            case "Gemm" or "Flatten":
+                return 2;
+            case "Gather":
+                return Of(0) is { } data && Of(1) is { } indices ? data + indices - 1 : null;
+            case "Unsqueeze":
+                var axes = node.Input.Count > 1 ? (graph.GetInitializer(node.Input[1]) is { } t ? Int64s(t) : null) : node.Ints("axes");
+                return axes is not null && Of(0) is { } inner ? inner + axes.Length : null;
+            case "Reshape":
+                return node.Input.Count > 1 && graph.GetInitializer(node.Input[1]) is { Dims.Count: 1 } shape ? (int)shape.Dims[0] : null;
+            default:
+                return null;
+        }
+    }
+
     /// <summary>The values of a small embedded int64 or int32 constant, or null for other types and external data.</summary>
     public static long[]? Int64s(TensorProto tensor)
     {
