@@ -50,7 +50,8 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
         var int8 = 0;
         var stored = new Dictionary<string, StoredWeight>(StringComparer.Ordinal);
         var selected = Selected(graph, step).ToList();
-        var readers = selected.ToDictionary(u => u.Node, ReferenceEqualityComparer.Instance);
+        var readers = new Dictionary<NodeProto, WeightUse>(ReferenceEqualityComparer.Instance);
+        selected.ForEach(u => readers[u.Node] = u);
         foreach (var use in selected)
         {
             var node = use.Node;
