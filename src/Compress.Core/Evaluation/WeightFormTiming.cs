@@ -156,14 +156,8 @@ public static class WeightFormTiming
             b.Dims.Clear();
             b.Dims.AddRange([rows, blocks, bytes]);
             var inputs = new List<string> { graph.AddInitializer(b).Name };
-            var scales = copy.ToTorch(graph.GetInitializer(chain.Scales)!).to_type(ScalarType.Float32).reshape(rows * blocks).contiguous();
-            inputs.Add(graph.AddInitializer(scales.ToOnnx(graph.UniqueName(chain.Data + "_scales"))).Name);
-            if (chain.Zeros is { } zeros)
-            {
-                var zp = copy.ToTorch(graph.GetInitializer(zeros)!).reshape(rows, blocks).to_type(ScalarType.Byte);
-                var packed = chain.Bits == 4 ? IntegerGrid.PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
-                inputs.Add(graph.AddInitializer(packed.reshape(-1).contiguous().ToOnnx(graph.UniqueName(chain.Data + "_zero_points"))).Name);
-            }
+            var zeros = chain.Zeros is { } z ? copy.ToTorch(graph.GetInitializer(z)!) : null;
+            inputs.AddRange(MatMulNBitsQuantizer.ScalesAndZeroPoints(graph, chain.Data, copy.ToTorch(graph.GetInitializer(chain.Scales)!), zeros, rows, blocks, chain.Bits));
 
             graph.Replace(node, MatMulNBitsQuantizer.Replacement(graph, node, node.Input[0], inputs, chain.Columns, rows, chain.Bits, (int)chain.Block, int8Arithmetic: false, node.Name));
         }

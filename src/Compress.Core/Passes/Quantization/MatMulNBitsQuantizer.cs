@@ -184,14 +184,8 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
             var packed = bits == 4 ? IntegerGrid.PackNibbles(codes) : codes; // [N, blocks, bs·bits/8]
             var bName = graph.AddInitializer(packed.contiguous().ToOnnx(graph.UniqueName(baseName + "_nbits"))).Name;
             record.Store(bName);
-            var sName = graph.AddInitializer(scales.reshape(n * blocks).ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
-            var inputs = new List<string> { node.Input[0], bName, sName };
-            if (!symmetric)
-            {
-                var zp = zeroPoints.reshape(n, blocks).to_type(ScalarType.Byte);
-                var zpPacked = bits == 4 ? IntegerGrid.PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
-                inputs.Add(graph.AddInitializer(zpPacked.reshape(-1).contiguous().ToOnnx(graph.UniqueName(baseName + "_zero_points"))).Name);
-            }
+            var inputs = new List<string> { node.Input[0], bName };
+            inputs.AddRange(ScalesAndZeroPoints(graph, baseName, scales, symmetric ? null : zeroPoints, n, blocks, bits));
 
             graph.Replace(node, Replacement(graph, node, node.Input[0], inputs.Skip(1).ToList(), k, n, bits, step.BlockSize, int8Arithmetic: false, node.Name));
             graph.RemoveInitializerIfUnused(baseName);
@@ -257,6 +251,21 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
     /// </summary>
     internal static bool Symmetric(CompressionContext context, QuantizeStep step) =>
         step.Symmetric && !(step.SymmetricDefaulted && step.MethodDefaulted && step.Weights == "int4" && step.Scheme == QuantizeSchemes.WeightOnly && context.HasCalibration);
+
+    /// <summary>
+    /// MatMulNBits' scales ([N · blocks] float32) and, when given, zero points ([N, blocks] as uint8, two 4-bit ones a
+    /// byte with each row padded to whole bytes) as new initializers named after <paramref name="baseName"/>.
+    /// </summary>
+    internal static IEnumerable<string> ScalesAndZeroPoints(OnnxGraph graph, string baseName, Tensor scales, Tensor? zeroPoints, long n, long blocks, int bits)
+    {
+        yield return graph.AddInitializer(scales.to_type(ScalarType.Float32).reshape(n * blocks).contiguous().ToOnnx(graph.UniqueName(baseName + "_scales"))).Name;
+        if (zeroPoints is not null)
+        {
+            var zp = zeroPoints.reshape(n, blocks).to_type(ScalarType.Byte);
+            var packed = bits == 4 ? IntegerGrid.PackNibbles(blocks % 2 == 0 ? zp : nn.functional.pad(zp, [0, 1])) : zp;
+            yield return graph.AddInitializer(packed.reshape(-1).contiguous().ToOnnx(graph.UniqueName(baseName + "_zero_points"))).Name;
+        }
+    }
 
     /// <summary>
     /// The MatMulNBits node that replaces <paramref name="node"/> (a MatMul, or a Gemm with transposed B) reading
