@@ -48,10 +48,7 @@ internal sealed class OutputError : IDisposable
     /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
     public static OutputError Of(CompressionContext context)
     {
-        var graph = context.Model.Graph;
-        var judged = context.Spec.Evaluation?.Output ?? context.Model.Proto.Graph.Output[0].Name;
-        var softmax = graph.GetProducer(judged) is { OpType: "Softmax" } producer && string.IsNullOrEmpty(producer.Domain) ? producer : null;
-        var output = softmax?.Input[0] ?? judged;
+        var (_, output) = Passes.Finetune.DistillationData.Logits(context);
         var data = context.Calibration;
         var count = Math.Min(MaxSamples, data.Count);
         Tensor reference;

@@ -60,10 +60,7 @@ internal sealed class DistillationData : IDisposable
     public static DistillationData Create(CompressionContext context, Compress.Spec.FinetuneStep step)
     {
         var data = context.Spec.Training is { } training ? CalibrationSet.Load(training, context.Model, context.Spec.File) : context.Calibration;
-        var graph = context.Model.Graph;
-        var judged = context.Spec.Evaluation?.Output ?? context.Model.Proto.Graph.Output[0].Name;
-        var softmax = graph.GetProducer(judged) is { OpType: "Softmax" } producer && string.IsNullOrEmpty(producer.Domain) ? producer : null;
-        var output = softmax?.Input[0] ?? judged;
+        var (judged, output) = Logits(context);
 
         context.Progress($"finetune: the original model's '{judged}' on {data.Count:N0} samples");
         var parts = new List<Tensor>();
@@ -74,7 +71,7 @@ internal sealed class DistillationData : IDisposable
 
         var teacher = cat(parts, 0);
         parts.ForEach(p => p.Dispose());
-        if (softmax is not null)
+        if (output != judged)
         {
             teacher = teacher.clamp_min(1e-12f).log();
         }
@@ -82,6 +79,17 @@ internal sealed class DistillationData : IDisposable
         var inputs = data.Inputs.ToDictionary(p => p.Key, p => p.Value.ToTorch(), StringComparer.Ordinal);
         var constants = data.Constants.ToDictionary(p => p.Key, p => p.Value.ToTorch(), StringComparer.Ordinal);
         return Split(inputs, constants, teacher, data.Labels, output, step, Path.GetFileName(data.Source));
+    }
+
+    /// <summary>
+    /// The judged output (<c>data.evaluation.output</c>, else the model's first) and the value compared with it: the
+    /// logits before it where a Softmax computes it (the same class scores, without the Softmax flattening them), else
+    /// the output itself.
+    /// </summary>
+    public static (string Judged, string Compared) Logits(CompressionContext context)
+    {
+        var judged = context.Spec.Evaluation?.Output ?? context.Model.Proto.Graph.Output[0].Name;
+        return (judged, context.Model.Graph.GetProducer(judged) is { OpType: "Softmax" } softmax && string.IsNullOrEmpty(softmax.Domain) ? softmax.Input[0] : judged);
     }
 
     /// <summary>

@@ -112,21 +112,7 @@ public sealed class MatMulNBitsQuantizer(QuantizeStep step) : ICompressionPass
                 codes = grid.Codes(padded, scales, zeroPoints);
             }
 
-            var form = forms.For(use.Node);
-            if (form == WeightForm.Int8 && !DynamicQuantizer.Takes(graph, node))
-            {
-                forms.Floated(node);
-                form = WeightForm.Float;
-            }
-
-            if (form == WeightForm.Kernel && graph.GetConsumers(use.Weight.Name).FirstOrDefault(r => r != node
-                    && !(readers.TryGetValue(r, out var other) && other.OutputAxis == use.OutputAxis && WeightSelection.IsPlainMatMul(r))) is { } reader)
-            {
-                // MatMulNBits serves only readers in this layout; the float form's chain rebuilds the weight for every reader.
-                context.Notes.Add($"weight-only: '{use.Weight.Name}' unpacked at load rather than MatMulNBits, '{OnnxGraph.Describe(reader)}' also reading it in another layout or as another op");
-                form = WeightForm.Float;
-            }
-
+            var form = forms.For(graph, use, readers);
             var unpack = form != WeightForm.Kernel;
             if (unpack)
             {

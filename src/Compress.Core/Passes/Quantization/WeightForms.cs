@@ -23,6 +23,7 @@ internal sealed class WeightForms
     private int _tables;
     private readonly List<string> _kept = [];
     private readonly List<string> _floated = [];
+    private readonly List<string> _shared = [];
 
     public WeightForms(CompressionContext context, QuantizeStep step)
     {
@@ -37,22 +38,37 @@ internal sealed class WeightForms
     }
 
     /// <summary>
-    /// The form the MatMul/Gemm <paramref name="node"/> gets: <c>auto</c> takes int8 at any row count (measured faster
-    /// than float32 and MatMulNBits at 1, 32 and 64 rows per sample: algorithms.md §11).
+    /// The form the MatMul/Gemm weight <paramref name="use"/> gets: <c>auto</c> takes int8 at any row count (measured
+    /// faster than float32 and MatMulNBits at 1, 32 and 64 rows per sample: algorithms.md §11). Two cases take the float
+    /// form instead: int8 for a Gemm whose bias is not a 1-D constant (DynamicQuantizeMatMul has no place for it), and
+    /// MatMulNBits for a weight that a node other than the step's plain readers in its layout (<paramref name="selected"/>)
+    /// also reads — MatMulNBits serves one layout, while the float form's chain rebuilds the weight for every reader.
     /// </summary>
-    public WeightForm For(NodeProto node)
+    public WeightForm For(OnnxGraph graph, WeightUse use, IReadOnlyDictionary<NodeProto, WeightUse> selected)
     {
+        var node = use.Node;
         var unpack = _opsetAllows && _form != "kernel";
         if (!unpack && _form != "kernel")
         {
             _kept.Add(OnnxGraph.Describe(node));
         }
 
-        return !unpack ? WeightForm.Kernel : _form == "float" ? WeightForm.Float : WeightForm.Int8;
-    }
+        var form = !unpack ? WeightForm.Kernel : _form == "float" ? WeightForm.Float : WeightForm.Int8;
+        if (form == WeightForm.Int8 && !DynamicQuantizer.Takes(graph, node))
+        {
+            _floated.Add(OnnxGraph.Describe(node));
+            return WeightForm.Float;
+        }
 
-    /// <summary>A layer of the int8 form that is written in the float form instead (a Gemm whose bias is not a 1-D constant).</summary>
-    public void Floated(NodeProto node) => _floated.Add(OnnxGraph.Describe(node));
+        if (form == WeightForm.Kernel && graph.GetConsumers(use.Weight.Name).FirstOrDefault(r => r != node
+                && !(selected.TryGetValue(r, out var other) && other.OutputAxis == use.OutputAxis && WeightSelection.IsPlainMatMul(r))) is { } reader)
+        {
+            _shared.Add($"weight-only: '{use.Weight.Name}' unpacked at load rather than MatMulNBits, '{OnnxGraph.Describe(reader)}' also reading it in another layout or as another op");
+            return WeightForm.Float;
+        }
+
+        return form;
+    }
 
     /// <summary>Whether a table read by <paramref name="gathers"/> gets the float form.</summary>
     public bool UnpacksTable(IReadOnlyList<NodeProto> gathers)
@@ -80,6 +96,7 @@ internal sealed class WeightForms
     /// </summary>
     public void Note(CompressionContext context, int unpacked, int int8)
     {
+        context.Notes.AddRange(_shared);
         if (_form == "kernel")
         {
             return;
