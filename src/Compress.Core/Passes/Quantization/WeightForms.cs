@@ -60,7 +60,7 @@ internal sealed class WeightForms
             return WeightForm.Float;
         }
 
-        if (form == WeightForm.Kernel && graph.GetConsumers(use.Weight.Name).FirstOrDefault(r => r != node
+        if (form == WeightForm.Kernel && _opsetAllows && graph.GetConsumers(use.Weight.Name).FirstOrDefault(r => r != node
                 && !(selected.TryGetValue(r, out var other) && other.OutputAxis == use.OutputAxis && WeightSelection.IsPlainMatMul(r))) is { } reader)
         {
             _shared.Add($"weight-only: '{use.Weight.Name}' unpacked at load rather than MatMulNBits, '{OnnxGraph.Describe(reader)}' also reading it in another layout or as another op");
