@@ -653,9 +653,9 @@ public static class AttentionHeads
                 value = transpose.Output[0];
             }
 
-            // [B, T, H, D] to [B, T, H·D]; [T, B·H, D] to [T·B, H·D] (a Gemm's 2-D input).
+            // [B, T, H, D] to [B, T, H·D] or to rows [B·T, H·D]; [T, B·H, D] to [T·B, H·D] (a Gemm's 2-D input).
             Read(value, _rank - 2, _block.Merge, _rank);
-            var width = ShapeEntries.Entry(_graph, _block.Merge, _rank - 2, _rank - 1, _sizes);
+            var width = ShapeEntries.Entry(_graph, _block.Merge, _rank - 2, _rank - 1, _sizes) ?? ShapeEntries.Entry(_graph, _block.Merge, 1, 2, _sizes);
             if (width is null || width.Value == 0 || (width.Value > 0 && width.Value != _heads * headSize))
             {
                 Refuse($"the merged width of '{OnnxGraph.Describe(_block.Merge)}' is not a constant the engine can find");
