@@ -146,6 +146,42 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
         Assert.Null(ChannelGroups.Find(graph).Where(g => g.Heads).Last().Refusal);
     }
 
+    private static string Spec(double sparsity) => $$"""
+        { "data": { "calibration": { "path": {{SpecFiles.Quote(Fixture("calibration.npz"))}} },
+                    "evaluation": { "path": {{SpecFiles.Quote(Fixture("evaluation.npz"))}} } },
+          "constraints": { "minAgreement": 0 },
+          "steps": [ { "prune": { "method": "obs", "pattern": "channel", "scope": "layer", "sparsity": {{sparsity}},
+                                  "include": [ "*/self_attn/MatMul" ] } } ] }
+        """;
+
+    /// <summary>The prune step on nn.TransformerEncoder: half the heads of both layers go, and the same spec writes the same bytes twice.</summary>
+    [Fact]
+    public void The_encoder_loses_half_its_heads_and_the_same_spec_writes_the_same_bytes_twice()
+    {
+        var first = Path.Combine(Dir, "first.onnx");
+        var second = Path.Combine(Dir, "second.onnx");
+        var report = CompressionPipeline.Run(Fixture("transformer_encoder.onnx"), SpecFiles.Load(Dir, Spec(0.5)), first, measureLatency: false);
+        CompressionPipeline.Run(Fixture("transformer_encoder.onnx"), SpecFiles.Load(Dir, Spec(0.5)), second, measureLatency: false);
+        foreach (var note in report.Notes.Where(n => n.Contains("channel", StringComparison.Ordinal)))
+        {
+            output.WriteLine(note);
+        }
+
+        Assert.Contains(report.Notes, n => n.Contains("2 attention blocks, 4 of 8 heads removed", StringComparison.Ordinal));
+        var model = OnnxModel.Load(first);
+        for (var layer = 0; layer < 2; layer++)
+        {
+            var projection = model.Graph.Nodes.Single(n => n.Name == $"/layers.{layer}/self_attn/MatMul");
+            Assert.Equal([Width, 3 * 2 * HeadSize], model.Graph.GetInitializer(projection.Input[1])!.Dims.ToArray());
+            var o = model.Graph.Nodes.Single(n => n.Name == $"/layers.{layer}/self_attn/Gemm");
+            Assert.Equal([Width, 2 * HeadSize], model.Graph.GetInitializer(o.Input[1])!.Dims.ToArray());
+        }
+
+        var stages = report.Stages!;
+        Assert.True(stages[^1].MultiplyAdds < stages[0].MultiplyAdds, "fewer multiply-adds");
+        Assert.Equal(File.ReadAllBytes(first), File.ReadAllBytes(second));
+    }
+
     private static long[] Longs(OnnxModel model, string name) => StaticShape.Int64s(model.Graph.GetInitializer(name)!)!;
 
     /// <summary>Zeroes heads' D columns (or entries) of one part of a fused weight: along <paramref name="axis"/>, from <paramref name="offset"/>.</summary>
