@@ -98,7 +98,7 @@ public sealed class ChannelAllocation
             var kept = Counts(group, prune.MaxLayerSparsity);
             context.Progress($"allocation: output errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
             var errors = new double[kept.Count]; // the dense choice: 0
-            ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.Of(cut));
+            ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.HeldOut(cut));
             var parameters = group.Producers.Sum(p => Onnx.OnnxElementTypes.ElementCount(graph.GetInitializer(p.Input[1])!.Dims));
             groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), ChannelPruner.Weight(group), group.Channels, parameters, kept, errors));
         }
