@@ -16,7 +16,8 @@ namespace Compress.Core.Allocation;
 /// before the output's Softmax where there is one — the distillation loss of §17 at T = 1), for any other output
 /// Σ(y − ŷ)² / Σy². The output judged is the spec's evaluation output, else the model's first. Where that output is a
 /// Gemm's, the Gemm is refitted towards the reference first (<see cref="Readout"/>), as the pruner's refit of the last
-/// layer makes up for cuts before it.
+/// layer makes up for cuts before it. The allocation judges a cut held out (<see cref="HeldOut"/>): refitted on the even
+/// samples and on the odd, each sample judged by the fit that did not see it.
 /// </summary>
 internal sealed class OutputError : IDisposable
 {
