@@ -125,7 +125,7 @@ public static class WeightFormTiming
                 : new NodeProto { OpType = "MatMul", Name = node.Name, Input = { node.Input[0], weight }, Output = { node.Output } });
         }
 
-        RemoveDead(graph);
+        graph.RemoveUnread(); // the chains the rewrite left
         return copy;
     }
 
@@ -163,33 +163,8 @@ public static class WeightFormTiming
         }
 
         copy.RequireOpset("com.microsoft", 1);
-        RemoveDead(graph);
+        graph.RemoveUnread(); // the chains the rewrite left
         return copy;
-    }
-
-    /// <summary>Nodes none of whose outputs is read (the chains a rewrite left), and then the initializers nothing reads.</summary>
-    private static void RemoveDead(OnnxGraph graph)
-    {
-        bool removed;
-        do
-        {
-            removed = false;
-            foreach (var node in graph.Nodes.Reverse().ToList())
-            {
-                if (node.Output.All(o => graph.GetConsumers(o).Count == 0 && !graph.IsGraphOutput(o)))
-                {
-                    var inputs = node.Input.ToList();
-                    graph.Remove(node);
-                    foreach (var input in inputs.Where(i => i.Length > 0))
-                    {
-                        graph.RemoveInitializerIfUnused(input);
-                    }
-
-                    removed = true;
-                }
-            }
-        }
-        while (removed);
     }
 
     /// <summary>

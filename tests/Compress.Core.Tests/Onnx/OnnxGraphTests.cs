@@ -102,6 +102,31 @@ public sealed class OnnxGraphTests
     }
 
     [Fact]
+    public void Unread_chains_and_the_initializers_only_they_read_are_removed_in_order()
+    {
+        // y = relu(x); a chain W → Cast → Mul(·, s) → Neg that nothing reads, stored out of order, one of its constants
+        // (s) also read by a live node; u is an initializer nothing read before.
+        var model = new GraphBuilder("dead")
+            .Input("x", DataType.Float, 2)
+            .Initializer("W", [1f, 2f], 2)
+            .Initializer("s", [3f], 1)
+            .Initializer("u", [4f], 1)
+            .Node("Neg", ["m"], ["n"], "neg")
+            .Node("Cast", ["W"], ["c"], "cast", "", new AttributeProto { Name = "to", Type = AttributeProto.Types.AttributeType.Int, I = (long)DataType.Float })
+            .Node("Mul", ["c", "s"], ["m"], "mul")
+            .Node("Mul", ["x", "s"], ["xs"], "live_mul")
+            .Node("Relu", ["xs"], ["y"], "relu")
+            .Output("y", DataType.Float, 2)
+            .Build();
+        var graph = model.Graph;
+        Assert.Equal(3, graph.RemoveUnread());
+        Assert.Equal(["live_mul", "relu"], graph.Nodes.Select(n => n.Name));
+        Assert.Equal(["s", "u"], graph.Proto.Initializer.Select(t => t.Name));
+        Assert.Equal(["live_mul"], graph.GetConsumers("s").Select(n => n.Name));
+        Assert.Equal(0, graph.RemoveUnread());
+    }
+
+    [Fact]
     public void Names_are_unique_and_initializer_names_cannot_collide()
     {
         var graph = Models.Dense().Graph;
