@@ -26,7 +26,7 @@ public enum ChannelCost
 /// <param name="Key">The group's identity across re-analyses (<see cref="ChannelGroup.Key"/>).</param>
 /// <param name="Name">Its first producer's node, for notes and the report.</param>
 /// <param name="Weight">Its first producer's weight: the plan's layer the pruner reads.</param>
-/// <param name="Errors">[choice]: the model's output error (<see cref="OutputError"/>) with this group alone cut to the choice and its consumers refitted.</param>
+/// <param name="Errors">[choice]: the model's held-out output error (<see cref="OutputError.HeldOut"/>) with this group alone cut to the choice and its consumers refitted.</param>
 public sealed record GroupChoices(string Key, string Name, string Weight, long Channels, long Parameters, IReadOnlyList<long> Kept, double[] Errors);
 
 /// <summary>An allocation's answer: the kept channels per group, its proxy objective, its exact cost and the source's.</summary>
@@ -36,7 +36,9 @@ public sealed record ChannelSolution(IReadOnlyList<long> Kept, double Objective,
 /// Channel counts per dependency group under a compute budget (algorithms.md §18). The error of keeping k of a group's
 /// C channels is measured at the model's output: the group alone cut to k as the pruner cuts it (greedy OBS, consumers
 /// refitted by least squares, §14), the model run on calibration data and compared with the dense model
-/// (<see cref="OutputError"/>: KL of the class scores, else relative squared error); an assignment's error is the sum
+/// (<see cref="OutputError"/>: KL of the class scores, else relative squared error), held out — each cut made twice, its
+/// consumers refitted on the even calibration samples and on the odd, each sample judged by the cut that did not see it
+/// (<see cref="OutputError.HeldOut"/>) — and an assignment's error is the sum
 /// over its groups. A consumer's own relative error after its refit, the earlier proxy, ranked the Fashion CNN's groups
 /// the wrong way round (conv2 cheap, conv1 dear), because it does not see what the layers after a consumer make of its
 /// error. The choices are the counts the pruner keeps (multiples of 8 where it rounds). The cost of an assignment is exact — the model with every group cut to its count, its multiply-adds
@@ -98,7 +100,7 @@ public sealed class ChannelAllocation
             var kept = Counts(group, prune.MaxLayerSparsity);
             context.Progress($"allocation: output errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
             var errors = new double[kept.Count]; // the dense choice: 0
-            ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.Of(cut));
+            ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.HeldOut(cut));
             var parameters = group.Producers.Sum(p => Onnx.OnnxElementTypes.ElementCount(graph.GetInitializer(p.Input[1])!.Dims));
             groups.Add(new GroupChoices(group.Key, OnnxGraph.Describe(group.Seed), ChannelPruner.Weight(group), group.Channels, parameters, kept, errors));
         }

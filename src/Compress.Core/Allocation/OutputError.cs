@@ -16,7 +16,8 @@ namespace Compress.Core.Allocation;
 /// before the output's Softmax where there is one — the distillation loss of §17 at T = 1), for any other output
 /// Σ(y − ŷ)² / Σy². The output judged is the spec's evaluation output, else the model's first. Where that output is a
 /// Gemm's, the Gemm is refitted towards the reference first (<see cref="Readout"/>), as the pruner's refit of the last
-/// layer makes up for cuts before it.
+/// layer makes up for cuts before it. The allocation judges a cut held out (<see cref="HeldOut"/>): refitted on the even
+/// samples and on the odd, each sample judged by the fit that did not see it.
 /// </summary>
 internal sealed class OutputError : IDisposable
 {
@@ -30,6 +31,7 @@ internal sealed class OutputError : IDisposable
     private readonly int _count;
     private readonly Tensor _reference;
     private readonly bool _readout;
+    private bool _heldOut;
 
     private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout)
     {
@@ -43,7 +45,7 @@ internal sealed class OutputError : IDisposable
 
     /// <summary>"KL of the class scores 'logits' on 512 calibration samples" (for notes).</summary>
     public string Describe() =>
-        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}";
+        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_heldOut ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}";
 
     /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
     public static OutputError Of(CompressionContext context)
@@ -61,11 +63,42 @@ internal sealed class OutputError : IDisposable
         return new OutputError(data, count, output, kind, reference, IsReadout(context.Model, output) is not null);
     }
 
-    /// <summary>The output error of <paramref name="model"/> against the reference (0 when identical).</summary>
+    /// <summary>The output error of <paramref name="model"/> against the reference (0 when identical), in-sample.</summary>
     public double Of(OnnxModel model)
     {
         using var scope = NewDisposeScope();
-        var output = Readout(model) ?? Run(model, _data, _count, Output);
+        return Compare(Readout(model, null) ?? Run(model, _data, _count, Output));
+    }
+
+    /// <summary>
+    /// The held-out output error of a change fitted twice (algorithms.md §18, "Held out"): <paramref name="models"/> are
+    /// [fitted on the even calibration samples, fitted on the odd]; each sample is judged by the model that did not see
+    /// it, and where the output is a Gemm's its readout refit is fitted on that model's own fold too. One model is judged
+    /// in-sample (<see cref="Of(OnnxModel)"/>).
+    /// </summary>
+    public double HeldOut(IReadOnlyList<OnnxModel> models)
+    {
+        if (models.Count == 1 || _count < 2)
+        {
+            return Of(models[0]);
+        }
+
+        using var scope = NewDisposeScope();
+        var odd = arange(_count, ScalarType.Int64).remainder(2).eq(1);
+        var fittedOnEven = Readout(models[0], 0) ?? Run(models[0], _data, _count, Output);
+        var fittedOnOdd = Readout(models[1], 1) ?? Run(models[1], _data, _count, Output);
+        if (fittedOnEven.shape[0] != _count)
+        {
+            return Compare(fittedOnEven); // the output's first axis is not the samples: no folds to tell apart
+        }
+
+        _heldOut = true;
+        var shape = new long[] { _count }.Concat(Enumerable.Repeat(1L, (int)fittedOnEven.dim() - 1)).ToArray();
+        return Compare(where(odd.reshape(shape), fittedOnEven, fittedOnOdd));
+    }
+
+    private double Compare(Tensor output)
+    {
         if (Kind == OutputKind.ClassScores)
         {
             return Math.Max(0, DistillationLoss.Kl(output.to_type(ScalarType.Float64), _reference, 1).item<double>());
@@ -77,9 +110,10 @@ internal sealed class OutputError : IDisposable
     /// <summary>
     /// Where the output is a Gemm's (no transA, alpha = beta = 1, a constant weight): the output with that Gemm's weight
     /// and bias refitted by ridge least squares towards the reference, as the pruner refits the last layer after a cut
-    /// upstream (§14): [W' | b'] = (z_ref ᵀ[x 1] + λ[W | b]) ([x 1]ᵀ[x 1] + λI)⁻¹.
+    /// upstream (§14): [W' | b'] = (z_ref ᵀ[x 1] + λ[W | b]) ([x 1]ᵀ[x 1] + λI)⁻¹, fitted on every sample or on those of
+    /// <paramref name="fold"/> (sample i is in fold i mod 2) and applied to every sample.
     /// </summary>
-    private Tensor? Readout(OnnxModel model)
+    private Tensor? Readout(OnnxModel model, int? fold)
     {
         var graph = model.Graph;
         if (IsReadout(model, Output) is not { } gemm || graph.GetInitializer(gemm.Input[1]) is not { } weight)
@@ -92,11 +126,13 @@ internal sealed class OutputError : IDisposable
         var bias = gemm.Input.Count > 2 && graph.GetInitializer(gemm.Input[2]) is { } b ? model.ToTorch(b).to_type(ScalarType.Float64).reshape(-1).broadcast_to(w.shape[0]) : zeros(w.shape[0], ScalarType.Float64);
         var x = Run(model, _data, _count, gemm.Input[0]).to_type(ScalarType.Float64);
         x = cat([x.reshape(x.shape[0], -1), ones(x.shape[0], 1, ScalarType.Float64)], 1);
+        var target = _reference.reshape(x.shape[0], -1);
+        var (xf, tf) = fold is { } f ? (x.index_select(0, arange(f, x.shape[0], 2, ScalarType.Int64)), target.index_select(0, arange(f, x.shape[0], 2, ScalarType.Int64))) : (x, target);
         var full = cat([w, bias.unsqueeze(1)], 1); // [out, in + 1]
-        var h = x.t().mm(x).div(x.shape[0]);
+        var h = xf.t().mm(xf).div(xf.shape[0]);
         var lambda = Ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;
         var a = h.add(eye(h.shape[0], dtype: ScalarType.Float64).mul(lambda));
-        var rhs = x.t().mm(_reference.reshape(x.shape[0], -1)).div(x.shape[0]).add(full.t().mul(lambda));
+        var rhs = xf.t().mm(tf).div(xf.shape[0]).add(full.t().mul(lambda));
         var refitted = linalg.solve(a, rhs); // [in + 1, out]
         return x.mm(refitted).to_type(ScalarType.Float32).reshape(_reference.shape);
     }

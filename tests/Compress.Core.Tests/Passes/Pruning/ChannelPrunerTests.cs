@@ -57,22 +57,25 @@ public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectory
     /// <summary>
     /// The allocation's errors are measured at the model's output (algorithms.md §18), so at half the multiply-adds it
     /// finds the cut that keeps conv2 whole (8/32/64, 1,512,192 multiply-adds) instead of the consumers' own errors'
-    /// choice conv1 16 / conv2 8 / fc1 128 (89.19%, 2.66 points down). On 2,048 calibration images (seed 7), as
-    /// measured in algorithms.md §18: 91.09%. On 512 (seed 1) conv2 at 24 and fc1 at 64 nearly tie and it chose
-    /// 8/24/128 (90.48%), so this test takes the 2,048.
+    /// choice conv1 16 / conv2 8 / fc1 128 (89.19%, 2.66 points down). The errors are held out (cross-fitted on the even
+    /// and odd samples): measured in-sample, on 512 calibration images (seed 1) the refits nearly interpolated their
+    /// samples, conv2 at 24 looked as cheap as fc1 at 64 and it chose 8/24/128 (90.48%, 1.37 points down). Measured:
+    /// 90.96% on 512 (seed 1), 91.09% on 2,048 (seed 7).
     /// </summary>
-    [Fact]
-    public void An_allocation_at_half_the_multiply_adds_keeps_conv2_whole_within_one_point()
+    [Theory]
+    [InlineData(512, 1)]
+    [InlineData(2048, 7)]
+    public void An_allocation_at_half_the_multiply_adds_keeps_conv2_whole_within_one_point(int samples, int seed)
     {
         var report = Compress("""
             { "allocate": { "macs": 0.5 } },
             { "prune": { "method": "obs", "pattern": "channel" } }
-            """, samples: 2048, seed: 7);
+            """, samples, seed);
         var model = OnnxModel.Load(report.Output);
         Assert.Equal(32, model.Graph.GetInitializer("conv2.weight")!.Dims[0]);
         Assert.Equal(8, model.Graph.GetInitializer("conv1.weight")!.Dims[0]);
         Assert.True(report.Stages![^1].MultiplyAdds <= 1_512_192, $"{report.Stages[^1].MultiplyAdds} multiply-adds");
-        Assert.Contains(report.Notes, n => n.Contains("error: KL divergence of the class scores 'logits'", StringComparison.Ordinal));
+        Assert.Contains(report.Notes, n => n.Contains("error: KL divergence of the class scores 'logits'", StringComparison.Ordinal) && n.Contains("held out", StringComparison.Ordinal));
         Assert.Empty(report.Allocation!.Rounds); // measured at the output: one round, no sensitivity to weigh
         var drop = report.Metrics!.AccuracyDrop;
         Assert.True(drop <= 0.01, $"accuracy {report.Metrics.OriginalAccuracy:0.0000} -> {report.Metrics.CompressedAccuracy:0.0000}");
