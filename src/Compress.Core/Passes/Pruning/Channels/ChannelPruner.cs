@@ -503,8 +503,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             }
 
             var input = node.Input[0];
-            using var now = OrtModelRunner.Exposing(context.Model, [input]);
-            using var then = original is null ? null : OrtModelRunner.Exposing(original, [input]);
+            using var now = OrtModelRunner.Computing(context.Model, [input]);
+            using var then = original is null ? null : OrtModelRunner.Computing(original, [input]);
             var data = context.Calibration;
             long count = 0;
             // Sample i of the calibration set is in fold i % 2; a batch starts at a multiple of Batch (even).
