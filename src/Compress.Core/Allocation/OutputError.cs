@@ -147,7 +147,7 @@ internal sealed class OutputError : IDisposable
 
     private static Tensor Run(OnnxModel model, CalibrationSet data, int count, string output)
     {
-        using var runner = OrtModelRunner.Exposing(model, [output]);
+        using var runner = OrtModelRunner.Computing(model, [output]);
         var batch = runner.MaxBatch(Batch, data); // a model with a fixed batch, or inputs fed whole, runs fewer at a time
         var parts = new List<Tensor>();
         for (var start = 0; start < count; start += batch)

@@ -154,6 +154,18 @@ public sealed class OrtModelRunner : IDisposable
     }
 
     /// <summary>
+    /// A runner of only the part of <paramref name="model"/> that computes the intermediate <paramref name="tensors"/>,
+    /// which are its only outputs (<see cref="OnnxModel.Part"/>): ONNX Runtime runs every node of a session whatever
+    /// outputs a run asks for, so measuring an early layer's inputs through <see cref="Exposing"/> runs the whole model
+    /// (on PP-OCRv4 rec, 6.5 s for 64 samples per layer measured). The model itself is left as it was.
+    /// </summary>
+    public static OrtModelRunner Computing(OnnxModel model, IReadOnlyCollection<string> tensors)
+    {
+        var part = model.Part(tensors);
+        return part.Graph.Nodes.Count == 0 ? Exposing(model, tensors) : new OrtModelRunner(part); // graph inputs alone: no part to run
+    }
+
+    /// <summary>
     /// Largest batch for these samples: the smallest first dimension the model fixes on a per-sample input (inputs fed
     /// whole, such as an RNN state [2, N, H], do not count), else <paramref name="wanted"/>; and the data's own limit.
     /// </summary>

@@ -222,6 +222,32 @@ public sealed class OnnxGraph
     }
 
     /// <summary>
+    /// The nodes <paramref name="values"/> are computed from: their producers, those nodes' producers and so on, through
+    /// the values subgraphs read from this scope; in stored order.
+    /// </summary>
+    public IReadOnlyList<NodeProto> Ancestors(IEnumerable<string> values)
+    {
+        EnsureIndexes();
+        var needed = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
+        var pending = new Stack<string>(values);
+        while (pending.TryPop(out var value))
+        {
+            if (_producers!.TryGetValue(value, out var producer) && needed.Add(producer))
+            {
+                foreach (var read in ReadValues(producer))
+                {
+                    pending.Push(read);
+                }
+            }
+        }
+
+        return Proto.Node.Where(needed.Contains).ToList();
+    }
+
+    /// <summary>The values <paramref name="nodes"/> read (their inputs, and what their subgraphs take from this scope).</summary>
+    public static IReadOnlySet<string> Reads(IEnumerable<NodeProto> nodes) => nodes.SelectMany(ReadValues).ToHashSet(StringComparer.Ordinal);
+
+    /// <summary>
     /// Removes every node none of whose outputs is read (a graph output counts as read), including those only removed
     /// nodes read, then the initializers that only removed nodes read: the chains a rewrite leaves behind. One pass in
     /// reverse topological order with read counts, so thousands of dead chains cost one index build, not one each.

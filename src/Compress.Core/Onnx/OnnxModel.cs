@@ -31,6 +31,37 @@ public sealed class OnnxModel
 
     public ModelProto Proto { get; }
 
+    /// <summary>
+    /// The part of this model that computes <paramref name="values"/>, with them as its only outputs: the nodes they
+    /// need (<see cref="OnnxGraph.Ancestors"/>), the initializers those read, every graph input (a feed the part does not
+    /// read is accepted), the opsets and functions. Nodes and tensors are shared with this model, not copied: the part is
+    /// for running, never for editing.
+    /// </summary>
+    public OnnxModel Part(IReadOnlyCollection<string> values)
+    {
+        var nodes = Graph.Ancestors(values);
+        var reads = OnnxGraph.Reads(nodes);
+        bool Needed(string name) => reads.Contains(name) || values.Contains(name);
+        var source = Proto.Graph;
+        var graph = new GraphProto { Name = source.Name };
+        graph.Node.Add(nodes);
+        graph.Initializer.Add(source.Initializer.Where(t => Needed(t.Name)));
+        graph.SparseInitializer.Add(source.SparseInitializer.Where(t => t.Values is { } v && Needed(v.Name)));
+        // Inputs that are initializers (older IR versions list them) go with their initializers.
+        graph.Input.Add(source.Input.Where(i => Graph.GetInitializer(i.Name) is null || Needed(i.Name)));
+        graph.Output.Add(values.Select(v => source.Output.FirstOrDefault(o => o.Name == v) ?? new ValueInfoProto { Name = v }));
+        var proto = new ModelProto { IrVersion = Proto.IrVersion, Graph = graph };
+        proto.OpsetImport.Add(Proto.OpsetImport);
+        proto.Functions.Add(Proto.Functions);
+        var external = new Dictionary<TensorProto, ExternalDataReference>(ReferenceEqualityComparer.Instance);
+        foreach (var tensor in graph.Initializer.Where(_external.ContainsKey))
+        {
+            external[tensor] = _external[tensor];
+        }
+
+        return new OnnxModel(proto, Path, external);
+    }
+
     /// <summary>The file this model was read from, or null for a model built in memory.</summary>
     public string? Path { get; }
 

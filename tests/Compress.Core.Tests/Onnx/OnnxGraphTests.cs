@@ -1,4 +1,7 @@
+using Compress.Core.Calibration;
+using Compress.Core.Data;
 using Compress.Core.Diagnostics;
+using Compress.Core.Evaluation;
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
 using Compress.Core.Tests.TestSupport;
@@ -124,6 +127,30 @@ public sealed class OnnxGraphTests
         Assert.Equal(["s", "u"], graph.Proto.Initializer.Select(t => t.Name));
         Assert.Equal(["live_mul"], graph.GetConsumers("s").Select(n => n.Name));
         Assert.Equal(0, graph.RemoveUnread());
+    }
+
+    [Fact]
+    public void A_part_computes_an_intermediate_value_as_the_whole_model_does()
+    {
+        // y = relu(x·W + b): the part for xw is the MatMul alone, with W (and W listed as an input, as older IR versions
+        // write initializers) but not b, and every graph input kept.
+        var model = Models.Dense();
+        model.Graph.Proto.Input.Add(GraphBuilder.ValueInfo("W", DataType.Float, 64, 32));
+        var part = model.Part(["xw"]);
+        Assert.Equal(["matmul"], part.Graph.Nodes.Select(n => n.Name));
+        Assert.Equal(["W"], part.Graph.Proto.Initializer.Select(t => t.Name));
+        Assert.Equal(["x", "W"], part.Graph.Proto.Input.Select(i => i.Name));
+        Assert.Equal(["xw"], part.Graph.Proto.Output.Select(o => o.Name));
+        Assert.Equal(3, model.Graph.Nodes.Count); // the model is left as it was
+        Assert.Equal(["y"], model.Graph.Proto.Output.Select(o => o.Name));
+
+        var data = CalibrationSet.Synthesized(new Dictionary<string, NpyArray> { ["x"] = NpyArray.Create("x", Models.RandomInput(4 * 64, 3), [4, 64]) }, 4, "seeded");
+        using var whole = OrtModelRunner.Exposing(model, ["xw"]);
+        using var computing = OrtModelRunner.Computing(model, ["xw"]);
+        Assert.Equal(["xw"], computing.OutputNames);
+        using var expected = whole.RunBatch(data, 0, 4, ["xw"]);
+        using var actual = computing.RunBatch(data, 0, 4, ["xw"]);
+        Assert.Equal(expected[0].GetTensorDataAsSpan<float>().ToArray(), actual[0].GetTensorDataAsSpan<float>().ToArray());
     }
 
     [Fact]

@@ -127,7 +127,7 @@ public static class LayerHessian
         }
         else
         {
-            using var runner = OrtModelRunner.Exposing(context.Model, [input]);
+            using var runner = OrtModelRunner.Computing(context.Model, [input]);
             runner.Run(context.Calibration, BatchSize, (_, _, outputs) => Add(ToTorch(outputs[input])), [input]);
         }
 

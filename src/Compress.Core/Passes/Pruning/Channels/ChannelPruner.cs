@@ -287,7 +287,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     }
 
     /// <summary>
-    /// OBS over the group, one channel at a time: each round every consumer's kept inputs K get their least-squares
+    /// OBS over the group, one channel at a time: each round every consumer's kept inputs K have their least-squares
     /// weights W H_{·K} (H_KK)⁻¹ and each remaining channel the cost of removing its inputs S from them,
     /// w_S [((H_KK)⁻¹)_SS]⁻¹ w_Sᵀ as a fraction of the consumer's output energy, summed over the consumers; the cheapest
     /// channel goes. Correlated channels are thus not all kept or all removed together, as single scores would.
@@ -302,38 +302,83 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     {
         var order = new List<long>();
         var kept = Enumerable.Range(0, (int)group.Channels).Select(c => (long)c).ToList();
-        var columns = consumers.Select(c => c.ChannelColumns(group.Channels)).ToList(); // [C, b] each
-        var energies = consumers.Select(c => c.Matrix.mm(c.Inputs).mul(c.Matrix).sum().clamp_min(1e-30).item<double>()).ToList();
+        var states = consumers.Select(c => new ObsState(c, group.Channels)).ToList();
         for (var round = 0; round < remove; round++)
         {
             using var scope = NewDisposeScope();
-            var cost = zeros(kept.Count, ScalarType.Float64);
             var keptIndex = tensor(kept.ToArray());
-            for (var i = 0; i < consumers.Count; i++)
-            {
-                var consumer = consumers[i];
-                var keptColumns = columns[i].index_select(0, keptIndex); // [|K|, b]
-                var b = keptColumns.shape[1];
-                var others = OutsideColumns(consumer.Matrix.shape[1], columns[i]);
-                var all = cat([keptColumns.flatten(), others]);
-                var h = consumer.DampedInputs.index_select(0, all).index_select(1, all);
-                var inverse = linalg.inv(h);
-                var weights = consumer.Matrix.mm(consumer.Cross.index_select(0, all).t()).mm(inverse); // [out, |all|]: LS on the kept inputs
-                var n = keptColumns.shape[0];
-                var local = arange(n * b, ScalarType.Int64).reshape(n, b);
-                var blocks = inverse.narrow(0, 0, n * b).reshape(n, b, -1).gather(2, local.unsqueeze(1).expand(-1, b, -1));
-                var w = weights.narrow(1, 0, n * b).reshape(weights.shape[0], n, b).permute(1, 0, 2);
-                cost.add_(w.bmm(linalg.inv(blocks)).mul(w).sum(new long[] { 1, 2 }).div(energies[i]));
-            }
-
+            var cost = zeros(kept.Count, ScalarType.Float64);
+            states.ForEach(s => cost.add_(s.Costs(keptIndex)));
             var values = cost.data<double>().ToArray();
             var cheapest = Enumerable.Range(0, values.Length).OrderBy(i => values[i]).ThenBy(i => i).First();
-
+            states.ForEach(s => s.Remove(kept[cheapest]));
             order.Add(kept[cheapest]);
             kept.RemoveAt(cheapest);
         }
 
+        states.ForEach(s => s.Dispose());
         return order.ToArray();
+    }
+
+    /// <summary>
+    /// One consumer's side of <see cref="ObsOrder"/>: the inverse of its damped input Hessian over the group's columns
+    /// (channel c at rows [c·b, (c+1)·b)) and the columns outside the group, and the least-squares weights on them,
+    /// inverted once and then downdated as channels go: removing S leaves H⁻¹ − H⁻¹_{·S} (H⁻¹_SS)⁻¹ H⁻¹_{S·}, which on
+    /// the rest is (H_KK)⁻¹ exactly (the Schur complement), and the weights w − w_S (H⁻¹_SS)⁻¹ H⁻¹_{S·}, the
+    /// least-squares weights on the rest (the OBS update). A round costs O(n²b) instead of a fresh O(n³) inverse: on
+    /// PP-OCRv4 rec a 3×3 consumer of 480 channels has n = 4,320.
+    /// </summary>
+    private sealed class ObsState : IDisposable
+    {
+        private readonly Tensor _inverse; // [n, n]
+        private readonly Tensor _weights; // [out, n]
+        private readonly long _width;
+        private readonly double _energy;
+
+        public ObsState(Consumer consumer, long channels)
+        {
+            using var scope = NewDisposeScope();
+            var columns = consumer.ChannelColumns(channels); // [C, b]
+            _width = columns.shape[1];
+            var all = cat([columns.flatten(), OutsideColumns(consumer.Matrix.shape[1], columns)]);
+            _inverse = linalg.inv(consumer.DampedInputs.index_select(0, all).index_select(1, all)).contiguous().DetachFromDisposeScope(); // LAPACK hands it column-major
+            _weights = consumer.Matrix.mm(consumer.Cross.index_select(0, all).t()).mm(_inverse).DetachFromDisposeScope();
+            _energy = consumer.Matrix.mm(consumer.Inputs).mul(consumer.Matrix).sum().clamp_min(1e-30).item<double>();
+        }
+
+        /// <summary>The cost of removing each of the channels <paramref name="kept"/> next, as a fraction of the output energy.</summary>
+        public Tensor Costs(Tensor kept)
+        {
+            var b = _width;
+            var local = Rows(kept); // [k, b]
+            var k = local.shape[0];
+            var at = local.unsqueeze(2).mul(_inverse.shape[1]).add(local.unsqueeze(1)); // flat positions of the diagonal blocks
+            var blocks = _inverse.view(-1).index_select(0, at.flatten()).reshape(k, b, b);
+            var w = _weights.index_select(1, local.flatten()).reshape(_weights.shape[0], k, b).permute(1, 0, 2); // [k, out, b]
+            return w.bmm(linalg.inv(blocks)).mul(w).sum([1, 2]).div(_energy);
+        }
+
+        /// <summary>Removes channel <paramref name="channel"/>: the downdates above, its rows and columns then exactly zero.</summary>
+        public void Remove(long channel)
+        {
+            using var scope = NewDisposeScope();
+            var s = Rows(tensor(new[] { channel })).flatten();
+            var columns = _inverse.index_select(1, s); // H⁻¹_{·S}, [n, b]
+            var pivot = linalg.inv(columns.index_select(0, s)); // (H⁻¹_SS)⁻¹
+            var rows = pivot.mm(columns.t()); // (H⁻¹_SS)⁻¹ H⁻¹_{S·}, [b, n]
+            _weights.sub_(_weights.index_select(1, s).mm(rows));
+            _inverse.sub_(columns.mm(rows));
+            _weights.index_fill_(1, s, 0);
+            _inverse.index_fill_(0, s, 0).index_fill_(1, s, 0);
+        }
+
+        private Tensor Rows(Tensor channels) => channels.unsqueeze(1).mul(_width).add(arange(_width, ScalarType.Int64).unsqueeze(0));
+
+        public void Dispose()
+        {
+            _inverse.Dispose();
+            _weights.Dispose();
+        }
     }
 
     /// <summary>
@@ -458,8 +503,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             }
 
             var input = node.Input[0];
-            using var now = OrtModelRunner.Exposing(context.Model, [input]);
-            using var then = original is null ? null : OrtModelRunner.Exposing(original, [input]);
+            using var now = OrtModelRunner.Computing(context.Model, [input]);
+            using var then = original is null ? null : OrtModelRunner.Computing(original, [input]);
             var data = context.Calibration;
             long count = 0;
             // Sample i of the calibration set is in fold i % 2; a batch starts at a multiple of Batch (even).
