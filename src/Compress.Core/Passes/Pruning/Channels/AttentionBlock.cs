@@ -3,14 +3,20 @@ using Compress.Core.Onnx.Proto;
 
 namespace Compress.Core.Passes.Pruning.Channels;
 
-/// <summary>One head branch (q, k or v): its projection, bias Add, split Reshape and the Transposes to the heads-first layout.</summary>
-internal sealed record AttentionBranch(NodeProto Projection, NodeProto? Bias, NodeProto Split, List<NodeProto> Path);
+/// <summary>
+/// One head branch (q, k or v): its projection (MatMul or Gemm), bias Add, the Split or Slice taking its part of a fused
+/// q/k/v projection (or null), split Reshape and the Transposes to the heads-first layout.
+/// </summary>
+internal sealed record AttentionBranch(NodeProto Projection, NodeProto? Bias, NodeProto? Chunk, NodeProto Split, List<NodeProto> Path);
 
 /// <summary>The matched structure of one attention block, before any check of its shapes and readers.</summary>
 internal sealed record AttentionBlock(AttentionBranch Q, AttentionBranch K, AttentionBranch V, NodeProto Scores, List<NodeProto> Masking, NodeProto Softmax,
     List<NodeProto> Probabilities, NodeProto Context, List<NodeProto> Back, NodeProto Merge, NodeProto Output)
 {
-    /// <summary>The block around <paramref name="softmax"/>, or null when it is not multi-head attention with constant projections.</summary>
+    /// <summary>
+    /// The block around <paramref name="softmax"/>, or null when it is not multi-head attention with constant projections:
+    /// rank 4 ([B, T, H, D], heads an axis of their own) or rank 3 ([T, B·H, D], as nn.MultiheadAttention exports it).
+    /// </summary>
     public static AttentionBlock? Match(OnnxGraph graph, NodeProto softmax)
     {
         // Backward from the Softmax: the scores' element-wise ops (scale, mask) down to the MatMul Q·Kᵀ.
@@ -87,7 +93,8 @@ internal sealed record AttentionBlock(AttentionBranch Q, AttentionBranch K, Atte
             return null;
         }
 
-        var output = graph.GetConsumers(merge.Output[0]).FirstOrDefault(n => n.OpType == "MatMul" && n.Input[0] == merge.Output[0]);
+        var output = graph.GetConsumers(merge.Output[0]).FirstOrDefault(n => (n.OpType == "MatMul" || (n.OpType == "Gemm" && n.Int("transA", 0) == 0))
+            && string.IsNullOrEmpty(n.Domain) && n.Input[0] == merge.Output[0]);
         if (output is null || graph.GetInitializer(output.Input[1]) is not { Dims.Count: 2 })
         {
             return null;
@@ -142,14 +149,21 @@ internal sealed record AttentionBlock(AttentionBranch Q, AttentionBranch K, Atte
                     continue;
                 case "Reshape":
                     var input = graph.GetProducer(node.Input[0]);
+                    // A fused projection (x·W_qkv, GPT-2's c_attn, nn.MultiheadAttention's in_proj): its part from a Split or a Slice.
+                    var chunk = input is { OpType: "Split" or "Slice", Domain: "" } ? input : null;
+                    if (chunk is not null)
+                    {
+                        input = graph.GetProducer(chunk.Input[0]);
+                    }
+
                     var bias = input is { OpType: "Add" } && input.Input.Count(i => graph.GetInitializer(i) is not null) == 1 ? input : null;
                     var projection = bias is null ? input : graph.GetProducer(bias.Input.First(i => graph.GetInitializer(i) is null));
-                    if (projection is null || projection.OpType != "MatMul" || ChannelGroups.Produced(graph, projection) is null)
+                    if (projection is null || projection.OpType is not ("MatMul" or "Gemm") || ChannelGroups.Produced(graph, projection) is null)
                     {
                         return null;
                     }
 
-                    return new AttentionBranch(projection, bias, node, path);
+                    return new AttentionBranch(projection, bias, chunk, node, path);
                 default:
                     return null;
             }

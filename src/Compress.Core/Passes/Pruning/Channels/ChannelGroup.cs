@@ -34,7 +34,11 @@ public sealed record ChannelFix(NodeProto Node, string? ShapeInitializer, int Sh
 /// <see cref="Values"/> read as input <see cref="Input"/> of <see cref="Node"/>, lowered by the removed heads times
 /// <see cref="PerHead"/>. The node gets a constant of its own: exports share shape constants between layers.
 /// </summary>
-public sealed record ShapeFix(NodeProto Node, int Input, long[] Values, int Element, long PerHead);
+public sealed record ShapeFix(NodeProto Node, int Input, long[] Values, int Element, long PerHead)
+{
+    /// <summary>Whether the constant is a scalar (a head count multiplied into a size), written back as one.</summary>
+    public bool Scalar { get; init; }
+}
 
 /// <summary>
 /// A dependency group (algorithms.md §14): channels written by one or more producers and read, through pass-through
@@ -93,7 +97,14 @@ public sealed class ChannelGroup
             }
         }
 
-        return Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1) ? "an initializer is coupled to the group twice" : null;
+        // A fused q/k/v projection couples its weight three times along one axis, at disjoint offsets: allowed.
+        return Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1 && !Disjoint(g.ToList())) ? "an initializer is coupled to the group twice" : null;
+    }
+
+    private bool Disjoint(List<ChannelSlice> slices)
+    {
+        var spans = slices.Select(s => (Start: s.Offset, End: s.Offset + Channels * s.Stride)).OrderBy(s => s.Start).ToList();
+        return spans.Zip(spans.Skip(1)).All(p => p.First.End <= p.Second.Start);
     }
 
     public override string ToString() => $"{Onnx.OnnxGraph.Describe(Seed)} ({Channels} {(Heads ? "heads" : "channels")}, {Producers.Count} producers, {Consumers.Count()} consumers)";

@@ -9,7 +9,7 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// Physical removal of a group's channels (algorithms.md §14): every slice of the group loses the removed channels'
 /// elements — Conv W rows and the next Conv's W columns, biases, BatchNorm's scale/B/mean/var, Gemm rows or columns
 /// by transB, broadcast constants, depthwise filters — a depthwise Conv's <c>group</c> and a Reshape's feature count
-/// are lowered to match, an attention group's head counts and merged width are rewritten (<see cref="ShapeFix"/>), and
+/// are lowered to match, an attention group's head counts, merged width and split sizes are rewritten (<see cref="ShapeFix"/>), and
 /// value_info for the reshaped values is dropped (ONNX Runtime infers it again).
 /// </summary>
 public static class ChannelSurgery
@@ -29,15 +29,18 @@ public static class ChannelSurgery
         }
 
         var graph = model.Graph;
-        foreach (var slice in group.Slices)
+        // Slices of one initializer along one axis (a fused q/k/v weight: three) are cut together, from the original indices.
+        foreach (var slices in group.Slices.GroupBy(s => (s.Initializer, s.Axis)))
         {
             using var scope = NewDisposeScope();
-            var initializer = graph.GetInitializer(slice.Initializer)!;
+            var initializer = graph.GetInitializer(slices.Key.Initializer)!;
             var values = model.ToTorch(initializer);
-            var kept = values.index_select(slice.Axis, tensor(KeptIndices(values.shape[slice.Axis], slice, removed)));
-            model.ReplaceData(initializer, kept.ToOnnx(initializer.Name));
+            var length = values.shape[slices.Key.Axis];
+            var kept = slices.Select(s => KeptIndices(length, s, removed).ToHashSet()).Aggregate((a, b) => { a.IntersectWith(b); return a; }).Order().ToArray();
+            var cut = values.index_select(slices.Key.Axis, tensor(kept));
+            model.ReplaceData(initializer, cut.ToOnnx(initializer.Name));
             initializer.Dims.Clear();
-            initializer.Dims.Add(kept.shape);
+            initializer.Dims.Add(cut.shape);
         }
 
         foreach (var fix in group.Fixes)
@@ -63,9 +66,13 @@ public static class ChannelSurgery
             }
         }
 
-        foreach (var fix in group.ShapeFixes)
+        // The entries of one constant (a Split's three sizes) are rewritten together.
+        var rewritten = new List<ShapeFix>();
+        foreach (var fix in group.ShapeFixes.Where(f => !rewritten.Any(d => ReferenceEquals(d.Node, f.Node) && d.Input == f.Input)))
         {
-            Rewrite(model, fix, removed.Length);
+            var together = group.ShapeFixes.Where(f => ReferenceEquals(f.Node, fix.Node) && f.Input == fix.Input).ToList();
+            rewritten.AddRange(together);
+            Rewrite(model, together, removed.Length);
         }
 
         foreach (var info in graph.Proto.ValueInfo.Where(v => group.Values.Contains(v.Name)).ToList())
@@ -80,14 +87,19 @@ public static class ChannelSurgery
     /// An attention group's shape entry lowered by <paramref name="removed"/> heads in a new constant the node alone reads;
     /// the old input goes when nothing else reads it (an Unsqueeze of a scalar, and the scalar, with it).
     /// </summary>
-    private static void Rewrite(OnnxModel model, ShapeFix fix, int removed)
+    private static void Rewrite(OnnxModel model, List<ShapeFix> fixes, int removed)
     {
         var graph = model.Graph;
+        var fix = fixes[0];
         var old = fix.Node.Input[fix.Input];
         var values = fix.Values.ToArray();
-        values[fix.Element] -= removed * fix.PerHead;
+        foreach (var entry in fixes)
+        {
+            values[entry.Element] -= removed * entry.PerHead;
+        }
+
         var name = graph.UniqueName($"{old}_heads");
-        graph.AddInitializer(OnnxTensors.Create(name, values, values.Length));
+        graph.AddInitializer(fix.Scalar ? OnnxTensors.Create(name, values) : OnnxTensors.Create(name, values, values.Length));
         fix.Node.Input[fix.Input] = name;
         graph.Refresh();
         if (graph.GetProducer(old) is { } producer && graph.GetConsumers(old).Count == 0 && !graph.IsGraphOutput(old))
