@@ -522,35 +522,59 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                     parts = null;
                 }
 
-                Tensor? z = null;
-                if (parts is not null)
-                {
-                    for (var fold = 0; fold < 2 && fold < n; fold++)
-                    {
-                        var zf = Rows(x.index_select(0, arange(fold, n, 2, ScalarType.Int64)));
-                        parts[fold].add_(zf.t().mm(zf));
-                        counts[fold] += zf.shape[0];
-                        count += zf.shape[0];
-                    }
-                }
-                else
-                {
-                    z = Rows(x);
-                    sum.add_(z.t().mm(z));
-                    count += z.shape[0];
-                }
-
+                Tensor? xOriginal = null;
                 if (then is not null && cross is not null)
                 {
-                    z ??= Rows(x);
                     using var before = then.RunBatch(data, start, n, [input]);
                     if (!before[0].GetTensorTypeAndShape().Shape.SequenceEqual(current[0].GetTensorTypeAndShape().Shape))
                     {
                         cross = null; // the original reads other channels here (an earlier group cut them): aim at the model as it is
-                        continue;
+                    }
+                    else
+                    {
+                        xOriginal = LayerHessian.ToTorch(before[0]);
+                    }
+                }
+
+                // The rows a slice at a time along the first axis: a Conv's im2col rows in float64 would take gigabytes
+                // for a batch of large images (a 3×3 Conv reading 64 channels at 112×112: 58 MB a sample).
+                var length = x.shape[0];
+                var perSlice = Math.Max(1, x.numel() / Math.Max(1, length) * (geometry?.KernelArea ?? 1) * sizeof(double));
+                var step = Math.Clamp(MaxRowBytes / perSlice, 1, Math.Max(1, length));
+                for (long at = 0; at < length; at += step)
+                {
+                    using var rows = NewDisposeScope();
+                    var m = Math.Min(step, length - at);
+                    var xs = x.narrow(0, at, m);
+                    Tensor? z = null;
+                    if (parts is not null)
+                    {
+                        for (var fold = 0; fold < 2; fold++)
+                        {
+                            var first = (fold - (start + at) % 2 + 2) % 2; // this slice's first sample of the fold
+                            if (first >= m)
+                            {
+                                continue;
+                            }
+
+                            var zf = Rows(xs.index_select(0, arange(first, m, 2, ScalarType.Int64)));
+                            parts[fold].add_(zf.t().mm(zf));
+                            counts[fold] += zf.shape[0];
+                            count += zf.shape[0];
+                        }
+                    }
+                    else
+                    {
+                        z = Rows(xs);
+                        sum.add_(z.t().mm(z));
+                        count += z.shape[0];
                     }
 
-                    cross.add_(z.t().mm(Rows(LayerHessian.ToTorch(before[0]))));
+                    if (xOriginal is not null && cross is not null)
+                    {
+                        z ??= Rows(xs);
+                        cross.add_(z.t().mm(Rows(xOriginal.narrow(0, at, m))));
+                    }
                 }
             }
 
@@ -567,6 +591,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
         /// <summary>Calibration samples per ONNX Runtime run.</summary>
         private const int Batch = 32;
+
+        /// <summary>The most float64 input rows formed at a time (the Hessian sums are the same whatever the slices).</summary>
+        private const long MaxRowBytes = 64L << 20;
 
         /// <summary>The matrix columns of each group channel, [C, Stride·kh·kw].</summary>
         public Tensor ChannelColumns(long channels)
