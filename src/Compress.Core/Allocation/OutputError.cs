@@ -32,6 +32,8 @@ internal sealed class OutputError : IDisposable
     private readonly Tensor _reference;
     private readonly bool _readout;
     private bool _heldOut;
+    private int _judged; // HeldOut calls, and those judged in-sample
+    private int _inSample;
 
     private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout)
     {
@@ -45,7 +47,7 @@ internal sealed class OutputError : IDisposable
 
     /// <summary>"KL of the class scores 'logits' on 512 calibration samples" (for notes).</summary>
     public string Describe() =>
-        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_heldOut ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}";
+        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_heldOut ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}{(_heldOut && _inSample > 0 ? $"; {_inSample:N0} of {_judged:N0} choices judged in-sample (their consumers' inputs do not put the samples first), which favours cutting those groups" : "")}";
 
     /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
     public static OutputError Of(CompressionContext context)
@@ -78,8 +80,10 @@ internal sealed class OutputError : IDisposable
     /// </summary>
     public double HeldOut(IReadOnlyList<OnnxModel> models)
     {
+        _judged++;
         if (models.Count == 1 || _count < 2)
         {
+            _inSample++;
             return Of(models[0]);
         }
 
@@ -89,6 +93,7 @@ internal sealed class OutputError : IDisposable
         var fittedOnOdd = Readout(models[1], 1) ?? Run(models[1], _data, _count, Output);
         if (fittedOnEven.shape[0] != _count)
         {
+            _inSample++;
             return Compare(fittedOnEven); // the output's first axis is not the samples: no folds to tell apart
         }
 

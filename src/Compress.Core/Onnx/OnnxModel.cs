@@ -54,7 +54,7 @@ public sealed class OnnxModel
         proto.OpsetImport.Add(Proto.OpsetImport);
         proto.Functions.Add(Proto.Functions);
         var external = new Dictionary<TensorProto, ExternalDataReference>(ReferenceEqualityComparer.Instance);
-        foreach (var tensor in graph.Initializer.Where(_external.ContainsKey))
+        foreach (var tensor in TensorWalker.AllTensors(proto).Where(_external.ContainsKey)) // Constant nodes and subgraphs too
         {
             external[tensor] = _external[tensor];
         }

@@ -146,6 +146,31 @@ public sealed class ChannelGroupTests
     }
 
     [Fact]
+    public void A_consumer_reading_the_group_twice_is_left_whole()
+    {
+        // y = convB(concat(relu(a), sigmoid(a))), a = convA(x): convB's weight would be coupled to convA's channels at
+        // offsets 0 and 4, disjoint as a fused q/k/v projection's are, but each slice would refit the whole weight on its
+        // own, the second undoing the first; the value holding them twice is refused before (and SliceConflict allows
+        // disjoint couplings only for a head group's producers). concat(a, a) is refused as well.
+        var random = new Random(6);
+        GraphBuilder Build(string second) => new GraphBuilder("self-concat")
+            .Input("x", DataType.Float, "N", 3, 4, 4)
+            .Initializer("wa", Values(random, 4 * 3), 4, 3, 1, 1)
+            .Initializer("wb", Values(random, 5 * 8), 5, 8, 1, 1)
+            .Node("Conv", ["x", "wa"], ["a"], "convA")
+            .Node("Relu", ["a"], ["r"], "relu")
+            .Node("Sigmoid", ["a"], ["s"], "sigmoid")
+            .Node("Concat", ["r", second], ["c"], "concat", "", OnnxAttribute.Int("axis", 1))
+            .Node("Conv", ["c", "wb"], ["y"], "convB")
+            .Output("y", DataType.Float, "N", 5, 4, 4);
+
+        var twoPaths = Build("s").Build();
+        Assert.Equal("'c' holds its channels at two offsets", ChannelGroups.Find(twoPaths.Graph).Single(g => g.Seed.Name == "convA").Refusal);
+        var same = Build("r").Build();
+        Assert.Equal("'concat' concatenates its channels with themselves", ChannelGroups.Find(same.Graph).Single(g => g.Seed.Name == "convA").Refusal);
+    }
+
+    [Fact]
     public void A_group_read_by_an_op_it_cannot_follow_is_left_whole_with_the_reason()
     {
         var random = new Random(5);

@@ -395,9 +395,14 @@ public static class AttentionHeads
             var seen = new HashSet<string>(StringComparer.Ordinal);
             while (pending.TryPop(out var value))
             {
-                if (!seen.Add(value) || seen.Count > 64 || _graph.IsGraphOutput(value))
+                if (!seen.Add(value))
                 {
-                    return seen.Count <= 64 && !_graph.IsGraphOutput(value);
+                    continue; // reached again (a diamond in the arithmetic): its readers are checked already
+                }
+
+                if (seen.Count > 64 || _graph.IsGraphOutput(value))
+                {
+                    return false;
                 }
 
                 foreach (var reader in _graph.GetConsumers(value))

@@ -97,8 +97,12 @@ public sealed class ChannelGroup
             }
         }
 
-        // A fused q/k/v projection couples its weight three times along one axis, at disjoint offsets: allowed.
-        return Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1 && !Disjoint(g.ToList())) ? "an initializer is coupled to the group twice" : null;
+        // A fused q/k/v projection couples its weight (and bias) three times along one axis, at disjoint offsets: allowed
+        // for a head group's producers. A consumer reading the group twice (a Concat of it with itself) stays refused:
+        // each slice would refit the whole weight from its own copy, the second undoing the first.
+        return Slices.GroupBy(s => (s.Initializer, s.Axis)).Any(g => g.Count() > 1 && !(Heads && g.All(s => s.Role != SliceRole.Consumer) && Disjoint(g.ToList())))
+            ? "an initializer is coupled to the group twice"
+            : null;
     }
 
     private bool Disjoint(List<ChannelSlice> slices)

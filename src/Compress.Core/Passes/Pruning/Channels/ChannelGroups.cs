@@ -437,9 +437,15 @@ public static class ChannelGroups
             var name = OnnxGraph.Describe(node);
             var axis = node.Int("axis", 0);
             var channelAxis = member.Rank is { } rank ? (axis < 0 ? axis + rank : axis) == rank + FromEnd(member, node) : axis == -1;
-            if (!channelAxis || node.Input.Count(i => i == value) != 1)
+            if (!channelAxis)
             {
                 Refuse($"'{name}' concatenates its channels along another axis");
+                return;
+            }
+
+            if (node.Input.Count(i => i == value) != 1)
+            {
+                Refuse($"'{name}' concatenates its channels with themselves");
                 return;
             }
 

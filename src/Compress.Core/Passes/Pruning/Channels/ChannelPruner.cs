@@ -404,7 +404,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
             var removed = order.Take((int)(group.Channels - kept[i])).Order().ToArray();
             var models = new List<OnnxModel>();
-            for (var fold = 0; fold < fitted[0].Length; fold++)
+            for (var fold = 0; fold < (fitted.Count > 0 ? fitted[0].Length : 1); fold++)
             {
                 var model = new OnnxModel(context.Model.Proto.Clone());
                 fitted.ForEach(c => c[fold].Refit(model, removed));
