@@ -271,7 +271,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var total = zeros(group.Channels, ScalarType.Float64);
         foreach (var consumer in consumers)
         {
-            var (matrix, hessian) = (consumer.Matrix, consumer.DampedInputs);
+            var (matrix, hessian) = (consumer.Matrix, consumer.DampedInputs());
             var inverse = linalg.inv(hessian);
             var columns = consumer.ChannelColumns(group.Channels); // [C, b]
             var b = columns.shape[1];
@@ -339,7 +339,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         {
             using var scope = NewDisposeScope();
             _columns = consumer.ChannelColumns(channels).DetachFromDisposeScope();
-            _inverse = linalg.inv(consumer.DampedInputs).contiguous().DetachFromDisposeScope(); // LAPACK hands it column-major
+            _inverse = linalg.inv(consumer.DampedInputs()).contiguous().DetachFromDisposeScope(); // LAPACK hands it column-major
             _weights = consumer.Matrix.mm(consumer.Cross.t()).mm(_inverse).DetachFromDisposeScope();
             _energy = consumer.Matrix.mm(consumer.Inputs).mul(consumer.Matrix).sum().clamp_min(1e-30).item<double>();
         }
@@ -438,7 +438,6 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             Cross = _cross.narrow(0, 0, cols).narrow(1, 0, cols);
             var diagonal = Inputs.diagonal();
             Lambda = damping * diagonal.mean().item<double>() + 1e-12;
-            DampedInputs = Inputs.add(eye(cols, dtype: ScalarType.Float64).mul(Lambda));
         }
 
         public Tensor Matrix { get; }
@@ -448,7 +447,13 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         /// <summary>E[x xₒᵀ]: the current inputs against the original model's (E[x xᵀ] where they are the same).</summary>
         public Tensor Cross { get; }
 
-        public Tensor DampedInputs { get; }
+        /// <summary>E[x xᵀ] + λI, made when asked (a 640-channel 3×3 consumer's is 265 MB: not kept beside E[x xᵀ]).</summary>
+        public Tensor DampedInputs()
+        {
+            var damped = Inputs.clone();
+            damped.diagonal().add_(Lambda);
+            return damped;
+        }
 
         public double Lambda { get; }
 
@@ -631,7 +636,6 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             Matrix.Dispose();
             _augmented.Dispose();
             Inputs.Dispose();
-            DampedInputs.Dispose();
         }
     }
 }
