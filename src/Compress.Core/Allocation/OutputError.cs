@@ -31,8 +31,7 @@ internal sealed class OutputError : IDisposable
     private readonly int _count;
     private readonly Tensor _reference;
     private readonly bool _readout;
-    private bool _heldOut;
-    private int _judged; // HeldOut calls, and those judged in-sample
+    private int _judged; // HeldOut calls, and those judged in-sample (held out where fewer)
     private int _inSample;
 
     private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout)
@@ -47,7 +46,7 @@ internal sealed class OutputError : IDisposable
 
     /// <summary>"KL of the class scores 'logits' on 512 calibration samples" (for notes).</summary>
     public string Describe() =>
-        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_heldOut ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}{(_heldOut && _inSample > 0 ? $"; {_inSample:N0} of {_judged:N0} choices judged in-sample (their consumers' inputs do not put the samples first), which favours cutting those groups" : "")}";
+        $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_inSample < _judged ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}{(_inSample < _judged && _inSample > 0 ? $"; {_inSample:N0} of {_judged:N0} choices judged in-sample (their consumers' inputs do not put the samples first), which favours cutting those groups" : "")}";
 
     /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
     public static OutputError Of(CompressionContext context)
@@ -97,7 +96,6 @@ internal sealed class OutputError : IDisposable
             return Compare(fittedOnEven); // the output's first axis is not the samples: no folds to tell apart
         }
 
-        _heldOut = true;
         var shape = new long[] { _count }.Concat(Enumerable.Repeat(1L, (int)fittedOnEven.dim() - 1)).ToArray();
         return Compare(where(odd.reshape(shape), fittedOnEven, fittedOnOdd));
     }
@@ -132,7 +130,8 @@ internal sealed class OutputError : IDisposable
         var x = Run(model, _data, _count, gemm.Input[0]).to_type(ScalarType.Float64);
         x = cat([x.reshape(x.shape[0], -1), ones(x.shape[0], 1, ScalarType.Float64)], 1);
         var target = _reference.reshape(x.shape[0], -1);
-        var (xf, tf) = fold is { } f ? (x.index_select(0, arange(f, x.shape[0], 2, ScalarType.Int64)), target.index_select(0, arange(f, x.shape[0], 2, ScalarType.Int64))) : (x, target);
+        var samples = fold is { } f ? arange(f, x.shape[0], 2, ScalarType.Int64) : null;
+        var (xf, tf) = samples is null ? (x, target) : (x.index_select(0, samples), target.index_select(0, samples));
         var full = cat([w, bias.unsqueeze(1)], 1); // [out, in + 1]
         var h = xf.t().mm(xf).div(xf.shape[0]);
         var lambda = Ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;

@@ -102,7 +102,7 @@ public static class AttentionHeads
 
             if (Heads(_block.Q) is null || Heads(_block.K) is null || Heads(_block.V) is null)
             {
-                var unknown = new[] { _block.Q, _block.K, _block.V }.First(b => Heads(b) is null);
+                var unknown = Branches.First(b => Heads(b) is null);
                 Refuse($"the head count of '{OnnxGraph.Describe(unknown.Split)}' is not a constant the engine can find");
                 return _group;
             }
@@ -122,7 +122,7 @@ public static class AttentionHeads
                 return _group;
             }
 
-            var transposes = new[] { _block.Q, _block.K, _block.V }.SelectMany(b => b.Path).Concat(_block.Back).Where(n => n.OpType == "Transpose");
+            var transposes = Branches.SelectMany(b => b.Path).Concat(_block.Back).Where(n => n.OpType == "Transpose");
             if (transposes.FirstOrDefault(t => Perm(t) is null) is { } bad)
             {
                 Refuse($"the perm of '{OnnxGraph.Describe(bad)}' is not a permutation of the {(_rank == 4 ? "four" : "three")} axes");
@@ -133,7 +133,7 @@ public static class AttentionHeads
             // with B·H as one axis: Q and V [T, B·H, D] to [B·H, T, D], K to [B·H, D, T], the context back to [T, B·H, D].
             long[] heads = _rank == 4 ? [0, 2, 1, 3] : [1, 0, 2];
             if (!Layout(_block.Q, heads) || !Layout(_block.K, _rank == 4 ? [0, 2, 3, 1] : [1, 2, 0]) || !Layout(_block.V, heads)
-                || !Permutes(_block.Back, heads, _rank))
+                || !Permutes(_block.Back, heads))
             {
                 Refuse($"its Transposes do not put the heads on axis {_rank - 3} of the scores");
                 return _group;
@@ -191,7 +191,7 @@ public static class AttentionHeads
         /// <summary>The projection weight's axis of its output features (1 for MatMul; 0 for a Gemm with transB).</summary>
         private int FeatureAxis(AttentionBranch branch) => ChannelGroups.Produced(_graph, branch.Projection)!.Value.Axis;
 
-        private bool Layout(AttentionBranch branch, long[] expected) => Permutes(branch.Path.Where(n => n.OpType == "Transpose").ToList(), expected, _rank);
+        private bool Layout(AttentionBranch branch, long[] expected) => Permutes(branch.Path.Where(n => n.OpType == "Transpose").ToList(), expected);
 
         /// <summary>A Transpose's perm (the default reverses the axes) when it is a permutation of the block's axes, else null.</summary>
         private long[]? Perm(NodeProto transpose)
@@ -200,10 +200,16 @@ public static class AttentionHeads
             return perm.Length == _rank && perm.Order().SequenceEqual(Enumerable.Range(0, _rank).Select(i => (long)i)) ? perm : null;
         }
 
+        /// <summary>The axes of a value of the block's rank, unmoved.</summary>
+        private long[] Identity => Enumerable.Range(0, _rank).Select(i => (long)i).ToArray();
+
+        /// <summary>Where <paramref name="layout"/>'s axes are after <paramref name="transpose"/> (a permutation checked in Run): out[i] = in[perm[i]].</summary>
+        private long[] Moved(long[] layout, NodeProto transpose) => Perm(transpose)!.Select(p => layout[p]).ToArray();
+
         /// <summary>Whether the Transposes in order compose to <paramref name="expected"/> on a value of the block's rank.</summary>
-        private bool Permutes(List<NodeProto> transposes, long[] expected, int rank)
+        private bool Permutes(List<NodeProto> transposes, long[] expected)
         {
-            var total = Enumerable.Range(0, rank).Select(i => (long)i).ToArray();
+            var total = Identity;
             foreach (var transpose in transposes)
             {
                 if (Perm(transpose) is not { } perm)
@@ -486,15 +492,13 @@ public static class AttentionHeads
 
             // Along the path the head axis moves with each Transpose: [B, T, H, D] has it at 2, [T, B·H, D] at 1.
             value = branch.Split.Output[0];
-            var layout = Enumerable.Range(0, _rank).Select(i => (long)i).ToArray();
+            var layout = Identity;
             foreach (var node in branch.Path)
             {
-                Read(value, Array.IndexOf(layout, _rank - 2L), node, _rank);
+                Read(value, Array.IndexOf(layout, _rank - 2L), node);
                 if (node.OpType == "Transpose")
                 {
-                    var perm = Perm(node)!;
-                    var before = layout;
-                    layout = perm.Select(p => before[p]).ToArray();
+                    layout = Moved(layout, node);
                 }
                 else if (node.Input.Select(_graph.GetInitializer).FirstOrDefault(c => c is not null) is { } scale && OnnxElementTypes.ElementCount(scale.Dims) != 1)
                 {
@@ -505,7 +509,7 @@ public static class AttentionHeads
             }
 
             var reader = branch == _block.V ? _block.Context : _block.Scores;
-            Read(value, _rank - 3, reader, _rank);
+            Read(value, _rank - 3, reader);
         }
 
         /// <summary>
@@ -583,7 +587,7 @@ public static class AttentionHeads
             var value = _block.Scores.Output[0];
             foreach (var node in _block.Masking)
             {
-                Read(value, _rank - 3, node, _rank);
+                Read(value, _rank - 3, node);
                 foreach (var side in node.Input.Where(i => i != value))
                 {
                     Side(node, side);
@@ -592,7 +596,7 @@ public static class AttentionHeads
                 value = node.Output[0];
             }
 
-            Read(value, _rank - 3, _block.Softmax, _rank);
+            Read(value, _rank - 3, _block.Softmax);
             // Before opset 13 Softmax flattens its input to 2-D at 'axis' (default 1) and normalises the second part: axis 1
             // would normalise over heads and keys together, so removing a head would change the others' probabilities.
             var opset = _graph.GetOpsetVersion("") ?? 1;
@@ -608,11 +612,11 @@ public static class AttentionHeads
             value = _block.Softmax.Output[0];
             foreach (var node in _block.Probabilities)
             {
-                Read(value, _rank - 3, node, _rank);
+                Read(value, _rank - 3, node);
                 value = node.Output[0];
             }
 
-            Read(value, _rank - 3, _block.Context, _rank);
+            Read(value, _rank - 3, _block.Context);
         }
 
         /// <summary>An input added to (or scaling) the scores [B, H, T, T]: it must have one value for all heads, or a constant one per head.</summary>
@@ -648,18 +652,16 @@ public static class AttentionHeads
         private void Merge(long headSize)
         {
             var value = _block.Context.Output[0];
-            var layout = Enumerable.Range(0, _rank).Select(i => (long)i).ToArray(); // the context is [B, H, T, D] or [B·H, T, D]
+            var layout = Identity; // the context is [B, H, T, D] or [B·H, T, D]
             foreach (var transpose in _block.Back)
             {
-                Read(value, Array.IndexOf(layout, _rank - 3L), transpose, _rank);
-                var perm = Perm(transpose)!;
-                var before = layout;
-                layout = perm.Select(p => before[p]).ToArray();
+                Read(value, Array.IndexOf(layout, _rank - 3L), transpose);
+                layout = Moved(layout, transpose);
                 value = transpose.Output[0];
             }
 
             // [B, T, H, D] to [B, T, H·D] or to rows [B·T, H·D]; [T, B·H, D] to [T·B, H·D] (a Gemm's 2-D input).
-            Read(value, _rank - 2, _block.Merge, _rank);
+            Read(value, _rank - 2, _block.Merge);
             var width = ShapeEntries.Entry(_graph, _block.Merge, _rank - 2, _rank - 1, _sizes) ?? ShapeEntries.Entry(_graph, _block.Merge, 1, 2, _sizes);
             if (width is null || width.Value == 0 || (width.Value > 0 && width.Value != _heads * headSize))
             {
@@ -689,7 +691,7 @@ public static class AttentionHeads
         /// <paramref name="value"/> (rank <paramref name="rank"/>, heads on <paramref name="axis"/>) joins the group, read by
         /// <paramref name="expected"/> and otherwise only by Shape nodes whose Gathers or Slices pick other axes.
         /// </summary>
-        private void Read(string value, long axis, NodeProto expected, int rank) => Read(value, [expected], shape => ShapeReadersSkip(shape, axis, rank, last: false));
+        private void Read(string value, long axis, NodeProto expected) => Read(value, [expected], shape => ShapeReadersSkip(shape, axis, _rank, last: false));
 
         /// <summary>
         /// As <see cref="Read(string, long, NodeProto, int)"/> for x·W (+ b) and the merged context, heads on the last axis:

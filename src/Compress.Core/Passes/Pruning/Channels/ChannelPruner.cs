@@ -271,19 +271,25 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var total = zeros(group.Channels, ScalarType.Float64);
         foreach (var consumer in consumers)
         {
-            var (matrix, hessian) = (consumer.Matrix, consumer.DampedInputs());
-            var inverse = linalg.inv(hessian);
-            var columns = consumer.ChannelColumns(group.Channels); // [C, b]
-            var b = columns.shape[1];
-            var blocks = inverse.index_select(0, columns.flatten()).reshape(group.Channels, b, -1)
-                .gather(2, columns.unsqueeze(1).expand(-1, b, -1)); // [C, b, b]
-            var w = matrix.index_select(1, columns.flatten()).reshape(matrix.shape[0], group.Channels, b).permute(1, 0, 2); // [C, out, b]
-            var cost = w.bmm(linalg.inv(blocks)).mul(w).sum([1, 2]);
-            var energy = matrix.mm(consumer.Inputs).mul(matrix).sum().clamp_min(1e-30);
-            total.add_(cost.div(energy));
+            var inverse = linalg.inv(consumer.DampedInputs()).contiguous();
+            total.add_(BlockCosts(inverse, consumer.Matrix, consumer.ChannelColumns(group.Channels), consumer.Energy()));
         }
 
         return total;
+    }
+
+    /// <summary>
+    /// For each channel S (a row of <paramref name="columns"/>, [k, b]: its matrix columns) the OBS cost of removing its
+    /// inputs, Σ_rows w_S [(H⁻¹)_SS]⁻¹ w_Sᵀ, divided by <paramref name="energy"/>; the diagonal blocks are read in place
+    /// from the contiguous <paramref name="inverse"/>.
+    /// </summary>
+    private static Tensor BlockCosts(Tensor inverse, Tensor weights, Tensor columns, double energy)
+    {
+        var (k, b) = (columns.shape[0], columns.shape[1]);
+        var at = columns.unsqueeze(2).mul(inverse.shape[1]).add(columns.unsqueeze(1)); // flat positions of the diagonal blocks
+        var blocks = inverse.view(-1).index_select(0, at.flatten()).reshape(k, b, b);
+        var w = weights.index_select(1, columns.flatten()).reshape(weights.shape[0], k, b).permute(1, 0, 2); // [k, out, b]
+        return w.bmm(linalg.inv(blocks)).mul(w).sum([1, 2]).div(energy);
     }
 
     /// <summary>
@@ -341,20 +347,11 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             _columns = consumer.ChannelColumns(channels).DetachFromDisposeScope();
             _inverse = linalg.inv(consumer.DampedInputs()).contiguous().DetachFromDisposeScope(); // LAPACK hands it column-major
             _weights = consumer.Matrix.mm(consumer.Cross.t()).mm(_inverse).DetachFromDisposeScope();
-            _energy = consumer.Matrix.mm(consumer.Inputs).mul(consumer.Matrix).sum().clamp_min(1e-30).item<double>();
+            _energy = consumer.Energy();
         }
 
         /// <summary>The cost of removing each of the channels <paramref name="kept"/> next, as a fraction of the output energy.</summary>
-        public Tensor Costs(Tensor kept)
-        {
-            var b = _columns.shape[1];
-            var local = Rows(kept); // [k, b]
-            var k = local.shape[0];
-            var at = local.unsqueeze(2).mul(_inverse.shape[1]).add(local.unsqueeze(1)); // flat positions of the diagonal blocks
-            var blocks = _inverse.view(-1).index_select(0, at.flatten()).reshape(k, b, b);
-            var w = _weights.index_select(1, local.flatten()).reshape(_weights.shape[0], k, b).permute(1, 0, 2); // [k, out, b]
-            return w.bmm(linalg.inv(blocks)).mul(w).sum([1, 2]).div(_energy);
-        }
+        public Tensor Costs(Tensor kept) => BlockCosts(_inverse, _weights, Rows(kept), _energy);
 
         /// <summary>Removes channel <paramref name="channel"/>: the downdates above, its rows and columns then exactly zero.</summary>
         public void Remove(long channel)
@@ -456,6 +453,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         }
 
         public double Lambda { get; }
+
+        /// <summary>The consumer's output energy tr(W E[x xᵀ] Wᵀ), which the OBS costs are fractions of.</summary>
+        public double Energy() => Matrix.mm(Inputs).mul(Matrix).sum().clamp_min(1e-30).item<double>();
 
         /// <summary>
         /// Where measured with folds: the consumer as measured on the even calibration samples alone and on the odd alone

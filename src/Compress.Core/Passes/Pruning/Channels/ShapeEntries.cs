@@ -113,7 +113,7 @@ internal static class ShapeEntries
         switch (node.OpType)
         {
             case "Constant":
-                return node.Attribute.FirstOrDefault(a => a.Name == "value")?.T is { Dims.Count: <= 1 } t ? StaticShape.Int64s(t) : null;
+                return node.TensorValue("value") is { Dims.Count: <= 1 } t ? StaticShape.Int64s(t) : null;
             case "Cast":
                 return node.Int("to", 0) is (int)TensorProto.Types.DataType.Int64 or (int)TensorProto.Types.DataType.Int32 ? In(0) : null;
             case "Identity" or "Unsqueeze" or "Squeeze":
@@ -210,7 +210,7 @@ internal static class ShapeEntries
             return (1, null);
         }
 
-        var axes = unsqueeze.Input.Count > 1 ? (graph.GetInitializer(unsqueeze.Input[1]) is { } a ? StaticShape.Int64s(a) : null) : unsqueeze.Ints("axes");
+        var axes = StaticShape.UnsqueezeAxes(graph, unsqueeze);
         return axes is [_] && StaticShape.Of(graph, scalar, sizes) is { Length: 0 } ? (1, null) : null;
     }
 }

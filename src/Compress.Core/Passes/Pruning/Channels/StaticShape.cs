@@ -76,7 +76,7 @@ internal static class StaticShape
         switch (node.OpType)
         {
             case "Constant":
-                return node.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.Dims.Select(d => (long?)d).ToArray();
+                return node.TensorValue("value")?.Dims.Select(d => (long?)d).ToArray();
             case "Unsqueeze":
                 return UnsqueezeSizes(graph, node, In(0));
             case "Transpose":
@@ -181,7 +181,7 @@ internal static class StaticShape
 
     private static long?[]? UnsqueezeSizes(OnnxGraph graph, NodeProto node, long?[]? inner)
     {
-        var axes = node.Input.Count > 1 ? (graph.GetInitializer(node.Input[1]) is { } a ? Int64s(a) : null) : node.Ints("axes");
+        var axes = UnsqueezeAxes(graph, node);
         if (axes is null || inner is null)
         {
             return null;
@@ -271,8 +271,7 @@ internal static class StaticShape
     }
 
     /// <summary>Ops whose first output has the rank of their first input.</summary>
-    private static readonly HashSet<string> SameRank = ["LayerNormalization", "Softmax", "LogSoftmax", "Dropout", "Transpose", "Slice", "Gelu", "Clip",
-        "BatchNormalization", "InstanceNormalization", "LeakyRelu", "Elu", "Softplus", "HardSigmoid", "Celu", "Selu"];
+    private static readonly HashSet<string> SameRank = [.. KeepShape, "Transpose", "Slice"];
 
     /// <summary>
     /// A lower bound on the value's rank, or null: exact from the graph's inputs, outputs, value_info and constants,
@@ -345,7 +344,7 @@ internal static class StaticShape
         switch (node.OpType)
         {
             case "Constant":
-                return node.Attribute.FirstOrDefault(a => a.Name == "value")?.T?.Dims.Count;
+                return node.TensorValue("value")?.Dims.Count;
             case "MatMul":
                 return Of(0) is { } a and >= 2 && Of(1) is { } b and >= 2 ? Math.Max(a, b) : null;
             case "Gemm" or "Flatten":
@@ -353,7 +352,7 @@ internal static class StaticShape
             case "Gather":
                 return Of(0) is { } data && Of(1) is { } indices ? data + indices - 1 : null;
             case "Unsqueeze":
-                var axes = node.Input.Count > 1 ? (graph.GetInitializer(node.Input[1]) is { } t ? Int64s(t) : null) : node.Ints("axes");
+                var axes = UnsqueezeAxes(graph, node);
                 return axes is not null && Of(0) is { } inner ? inner + axes.Length : null;
             case "Reshape":
                 return node.Input.Count > 1 && graph.GetInitializer(node.Input[1]) is { Dims.Count: 1 } shape ? (int)shape.Dims[0] : null;
@@ -361,6 +360,10 @@ internal static class StaticShape
                 return null;
         }
     }
+
+    /// <summary>An Unsqueeze's (or Squeeze's) axes: its constant second input from opset 13, its attribute before; null when not constant.</summary>
+    internal static long[]? UnsqueezeAxes(OnnxGraph graph, NodeProto node) =>
+        node.Input.Count > 1 ? (graph.GetInitializer(node.Input[1]) is { } axes ? Int64s(axes) : null) : node.Ints("axes");
 
     /// <summary>The values of a small embedded int64 or int32 constant, or null for other types and external data.</summary>
     public static long[]? Int64s(TensorProto tensor)
