@@ -10,12 +10,14 @@ namespace Compress.Core.Evaluation;
 /// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension).
 /// QDQ nodes around a quantized op do not change its count, and quantized operators count as their float op:
 /// MatMulNBits, DynamicQuantizeMatMul (both written by the engine), MatMulInteger, QLinearMatMul as MatMul; ConvInteger,
-/// QLinearConv as Conv. Other fused or quantized forms (QGemm, FusedConv, FusedMatMul, MatMulIntegerToFloat) are not counted.
+/// QLinearConv as Conv. ONNX Runtime's fused com.microsoft.Attention counts as the MatMuls it stands for: the packed q|k|v
+/// projection, Q·Kᵀ and the probabilities times V. Other fused or quantized forms (QGemm, FusedConv, FusedMatMul,
+/// MatMulIntegerToFloat) are not counted.
 /// </summary>
 public static class FlopCount
 {
     /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
-    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv"];
+    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention"];
 
     /// <summary>What the count depends on besides the data: the counted nodes, their inputs and the shapes of their weights.</summary>
     public static string Signature(OnnxModel model)
@@ -32,7 +34,8 @@ public static class FlopCount
     {
         var graph = model.Graph;
         var counts = new Dictionary<string, long>(StringComparer.Ordinal);
-        var nodes = graph.Nodes.Where(n => Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) || n.Domain == "com.microsoft")).ToList();
+        // ONNX's own Attention (opset 23, separate q, k, v) is not the contrib op: not counted.
+        var nodes = graph.Nodes.Where(n => Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) ? n.OpType != "Attention" : n.Domain == "com.microsoft")).ToList();
         if (nodes.Count == 0)
         {
             return counts;
@@ -45,10 +48,23 @@ public static class FlopCount
         foreach (var node in nodes)
         {
             var size = shapes[node.Output[0]].Aggregate(1L, (a, b) => a * b);
-            counts[node.Output[0]] = size * Inner(graph, node, shapes);
+            counts[node.Output[0]] = node.OpType == "Attention" ? Attention(graph, node, shapes) : size * Inner(graph, node, shapes);
         }
 
         return counts;
+    }
+
+    /// <summary>
+    /// com.microsoft.Attention on x [B, S, C_in] with weights [C_in, C_q + C_k + C_v]: x·W is B·S·C_in·(C_q + C_k + C_v),
+    /// Q·Kᵀ over all heads B·S·S·C_q, the probabilities times V B·S·S·C_v (without past state, keys are the S inputs).
+    /// </summary>
+    private static long Attention(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)
+    {
+        var x = shapes[node.Input[0]];
+        var w = graph.GetInitializer(node.Input[1])?.Dims.ToArray() ?? shapes[node.Input[1]];
+        var sizes = node.Ints("qkv_hidden_sizes") ?? [w[^1] / 3, w[^1] / 3, w[^1] / 3];
+        var (rows, length) = (x[0] * x[1], x[1]);
+        return rows * (w[0] * w[^1] + length * (sizes[0] + sizes[^1]));
     }
 
     private static long Inner(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)

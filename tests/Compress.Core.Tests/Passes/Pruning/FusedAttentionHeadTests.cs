@@ -15,7 +15,7 @@ namespace Compress.Core.Tests.Passes.Pruning;
 /// (tests/fixtures/attention, made by eng/fixtures/make_fused_attention.py): nn.TransformerEncoder (in_proj as one
 /// MatMul + bias, three Slices with bounds computed from its Shape, Reshapes to [T, B·H, D] whose B·H is a run-time
 /// size times the constant H, out_proj a Gemm with transB), the same exported with static shapes, and a GPT-2 block
-/// (c_attn then a Split with its sizes as an input, [B, T, H, D]); and q, k, v and o as Gemms with transB on [B·T, C] rows. Removing heads must give the original model with
+/// (c_attn then a Split with its sizes as an input, [B, T, H, D]; at opset 12 as its 'split' attribute); and q, k, v and o as Gemms with transB on [B·T, C] rows. Removing heads must give the original model with
 /// those heads' V columns and V bias zeroed, in ONNX Runtime, to float rounding.
 /// </summary>
 public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDirectoryTest
@@ -23,9 +23,9 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
     private const long Width = 64;
     private const long HeadSize = 16;
 
-    private static string Fixture(string name) => Path.Combine(TestData.RepoRoot, "tests", "fixtures", "attention", name);
+    internal static string Fixture(string name) => Path.Combine(TestData.RepoRoot, "tests", "fixtures", "attention", name);
 
-    private static OnnxModel Load(string name)
+    internal static OnnxModel Load(string name)
     {
         var model = OnnxModel.Load(Fixture(name));
         ConstantsToInitializers.Apply(model);
@@ -37,6 +37,7 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
     [InlineData("transformer_encoder.onnx", 2, 4)]
     [InlineData("transformer_encoder_static.onnx", 2, 2)]
     [InlineData("gpt2_block.onnx", 1, 3)]
+    [InlineData("gpt2_block_opset12.onnx", 1, 3)]
     [InlineData("gemm_attention.onnx", 1, 2)]
     public void Removing_heads_matches_the_original_with_those_heads_masked(string name, int blocks, int batch)
     {
@@ -106,6 +107,11 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
         ChannelSurgery.Remove(gpt2, group, [0, 1, 3]);
         var split = gpt2.Graph.Nodes.Single(n => n.OpType == "Split");
         Assert.Equal([48L, 48, 48], Longs(gpt2, split.Input[1]));
+
+        // Before opset 13 the sizes are the Split's attribute.
+        var opset12 = Load("gpt2_block_opset12.onnx");
+        ChannelSurgery.Remove(opset12, Assert.Single(ChannelGroups.Find(opset12.Graph), g => g.Heads), [0, 1, 3]);
+        Assert.Equal([48L, 48, 48], opset12.Graph.Nodes.Single(n => n.OpType == "Split").Ints("split")!);
 
         var encoder = Load("transformer_encoder.onnx");
         var first = ChannelGroups.Find(encoder.Graph).First(g => g.Heads);
@@ -185,7 +191,7 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
     private static long[] Longs(OnnxModel model, string name) => StaticShape.Int64s(model.Graph.GetInitializer(name)!)!;
 
     /// <summary>Zeroes heads' D columns (or entries) of one part of a fused weight: along <paramref name="axis"/>, from <paramref name="offset"/>.</summary>
-    private static void Mask(OnnxModel model, string weight, int axis, long[] heads, long offset)
+    internal static void Mask(OnnxModel model, string weight, int axis, long[] heads, long offset)
     {
         var tensor = model.Graph.GetInitializer(weight)!;
         var values = model.ToTorch(tensor);
@@ -197,7 +203,7 @@ public sealed class FusedAttentionHeadTests(ITestOutputHelper output) : TempDire
         model.ReplaceData(tensor, values.ToOnnx(weight));
     }
 
-    private static float AssertSameOutputs(OnnxModel expected, OnnxModel actual, int batch)
+    internal static float AssertSameOutputs(OnnxModel expected, OnnxModel actual, int batch)
     {
         var random = new Random(9);
         var x = Enumerable.Range(0, batch * 16 * (int)Width).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();

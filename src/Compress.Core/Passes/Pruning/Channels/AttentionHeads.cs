@@ -252,18 +252,16 @@ public static class AttentionHeads
                         return $"'{OnnxGraph.Describe(first)}' does not split the projection into q, k and v";
                     }
 
-                    if (first.Attribute.Any(a => a.Name == "split"))
-                    {
-                        return $"the sizes of '{OnnxGraph.Describe(first)}' are an attribute (before opset 13), which the engine does not rewrite";
-                    }
-
                     if (!LastAxis(source, first.Int("axis", 0)))
                     {
                         return $"'{OnnxGraph.Describe(first)}' may not split the last axis";
                     }
 
-                    if (first.Input.Count > 1 && first.Input[1].Length > 0
-                        && (_graph.GetInitializer(first.Input[1]) is not { } sizes || StaticShape.Int64s(sizes) is not { } values || !values.SequenceEqual([_share, _share, _share])))
+                    // The sizes: an attribute before opset 13, an input since; or neither (equal parts).
+                    var given = first.Ints("split") ?? (first.Input.Count > 1 && first.Input[1].Length > 0
+                        ? (_graph.GetInitializer(first.Input[1]) is { } sizes ? StaticShape.Int64s(sizes) : null) ?? []
+                        : null);
+                    if (given is not null && !given.SequenceEqual([_share, _share, _share]))
                     {
                         return $"the sizes of '{OnnxGraph.Describe(first)}' are not three constant equal parts";
                     }
@@ -345,7 +343,11 @@ public static class AttentionHeads
             var first = chunks[0];
             if (first.OpType == "Split")
             {
-                if (first.Input.Count > 1 && first.Input[1].Length > 0)
+                if (first.Ints("split") is not null)
+                {
+                    _group.AttributeFixes.Add(new AttributeFix(first, "split", [headSize, headSize, headSize]));
+                }
+                else if (first.Input.Count > 1 && first.Input[1].Length > 0)
                 {
                     var sizes = _graph.GetInitializer(first.Input[1])!;
                     for (var part = 0; part < 3; part++)

@@ -24,10 +24,17 @@ public enum SliceRole
 public sealed record ChannelSlice(string Initializer, NodeProto Node, int Axis, long Offset, long Stride, SliceRole Role);
 
 /// <summary>
-/// A change besides slicing that removing channels needs: a depthwise Conv's <c>group</c>, or the feature count of a
-/// Reshape's shape constant — each lowered by the removed channels times <see cref="PerChannel"/>.
+/// A change besides slicing that removing channels needs: the feature count of a Reshape's shape constant, lowered by
+/// the removed channels times <see cref="PerChannel"/>.
 /// </summary>
-public sealed record ChannelFix(NodeProto Node, string? ShapeInitializer, int ShapeIndex, long PerChannel);
+public sealed record ChannelFix(NodeProto Node, string ShapeInitializer, int ShapeIndex, long PerChannel);
+
+/// <summary>
+/// An integer attribute that counts the group's channels: a depthwise Conv's <c>group</c>, com.microsoft.Attention's
+/// <c>num_heads</c> and <c>qkv_hidden_sizes</c>, a Split's <c>split</c> sizes (before opset 13). Entry i (the one value
+/// of an int attribute) is lowered by the removed channels times <c>PerChannel[i]</c>.
+/// </summary>
+public sealed record AttributeFix(NodeProto Node, string Name, long[] PerChannel);
 
 /// <summary>
 /// A count in a constant shape that removing attention heads lowers: entry <see cref="Element"/> of the constant
@@ -64,6 +71,8 @@ public sealed class ChannelGroup
     public List<ChannelSlice> Slices { get; } = [];
 
     public List<ChannelFix> Fixes { get; } = [];
+
+    public List<AttributeFix> AttributeFixes { get; } = [];
 
     /// <summary>Shape constants rewritten for an attention-head group.</summary>
     public List<ShapeFix> ShapeFixes { get; } = [];

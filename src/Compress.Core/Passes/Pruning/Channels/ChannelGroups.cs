@@ -10,7 +10,8 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// with broadcast constants, depthwise Conv) tie their input and output channels; all non-constant inputs of an
 /// element-wise op (a residual Add) share one channel set; a Concat along the channel axis shifts the channels by the
 /// inputs before it; a Flatten or 2-D Reshape into a Gemm/MatMul maps channel c to features [c·HW, (c+1)·HW). The q/k/v
-/// projections of multi-head attention form one group of heads instead (<see cref="AttentionHeads"/>). Anything else
+/// projections of multi-head attention form one group of heads instead (<see cref="AttentionHeads"/>), and so does
+/// ONNX Runtime's fused com.microsoft.Attention (<see cref="ContribAttentionHeads"/>). Anything else
 /// that reads or writes the channels — a graph input or output, a Transpose, a Softmax — leaves the group whole, with
 /// the reason.
 /// </summary>
@@ -34,20 +35,33 @@ public static class ChannelGroups
         var seen = new HashSet<NodeProto>(ReferenceEqualityComparer.Instance);
         var order = graph.TopologicalOrder();
         var heads = new Dictionary<NodeProto, ChannelGroup>(ReferenceEqualityComparer.Instance);
-        foreach (var attention in AttentionHeads.Find(graph, order))
+        foreach (var attention in AttentionHeads.Find(graph, order).Concat(ContribAttentionHeads.Find(graph, order)))
         {
             attention.Producers.ForEach(p => heads.TryAdd(p, attention));
         }
 
         foreach (var node in order)
         {
-            if (seen.Contains(node) || Produced(graph, node) is not { } produced)
+            if (seen.Contains(node))
             {
                 continue;
             }
 
-            // A q/k/v projection of multi-head attention: its group is the block's heads.
-            var group = heads.TryGetValue(node, out var block) ? block : new Analysis(graph, node, produced).Run();
+            // A q/k/v projection of multi-head attention (or a fused com.microsoft.Attention): its group is the block's heads.
+            ChannelGroup group;
+            if (heads.TryGetValue(node, out var block))
+            {
+                group = block;
+            }
+            else if (Produced(graph, node) is { } produced)
+            {
+                group = new Analysis(graph, node, produced).Run();
+            }
+            else
+            {
+                continue;
+            }
+
             seen.UnionWith(group.Producers);
             groups.Add(group);
         }
@@ -405,7 +419,7 @@ public static class ChannelGroups
                     _group.Slices.Add(new ChannelSlice(node.Input[2], node, 0, member.Offset, 1, SliceRole.Parameter));
                 }
 
-                _group.Fixes.Add(new ChannelFix(node, null, 0, 1));
+                _group.AttributeFixes.Add(new AttributeFix(node, "group", [1]));
                 _forward.Add(node);
                 _backward.Add(node);
                 Join(node.Input[0], member);
@@ -543,9 +557,9 @@ public static class ChannelGroups
                 return;
             }
 
-            foreach (var fix in _group.Fixes.Where(f => f.ShapeInitializer is not null))
+            foreach (var fix in _group.Fixes)
             {
-                if (_graph.GetConsumers(fix.ShapeInitializer!).Count != 1)
+                if (_graph.GetConsumers(fix.ShapeInitializer).Count != 1)
                 {
                     Refuse($"the shape constant '{fix.ShapeInitializer}' is shared");
                     return;

@@ -146,6 +146,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     internal static List<ChannelGroup> Prunable(OnnxGraph graph, SpecStep step, List<string> left)
     {
         var selected = new HashSet<NodeProto>(WeightSelection.Select(graph, step).Select(u => u.Node), ReferenceEqualityComparer.Instance);
+        // com.microsoft.Attention projects q, k and v by a MatMul inside the op: a step that selects MatMuls selects it.
+        selected.UnionWith(graph.Nodes.Where(n => ContribAttentionHeads.Is(n) && step.OpTypes.Contains("MatMul") && WeightSelection.Matches(n, step)));
         var chosen = new List<ChannelGroup>();
         foreach (var group in ChannelGroups.Find(graph))
         {

@@ -8,8 +8,8 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// <summary>
 /// Physical removal of a group's channels (algorithms.md §14): every slice of the group loses the removed channels'
 /// elements — Conv W rows and the next Conv's W columns, biases, BatchNorm's scale/B/mean/var, Gemm rows or columns
-/// by transB, broadcast constants, depthwise filters — a depthwise Conv's <c>group</c> and a Reshape's feature count
-/// are lowered to match, an attention group's head counts, merged width and split sizes are rewritten (<see cref="ShapeFix"/>), and
+/// by transB, broadcast constants, depthwise filters — the attributes that count them (a depthwise Conv's <c>group</c>,
+/// com.microsoft.Attention's <c>num_heads</c>, a Split's <c>split</c>) and a Reshape's feature count are lowered to match, an attention group's head counts, merged width and split sizes are rewritten (<see cref="ShapeFix"/>), and
 /// value_info for the reshaped values is dropped (ONNX Runtime infers it again).
 /// </summary>
 public static class ChannelSurgery
@@ -43,15 +43,23 @@ public static class ChannelSurgery
             initializer.Dims.Add(cut.shape);
         }
 
-        foreach (var fix in group.Fixes)
+        foreach (var fix in group.AttributeFixes)
         {
-            if (fix.ShapeInitializer is null)
+            var attribute = fix.Node.Attribute.First(a => a.Name == fix.Name);
+            if (attribute.Type == AttributeProto.Types.AttributeType.Int)
             {
-                var attribute = fix.Node.Attribute.First(a => a.Name == "group");
-                attribute.I -= removed.Length * fix.PerChannel;
+                attribute.I -= removed.Length * fix.PerChannel[0];
                 continue;
             }
 
+            for (var i = 0; i < attribute.Ints.Count; i++)
+            {
+                attribute.Ints[i] -= removed.Length * fix.PerChannel[i];
+            }
+        }
+
+        foreach (var fix in group.Fixes)
+        {
             var shape = graph.GetInitializer(fix.ShapeInitializer)!;
             long[] dims;
             using (var data = model.OpenTensorData(shape))
