@@ -311,6 +311,12 @@ namespace Compress.Spec
         /// guard keeps quantized regions float where that is faster, and refuses to ship a model past the ratio.
         /// </summary>
         public double? MaxLatencyRatio { get; set; }
+
+        /// <summary>Where each constraint the spec sets is written (its key's line and column), for errors found later.</summary>
+        public Dictionary<string, (int Line, int Column)> Positions { get; } = new Dictionary<string, (int Line, int Column)>();
+
+        /// <summary>The line and column of constraint <paramref name="key"/>, or (1, 1) when it was not read from a file.</summary>
+        public (int Line, int Column) At(string key) => Positions.TryGetValue(key, out var at) ? at : (1, 1);
     }
 
     public sealed class SpecTarget

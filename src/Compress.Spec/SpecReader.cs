@@ -138,6 +138,11 @@ namespace Compress.Spec
                         MinSqnrDb = OptionalNumber(constraints, "minSqnrDb", -100, 200),
                         MaxLatencyRatio = OptionalNumber(constraints, "maxLatencyRatio", 0.05, 100),
                     };
+                    foreach (var member in constraints.Members)
+                    {
+                        spec.Constraints.Positions[member.Key] = (member.Line, member.Column);
+                    }
+
                     if (spec.Constraints.MaxLatencyRatio != null && spec.Evaluation == null && spec.Calibration == null)
                     {
                         throw Error(SpecCodes.Inconsistent, constraints["maxLatencyRatio"]!,

@@ -93,7 +93,7 @@ public sealed class ChannelAllocation
         var graph = context.Model.Graph;
         var groups = new List<GroupChoices>();
         var found = ChannelPruner.Prunable(graph, prune, []);
-        using var output = OutputError.Of(context);
+        using var output = OutputError.Of(context, prune.Damping);
         for (var i = 0; i < found.Count; i++)
         {
             var group = found[i];

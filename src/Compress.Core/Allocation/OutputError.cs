@@ -31,12 +31,13 @@ internal sealed class OutputError : IDisposable
     private readonly int _count;
     private readonly Tensor _reference;
     private readonly bool _readout;
+    private readonly double _ridge;
     private int _judged; // HeldOut calls, and those judged in-sample (held out where fewer)
     private int _inSample;
 
-    private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout)
+    private OutputError(CalibrationSet data, int count, string output, OutputKind kind, Tensor reference, bool readout, double ridge)
     {
-        (_data, _count, Output, Kind, _reference, _readout) = (data, count, output, kind, reference, readout);
+        (_data, _count, Output, Kind, _reference, _readout, _ridge) = (data, count, output, kind, reference, readout, ridge);
     }
 
     /// <summary>The value compared (the judged output, or the logits before its Softmax).</summary>
@@ -49,7 +50,8 @@ internal sealed class OutputError : IDisposable
         $"{(Kind == OutputKind.ClassScores ? "KL divergence of the class scores" : "relative squared error of")} '{Output}' against the dense model on {_count:N0} calibration samples{(_readout ? ", its Gemm refitted" : "")}{(_inSample < _judged ? ", held out (each refit fitted on the even or the odd samples, judged on the others)" : "")}{(_inSample < _judged && _inSample > 0 ? $"; {_inSample:N0} of {_judged:N0} choices judged in-sample (their consumers' inputs do not put the samples first), which favours cutting those groups" : "")}";
 
     /// <summary>The reference: the model in <paramref name="context"/> as it is now, on its calibration data.</summary>
-    public static OutputError Of(CompressionContext context)
+    /// <param name="damping">The prune step's damping: the readout is refitted with the ridge the pruner refits with.</param>
+    public static OutputError Of(CompressionContext context, double damping)
     {
         var (_, output) = Passes.Finetune.DistillationData.Logits(context);
         var data = context.Calibration;
@@ -61,7 +63,8 @@ internal sealed class OutputError : IDisposable
         }
 
         var kind = OutputKinds.Classify(reference.shape, count, maskedSequence: false);
-        return new OutputError(data, count, output, kind, reference, IsReadout(context.Model, output) is not null);
+        return new OutputError(data, count, output, kind, reference, IsReadout(context.Model, output) is not null,
+            Passes.Pruning.Channels.ChannelPruner.RefitRidge(damping));
     }
 
     /// <summary>The output error of <paramref name="model"/> against the reference (0 when identical), in-sample.</summary>
@@ -134,7 +137,7 @@ internal sealed class OutputError : IDisposable
         var (xf, tf) = samples is null ? (x, target) : (x.index_select(0, samples), target.index_select(0, samples));
         var full = cat([w, bias.unsqueeze(1)], 1); // [out, in + 1]
         var h = xf.t().mm(xf).div(xf.shape[0]);
-        var lambda = Ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;
+        var lambda = _ridge * h.diagonal().narrow(0, 0, w.shape[1]).mean().item<double>() + 1e-12;
         var a = h.add(eye(h.shape[0], dtype: ScalarType.Float64).mul(lambda));
         var rhs = xf.t().mm(tf).div(xf.shape[0]).add(full.t().mul(lambda));
         var refitted = linalg.solve(a, rhs); // [in + 1, out]
@@ -145,9 +148,6 @@ internal sealed class OutputError : IDisposable
     private static Onnx.Proto.NodeProto? IsReadout(OnnxModel model, string output) =>
         model.Graph.GetProducer(output) is { OpType: "Gemm" } gemm && string.IsNullOrEmpty(gemm.Domain) && gemm.Int("transA", 0) == 0
         && gemm.Float("alpha", 1) == 1 && gemm.Float("beta", 1) == 1 && model.Graph.GetInitializer(gemm.Input[1]) is not null ? gemm : null;
-
-    /// <summary>The readout refit's ridge as a fraction of its inputs' mean square: the pruner's (damping 0.01 × 10).</summary>
-    private const double Ridge = 0.1;
 
     private static Tensor Run(OnnxModel model, CalibrationSet data, int count, string output)
     {

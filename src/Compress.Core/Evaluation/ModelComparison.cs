@@ -93,7 +93,7 @@ public static class ModelComparison
     }
 
     /// <summary>The data of a <c>[N, T]</c> model input named like an attention mask, if there is one.</summary>
-    private static NpyArray? AttentionMask(CalibrationSet data) =>
+    internal static NpyArray? AttentionMask(CalibrationSet data) =>
         data.Inputs.Where(p => p.Key.Contains("mask", StringComparison.OrdinalIgnoreCase) && p.Value.Shape.Length == 2)
             .Select(p => p.Value).FirstOrDefault();
 

@@ -20,6 +20,11 @@ public static class FidelityGate
     public const double CosineFloor = 0.95;
     public const double CosineClose = 0.99;
 
+    /// <summary>The constraints that need class scores, and why.</summary>
+    private static readonly (string Key, string Why) MaxAccuracyDrop = ("maxAccuracyDrop", "accuracy needs a class-score output [N, C] and labels");
+
+    private static readonly (string Key, string Why) MinAgreement = ("minAgreement", "agreement needs a class axis at least 2 wide; use minCosine or minSqnrDb");
+
     public static bool HasFidelityConstraint(SpecConstraints c) =>
         c.MaxAccuracyDrop is not null || c.MinAgreement is not null || c.MinCosine is not null || c.MinSqnrDb is not null;
 
@@ -30,19 +35,19 @@ public static class FidelityGate
         var results = new List<ConstraintResult>();
         if (limits.MaxAccuracyDrop is { } drop)
         {
-            var measured = metrics.AccuracyDrop ?? throw Unmeasurable(spec, metrics, "maxAccuracyDrop", "accuracy needs a class-score output [N, C] and labels");
+            var measured = metrics.AccuracyDrop ?? throw Unmeasurable(spec, metrics.Output, OutputKinds.Name(metrics.Kind), MaxAccuracyDrop);
             results.Add(new ConstraintResult("maxAccuracyDrop", drop, measured, measured <= drop + 1e-12));
         }
 
         if (limits.MinAgreement is { } agreement)
         {
-            var measured = metrics.Agreement ?? throw Unmeasurable(spec, metrics, "minAgreement", "agreement needs a class axis at least 2 wide; use minCosine or minSqnrDb");
+            var measured = metrics.Agreement ?? throw Unmeasurable(spec, metrics.Output, OutputKinds.Name(metrics.Kind), MinAgreement);
             results.Add(new ConstraintResult("minAgreement", agreement, measured, measured >= agreement));
         }
 
         if (limits.MinCosine is { } cosine)
         {
-            var measured = metrics.MeanCosine ?? throw Unmeasurable(spec, metrics, "minCosine", "the output produced no samples");
+            var measured = metrics.MeanCosine ?? throw Unmeasurable(spec, metrics.Output, OutputKinds.Name(metrics.Kind), ("minCosine", "the output produced no samples"));
             results.Add(new ConstraintResult("minCosine", cosine, measured, measured >= cosine));
         }
 
@@ -141,9 +146,30 @@ public static class FidelityGate
         return string.Join(", ", parts);
     }
 
-    private static CompressException Unmeasurable(CompressionSpec spec, ComparisonMetrics metrics, string constraint, string why) =>
-        CompressException.Error(SpecCodes.Inconsistent,
-            $"constraints.{constraint} cannot be measured on output '{metrics.Output}' ({OutputKinds.Name(metrics.Kind)}): {why}", spec.File, 1, 1);
+    /// <summary>
+    /// Before any step: a constraint that needs class scores (agreement, accuracy) on an output whose declared shape
+    /// already makes it features (<see cref="OutputKinds.Declared"/>, or the spec's metric) is a spec error at once, not
+    /// after the whole compression.
+    /// </summary>
+    /// <param name="kind">The judged output's kind as far as it is known before a run (null: decided by the run).</param>
+    /// <param name="shape">The output's declared shape, for the message.</param>
+    public static void CheckMeasurable(CompressionSpec spec, string output, OutputKind? kind, string shape)
+    {
+        var limits = spec.Constraints;
+        var needsClasses = limits.MaxAccuracyDrop is not null ? MaxAccuracyDrop : limits.MinAgreement is not null ? MinAgreement : default;
+        if (kind == OutputKind.Features && needsClasses.Key is not null)
+        {
+            throw Unmeasurable(spec, output, $"{OutputKinds.Name(OutputKind.Features)}, declared {shape}", needsClasses);
+        }
+    }
+
+    /// <param name="kind">The output's kind as the message gives it.</param>
+    private static CompressException Unmeasurable(CompressionSpec spec, string output, string kind, (string Key, string Why) constraint)
+    {
+        var (line, column) = spec.Constraints.At(constraint.Key);
+        return CompressException.Error(SpecCodes.Inconsistent,
+            $"constraints.{constraint.Key} cannot be measured on output '{output}' ({kind}): {constraint.Why}", spec.File, line, column);
+    }
 
     private static string Invariant(FormattableString text) => text.ToString(CultureInfo.InvariantCulture);
 }

@@ -28,5 +28,18 @@ public static class OutputKinds
         _ => OutputKind.Features,
     };
 
+    /// <summary>
+    /// The kind an output's declared shape (<paramref name="dims"/>: null for an axis whose size is symbolic) already
+    /// settles before any run — <see cref="OutputKind.Features"/> when no run-time shape could make it class scores (a
+    /// rank other than 2 or 3, an axis 1 wide where the classes would be, a masked sequence) — else null: decided at
+    /// run time by <see cref="Classify"/>.
+    /// </summary>
+    public static OutputKind? Declared(IReadOnlyList<long?> dims, bool maskedSequence) => dims.Count switch
+    {
+        2 when dims[1] is not < 2 => null,
+        3 when !maskedSequence && dims[2] is not < 2 => null,
+        _ => OutputKind.Features,
+    };
+
     public static string Name(OutputKind kind) => kind == OutputKind.ClassScores ? "class scores" : "features";
 }

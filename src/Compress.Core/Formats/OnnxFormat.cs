@@ -1,12 +1,16 @@
+using System.Globalization;
 using Compress.Core.Calibration;
 using Compress.Core.Diagnostics;
 using Compress.Core.Evaluation;
+using Compress.Core.Fidelity;
 using Compress.Core.Onnx;
+using Compress.Core.Onnx.Proto;
 using Compress.Core.Passes;
 using Compress.Core.Passes.Graph;
 using Compress.Core.Reports;
 using Compress.Spec;
 using Microsoft.ML.OnnxRuntime;
+using DataType = Compress.Core.Onnx.Proto.TensorProto.Types.DataType;
 
 namespace Compress.Core.Formats;
 
@@ -162,20 +166,10 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
         }
     }
 
-    /// <summary>Judges the output the spec names (an unknown name is a spec error at <c>data.evaluation</c>).</summary>
+    /// <summary>Judges the output the spec names (checked against the model when it was opened).</summary>
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
-    public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress)
-    {
-        try
-        {
-            return ModelComparison.Compare(_source.Original!, Model, _source.Data!, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
-        }
-        catch (UnknownOutputException e)
-        {
-            var at = spec.Evaluation;
-            throw CompressException.Error(SpecCodes.Inconsistent, $"data.evaluation.output: {e.Message}", spec.File, at?.Line ?? 1, at?.Column ?? 1);
-        }
-    }
+    public ComparisonMetrics Compare(DataSource data, CompressionSpec spec, Action<string> progress) =>
+        ModelComparison.Compare(_source.Original!, Model, _source.Data!, FidelityChoice.From(spec.Evaluation), originalOnDisk: true);
 
     /// <param name="data">The spec's evaluation data, as read when the model was opened.</param>
     public LatencyFigures MeasureLatency(DataSource data) =>
@@ -275,6 +269,34 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
     }
 
     /// <summary>
+    /// The output the comparison will judge, checked before any step: a name that is not a float output of the model is
+    /// a spec error at <c>data.evaluation.output</c>, and a constraint its declared shape can never measure (agreement
+    /// on a detection map <c>[N, 1, H, W]</c>) one at the constraint (<see cref="FidelityGate.CheckMeasurable"/>).
+    /// </summary>
+    private static void CheckJudgedOutput(OnnxModel original, CalibrationSet data, CompressionSpec spec)
+    {
+        var outputs = original.Proto.Graph.Output;
+        var floats = outputs.Where(o => o.Type?.TensorType?.ElemType == (int)DataType.Float).ToList();
+        var choice = FidelityChoice.From(spec.Evaluation);
+        if (choice.Output is { } named && floats.All(o => o.Name != named))
+        {
+            var at = spec.Evaluation!;
+            throw CompressException.Error(SpecCodes.Inconsistent,
+                $"data.evaluation.output: '{named}' is not a float32 output of the model (outputs: {string.Join(", ", outputs.Select(o => o.Name))})", spec.File, at.Line, at.Column);
+        }
+
+        var judged = floats.FirstOrDefault(o => choice.Output is null || o.Name == choice.Output);
+        if (judged?.Type.TensorType.Shape?.Dim is not { Count: > 0 } dims)
+        {
+            return; // no float output (the comparison says so) or no declared shape: its kind is known only when it runs
+        }
+
+        var declared = dims.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : (long?)null).ToList();
+        var kind = FidelityMetrics.KindFor(choice.Metric) ?? OutputKinds.Declared(declared, ModelComparison.AttentionMask(data) is not null);
+        FidelityGate.CheckMeasurable(spec, judged.Name, kind, $"[{string.Join(", ", declared.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?"))}]");
+    }
+
+    /// <summary>
     /// What every working copy of one model shares: the spec and the progress sink, and, read once, the original's
     /// interface and the evaluation data (the spec's evaluation data, else its calibration data), which is the
     /// calibration set too when the spec names no evaluation data. Calibration inputs synthesised from the source's
@@ -291,6 +313,11 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
             var evaluation = spec.Evaluation ?? spec.Calibration;
             var original = evaluation is null ? null : OnnxModel.LoadInterface(path);
             var data = evaluation is null ? null : CalibrationSet.Load(evaluation, original!, spec.File);
+            if (data is not null)
+            {
+                CheckJudgedOutput(original!, data, spec);
+            }
+
             // Without evaluation data the calibration set is the one evaluated on: loaded once, not twice. Synthesised
             // calibration (spec.Calibration null) never is: it could only tell how the model treats its own fantasies.
             var distilled = spec.SyntheticCalibration is { } synthetic

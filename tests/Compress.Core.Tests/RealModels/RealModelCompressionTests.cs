@@ -210,6 +210,49 @@ public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDi
         Assert.True(wrong.Diagnostic.Line == 1 && wrong.Diagnostic.Column > 10, $"{wrong.Diagnostic.Line},{wrong.Diagnostic.Column}"); // at data.evaluation
     }
 
+    /// <summary>
+    /// A constraint the judged output can never meet by its declared shape — agreement on pooled features [N, 64, 1, 1],
+    /// on a probability map [N, 1, H, W], on a speech probability [N, 1] — is a spec error at the constraint before any
+    /// step runs, not after the compression (74 s on det).
+    /// </summary>
+    [Theory]
+    [InlineData("featurizer", "[?, 64, 1, 1]")]
+    [InlineData("det", "[?, 1, ?, ?]")]
+    [InlineData("vad", "[?, 1]")]
+    public void Agreement_on_an_output_declared_as_features_is_refused_before_any_step(string model, string declared)
+    {
+        var (path, data) = Model(model);
+        var spec = SpecFiles.Load(Dir, $$"""
+        { "data": { "calibration": { "path": {{SpecFiles.Quote(data)}}, "samples": 16 } },
+          "steps": [ { "quantize": { "weights": "fp16" } } ],
+          "constraints": {
+            "minAgreement": 0.99 } }
+        """);
+        var progress = new List<string>();
+        var e = Assert.Throws<CompressException>(() => CompressionPipeline.Run(path, spec, Path.Combine(Dir, "out.onnx"), progress.Add, measureLatency: false));
+        output.WriteLine(e.Message);
+        Assert.Equal(Compress.Spec.SpecCodes.Inconsistent, e.Diagnostic.Code);
+        Assert.Contains($"constraints.minAgreement cannot be measured on output", e.Message);
+        Assert.Contains($"(features, declared {declared})", e.Message);
+        Assert.Equal((4, 5), (e.Diagnostic.Line, e.Diagnostic.Column)); // at "minAgreement"
+        Assert.DoesNotContain(progress, p => p.StartsWith("quantize", StringComparison.Ordinal));
+        Assert.False(File.Exists(Path.Combine(Dir, "out.onnx")));
+    }
+
+    /// <summary>What a declared shape settles before a run, and what only the run's shape can.</summary>
+    [Fact]
+    public void A_declared_shape_settles_features_only_where_no_run_could_give_class_scores()
+    {
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 64, 1, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 64], maskedSequence: true));
+        Assert.Null(OutputKinds.Declared([null, 10], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null, 6625], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null, null], maskedSequence: false));
+    }
+
     private static (string Model, string Data) Model(string name) => name switch
     {
         "featurizer" => (ThirdPartyModels.Featurizer, ThirdPartyModels.FeaturizerData),

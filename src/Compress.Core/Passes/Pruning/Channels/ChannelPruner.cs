@@ -420,6 +420,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     }
 
     /// <summary>A consumer of the group: its weight as [out, cols] (float64) and the XᵀX/n of its calibration inputs, with its bias as a last constant column.</summary>
+    /// <summary>A refit's ridge after a cut, as a fraction of its inputs' mean square, for the step's <paramref name="damping"/>.</summary>
+    internal static double RefitRidge(double damping) => damping * Consumer.RefitDamping;
+
     private sealed class Consumer : IDisposable
     {
         private readonly ChannelSlice _slice;
@@ -466,7 +469,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         public Consumer[]? Folds { get; private init; }
 
         /// <summary>The refit's ridge, in units of the scores' damping (10: on the Fashion CNN at 50%, 1 lost 0.5 point more, 100 lost 2).</summary>
-        private const double RefitDamping = 10;
+        internal const double RefitDamping = 10;
 
         /// <summary>
         /// Streams the consumer's calibration inputs from the model as it is now and, where <paramref name="original"/> is
