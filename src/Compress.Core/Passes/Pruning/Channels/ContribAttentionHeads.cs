@@ -146,6 +146,7 @@ public static class ContribAttentionHeads
             }
 
             var value = projection.Output[0];
+            group.Values.Add(value);
             if (add is not null)
             {
                 var bias = graph.GetInitializer(add.Input.First(n => graph.GetInitializer(n) is not null))!;
@@ -161,6 +162,7 @@ public static class ContribAttentionHeads
                 }
 
                 value = add.Output[0];
+                group.Values.Add(value);
             }
 
             if (ReadOnlyBy(graph, value, node) is { } reader)
