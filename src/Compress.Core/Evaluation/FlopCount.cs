@@ -11,13 +11,13 @@ namespace Compress.Core.Evaluation;
 /// QDQ nodes around a quantized op do not change its count, and quantized operators count as their float op:
 /// MatMulNBits, DynamicQuantizeMatMul (both written by the engine), MatMulInteger, QLinearMatMul as MatMul; ConvInteger,
 /// QLinearConv as Conv. ONNX Runtime's fused com.microsoft.Attention counts as the MatMuls it stands for: the packed q|k|v
-/// projection, Q·Kᵀ and the probabilities times V. Other fused or quantized forms (QGemm, FusedConv, FusedMatMul,
-/// MatMulIntegerToFloat) are not counted.
+/// projection, Q·Kᵀ and the probabilities times V; com.microsoft.MultiHeadAttention as its Q·Kᵀ and P·V. Other fused
+/// or quantized forms (QGemm, FusedConv, FusedMatMul, MatMulIntegerToFloat) are not counted.
 /// </summary>
 public static class FlopCount
 {
     /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
-    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention"];
+    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention", "MultiHeadAttention"];
 
     /// <summary>What the count depends on besides the data: the counted nodes, their inputs and the shapes of their weights.</summary>
     public static string Signature(OnnxModel model)
@@ -48,7 +48,12 @@ public static class FlopCount
         foreach (var node in nodes)
         {
             var size = shapes[node.Output[0]].Aggregate(1L, (a, b) => a * b);
-            counts[node.Output[0]] = node.OpType == "Attention" ? Attention(graph, node, shapes) : size * Inner(graph, node, shapes);
+            counts[node.Output[0]] = node.OpType switch
+            {
+                "Attention" => Attention(graph, node, shapes),
+                "MultiHeadAttention" => MultiHeadAttention(node, shapes),
+                _ => size * Inner(graph, node, shapes),
+            };
         }
 
         return counts;
@@ -65,6 +70,21 @@ public static class FlopCount
         var sizes = node.Ints("qkv_hidden_sizes") ?? [w[^1] / 3, w[^1] / 3, w[^1] / 3];
         var (rows, length) = (x[0] * x[1], x[1]);
         return rows * (w[0] * w[^1] + length * (sizes[0] + sizes[^1]));
+    }
+
+    /// <summary>
+    /// com.microsoft.MultiHeadAttention on query [B, S, C_q] and key [B, T, C_k] (its projections are counted as the
+    /// MatMuls they are): Q·Kᵀ over all heads B·S·T·C_q, the probabilities times V B·S·T·C_v (the output is [B, S, C_v]).
+    /// Packed or heads-first inputs are not counted.
+    /// </summary>
+    private static long MultiHeadAttention(NodeProto node, Dictionary<string, long[]> shapes)
+    {
+        if (node.Input.Count < 2 || !shapes.TryGetValue(node.Input[0], out var q) || !shapes.TryGetValue(node.Input[1], out var k) || q.Length != 3 || k.Length != 3)
+        {
+            return 0;
+        }
+
+        return q[0] * q[1] * k[1] * (q[2] + shapes[node.Output[0]][^1]);
     }
 
     private static long Inner(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)
