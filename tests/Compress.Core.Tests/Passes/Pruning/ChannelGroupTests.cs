@@ -146,6 +146,55 @@ public sealed class ChannelGroupTests
     }
 
     [Fact]
+    public void Resize_by_constant_scales_passes_channels_through_into_a_top_down_add()
+    {
+        // A feature pyramid's top-down path: y = convC(relu(resize(convA(x), ×2) + convB(x)))
+        var random = new Random(6);
+        var model = new GraphBuilder("fpn")
+            .Input("x", DataType.Float, "N", 3, 8, 8)
+            .Initializer("wa", Values(random, 6 * 3 * 9), 6, 3, 3, 3).Initializer("ba", Values(random, 6), 6)
+            .Initializer("wb", Values(random, 6 * 3 * 9), 6, 3, 3, 3).Initializer("bb", Values(random, 6), 6)
+            .Initializer("scales", new[] { 1f, 1f, 2f, 2f }, 4)
+            .Initializer("wc", Values(random, 4 * 6), 4, 6, 1, 1)
+            .Node("Conv", ["x", "wa", "ba"], ["a"], "convA", "", Pads(1), OnnxAttribute.Ints("strides", 2, 2))
+            .Node("Resize", ["a", "", "scales"], ["u"], "up", "", OnnxAttribute.String("mode", "nearest"))
+            .Node("Conv", ["x", "wb", "bb"], ["b"], "convB", "", Pads(1))
+            .Node("Add", ["u", "b"], ["s"], "add")
+            .Node("Relu", ["s"], ["s1"], "relu")
+            .Node("Conv", ["s1", "wc"], ["y"], "convC")
+            .Output("y", DataType.Float, "N", 4, 8, 8)
+            .Build();
+
+        var group = Assert.Single(ChannelGroups.Find(model.Graph), g => g.Refusal is null);
+        Assert.Equal(["convA", "convB"], group.Producers.Select(OnnxGraph.Describe).Order());
+        AssertPrunedMatchesMasked(model, group, [0, 2, 3], [("wc", 1, 1)], "ba", "bb");
+        Assert.Equal([1f, 1f, 2f, 2f], model.ToTorch(model.Graph.GetInitializer("scales")!).data<float>().ToArray()); // the scales stay as they were
+    }
+
+    [Theory]
+    [InlineData("sizes", "sets its output sizes")]
+    [InlineData("channel scale", "scales the batch or channel axis")]
+    public void A_resize_that_names_the_channel_count_or_scales_it_leaves_the_group_whole(string form, string reason)
+    {
+        var random = new Random(7);
+        var builder = new GraphBuilder("resize")
+            .Input("x", DataType.Float, 1, 3, 4, 4)
+            .Initializer("w", Values(random, 6 * 3), 6, 3, 1, 1)
+            .Initializer("w2", Values(random, 6 * 6), 6, 6, 1, 1);
+        builder = form == "sizes"
+            ? builder.Initializer("sizes", new[] { 1L, 6, 8, 8 }, 4).Node("Resize", ["c", "", "", "sizes"], ["u"], "up")
+            : builder.Initializer("scales", new[] { 1f, 2f, 2f, 2f }, 4).Node("Resize", ["c", "", "scales"], ["u"], "up");
+        var model = builder
+            .Node("Conv", ["x", "w"], ["c"], "conv")
+            .Node("Conv", ["u", "w2"], ["y"], "conv2")
+            .Output("y", DataType.Float, 1, 6, 8, 8)
+            .Build();
+
+        var group = ChannelGroups.Find(model.Graph).Single(g => g.Seed.Name == "conv");
+        Assert.Equal($"'up' (Resize) {reason}" + (form == "sizes" ? ", which name the channel count" : ", or by values the engine cannot read"), group.Refusal);
+    }
+
+    [Fact]
     public void A_consumer_reading_the_group_twice_is_left_whole()
     {
         // y = convB(concat(relu(a), sigmoid(a))), a = convA(x): convB's weight would be coupled to convA's channels at

@@ -7,7 +7,7 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// Finds the dependency groups of an ONNX graph (algorithms.md §14), as DepGraph does on autograd graphs: from each
 /// producer (Conv with group 1, Gemm, MatMul with a constant weight) the channels are followed forward to every
 /// reader and backward to every writer. Pass-through ops (activations, pooling, BatchNormalization, element-wise ops
-/// with broadcast constants, depthwise Conv) tie their input and output channels; all non-constant inputs of an
+/// with broadcast constants, depthwise Conv, Resize by constant scales) tie their input and output channels; all non-constant inputs of an
 /// element-wise op (a residual Add) share one channel set; a Concat along the channel axis shifts the channels by the
 /// inputs before it; a Flatten or 2-D Reshape into a Gemm/MatMul maps channel c to features [c·HW, (c+1)·HW). The q/k/v
 /// projections of multi-head attention form one group of heads instead (<see cref="AttentionHeads"/>), and so does
@@ -124,6 +124,11 @@ public static class ChannelGroups
             }
 
             return sum;
+        }
+
+        if (node.OpType is "Resize" or "Upsample")
+        {
+            return ChannelCount(graph, node.Input[0], depth + 1);
         }
 
         if (Unary.Contains(node.OpType) || node.OpType == "BatchNormalization" || Elementwise.Contains(node.OpType))
@@ -427,7 +432,65 @@ public static class ChannelGroups
                 return;
             }
 
+            if (node.OpType is "Resize" or "Upsample" && (node.Input[0] == from || node.Output[0] == from))
+            {
+                if (ScalesChannels(_graph, node, member) is { } why)
+                {
+                    Refuse($"'{name}' ({node.OpType}) {why}");
+                    return;
+                }
+
+                _forward.Add(node);
+                _backward.Add(node);
+                Join(node.Input[0], member);
+                Join(node.Output[0], member);
+                return;
+            }
+
             Refuse(node.Output.Contains(from) ? $"its channels come from '{name}' ({node.OpType})" : $"'{name}' ({node.OpType}) reads its channels");
+        }
+
+        /// <summary>
+        /// Why a Resize or Upsample would not keep channel c at channel c — or null when it does: its scales are constant
+        /// and 1 on the batch and channel axes (the FPN's nearest ×2), not given as output sizes, which name the channel
+        /// count, and not a crop (tf_crop_and_resize reads a region of every axis).
+        /// </summary>
+        private static string? ScalesChannels(OnnxGraph graph, NodeProto node, Member member)
+        {
+            if (member.Rank is not ({ } rank and > 2))
+            {
+                return "resizes a value whose channel axis is not known";
+            }
+
+            if (node.String("mode", "nearest") == "tf_crop_and_resize" || node.Ints("axes") is not null)
+            {
+                return "crops or names its axes";
+            }
+
+            // Resize (opset 11+): X, roi, scales, sizes; Resize (opset 10) and Upsample (opset 9): X, scales; Upsample (7, 8): the attribute.
+            var scalesInput = node.OpType == "Resize" && node.Input.Count > 2 ? 2 : 1;
+            if (node.OpType == "Resize" && node.Input.Count > 3 && node.Input[3].Length > 0)
+            {
+                return "sets its output sizes, which name the channel count";
+            }
+
+            var scales = node.Input.Count > scalesInput && node.Input[scalesInput].Length > 0
+                ? Floats(graph, node.Input[scalesInput])
+                : node.Floats("scales");
+            return scales is { Length: > 1 } s && s.Length == rank && s[0] == 1 && s[1] == 1 ? null : "scales the batch or channel axis, or by values the engine cannot read";
+        }
+
+        /// <summary>The values of a float constant (an initializer or a Constant node), or null.</summary>
+        private static float[]? Floats(OnnxGraph graph, string value)
+        {
+            var tensor = graph.GetInitializer(value) ?? (graph.GetProducer(value) is { OpType: "Constant" } constant ? constant.TensorValue("value") : null);
+            if (tensor is null || tensor.DataType != (int)TensorProto.Types.DataType.Float || ExternalDataReference.IsExternal(tensor))
+            {
+                return null;
+            }
+
+            using var data = TensorData.FromEmbedded(tensor);
+            return data.As<float>().ToArray();
         }
 
         /// <summary>A Gemm or MatMul reading the channels as its input features (stride: features per channel).</summary>
