@@ -101,6 +101,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             }
 
             context.Progress($"{Name}: {group}, removing {remove}");
+            // The groups before left large-object garbage (the models serialized for ONNX Runtime, the replaced initializers):
+            // collected before this group's n×n matrices are built.
+            GC.Collect();
             var consumers = refit || secondOrder ? group.Consumers.Select(c => Consumer.Measure(context, c, step.Damping, original)).ToList() : [];
             var keep = secondOrder ? ObsGreedy(group, consumers, remove) : Keep(MagnitudeScores(context.Model, group), group.Channels - remove);
             if (refit)
@@ -632,6 +635,15 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                     {
                         xOriginal = LayerHessian.ToTorch(before[0]);
                     }
+                }
+
+                if (start + Batch >= data.Count)
+                {
+                    // The inputs are copied: ONNX Runtime's sessions (the model's part, their arenas) go before the n×n
+                    // products are formed.
+                    current.Dispose();
+                    now.Dispose();
+                    then?.Dispose();
                 }
 
                 // The rows a slice at a time along the first axis: a Conv's im2col rows in float64 would take gigabytes
