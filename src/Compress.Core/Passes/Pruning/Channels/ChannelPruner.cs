@@ -101,12 +101,19 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             }
 
             context.Progress($"{Name}: {group}, removing {remove}");
+            // The groups before left large-object garbage (the models serialized for ONNX Runtime, the replaced initializers):
+            // collected before this group's n×n matrices are built.
+            GC.Collect();
             var consumers = refit || secondOrder ? group.Consumers.Select(c => Consumer.Measure(context, c, step.Damping, original)).ToList() : [];
             var keep = secondOrder ? ObsGreedy(group, consumers, remove) : Keep(MagnitudeScores(context.Model, group), group.Channels - remove);
             if (refit)
             {
                 var removed = ChannelSurgery.RemovedChannels(group.Channels, keep);
-                consumers.ForEach(c => c.Refit(context.Model, removed));
+                foreach (var consumer in consumers)
+                {
+                    consumer.Refit(context.Model, removed);
+                    consumer.Dispose(); // its E[z zᵀ] and E[z zₒᵀ] go before the next consumer's refit
+                }
             }
 
             foreach (var slice in group.Slices.Where(s => s.Role != SliceRole.Parameter))
@@ -116,7 +123,10 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             }
 
             ChannelSurgery.Remove(context.Model, group, keep);
-            consumers.ForEach(c => c.Dispose());
+            if (!refit)
+            {
+                consumers.ForEach(c => c.Dispose());
+            }
         }
 
         foreach (var (weight, count) in originals)
@@ -273,7 +283,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var total = zeros(group.Channels, ScalarType.Float64);
         foreach (var consumer in consumers)
         {
-            var inverse = linalg.inv(consumer.DampedInputs()).contiguous();
+            using var inverse = consumer.DampedInverse();
             total.add_(BlockCosts(inverse, consumer.Matrix, consumer.ChannelColumns(group.Channels), consumer.Energy()));
         }
 
@@ -341,15 +351,28 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         private readonly Tensor _inverse; // [n, n]
         private readonly Tensor _weights; // [out, n]
         private readonly Tensor _columns; // [C, b]: each channel's matrix columns
+        private readonly Tensor _product; // [n, n]: each round's H⁻¹_{·S} (H⁻¹_SS)⁻¹ H⁻¹_{S·}, one buffer for all rounds
         private readonly double _energy;
 
         public ObsState(Consumer consumer, long channels)
         {
             using var scope = NewDisposeScope();
             _columns = consumer.ChannelColumns(channels).DetachFromDisposeScope();
-            _inverse = linalg.inv(consumer.DampedInputs()).contiguous().DetachFromDisposeScope(); // LAPACK hands it column-major
-            _weights = consumer.Matrix.mm(consumer.Cross.t()).mm(_inverse).DetachFromDisposeScope();
             _energy = consumer.Energy();
+            // E[z zₒᵀ] and then E[z zᵀ] wait on disk once read, so that a 640-channel 3×3 consumer's order holds two
+            // 265 MB matrices (the inverse and the round's product) rather than four.
+            Tensor target; // W E[x xₒᵀ]ᵀ, its view of E[x xₒᵀ] gone before that is set aside
+            using (NewDisposeScope())
+            {
+                target = consumer.Matrix.mm(consumer.Cross()).DetachFromDisposeScope();
+            }
+
+            consumer.SetAside(inputs: false);
+            _inverse = consumer.DampedInverse().DetachFromDisposeScope();
+            consumer.SetAside(inputs: true);
+            _weights = target.mm(_inverse).DetachFromDisposeScope();
+            target.Dispose();
+            _product = empty_like(_inverse).DetachFromDisposeScope();
         }
 
         /// <summary>The cost of removing each of the channels <paramref name="kept"/> next, as a fraction of the output energy.</summary>
@@ -364,7 +387,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var pivot = linalg.inv(columns.index_select(0, s)); // (H⁻¹_SS)⁻¹
             var rows = pivot.mm(columns.t()); // (H⁻¹_SS)⁻¹ H⁻¹_{S·}, [b, n]
             _weights.sub_(_weights.index_select(1, s).mm(rows));
-            _inverse.sub_(columns.mm(rows));
+            // Into the one buffer (a β = 0 product, as mm makes): a fresh 265 MB temporary each round cost the 640-channel
+            // 3×3 consumers more time in page faults than in arithmetic.
+            _inverse.sub_(_product.addmm_(columns, rows, beta: 0, alpha: 1));
             _weights.index_fill_(1, s, 0);
             _inverse.index_fill_(0, s, 0).index_fill_(1, s, 0);
         }
@@ -376,6 +401,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             _inverse.Dispose();
             _weights.Dispose();
             _columns.Dispose();
+            _product.Dispose();
         }
     }
 
@@ -427,40 +453,119 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     {
         private readonly ChannelSlice _slice;
         private readonly WeightUse _use;
-        private readonly Tensor _augmented; // E[z zᵀ], [cols (+1), cols (+1)]
-        private readonly Tensor _cross; // E[z zₒᵀ], the original model's inputs zₒ (or E[z zᵀ] again)
+        private readonly SpillableMatrix _augmented; // E[z zᵀ], [cols (+1), cols (+1)]
+        private readonly SpillableMatrix _cross; // E[z zₒᵀ], the original model's inputs zₒ (or E[z zᵀ] again)
         private readonly TensorProto? _bias;
         private readonly long _kernelArea;
 
         private Consumer(ChannelSlice slice, WeightUse use, Tensor matrix, Tensor augmented, Tensor? cross, TensorProto? bias, long kernelArea, double damping)
         {
-            (_slice, _use, Matrix, _augmented, _cross, _bias, _kernelArea) = (slice, use, matrix, augmented, cross ?? augmented, bias, kernelArea);
-            var cols = matrix.shape[1];
-            Inputs = augmented.narrow(0, 0, cols).narrow(1, 0, cols);
-            Cross = _cross.narrow(0, 0, cols).narrow(1, 0, cols);
-            var diagonal = Inputs.diagonal();
-            Lambda = damping * diagonal.mean().item<double>() + 1e-12;
+            (_slice, _use, Matrix, _bias, _kernelArea) = (slice, use, matrix, bias, kernelArea);
+            _augmented = new SpillableMatrix(augmented);
+            _cross = cross is null ? _augmented : new SpillableMatrix(cross);
+            using var scope = NewDisposeScope(); // no view outlives this, so a matrix set aside is freed
+            Lambda = damping * Inputs().diagonal().mean().item<double>() + 1e-12;
         }
 
         public Tensor Matrix { get; }
 
-        public Tensor Inputs { get; }
+        /// <summary>E[x xᵀ] (a view: dispose it before <see cref="SetAside"/>, or the matrix stays in memory).</summary>
+        private Tensor Inputs() => Square(_augmented.Value);
 
-        /// <summary>E[x xₒᵀ]: the current inputs against the original model's (E[x xᵀ] where they are the same).</summary>
-        public Tensor Cross { get; }
+        /// <summary>E[x xₒᵀ]ᵀ: the original model's inputs against the current ones (E[x xᵀ] where they are the same); a view.</summary>
+        public Tensor Cross() => Square(_cross.Value).t();
 
-        /// <summary>E[x xᵀ] + λI, made when asked (a 640-channel 3×3 consumer's is 265 MB: not kept beside E[x xᵀ]).</summary>
-        public Tensor DampedInputs()
+        private Tensor Square(Tensor augmented) => augmented.narrow(0, 0, Matrix.shape[1]).narrow(1, 0, Matrix.shape[1]);
+
+        /// <summary>
+        /// Puts E[z zₒᵀ] (or, with <paramref name="inputs"/>, E[z zᵀ]) aside in a temporary file until the refit reads it
+        /// again (<see cref="SpillableMatrix"/>); E[z zₒᵀ] that is E[z zᵀ] itself goes only with the latter.
+        /// </summary>
+        public void SetAside(bool inputs)
         {
-            var damped = Inputs.clone();
-            damped.diagonal().add_(Lambda);
-            return damped;
+            if (inputs)
+            {
+                _augmented.SetAside();
+            }
+            else if (_cross != _augmented)
+            {
+                _cross.SetAside();
+            }
+        }
+
+        /// <summary>
+        /// (E[x xᵀ] + λI)⁻¹, row-major. A 640-channel 3×3 consumer's n×n matrices are 265 MB each, so no damped copy is
+        /// made: λ is added to E[x xᵀ]'s diagonal in place and the diagonal put back exactly after; and LAPACK's
+        /// column-major inverse is transposed in place (<see cref="TransposeInPlace"/>), not copied.
+        /// </summary>
+        public Tensor DampedInverse()
+        {
+            Tensor inverse;
+            using (NewDisposeScope())
+            {
+                var inputs = Inputs();
+                var diagonal = inputs.diagonal();
+                var saved = diagonal.clone();
+                diagonal.add_(Lambda);
+                try
+                {
+                    inverse = linalg.inv(inputs).DetachFromDisposeScope();
+                }
+                finally
+                {
+                    diagonal.copy_(saved);
+                }
+            }
+
+            return inverse.is_contiguous() ? inverse : TransposeInPlace(inverse);
+        }
+
+        /// <summary>Square blocks of this many rows are swapped at a time by <see cref="TransposeInPlace"/>.</summary>
+        private const long TransposeBlock = 256;
+
+        /// <summary>
+        /// The square column-major <paramref name="matrix"/> as a row-major tensor on the same storage: its transpose
+        /// (the storage read row-major) transposed in place, a block pair at a time.
+        /// </summary>
+        private static Tensor TransposeInPlace(Tensor matrix)
+        {
+            var stored = matrix.t(); // row-major over the storage
+            if (!stored.is_contiguous())
+            {
+                return matrix.contiguous();
+            }
+
+            var n = stored.shape[0];
+            for (long i = 0; i < n; i += TransposeBlock)
+            {
+                for (long j = i; j < n; j += TransposeBlock)
+                {
+                    using var scope = NewDisposeScope();
+                    var (rows, cols) = (Math.Min(TransposeBlock, n - i), Math.Min(TransposeBlock, n - j));
+                    var upper = stored.narrow(0, i, rows).narrow(1, j, cols);
+                    var lower = stored.narrow(0, j, cols).narrow(1, i, rows);
+                    var saved = upper.clone();
+                    if (i != j)
+                    {
+                        upper.copy_(lower.t());
+                    }
+
+                    lower.copy_(saved.t());
+                }
+            }
+
+            matrix.Dispose();
+            return stored;
         }
 
         public double Lambda { get; }
 
         /// <summary>The consumer's output energy tr(W E[x xᵀ] Wᵀ), which the OBS costs are fractions of.</summary>
-        public double Energy() => Matrix.mm(Inputs).mul(Matrix).sum().clamp_min(1e-30).item<double>();
+        public double Energy()
+        {
+            using var scope = NewDisposeScope();
+            return Matrix.mm(Inputs()).mul(Matrix).sum().clamp_min(1e-30).item<double>();
+        }
 
         /// <summary>
         /// Where measured with folds: the consumer as measured on the even calibration samples alone and on the odd alone
@@ -537,6 +642,15 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                     }
                 }
 
+                if (start + Batch >= data.Count)
+                {
+                    // The inputs are copied: ONNX Runtime's sessions (the model's part, their arenas) go before the n×n
+                    // products are formed.
+                    current.Dispose();
+                    now.Dispose();
+                    then?.Dispose();
+                }
+
                 // The rows a slice at a time along the first axis: a Conv's im2col rows in float64 would take gigabytes
                 // for a batch of large images (a 3×3 Conv reading 64 channels at 112×112: 58 MB a sample).
                 var length = x.shape[0];
@@ -559,7 +673,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                             }
 
                             var zf = Rows(xs.index_select(0, arange(first, m, 2, ScalarType.Int64)));
-                            parts[fold].add_(zf.t().mm(zf));
+                            using var product = zf.t().mm(zf); // each n×n product freed at once, not with the slice
+                            parts[fold].add_(product);
                             counts[fold] += zf.shape[0];
                             count += zf.shape[0];
                         }
@@ -567,14 +682,16 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                     else
                     {
                         z = Rows(xs);
-                        sum.add_(z.t().mm(z));
+                        using var product = z.t().mm(z);
+                        sum.add_(product);
                         count += z.shape[0];
                     }
 
                     if (xOriginal is not null && cross is not null)
                     {
                         z ??= Rows(xs);
-                        cross.add_(z.t().mm(Rows(xOriginal.narrow(0, at, m))));
+                        using var product = z.t().mm(Rows(xOriginal.narrow(0, at, m)));
+                        cross.add_(product);
                     }
                 }
             }
@@ -621,10 +738,22 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             // Ridge towards the kept weights as they were, not towards zero: a consumer that sees fewer calibration rows
             // than it has inputs (a Gemm, one row per sample) keeps its weights where the data says little.
             var lambda = Lambda * RefitDamping;
-            var a = _augmented.index_select(0, kept).index_select(1, kept);
-            a = a.add(eye(a.shape[0], dtype: ScalarType.Float64).mul(lambda));
-            var b = _cross.index_select(0, kept).mm(full.t()).add(full.index_select(1, kept).t().mul(lambda));
+            // Each |K|×n or |K|×|K| intermediate (up to 200 MB for a 640-channel 3×3 consumer) is freed as soon as used;
+            // λ goes onto the diagonal in place (off it, adding λI's zeros changed nothing).
+            Tensor a, b;
+            using (var rows = _augmented.Value.index_select(0, kept))
+            {
+                a = rows.index_select(1, kept);
+            }
+
+            a.diagonal().add_(lambda);
+            using (var rows = _cross.Value.index_select(0, kept))
+            {
+                b = rows.mm(full.t()).add(full.index_select(1, kept).t().mul(lambda));
+            }
+
             var solved = linalg.solve(a, b).t(); // [out, |K|]
+            a.Dispose();
             var updated = zeros_like(full);
             updated.index_copy_(1, kept, solved);
             var weight = LayerMatrix.FromMatrix(updated.narrow(1, 0, cols).to_type(ScalarType.Float32), _use);
@@ -640,7 +769,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         {
             Matrix.Dispose();
             _augmented.Dispose();
-            Inputs.Dispose();
+            _cross.Dispose();
         }
     }
 }
