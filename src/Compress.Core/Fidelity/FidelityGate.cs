@@ -152,14 +152,14 @@ public static class FidelityGate
     /// after the whole compression.
     /// </summary>
     /// <param name="kind">The judged output's kind as far as it is known before a run (null: decided by the run).</param>
-    /// <param name="shape">The output's declared shape, for the message.</param>
-    public static void CheckMeasurable(CompressionSpec spec, string output, OutputKind? kind, string shape)
+    /// <param name="why">What settled the kind, for the message: "declared [?, 1]" (the model's own output shape), or the spec's metric.</param>
+    public static void CheckMeasurable(CompressionSpec spec, string output, OutputKind? kind, string why)
     {
         var limits = spec.Constraints;
         var needsClasses = limits.MaxAccuracyDrop is not null ? MaxAccuracyDrop : limits.MinAgreement is not null ? MinAgreement : default;
         if (kind == OutputKind.Features && needsClasses.Key is not null)
         {
-            throw Unmeasurable(spec, output, $"{OutputKinds.Name(OutputKind.Features)}, declared {shape}", needsClasses);
+            throw Unmeasurable(spec, output, $"{OutputKinds.Name(OutputKind.Features)}, {why}", needsClasses);
         }
     }
 

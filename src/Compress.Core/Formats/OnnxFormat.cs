@@ -285,15 +285,25 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
                 $"data.evaluation.output: '{named}' is not a float32 output of the model (outputs: {string.Join(", ", outputs.Select(o => o.Name))})", spec.File, at.Line, at.Column);
         }
 
-        var judged = floats.FirstOrDefault(o => choice.Output is null || o.Name == choice.Output);
-        if (judged?.Type.TensorType.Shape?.Dim is not { Count: > 0 } dims)
+        if (floats.FirstOrDefault(o => choice.Output is null || o.Name == choice.Output) is not { } judged)
         {
-            return; // no float output (the comparison says so) or no declared shape: its kind is known only when it runs
+            return; // no float output: the comparison says so
+        }
+
+        if (FidelityMetrics.KindFor(choice.Metric) is { } forced)
+        {
+            FidelityGate.CheckMeasurable(spec, judged.Name, forced, $"by data.evaluation.metric '{choice.Metric}'");
+            return;
+        }
+
+        if (judged.Type.TensorType.Shape?.Dim is not { Count: > 0 } dims)
+        {
+            return; // no declared shape: its kind is known only when it runs
         }
 
         var declared = dims.Select(d => d.ValueCase == TensorShapeProto.Types.Dimension.ValueOneofCase.DimValue ? d.DimValue : (long?)null).ToList();
-        var kind = FidelityMetrics.KindFor(choice.Metric) ?? OutputKinds.Declared(declared, ModelComparison.AttentionMask(data) is not null);
-        FidelityGate.CheckMeasurable(spec, judged.Name, kind, $"[{string.Join(", ", declared.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?"))}]");
+        FidelityGate.CheckMeasurable(spec, judged.Name, OutputKinds.Declared(declared, ModelComparison.AttentionMask(data) is not null),
+            $"declared [{string.Join(", ", declared.Select(d => d?.ToString(CultureInfo.InvariantCulture) ?? "?"))}] by the model");
     }
 
     /// <summary>

@@ -108,5 +108,12 @@ public static class OnnxAttribute
         return a;
     }
 
+    public static AttributeProto Floats(string name, params float[] values)
+    {
+        var a = new AttributeProto { Name = name, Type = AttributeProto.Types.AttributeType.Floats };
+        a.Floats.Add(values);
+        return a;
+    }
+
     public static AttributeProto Tensor(string name, TensorProto value) => new() { Name = name, Type = AttributeProto.Types.AttributeType.Tensor, T = value };
 }

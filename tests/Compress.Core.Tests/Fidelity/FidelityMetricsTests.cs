@@ -20,6 +20,20 @@ public sealed class FidelityMetricsTests
     public void Output_kinds_come_from_the_shape(long[] shape, bool masked, OutputKind kind) =>
         Assert.Equal(kind, OutputKinds.Classify(shape, 8, masked));
 
+    /// <summary>What a declared shape settles before a run, and what only the run's shape can.</summary>
+    [Fact]
+    public void A_declared_shape_settles_features_only_where_no_run_could_give_class_scores()
+    {
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 64, 1, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 1], maskedSequence: false));
+        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 64], maskedSequence: true));
+        Assert.Null(OutputKinds.Declared([null, 10], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null, 6625], maskedSequence: false));
+        Assert.Null(OutputKinds.Declared([null, null, null], maskedSequence: false));
+    }
+
     [Fact]
     public void Agreement_is_never_taken_over_an_axis_one_wide()
     {

@@ -233,24 +233,10 @@ public sealed class RealModelCompressionTests(ITestOutputHelper output) : TempDi
         output.WriteLine(e.Message);
         Assert.Equal(Compress.Spec.SpecCodes.Inconsistent, e.Diagnostic.Code);
         Assert.Contains($"constraints.minAgreement cannot be measured on output", e.Message);
-        Assert.Contains($"(features, declared {declared})", e.Message);
+        Assert.Contains($"(features, declared {declared} by the model)", e.Message);
         Assert.Equal((4, 5), (e.Diagnostic.Line, e.Diagnostic.Column)); // at "minAgreement"
         Assert.DoesNotContain(progress, p => p.StartsWith("quantize", StringComparison.Ordinal));
         Assert.False(File.Exists(Path.Combine(Dir, "out.onnx")));
-    }
-
-    /// <summary>What a declared shape settles before a run, and what only the run's shape can.</summary>
-    [Fact]
-    public void A_declared_shape_settles_features_only_where_no_run_could_give_class_scores()
-    {
-        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 64, 1, 1], maskedSequence: false));
-        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 1], maskedSequence: false));
-        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 1], maskedSequence: false));
-        Assert.Equal(OutputKind.Features, OutputKinds.Declared([null, 16, 64], maskedSequence: true));
-        Assert.Null(OutputKinds.Declared([null, 10], maskedSequence: false));
-        Assert.Null(OutputKinds.Declared([null, null], maskedSequence: false));
-        Assert.Null(OutputKinds.Declared([null, null, 6625], maskedSequence: false));
-        Assert.Null(OutputKinds.Declared([null, null, null], maskedSequence: false));
     }
 
     private static (string Model, string Data) Model(string name) => name switch

@@ -145,19 +145,29 @@ public sealed class ChannelGroupTests
         }
     }
 
-    [Fact]
-    public void Resize_by_constant_scales_passes_channels_through_into_a_top_down_add()
+    [Theory]
+    [InlineData("Resize", 17)]
+    [InlineData("Resize", 10)]
+    [InlineData("Upsample", 9)]
+    [InlineData("Upsample", 7)]
+    public void Resize_by_constant_scales_passes_channels_through_into_a_top_down_add(string op, long opset)
     {
         // A feature pyramid's top-down path: y = convC(relu(resize(convA(x), ×2) + convB(x)))
         var random = new Random(6);
-        var model = new GraphBuilder("fpn")
+        var builder = new GraphBuilder("fpn").Opset("", opset)
             .Input("x", DataType.Float, "N", 3, 8, 8)
             .Initializer("wa", Values(random, 6 * 3 * 9), 6, 3, 3, 3).Initializer("ba", Values(random, 6), 6)
             .Initializer("wb", Values(random, 6 * 3 * 9), 6, 3, 3, 3).Initializer("bb", Values(random, 6), 6)
             .Initializer("scales", new[] { 1f, 1f, 2f, 2f }, 4)
             .Initializer("wc", Values(random, 4 * 6), 4, 6, 1, 1)
-            .Node("Conv", ["x", "wa", "ba"], ["a"], "convA", "", Pads(1), OnnxAttribute.Ints("strides", 2, 2))
-            .Node("Resize", ["a", "", "scales"], ["u"], "up", "", OnnxAttribute.String("mode", "nearest"))
+            .Node("Conv", ["x", "wa", "ba"], ["a"], "convA", "", Pads(1), OnnxAttribute.Ints("strides", 2, 2));
+        builder = opset switch
+        {
+            >= 11 => builder.Node(op, ["a", "", "scales"], ["u"], "up", "", OnnxAttribute.String("mode", "nearest")),
+            >= 9 => builder.Node(op, ["a", "scales"], ["u"], "up", "", OnnxAttribute.String("mode", "nearest")),
+            _ => builder.Node(op, ["a"], ["u"], "up", "", OnnxAttribute.String("mode", "nearest"), OnnxAttribute.Floats("scales", 1, 1, 2, 2)),
+        };
+        var model = builder
             .Node("Conv", ["x", "wb", "bb"], ["b"], "convB", "", Pads(1))
             .Node("Add", ["u", "b"], ["s"], "add")
             .Node("Relu", ["s"], ["s1"], "relu")
@@ -172,18 +182,29 @@ public sealed class ChannelGroupTests
     }
 
     [Theory]
-    [InlineData("sizes", "sets its output sizes")]
-    [InlineData("channel scale", "scales the batch or channel axis")]
-    public void A_resize_that_names_the_channel_count_or_scales_it_leaves_the_group_whole(string form, string reason)
+    [InlineData("sizes", "sets its output sizes, which name the channel count")]
+    [InlineData("channel scale", "scales the batch or channel axis, or by values the engine cannot read")]
+    [InlineData("crop", "crops a region of every axis")]
+    [InlineData("half position", "reads each channel half a position on (tf_half_pixel_for_nn)")]
+    public void A_resize_that_names_the_channel_count_or_moves_channels_leaves_the_group_whole(string form, string reason)
     {
         var random = new Random(7);
         var builder = new GraphBuilder("resize")
             .Input("x", DataType.Float, 1, 3, 4, 4)
             .Initializer("w", Values(random, 6 * 3), 6, 3, 1, 1)
-            .Initializer("w2", Values(random, 6 * 6), 6, 6, 1, 1);
-        builder = form == "sizes"
-            ? builder.Initializer("sizes", new[] { 1L, 6, 8, 8 }, 4).Node("Resize", ["c", "", "", "sizes"], ["u"], "up")
-            : builder.Initializer("scales", new[] { 1f, 2f, 2f, 2f }, 4).Node("Resize", ["c", "", "scales"], ["u"], "up");
+            .Initializer("w2", Values(random, 6 * 6), 6, 6, 1, 1)
+            .Initializer("roi", new[] { 0f, 0f, 0f, 0f, 1f, 0.5f, 1f, 1f }, 8)
+            .Initializer("sizes", new[] { 1L, 6, 8, 8 }, 4)
+            .Initializer("channels", new[] { 1f, 2f, 2f, 2f }, 4)
+            .Initializer("scales", new[] { 1f, 1f, 2f, 2f }, 4);
+        builder = form switch
+        {
+            "sizes" => builder.Node("Resize", ["c", "", "", "sizes"], ["u"], "up"),
+            "channel scale" => builder.Node("Resize", ["c", "", "channels"], ["u"], "up"),
+            "crop" => builder.Node("Resize", ["c", "roi", "scales"], ["u"], "up", "", OnnxAttribute.String("coordinate_transformation_mode", "tf_crop_and_resize")),
+            _ => builder.Node("Resize", ["c", "", "scales"], ["u"], "up", "", OnnxAttribute.String("coordinate_transformation_mode", "tf_half_pixel_for_nn"),
+                OnnxAttribute.String("mode", "linear")),
+        };
         var model = builder
             .Node("Conv", ["x", "w"], ["c"], "conv")
             .Node("Conv", ["u", "w2"], ["y"], "conv2")
@@ -191,7 +212,30 @@ public sealed class ChannelGroupTests
             .Build();
 
         var group = ChannelGroups.Find(model.Graph).Single(g => g.Seed.Name == "conv");
-        Assert.Equal($"'up' (Resize) {reason}" + (form == "sizes" ? ", which name the channel count" : ", or by values the engine cannot read"), group.Refusal);
+        Assert.Equal($"'up' (Resize) {reason}", group.Refusal);
+    }
+
+    /// <summary>A Concat after a Resize that sets its sizes: the Resize's channel count is not known, so the group after it is left whole, not cut at a guessed offset.</summary>
+    [Fact]
+    public void A_concat_after_a_resize_by_sizes_does_not_guess_its_channel_count()
+    {
+        var random = new Random(8);
+        var model = new GraphBuilder("sizes")
+            .Input("x", DataType.Float, 1, 3, 4, 4)
+            .Initializer("wa", Values(random, 6 * 3), 6, 3, 1, 1)
+            .Initializer("wb", Values(random, 5 * 3 * 4), 5, 3, 2, 2)
+            .Initializer("sizes", new[] { 1L, 6, 4, 4 }, 4)
+            .Initializer("wc", Values(random, 4 * 11), 4, 11, 1, 1)
+            .Node("Conv", ["x", "wa"], ["a"], "convA", "", OnnxAttribute.Ints("strides", 2, 2))
+            .Node("Resize", ["a", "", "", "sizes"], ["u"], "up")
+            .Node("Conv", ["x", "wb"], ["b"], "convB", "", OnnxAttribute.Ints("pads", 0, 0, 1, 1))
+            .Node("Concat", ["u", "b"], ["c"], "concat", "", OnnxAttribute.Int("axis", 1))
+            .Node("Conv", ["c", "wc"], ["y"], "convC")
+            .Output("y", DataType.Float, 1, 4, 4, 4)
+            .Build();
+
+        Assert.Null(ChannelGroups.ChannelCount(model.Graph, "u"));
+        Assert.Contains("whose channel count is not known", ChannelGroups.Find(model.Graph).Single(g => g.Seed.Name == "convB").Refusal);
     }
 
     [Fact]

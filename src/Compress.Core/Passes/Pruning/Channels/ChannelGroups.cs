@@ -128,7 +128,7 @@ public static class ChannelGroups
 
         if (node.OpType is "Resize" or "Upsample")
         {
-            return ChannelCount(graph, node.Input[0], depth + 1);
+            return ResizeChannels.Moves(graph, node, null) is null ? ChannelCount(graph, node.Input[0], depth + 1) : null;
         }
 
         if (Unary.Contains(node.OpType) || node.OpType == "BatchNormalization" || Elementwise.Contains(node.OpType))
@@ -434,7 +434,13 @@ public static class ChannelGroups
 
             if (node.OpType is "Resize" or "Upsample" && (node.Input[0] == from || node.Output[0] == from))
             {
-                if (ScalesChannels(_graph, node, member) is { } why)
+                if (member.Rank is null)
+                {
+                    Refuse($"'{name}' ({node.OpType}) resizes a value whose channel axis is not known");
+                    return;
+                }
+
+                if (ResizeChannels.Moves(_graph, node, member.Rank) is { } why)
                 {
                     Refuse($"'{name}' ({node.OpType}) {why}");
                     return;
@@ -448,49 +454,6 @@ public static class ChannelGroups
             }
 
             Refuse(node.Output.Contains(from) ? $"its channels come from '{name}' ({node.OpType})" : $"'{name}' ({node.OpType}) reads its channels");
-        }
-
-        /// <summary>
-        /// Why a Resize or Upsample would not keep channel c at channel c — or null when it does: its scales are constant
-        /// and 1 on the batch and channel axes (the FPN's nearest ×2), not given as output sizes, which name the channel
-        /// count, and not a crop (tf_crop_and_resize reads a region of every axis).
-        /// </summary>
-        private static string? ScalesChannels(OnnxGraph graph, NodeProto node, Member member)
-        {
-            if (member.Rank is not ({ } rank and > 2))
-            {
-                return "resizes a value whose channel axis is not known";
-            }
-
-            if (node.String("mode", "nearest") == "tf_crop_and_resize" || node.Ints("axes") is not null)
-            {
-                return "crops or names its axes";
-            }
-
-            // Resize (opset 11+): X, roi, scales, sizes; Resize (opset 10) and Upsample (opset 9): X, scales; Upsample (7, 8): the attribute.
-            var scalesInput = node.OpType == "Resize" && node.Input.Count > 2 ? 2 : 1;
-            if (node.OpType == "Resize" && node.Input.Count > 3 && node.Input[3].Length > 0)
-            {
-                return "sets its output sizes, which name the channel count";
-            }
-
-            var scales = node.Input.Count > scalesInput && node.Input[scalesInput].Length > 0
-                ? Floats(graph, node.Input[scalesInput])
-                : node.Floats("scales");
-            return scales is { Length: > 1 } s && s.Length == rank && s[0] == 1 && s[1] == 1 ? null : "scales the batch or channel axis, or by values the engine cannot read";
-        }
-
-        /// <summary>The values of a float constant (an initializer or a Constant node), or null.</summary>
-        private static float[]? Floats(OnnxGraph graph, string value)
-        {
-            var tensor = graph.GetInitializer(value) ?? (graph.GetProducer(value) is { OpType: "Constant" } constant ? constant.TensorValue("value") : null);
-            if (tensor is null || tensor.DataType != (int)TensorProto.Types.DataType.Float || ExternalDataReference.IsExternal(tensor))
-            {
-                return null;
-            }
-
-            using var data = TensorData.FromEmbedded(tensor);
-            return data.As<float>().ToArray();
         }
 
         /// <summary>A Gemm or MatMul reading the channels as its input features (stride: features per channel).</summary>

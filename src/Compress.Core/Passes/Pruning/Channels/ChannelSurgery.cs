@@ -46,7 +46,7 @@ public static class ChannelSurgery
         foreach (var fix in group.AttributeFixes)
         {
             var attribute = fix.Node.Attribute.First(a => a.Name == fix.Name);
-            if (attribute.Type == AttributeProto.Types.AttributeType.Int)
+            if (attribute.Ints.Count == 0 && fix.PerChannel.Length == 1)
             {
                 attribute.I -= removed.Length * fix.PerChannel[0];
                 continue;

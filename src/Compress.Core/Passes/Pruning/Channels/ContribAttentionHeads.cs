@@ -8,7 +8,7 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// writes BERT-like models. com.microsoft.Attention: input [B, S, C_in], weights [C_in, 3C] with q | k | v packed
 /// along the last axis, bias [3C], <c>num_heads</c> H (and optionally <c>qkv_hidden_sizes</c>); head h is columns
 /// [hD, (h+1)D) of each third of the weights and the bias. com.microsoft.MultiHeadAttention: query, key and value
-/// [B, S, C] each projected by a MatMul or Gemm with a constant weight (and bias Add), an optional packed bias [3C];
+/// [B, S, C] each projected by a MatMul with a constant weight (and bias Add), an optional packed bias [3C];
 /// head h is columns [hD, (h+1)D) of each projection. In both, entry h of a constant per-head attention_bias goes,
 /// rows [hD, (h+1)D) of the output projection (a MatMul reading the op's output [B, S, C]) go, and <c>num_heads</c>
 /// is lowered. Past and present state, q and k of unequal widths (a heads-first key among them), or values something
@@ -101,7 +101,8 @@ public static class ContribAttentionHeads
 
             var add = graph.GetProducer(value) is { OpType: "Add", Domain: "" } a && a.Input.Count(n => graph.GetInitializer(n) is not null) == 1 ? a : null;
             var projection = add is null ? graph.GetProducer(value) : graph.GetProducer(add.Input.First(n => graph.GetInitializer(n) is null));
-            if (projection is not { OpType: "MatMul" or "Gemm" } || ChannelGroups.Produced(graph, projection) is not { } produced)
+            // A Gemm writes [B·S, C]: MultiHeadAttention's query and key are [B, S, C] (or packed, which is refused).
+            if (projection is not { OpType: "MatMul" } || ChannelGroups.Produced(graph, projection) is not { } produced)
             {
                 return null;
             }
@@ -124,7 +125,12 @@ public static class ContribAttentionHeads
         // The layouts need no rank: with key and value given, the query is [B, S, C]; a key or value in the heads-first
         // layout [B, H, T, D] of past state would end in D = C/H features, which the widths below refuse (H > 1).
         var (width, valueWidth) = (branches[0].Width, branches[2].Width);
-        if (heads < 2 || branches[1].Width != width || width % heads != 0 || valueWidth % heads != 0)
+        if (heads < 2)
+        {
+            return $"'{name}' has a single head";
+        }
+
+        if (branches[1].Width != width || width % heads != 0 || valueWidth % heads != 0)
         {
             return $"the q, k and v widths of '{name}' ({string.Join(", ", branches.Select(b => b.Width))}) do not split into {heads} heads of one size for q and k";
         }
@@ -135,16 +141,6 @@ public static class ContribAttentionHeads
             var (projection, add, columns) = branches[i];
             var axis = ChannelGroups.Produced(graph, projection)!.Value.Axis;
             group.Slices.Add(new ChannelSlice(projection.Input[1], projection, axis, 0, headSizes[i], SliceRole.Producer));
-            if (projection.OpType == "Gemm" && Input(projection, 2) is { } c)
-            {
-                if (graph.GetInitializer(c) is not { Dims: [var n] } || n != columns)
-                {
-                    return $"the bias of '{OnnxGraph.Describe(projection)}' is not one constant per feature";
-                }
-
-                group.Slices.Add(new ChannelSlice(c, projection, 0, 0, headSizes[i], SliceRole.Parameter));
-            }
-
             var value = projection.Output[0];
             group.Values.Add(value);
             if (add is not null)
@@ -260,8 +256,6 @@ public static class ContribAttentionHeads
     private static string? Input(NodeProto node, int i) => i < node.Input.Count && node.Input[i].Length > 0 ? node.Input[i] : null;
 
     private static string? Output(NodeProto node, int i) => i < node.Output.Count && node.Output[i].Length > 0 ? node.Output[i] : null;
-
-    private static string Part(int i) => i switch { 0 => "query", 1 => "key", _ => "value" };
 
     private static int IndexOf(IReadOnlyList<NodeProto> order, NodeProto node)
     {
