@@ -445,10 +445,10 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         consumers.ForEach(c => c.Dispose());
     }
 
-    /// <summary>A consumer of the group: its weight as [out, cols] (float64) and the XᵀX/n of its calibration inputs, with its bias as a last constant column.</summary>
     /// <summary>A refit's ridge after a cut, as a fraction of its inputs' mean square, for the step's <paramref name="damping"/>.</summary>
     internal static double RefitRidge(double damping) => damping * Consumer.RefitDamping;
 
+    /// <summary>A consumer of the group: its weight as [out, cols] (float64) and the XᵀX/n of its calibration inputs, with its bias as a last constant column.</summary>
     private sealed class Consumer : IDisposable
     {
         private readonly ChannelSlice _slice;
