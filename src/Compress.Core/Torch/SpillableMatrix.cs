@@ -6,10 +6,14 @@ namespace Compress.Core.Torch;
 /// <summary>
 /// A float64 tensor that can be put aside in a temporary file (deleted on close) while larger working matrices need the
 /// memory, and is read back, bit for bit, when next used. A 640-channel 3×3 Conv's input Hessians are 265 MB each: the
-/// channel pruner's E[z zᵀ] and E[z zₒᵀ] wait on disk while the OBS order holds the inverse.
+/// channel pruner's E[z zᵀ] and E[z zₒᵀ] wait on disk while the OBS order holds the inverse. Matrices smaller than
+/// <paramref name="minBytes"/> stay in memory: a model of ordinary widths writes no temporary files.
 /// </summary>
-internal sealed class SpillableMatrix(Tensor value) : IDisposable
+internal sealed class SpillableMatrix(Tensor value, long minBytes = SpillableMatrix.SetAsideBytes) : IDisposable
 {
+    /// <summary>The smallest matrix written aside by default (64 MB: a 2,900² float64 matrix, a 320-channel 3×3 consumer's).</summary>
+    public const long SetAsideBytes = 64L << 20;
+
     private readonly long[] _shape = value.shape;
     private Tensor? _value = value;
     private FileStream? _file;
@@ -33,10 +37,10 @@ internal sealed class SpillableMatrix(Tensor value) : IDisposable
         }
     }
 
-    /// <summary>Writes the tensor to a temporary file and frees it; one too large for a single span stays in memory.</summary>
+    /// <summary>Writes the tensor to a temporary file and frees it; one under the threshold, or too large for a single span, stays in memory.</summary>
     public void SetAside()
     {
-        if (_value is null || _value.numel() * sizeof(double) > int.MaxValue)
+        if (_value is null || _value.numel() * sizeof(double) < minBytes || _value.numel() * sizeof(double) > int.MaxValue)
         {
             return;
         }

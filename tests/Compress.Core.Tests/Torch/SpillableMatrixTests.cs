@@ -15,7 +15,7 @@ public sealed class SpillableMatrixTests
         manual_seed(5);
         var original = randn(67, 67, ScalarType.Float64).mul(1e-3).exp(); // values with every mantissa bit in use
         var expected = original.clone();
-        using var matrix = new SpillableMatrix(original);
+        using var matrix = new SpillableMatrix(original, minBytes: 0);
 
         matrix.SetAside();
 
@@ -24,5 +24,19 @@ public sealed class SpillableMatrixTests
         Assert.Equal(expected.shape, value.shape);
         Assert.True(expected.bytes.SequenceEqual(value.bytes), "the same bits");
         Assert.Same(value, matrix.Value);
+    }
+
+    [Fact]
+    public void A_matrix_under_the_threshold_stays_in_memory()
+    {
+        TorchRuntime.EnsureLoaded();
+        using var scope = NewDisposeScope();
+        var original = ones(67, 67, ScalarType.Float64);
+        using var matrix = new SpillableMatrix(original);
+
+        matrix.SetAside();
+
+        Assert.False(original.IsInvalid, "a 36 KB matrix is not written aside");
+        Assert.Same(original, matrix.Value);
     }
 }
