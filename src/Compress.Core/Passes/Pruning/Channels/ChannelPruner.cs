@@ -102,8 +102,12 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
             context.Progress($"{Name}: {group}, removing {remove}");
             // The groups before left large-object garbage (the models serialized for ONNX Runtime, the replaced initializers):
-            // collected before this group's n×n matrices are built.
-            GC.Collect();
+            // collected before this group's n×n matrices are built, where the model is large enough for that to matter (a
+            // full collection per group made the Fashion CNN's channel tests run 2 m 48 s instead of 2 m 2 s).
+            if (context.OriginalBytes >= CollectedModelBytes)
+            {
+                GC.Collect();
+            }
             var consumers = refit || secondOrder ? group.Consumers.Select(c => Consumer.Measure(context, c, step.Damping, original)).ToList() : [];
             var keep = secondOrder ? ObsGreedy(group, consumers, remove) : Keep(MagnitudeScores(context.Model, group), group.Channels - remove);
             if (refit)
@@ -444,6 +448,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         fitted.Where(f => f.Length > 1).SelectMany(f => f).ToList().ForEach(c => c.Dispose());
         consumers.ForEach(c => c.Dispose());
     }
+
+    /// <summary>Models of at least this size have their garbage collected before each group's matrices are built.</summary>
+    private const long CollectedModelBytes = 32L << 20;
 
     /// <summary>A refit's ridge after a cut, as a fraction of its inputs' mean square, for the step's <paramref name="damping"/>.</summary>
     internal static double RefitRidge(double damping) => damping * Consumer.RefitDamping;
