@@ -19,11 +19,18 @@ public static class FlopCount
     /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
     private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention", "MultiHeadAttention"];
 
+    /// <summary>
+    /// A node whose multiply-adds are counted, in the default domain or ONNX Runtime's; ONNX's own Attention (opset 23,
+    /// separate q, k, v) is not the contrib op and is not counted.
+    /// </summary>
+    private static bool IsCounted(NodeProto n) =>
+        Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) ? n.OpType != "Attention" : n.Domain == "com.microsoft");
+
     /// <summary>What the count depends on besides the data: the counted nodes, their inputs and the shapes of their weights.</summary>
     public static string Signature(OnnxModel model)
     {
         var graph = model.Graph;
-        return string.Join(";", graph.Nodes.Where(n => Counted.Contains(n.OpType)).Select(n =>
+        return string.Join(";", graph.Nodes.Where(IsCounted).Select(n =>
             $"{n.OpType}({string.Join(",", n.Input.Select(i => graph.GetInitializer(i) is { } w ? "[" + string.Join("x", w.Dims) + "]" : i))})"));
     }
 
@@ -34,8 +41,7 @@ public static class FlopCount
     {
         var graph = model.Graph;
         var counts = new Dictionary<string, long>(StringComparer.Ordinal);
-        // ONNX's own Attention (opset 23, separate q, k, v) is not the contrib op: not counted.
-        var nodes = graph.Nodes.Where(n => Counted.Contains(n.OpType) && (string.IsNullOrEmpty(n.Domain) ? n.OpType != "Attention" : n.Domain == "com.microsoft")).ToList();
+        var nodes = graph.Nodes.Where(IsCounted).ToList();
         if (nodes.Count == 0)
         {
             return counts;
