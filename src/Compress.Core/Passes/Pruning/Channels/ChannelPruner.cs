@@ -20,7 +20,8 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// w_Sᵀ [(H⁻¹)_SS]⁻¹ w_S summed over the consumer's rows, as a fraction of the consumer's output energy and summed
 /// over the group's consumers; without data, the coupled slices' Σw² each normalised by its tensor's mean — and, where
 /// calibration data is at hand, each consumer's remaining inputs are refitted by least squares on its calibration
-/// inputs (with its bias), so the consumer's output changes as little as it can. Groups go in graph order, each on the
+/// inputs (with its bias), so the consumer's output changes as little as it can. A ConvTranspose consumer is scored and
+/// refitted as the Conv it equals, over its output pixels (<see cref="ConvTransposeGeometry"/>). Groups go in graph order, each on the
 /// model as the groups before it left it.
 /// </summary>
 public sealed class ChannelPruner(PruneStep step) : ICompressionPass
