@@ -15,7 +15,7 @@ namespace Compress.Core.Allocation;
 /// <summary>What a channel allocation's budget counts: multiply-adds per sample, or measured batch-1 milliseconds.</summary>
 public enum ChannelCost
 {
-    /// <summary>Multiply-adds per sample of the Conv/Gemm/MatMul nodes (<see cref="FlopCount"/>).</summary>
+    /// <summary>Multiply-adds per sample of the Conv/ConvTranspose/Gemm/MatMul nodes (<see cref="FlopCount"/>).</summary>
     Macs,
 
     /// <summary>The whole model's batch-1 time in ONNX Runtime on one thread, measured per choice.</summary>

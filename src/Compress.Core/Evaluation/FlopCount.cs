@@ -7,7 +7,8 @@ namespace Compress.Core.Evaluation;
 /// <summary>
 /// Multiply-adds of a model's Conv, Gemm and MatMul nodes for one sample (the ops that dominate a CNN or an MLP;
 /// element-wise ops are not counted): each node's output size, read from one ONNX Runtime run on the first sample,
-/// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension).
+/// times the inputs each output element sums over (Conv: C_in/group·kh·kw; Gemm/MatMul: the inner dimension); a
+/// ConvTranspose as its input size times the outputs each input element reaches, C_out/group·kh·kw.
 /// QDQ nodes around a quantized op do not change its count, and quantized operators count as their float op:
 /// MatMulNBits, DynamicQuantizeMatMul (both written by the engine), MatMulInteger, QLinearMatMul as MatMul; ConvInteger,
 /// QLinearConv as Conv. ONNX Runtime's fused com.microsoft.Attention counts as the MatMuls it stands for: the packed q|k|v
@@ -17,7 +18,7 @@ namespace Compress.Core.Evaluation;
 public static class FlopCount
 {
     /// <summary>The counted operators: standard, and the quantized forms of com.microsoft.</summary>
-    private static readonly HashSet<string> Counted = ["Conv", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention", "MultiHeadAttention"];
+    private static readonly HashSet<string> Counted = ["Conv", "ConvTranspose", "Gemm", "MatMul", "MatMulNBits", "DynamicQuantizeMatMul", "MatMulInteger", "QLinearMatMul", "ConvInteger", "QLinearConv", "Attention", "MultiHeadAttention"];
 
     /// <summary>
     /// A node whose multiply-adds are counted, in the default domain or ONNX Runtime's; ONNX's own Attention (opset 23,
@@ -58,6 +59,7 @@ public static class FlopCount
             {
                 "Attention" => Attention(graph, node, shapes),
                 "MultiHeadAttention" => MultiHeadAttention(node, shapes),
+                "ConvTranspose" => ConvTranspose(graph, node, shapes),
                 _ => size * Inner(graph, node, shapes),
             };
         }
@@ -91,6 +93,17 @@ public static class FlopCount
         }
 
         return q[0] * q[1] * k[1] * (q[2] + shapes[node.Output[0]][^1]);
+    }
+
+    /// <summary>
+    /// ConvTranspose on x [N, C_in, …] with weight [C_in, C_out/group, k…]: every input element is multiplied into
+    /// C_out/group·k outputs (the scatter that col2im sums), so N·C_in·H·W·(C_out/group)·k; the zeros a stride spreads
+    /// between the input's pixels are not counted.
+    /// </summary>
+    private static long ConvTranspose(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)
+    {
+        var w = graph.GetInitializer(node.Input[1])?.Dims.ToArray() ?? shapes[node.Input[1]];
+        return shapes[node.Input[0]].Aggregate(1L, (a, b) => a * b) * w.Skip(1).Aggregate(1L, (a, b) => a * b);
     }
 
     private static long Inner(OnnxGraph graph, NodeProto node, Dictionary<string, long[]> shapes)

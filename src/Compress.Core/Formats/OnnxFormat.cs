@@ -127,8 +127,8 @@ internal sealed class OnnxFormat : IReopenableFormat, IStagedFormat
 
         if (Context.Spec.Steps.Any(s => s is PruneStep { Channel: true } or FactorizeStep) && MultiplyAdds(source: true) is { } before && MultiplyAdds(source: false) is { } after)
         {
-            // Steps that change shapes change the work: multiply-adds of Conv/Gemm/MatMul for one sample, before and after.
-            Context.Notes.Add($"multiply-adds per sample (Conv/Gemm/MatMul): {before:N0} → {after:N0} ({after / (double)Math.Max(1, before):P1})");
+            // Steps that change shapes change the work: multiply-adds of Conv/ConvTranspose/Gemm/MatMul for one sample, before and after.
+            Context.Notes.Add($"multiply-adds per sample (Conv/ConvTranspose/Gemm/MatMul): {before:N0} → {after:N0} ({after / (double)Math.Max(1, before):P1})");
         }
 
         GC.Collect(); // what the passes left behind goes before ONNX Runtime takes its own copy of the weights

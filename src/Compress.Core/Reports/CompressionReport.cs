@@ -43,7 +43,7 @@ public sealed record FormFigures(string Form, double Batch1Ms, bool Shipped);
 
 /// <summary>
 /// The work of the model at one stage of the run — <c>source</c>, after each step, <c>written</c> — for one sample:
-/// multiply-adds of its Conv/Gemm/MatMul nodes (quantized forms counted as their float op) and the batch-1 latency (one
+/// multiply-adds of its Conv/ConvTranspose/Gemm/MatMul nodes (quantized forms counted as their float op) and the batch-1 latency (one
 /// thread, median; a step's when latency is measured, <c>source</c>/<c>written</c> the figures of <see cref="LatencyFigures"/>).
 /// Null where not measured.
 /// </summary>

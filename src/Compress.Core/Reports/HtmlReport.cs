@@ -268,7 +268,7 @@ public static class HtmlReport
             return;
         }
 
-        h.Append("<h2>Work by stage</h2>\n<p class=\"caption\">One sample: multiply-adds of Conv/Gemm/MatMul (quantized forms as their float op); batch-1 latency, one thread, median.</p>\n");
+        h.Append("<h2>Work by stage</h2>\n<p class=\"caption\">One sample: multiply-adds of Conv/ConvTranspose/Gemm/MatMul (quantized forms as their float op); batch-1 latency, one thread, median.</p>\n");
         h.Append("<table>\n<tr><th>stage</th><th class=\"num\">multiply-adds</th><th class=\"num\">of the source</th><th class=\"num\">batch-1 latency</th></tr>\n");
         var first = stages[0].MultiplyAdds;
         foreach (var s in stages)

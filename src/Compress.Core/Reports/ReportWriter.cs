@@ -126,7 +126,7 @@ public static class ReportWriter
         if (r.Stages is { Count: > 0 } stages)
         {
             md.AppendLine();
-            md.AppendLine("## Work by stage (one sample: multiply-adds of Conv/Gemm/MatMul; batch-1 latency, 1 thread, median)");
+            md.AppendLine("## Work by stage (one sample: multiply-adds of Conv/ConvTranspose/Gemm/MatMul; batch-1 latency, 1 thread, median)");
             md.AppendLine();
             md.AppendLine("| stage | multiply-adds | of the source | batch-1 latency |");
             md.AppendLine("| --- | ---: | ---: | ---: |");

@@ -283,7 +283,7 @@ public sealed class ChannelGroupTests
     }
 
     /// <summary>Removes all but <paramref name="keep"/> and compares with the original whose consumer columns of the removed channels are zero.</summary>
-    private static void AssertPrunedMatchesMasked(OnnxModel model, ChannelGroup group, long[] keep, (string Weight, int Axis, long Stride)[] consumers, params string[] shrunk)
+    internal static void AssertPrunedMatchesMasked(OnnxModel model, ChannelGroup group, long[] keep, (string Weight, int Axis, long Stride)[] consumers, params string[] shrunk)
     {
         var original = Clone(model);
         var removed = ChannelSurgery.RemovedChannels(group.Channels, keep);
@@ -293,9 +293,9 @@ public sealed class ChannelGroupTests
         }
 
         ChannelSurgery.Remove(model, group, keep);
-        foreach (var producer in group.Producers)
+        foreach (var producer in group.Slices.Where(s => s.Role == SliceRole.Producer))
         {
-            Assert.Equal(keep.Length, Dims(model, producer.Input[1])[0]);
+            Assert.Equal(keep.Length, Dims(model, producer.Initializer)[producer.Axis]);
         }
 
         foreach (var name in shrunk)
@@ -306,7 +306,7 @@ public sealed class ChannelGroupTests
         AssertSameOutputs(original, model);
     }
 
-    private static void Mask(OnnxModel model, string weight, int axis, long[] channels, long stride)
+    internal static void Mask(OnnxModel model, string weight, int axis, long[] channels, long stride)
     {
         var tensor = model.Graph.GetInitializer(weight)!;
         var values = model.ToTorch(tensor);
@@ -318,7 +318,7 @@ public sealed class ChannelGroupTests
         model.ReplaceData(tensor, values.ToOnnx(weight));
     }
 
-    private static void AssertSameOutputs(OnnxModel expected, OnnxModel actual)
+    internal static void AssertSameOutputs(OnnxModel expected, OnnxModel actual)
     {
         var input = expected.Graph.Proto.Input[0];
         var dims = input.Type.TensorType.Shape.Dim.Select(d => d.HasDimValue ? d.DimValue : Batch).ToArray();
@@ -335,7 +335,7 @@ public sealed class ChannelGroupTests
         }
     }
 
-    private static List<float[]> Run(OnnxModel model, string input, float[] values, long[] dims)
+    internal static List<float[]> Run(OnnxModel model, string input, float[] values, long[] dims)
     {
         using var options = new SessionOptions { IntraOpNumThreads = 1, GraphOptimizationLevel = GraphOptimizationLevel.ORT_DISABLE_ALL };
         using var session = new InferenceSession(model.Proto.ToByteArray(), options);
@@ -344,11 +344,11 @@ public sealed class ChannelGroupTests
         return results.Select(r => r.GetTensorDataAsSpan<float>().ToArray()).ToList();
     }
 
-    private static OnnxModel Clone(OnnxModel model) => new(model.Proto.Clone());
+    internal static OnnxModel Clone(OnnxModel model) => new(model.Proto.Clone());
 
-    private static long[] Dims(OnnxModel model, string name) => model.Graph.GetInitializer(name)!.Dims.ToArray();
+    internal static long[] Dims(OnnxModel model, string name) => model.Graph.GetInitializer(name)!.Dims.ToArray();
 
     private static AttributeProto Pads(long p) => OnnxAttribute.Ints("pads", p, p, p, p);
 
-    private static float[] Values(Random random, int count) => Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
+    internal static float[] Values(Random random, int count) => Enumerable.Range(0, count).Select(_ => (float)(random.NextDouble() * 2 - 1)).ToArray();
 }

@@ -6,10 +6,10 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// <summary>What a slice of an initializer is to its group: the producer's outputs, a consumer's inputs, or a coupled parameter.</summary>
 public enum SliceRole
 {
-    /// <summary>Output channels of a Conv/Gemm/MatMul writing the group's channels (rows of W, entries of B).</summary>
+    /// <summary>Output channels of a Conv/ConvTranspose/Gemm/MatMul writing the group's channels (rows of W, a ConvTranspose's axis 1, entries of B).</summary>
     Producer,
 
-    /// <summary>Input channels of a Conv/Gemm/MatMul reading them (columns of W): scored, refitted, removed.</summary>
+    /// <summary>Input channels of a Conv/ConvTranspose/Gemm/MatMul reading them (columns of W, a ConvTranspose's axis 0): scored, refitted, removed.</summary>
     Consumer,
 
     /// <summary>A per-channel parameter that goes with the channel: BatchNorm's four, a depthwise Conv's W and B, a broadcast constant.</summary>

@@ -1,11 +1,12 @@
 using Compress.Core.Onnx;
 using Compress.Core.Onnx.Proto;
+using Compress.Core.Passes.SecondOrder;
 
 namespace Compress.Core.Passes.Pruning.Channels;
 
 /// <summary>
 /// Finds the dependency groups of an ONNX graph (algorithms.md §14), as DepGraph does on autograd graphs: from each
-/// producer (Conv with group 1, Gemm, MatMul with a constant weight) the channels are followed forward to every
+/// producer (Conv or ConvTranspose with group 1, Gemm, MatMul with a constant weight) the channels are followed forward to every
 /// reader and backward to every writer. Pass-through ops (activations, pooling, BatchNormalization, element-wise ops
 /// with broadcast constants, depthwise Conv, Resize by constant scales) tie their input and output channels; all non-constant inputs of an
 /// element-wise op (a residual Add) share one channel set; a Concat along the channel axis shifts the channels by the
@@ -81,6 +82,8 @@ public static class ChannelGroups
         return node.OpType switch
         {
             "Conv" when node.Int("group", 1) == 1 && w.Dims.Count >= 3 => (w.Name, 0, w.Dims[0], w.Dims.Count),
+            // ConvTranspose's weight is [C_in, C_out/group, k…]; its output_shape names spatial sizes only, never the channels.
+            "ConvTranspose" when node.Int("group", 1) == 1 && w.Dims.Count >= 3 => (w.Name, 1, w.Dims[1], w.Dims.Count),
             "Gemm" when node.Int("transA", 0) == 0 && w.Dims.Count == 2 => (w.Name, node.Int("transB", 0) == 1 ? 0 : 1, node.Int("transB", 0) == 1 ? w.Dims[0] : w.Dims[1], 2),
             "MatMul" when w.Dims.Count == 2 => (w.Name, 1, w.Dims[1], null),
             _ => null,
@@ -305,6 +308,9 @@ public static class ChannelGroups
                     _forward.Add(node);
                     _group.Slices.Add(new ChannelSlice(w.Name, node, 1, member.Offset, 1, SliceRole.Consumer));
                     return;
+                case "ConvTranspose" when node.Input[0] == value && _graph.GetInitializer(node.Input[1]) is { } tw:
+                    ConvTranspose(node, tw, member);
+                    return;
                 case "Gemm" or "MatMul" when node.Input[0] == value:
                     if (member.Rank is { } r && r != 2 && node.OpType == "Gemm")
                     {
@@ -454,6 +460,30 @@ public static class ChannelGroups
             }
 
             Refuse(node.Output.Contains(from) ? $"its channels come from '{name}' ({node.OpType})" : $"'{name}' ({node.OpType}) reads its channels");
+        }
+
+        /// <summary>
+        /// A ConvTranspose reading the channels: its weight [C_in, C_out, k…] loses rows on axis 0, and it is scored and
+        /// refitted as the Conv it equals (<see cref="ConvTransposeGeometry"/>); a grouped one, or one whose
+        /// pads come from output_shape or auto_pad, leaves the group whole.
+        /// </summary>
+        private void ConvTranspose(NodeProto node, TensorProto w, Member member)
+        {
+            var name = OnnxGraph.Describe(node);
+            if (ConvTransposeGeometry.Unsupported(node, w) is { } why)
+            {
+                Refuse($"'{name}' {why}");
+                return;
+            }
+
+            if (member.Rank is { } rank && rank != w.Dims.Count)
+            {
+                Refuse($"'{name}' reads the channels with a weight of another rank");
+                return;
+            }
+
+            _forward.Add(node);
+            _group.Slices.Add(new ChannelSlice(w.Name, node, 0, member.Offset, 1, SliceRole.Consumer));
         }
 
         /// <summary>A Gemm or MatMul reading the channels as its input features (stride: features per channel).</summary>

@@ -20,7 +20,8 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// w_Sᵀ [(H⁻¹)_SS]⁻¹ w_S summed over the consumer's rows, as a fraction of the consumer's output energy and summed
 /// over the group's consumers; without data, the coupled slices' Σw² each normalised by its tensor's mean — and, where
 /// calibration data is at hand, each consumer's remaining inputs are refitted by least squares on its calibration
-/// inputs (with its bias), so the consumer's output changes as little as it can. Groups go in graph order, each on the
+/// inputs (with its bias), so the consumer's output changes as little as it can. A ConvTranspose consumer is scored and
+/// refitted as the Conv it equals, over its output pixels (<see cref="ConvTransposeGeometry"/>). Groups go in graph order, each on the
 /// model as the groups before it left it.
 /// </summary>
 public sealed class ChannelPruner(PruneStep step) : ICompressionPass
@@ -171,6 +172,9 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         var selected = new HashSet<NodeProto>(WeightSelection.Select(graph, step).Select(u => u.Node), ReferenceEqualityComparer.Instance);
         // com.microsoft.Attention projects q, k and v by a MatMul inside the op: a step that selects MatMuls selects it.
         selected.UnionWith(graph.Nodes.Where(n => ContribAttentionHeads.Is(n) && step.OpTypes.Contains("MatMul") && WeightSelection.Matches(n, step)));
+        // A ConvTranspose writes channels as a Conv does (its weight's axis 1): a step that selects Convs selects it too.
+        selected.UnionWith(graph.Nodes.Where(n => n.OpType == "ConvTranspose" && string.IsNullOrEmpty(n.Domain)
+            && (step.OpTypes.Contains("Conv") || step.OpTypes.Contains("ConvTranspose")) && WeightSelection.Matches(n, step)));
         var chosen = new List<ChannelGroup>();
         foreach (var group in ChannelGroups.Find(graph))
         {
@@ -461,14 +465,15 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     {
         private readonly ChannelSlice _slice;
         private readonly WeightUse _use;
+        private readonly ConvTransposeGeometry? _transposed; // a ConvTranspose's matrix is its equivalent Conv's
         private readonly SpillableMatrix _augmented; // E[z zᵀ], [cols (+1), cols (+1)]
         private readonly SpillableMatrix _cross; // E[z zₒᵀ], the original model's inputs zₒ (or E[z zᵀ] again)
         private readonly TensorProto? _bias;
         private readonly long _kernelArea;
 
-        private Consumer(ChannelSlice slice, WeightUse use, Tensor matrix, Tensor augmented, Tensor? cross, TensorProto? bias, long kernelArea, double damping)
+        private Consumer(ChannelSlice slice, WeightUse use, ConvTransposeGeometry? transposed, Tensor matrix, Tensor augmented, Tensor? cross, TensorProto? bias, long kernelArea, double damping)
         {
-            (_slice, _use, Matrix, _bias, _kernelArea) = (slice, use, matrix, bias, kernelArea);
+            (_slice, _use, _transposed, Matrix, _bias, _kernelArea) = (slice, use, transposed, matrix, bias, kernelArea);
             _augmented = new SpillableMatrix(augmented);
             _cross = cross is null ? _augmented : new SpillableMatrix(cross);
             using var scope = NewDisposeScope(); // no view outlives this, so a matrix set aside is freed
@@ -598,7 +603,10 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var weight = graph.GetInitializer(slice.Initializer)!;
             var outputAxis = node.OpType == "Conv" || (node.OpType == "Gemm" && node.Int("transB", 0) == 1) ? 0 : 1;
             var use = new WeightUse(node, 1, weight, outputAxis);
-            var matrix = LayerMatrix.ToMatrix(context.Model.ToTorch(weight), use).to_type(ScalarType.Float64);
+            // A ConvTranspose is fitted as the Conv it equals, over its output pixels (algorithms.md §14).
+            var transposed = node.OpType == "ConvTranspose" ? ConvTransposeGeometry.Of(node, weight) : null;
+            var stored = context.Model.ToTorch(weight);
+            var matrix = (transposed?.ToMatrix(stored) ?? LayerMatrix.ToMatrix(stored, use)).to_type(ScalarType.Float64);
             var bias = node.OpType != "MatMul" && node.Input.Count > 2 && node.Input[2].Length > 0 ? graph.GetInitializer(node.Input[2]) : null;
             if (bias is not null && (bias.Dims.Count != 1 || bias.Dims[0] != matrix.shape[0]))
             {
@@ -612,7 +620,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             var geometry = ConvGeometry.Of(use);
             Tensor Rows(Tensor x)
             {
-                var rows = (geometry is null ? x.reshape(1, -1, x.shape[^1]) : geometry.Im2Col(x)).reshape(-1, cols).to_type(ScalarType.Float64);
+                var rows = (transposed?.Rows(x) ?? (geometry is null ? x.reshape(1, -1, x.shape[^1]) : geometry.Im2Col(x))).reshape(-1, cols).to_type(ScalarType.Float64);
                 return bias is null ? rows : cat([rows, ones(rows.shape[0], 1, ScalarType.Float64)], 1);
             }
 
@@ -662,7 +670,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 // The rows a slice at a time along the first axis: a Conv's im2col rows in float64 would take gigabytes
                 // for a batch of large images (a 3×3 Conv reading 64 channels at 112×112: 58 MB a sample).
                 var length = x.shape[0];
-                var perSlice = Math.Max(1, x.numel() / Math.Max(1, length) * (geometry?.KernelArea ?? 1) * sizeof(double));
+                var perSlice = Math.Max(1, x.numel() / Math.Max(1, length) * (geometry?.KernelArea ?? (transposed is null ? 1 : transposed.KernelArea * transposed.StrideArea)) * sizeof(double));
                 var step = Math.Clamp(MaxRowBytes / perSlice, 1, Math.Max(1, length));
                 for (long at = 0; at < length; at += step)
                 {
@@ -704,15 +712,15 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 }
             }
 
-            var kernelArea = node.OpType == "Conv" ? weight.Dims.Skip(2).Aggregate(1L, (a, b) => a * b) : 1;
+            var kernelArea = node.OpType is "Conv" or "ConvTranspose" ? weight.Dims.Skip(2).Aggregate(1L, (a, b) => a * b) : 1;
             Consumer[]? foldConsumers = null;
             if (parts is not null)
             {
                 sum.add_(parts[0]).add_(parts[1]);
-                foldConsumers = [.. parts.Select((p, f) => new Consumer(slice, use, matrix.clone(), p.div(counts[f]), null, bias, kernelArea, damping))];
+                foldConsumers = [.. parts.Select((p, f) => new Consumer(slice, use, transposed, matrix.clone(), p.div(counts[f]), null, bias, kernelArea, damping))];
             }
 
-            return new Consumer(slice, use, matrix, sum.div_(count), cross?.div_(count), bias, kernelArea, damping) { Folds = foldConsumers };
+            return new Consumer(slice, use, transposed, matrix, sum.div_(count), cross?.div_(count), bias, kernelArea, damping) { Folds = foldConsumers };
         }
 
         /// <summary>Calibration samples per ONNX Runtime run.</summary>
@@ -764,7 +772,8 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             a.Dispose();
             var updated = zeros_like(full);
             updated.index_copy_(1, kept, solved);
-            var weight = LayerMatrix.FromMatrix(updated.narrow(1, 0, cols).to_type(ScalarType.Float32), _use);
+            var fitted = updated.narrow(1, 0, cols).to_type(ScalarType.Float32);
+            var weight = _transposed?.FromMatrix(fitted) ?? LayerMatrix.FromMatrix(fitted, _use);
             // By name: the model may be a copy of the one measured (the allocation's cuts).
             model.ReplaceData(model.Graph.GetInitializer(_use.Weight.Name)!, weight.ToOnnx(_use.Weight.Name));
             if (_bias is not null)

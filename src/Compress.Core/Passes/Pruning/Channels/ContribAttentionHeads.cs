@@ -5,12 +5,16 @@ namespace Compress.Core.Passes.Pruning.Channels;
 
 /// <summary>
 /// The attention-head groups of ONNX Runtime's fused contrib ops (algorithms.md §14), as its transformer optimizer
-/// writes BERT-like models. com.microsoft.Attention: input [B, S, C_in], weights [C_in, 3C] with q | k | v packed
-/// along the last axis, bias [3C], <c>num_heads</c> H (and optionally <c>qkv_hidden_sizes</c>); head h is columns
-/// [hD, (h+1)D) of each third of the weights and the bias. com.microsoft.MultiHeadAttention: query, key and value
-/// [B, S, C] each projected by a MatMul with a constant weight (and bias Add), an optional packed bias [3C];
-/// head h is columns [hD, (h+1)D) of each projection. In both, entry h of a constant per-head attention_bias goes,
-/// rows [hD, (h+1)D) of the output projection (a MatMul reading the op's output [B, S, C]) go, and <c>num_heads</c>
+/// writes BERT-like models. com.microsoft.Attention: input [B, S, C_in], weights [C_in, C_q + C_k + C_v] with q | k | v
+/// packed along the last axis (C_q = C_k; <c>qkv_hidden_sizes</c> gives them, else three equal parts), bias of the same
+/// width, <c>num_heads</c> H; head h is columns [hD, (h+1)D) of q and k (D = C_q/H) and [hD_v, (h+1)D_v) of v
+/// (D_v = C_v/H), in the weights and the bias. com.microsoft.MultiHeadAttention: query, key and value [B, S, C] each
+/// projected by a MatMul with a constant weight (and bias Add), an optional packed bias [C_q + C_k + C_v]; or packed
+/// q/k/v, the query [B, S, H, 3, D] a Reshape of one projection [B, S, 3C] (key and value absent), or packed k/v, the
+/// key [B, S, H, 2, D] a Reshape of one projection (value absent): head h is columns [hD, (h+1)D) of a separate
+/// projection, [3hD, 3(h+1)D) or [2hD, 2(h+1)D) of a packed one, whose Reshape's H is lowered. In all, entry h of a
+/// constant per-head attention_bias goes, rows [hD_v, (h+1)D_v) of the output projection (a MatMul reading the op's
+/// output [B, S, C_v], or a Gemm or MatMul reading it through a Reshape to rows [B·S, C_v]) go, and <c>num_heads</c>
 /// is lowered. Past and present state, q and k of unequal widths (a heads-first key among them), or values something
 /// else reads leave the block whole, with the reason.
 /// </summary>
@@ -22,8 +26,9 @@ public static class ContribAttentionHeads
     public static bool Is(NodeProto node) => node.OpType == "Attention" && node.Domain == Domain;
 
     /// <summary>
-    /// One group per Attention node, and per MultiHeadAttention node whose query, key and value come from three
-    /// projections (otherwise those are groups of their own, which the op, an unknown reader, leaves whole), in graph order.
+    /// One group per Attention node, and per MultiHeadAttention node whose query, key and value come from projections
+    /// (three, or a packed one, or the query's and a packed key/value one; otherwise those are groups of their own, which
+    /// the op, an unknown reader, leaves whole), in graph order.
     /// </summary>
     public static IEnumerable<ChannelGroup> Find(OnnxGraph graph, IReadOnlyList<NodeProto> order)
     {
@@ -60,61 +65,99 @@ public static class ContribAttentionHeads
             return $"'{name}' carries past and present key/value state, whose head count the engine does not rewrite";
         }
 
+        // q and k share a width (their product is the scores); v may have its own, as the output does.
         var sizes = node.Ints("qkv_hidden_sizes") ?? [packed / 3, packed / 3, packed / 3];
-        if (sizes is not [var width, _, _] || sizes.Any(s => s != width) || 3 * width != packed)
+        if (sizes is not [var width, var keyWidth, var valueWidth] || keyWidth != width || sizes.Any(s => s <= 0) || sizes.Sum() != packed)
         {
-            return $"the q, k and v widths of '{name}' ({string.Join(", ", sizes)}) are not three equal parts of its {packed} weight columns";
+            return $"the q, k and v widths of '{name}' ({string.Join(", ", sizes)}) are not q and k of one width and v, together its {packed} weight columns";
         }
 
-        if (width % heads != 0)
+        if (width % heads != 0 || valueWidth % heads != 0)
         {
-            return $"the width {width} of '{name}' is not a multiple of its {heads} heads";
+            return $"the q/k width {width} and v width {valueWidth} of '{name}' are not multiples of its {heads} heads";
         }
 
-        var headSize = width / heads;
-        for (var part = 0; part < 3; part++)
+        long[] widths = [width, width, valueWidth];
+        long[] headSizes = [width / heads, width / heads, valueWidth / heads];
+        for (long part = 0, offset = 0; part < 3; offset += widths[part], part++)
         {
-            group.Slices.Add(new ChannelSlice(weights.Name, node, 1, part * width, headSize, SliceRole.Producer));
+            group.Slices.Add(new ChannelSlice(weights.Name, node, 1, offset, headSizes[part], SliceRole.Producer));
         }
 
         if (node.Ints("qkv_hidden_sizes") is not null)
         {
-            group.AttributeFixes.Add(new AttributeFix(node, "qkv_hidden_sizes", [headSize, headSize, headSize]));
+            group.AttributeFixes.Add(new AttributeFix(node, "qkv_hidden_sizes", headSizes));
         }
 
-        return PackedBias(graph, node, 2, [width, width, width], [headSize, headSize, headSize], group) ?? Common(graph, node, heads, width, headSize, group);
+        return PackedBias(graph, node, 2, widths, headSizes, group) ?? Common(graph, node, heads, valueWidth, headSizes[2], group);
     }
 
     /// <summary>
-    /// The projections of a MultiHeadAttention's query, key and value (x·W with a constant weight, + a constant b), three
-    /// different ones; null where they are not.
+    /// One projection feeding a MultiHeadAttention input: x·W with a constant weight (+ a constant b), and for a packed
+    /// input the Reshape to [B, S, H, <see cref="Parts"/>, D]; <see cref="Columns"/> is W's output features.
     /// </summary>
-    private static List<(NodeProto Projection, NodeProto? Bias, long Width)>? Branches(OnnxGraph graph, NodeProto node)
+    private sealed record Branch(NodeProto Projection, NodeProto? Bias, NodeProto? Reshape, int Parts, long Columns);
+
+    /// <summary>
+    /// The projections of a MultiHeadAttention's inputs, different ones: query, key and value; a packed q/k/v query (key
+    /// and value absent); or the query and a packed k/v key (value absent). Null where they are not.
+    /// </summary>
+    private static List<Branch>? Branches(OnnxGraph graph, NodeProto node)
     {
-        var branches = new List<(NodeProto Projection, NodeProto? Bias, long Width)>();
-        for (var i = 0; i < 3; i++)
+        (int Input, int Parts)[] inputs = (Input(node, 1), Input(node, 2)) switch
         {
-            if (Input(node, i) is not { } value || node.Input.Count(n => n == value) != 1)
+            (null, null) => [(0, 3)],
+            (not null, null) => [(0, 1), (1, 2)],
+            _ => [(0, 1), (1, 1), (2, 1)],
+        };
+
+        var branches = new List<Branch>();
+        foreach (var (input, parts) in inputs)
+        {
+            if (Projected(graph, node, input, parts) is not { } branch)
             {
                 return null;
             }
 
-            var add = graph.GetProducer(value) is { OpType: "Add", Domain: "" } a && a.Input.Count(n => graph.GetInitializer(n) is not null) == 1 ? a : null;
-            var projection = add is null ? graph.GetProducer(value) : graph.GetProducer(add.Input.First(n => graph.GetInitializer(n) is null));
-            // A Gemm writes [B·S, C]: MultiHeadAttention's query and key are [B, S, C] (or packed, which is refused).
-            if (projection is not { OpType: "MatMul" } || ChannelGroups.Produced(graph, projection) is not { } produced)
-            {
-                return null;
-            }
-
-            branches.Add((projection, add, produced.Channels));
+            branches.Add(branch);
         }
 
-        return branches.Select(b => b.Projection).Distinct(ReferenceEqualityComparer.Instance).Count() == 3 ? branches : null;
+        return branches.Select(b => b.Projection).Distinct(ReferenceEqualityComparer.Instance).Count() == branches.Count ? branches : null;
     }
 
-    /// <summary>com.microsoft.MultiHeadAttention: its three projections' slices, then the packed bias and <see cref="Common"/>; returns why it cannot be cut, or null.</summary>
-    private static string? Separate(OnnxGraph graph, NodeProto node, long heads, ChannelGroup group, List<(NodeProto Projection, NodeProto? Bias, long Width)> branches)
+    /// <summary>The projection behind input <paramref name="input"/> of <paramref name="node"/> (through a Reshape when <paramref name="parts"/> > 1), or null.</summary>
+    private static Branch? Projected(OnnxGraph graph, NodeProto node, int input, int parts)
+    {
+        if (Input(node, input) is not { } value || node.Input.Count(n => n == value) != 1)
+        {
+            return null;
+        }
+
+        NodeProto? reshape = null;
+        if (parts > 1)
+        {
+            if (graph.GetProducer(value) is not { OpType: "Reshape", Domain: "" } packed)
+            {
+                return null;
+            }
+
+            reshape = packed;
+            value = packed.Input[0];
+        }
+
+        var add = graph.GetProducer(value) is { OpType: "Add", Domain: "" } a && a.Input.Count(n => graph.GetInitializer(n) is not null) == 1 ? a : null;
+        var projection = add is null ? graph.GetProducer(value) : graph.GetProducer(add.Input.First(n => graph.GetInitializer(n) is null));
+        // A Gemm writes [B·S, C]: MultiHeadAttention's query and key are [B, S, C] (or a Reshape of it).
+        if (projection is not { OpType: "MatMul" } || ChannelGroups.Produced(graph, projection) is not { } produced)
+        {
+            return null;
+        }
+
+        return new Branch(projection, add, reshape, parts, produced.Channels);
+    }
+
+    /// <summary>com.microsoft.MultiHeadAttention: its projections' slices, then the packed bias and <see cref="Common"/>; returns why it cannot be cut, or null.</summary>
+    private static string? Separate(OnnxGraph graph, NodeProto node, long heads, ChannelGroup group, List<Branch> branches)
     {
         var name = OnnxGraph.Describe(node);
         if (Enumerable.Range(6, 4).Any(i => Input(node, i) is not null) || Enumerable.Range(1, 3).Any(i => Output(node, i) is not null))
@@ -122,25 +165,39 @@ public static class ContribAttentionHeads
             return $"'{name}' carries past and present key/value state, whose head count the engine does not rewrite";
         }
 
-        // The layouts need no rank: with key and value given, the query is [B, S, C]; a key or value in the heads-first
-        // layout [B, H, T, D] of past state would end in D = C/H features, which the widths below refuse (H > 1).
-        var (width, valueWidth) = (branches[0].Width, branches[2].Width);
         if (heads < 2)
         {
             return $"'{name}' has a single head";
         }
 
-        if (branches[1].Width != width || width % heads != 0 || valueWidth % heads != 0)
+        // The layouts need no rank: with key and value given, the query is [B, S, C]; a key or value in the heads-first
+        // layout [B, H, T, D] of past state would end in D = C/H features, which the widths below refuse (H > 1).
+        // Packed, q, k and v have one head size D (ONNX Runtime's spec), each projection's columns H·parts·D.
+        if (branches.Any(b => b.Columns % b.Parts != 0))
         {
-            return $"the q, k and v widths of '{name}' ({string.Join(", ", branches.Select(b => b.Width))}) do not split into {heads} heads of one size for q and k";
+            return $"the packed projection of '{name}' does not split into equal q, k and v parts";
+        }
+
+        long[] widths = branches.Count switch
+        {
+            1 => [branches[0].Columns / 3, branches[0].Columns / 3, branches[0].Columns / 3],
+            2 => [branches[0].Columns, branches[1].Columns / 2, branches[1].Columns / 2],
+            _ => [branches[0].Columns, branches[1].Columns, branches[2].Columns],
+        };
+
+        var (width, valueWidth) = (widths[0], widths[2]);
+        if (widths[1] != width || width % heads != 0 || valueWidth % heads != 0)
+        {
+            return $"the q, k and v widths of '{name}' ({string.Join(", ", widths)}) do not split into {heads} heads of one size for q and k";
         }
 
         long[] headSizes = [width / heads, width / heads, valueWidth / heads];
-        for (var i = 0; i < 3; i++)
+        foreach (var (projection, add, reshape, parts, columns) in branches)
         {
-            var (projection, add, columns) = branches[i];
+            // Head h is the contiguous columns [h·parts·D, (h+1)·parts·D): D of its own q, k or v, or its packed D of each.
+            var stride = columns / heads;
             var axis = ChannelGroups.Produced(graph, projection)!.Value.Axis;
-            group.Slices.Add(new ChannelSlice(projection.Input[1], projection, axis, 0, headSizes[i], SliceRole.Producer));
+            group.Slices.Add(new ChannelSlice(projection.Input[1], projection, axis, 0, stride, SliceRole.Producer));
             var value = projection.Output[0];
             group.Values.Add(value);
             if (add is not null)
@@ -151,7 +208,7 @@ public static class ContribAttentionHeads
                     return $"the bias of '{OnnxGraph.Describe(add)}' is not one value per feature";
                 }
 
-                group.Slices.Add(new ChannelSlice(bias.Name, add, bias.Dims.Count - 1, 0, headSizes[i], SliceRole.Parameter));
+                group.Slices.Add(new ChannelSlice(bias.Name, add, bias.Dims.Count - 1, 0, stride, SliceRole.Parameter));
                 if (ReadOnlyBy(graph, value, add) is { } other)
                 {
                     return other;
@@ -161,13 +218,50 @@ public static class ContribAttentionHeads
                 group.Values.Add(value);
             }
 
+            if (reshape is not null)
+            {
+                if ((ReadOnlyBy(graph, value, reshape) ?? PackedShape(graph, reshape, heads, parts, stride / parts, group)) is { } why)
+                {
+                    return why;
+                }
+
+                value = reshape.Output[0];
+                group.Values.Add(value);
+            }
+
             if (ReadOnlyBy(graph, value, node) is { } reader)
             {
                 return reader;
             }
         }
 
-        return PackedBias(graph, node, 3, [width, width, valueWidth], headSizes, group) ?? Common(graph, node, heads, valueWidth, headSizes[2], group);
+        // ONNX Runtime takes no bias input with packed k/v (it refuses one); with packed q/k/v it is [C | C | C] as unpacked.
+        if (branches.Count == 2 && Input(node, 3) is not null)
+        {
+            return $"'{name}' has a bias with a packed key and value, which ONNX Runtime does not allow";
+        }
+
+        return PackedBias(graph, node, 3, widths, headSizes, group) ?? Common(graph, node, heads, valueWidth, headSizes[2], group);
+    }
+
+    /// <summary>
+    /// A packed input's Reshape to [B, S, H, parts, D] with a constant shape: its H (or -1, inferred) is lowered with the
+    /// heads in a constant of its own; returns why not, or null.
+    /// </summary>
+    private static string? PackedShape(OnnxGraph graph, NodeProto reshape, long heads, int parts, long headSize, ChannelGroup group)
+    {
+        if (ShapeEntries.Entry(graph, reshape, 2, 5) is not { } entry || !ReferenceEquals(entry.Node, reshape)
+            || entry.Values[3] != parts || entry.Values[4] != headSize || entry.Value is not (-1 or > 0) || (entry.Value > 0 && entry.Value != heads))
+        {
+            return $"'{OnnxGraph.Describe(reshape)}' does not reshape to a constant [B, S, {heads}, {parts}, {headSize}]";
+        }
+
+        if (entry.Value > 0)
+        {
+            group.ShapeFixes.Add(new ShapeFix(reshape, entry.Input, entry.Values, entry.Element, 1));
+        }
+
+        return null;
     }
 
     /// <summary>A bias [C_q + C_k + C_v] (input <paramref name="input"/>): three slices, one per part; or none.</summary>
@@ -221,22 +315,61 @@ public static class ContribAttentionHeads
             return $"its heads reach the graph output '{output}'";
         }
 
-        if (graph.GetConsumers(output) is not [var projection] || projection.OpType != "MatMul" || !string.IsNullOrEmpty(projection.Domain)
-            || projection.Input[0] != output || projection.Input[1] == output)
+        // The output projection reads [B, S, C] (a MatMul), or rows [B·S, C] of a Reshape (a Gemm, or a MatMul).
+        var value = output;
+        if (graph.GetConsumers(output) is [{ OpType: "Reshape", Domain: "" } rows] && rows.Input[0] == output)
         {
-            var reader = graph.GetConsumers(output).FirstOrDefault(r => r.OpType != "MatMul" || r.Input[0] != output) ?? graph.GetConsumers(output).FirstOrDefault();
+            if (Rows(graph, rows, width, headSize, group) is { } why)
+            {
+                return why;
+            }
+
+            value = rows.Output[0];
+            group.Values.Add(value);
+            if (graph.IsGraphOutput(value))
+            {
+                return $"its heads reach the graph output '{value}'";
+            }
+        }
+
+        if (graph.GetConsumers(value) is not [var projection] || projection.OpType is not ("MatMul" or "Gemm") || !string.IsNullOrEmpty(projection.Domain)
+            || projection.Input[0] != value || projection.Input[1] == value || (projection.OpType == "Gemm" && (value == output || projection.Int("transA", 0) != 0)))
+        {
+            var reader = graph.GetConsumers(value).FirstOrDefault(r => r.OpType != "MatMul" || r.Input[0] != value) ?? graph.GetConsumers(value).FirstOrDefault();
             return reader is null
                 ? $"nothing reads the output of '{name}'"
                 : $"'{OnnxGraph.Describe(reader)}' ({reader.OpType}) reads the output of '{name}' besides its output projection";
         }
 
-        if (graph.GetInitializer(projection.Input[1]) is not { Dims: [var rows, _] } o || o.DataType != (int)TensorProto.Types.DataType.Float || rows != width)
+        // Its weight's input features: rows of a MatMul's or a Gemm's B, columns of a Gemm's B with transB.
+        var axis = projection.OpType == "Gemm" && projection.Int("transB", 0) == 1 ? 1 : 0;
+        if (graph.GetInitializer(projection.Input[1]) is not { Dims.Count: 2 } o || o.DataType != (int)TensorProto.Types.DataType.Float || o.Dims[axis] != width)
         {
             return $"'{OnnxGraph.Describe(projection)}' does not read the {width} features of '{name}' with a constant float matrix";
         }
 
-        group.Slices.Add(new ChannelSlice(o.Name, projection, 0, 0, headSize, SliceRole.Consumer));
+        group.Slices.Add(new ChannelSlice(o.Name, projection, axis, 0, headSize, SliceRole.Consumer));
         group.AttributeFixes.Add(new AttributeFix(node, "num_heads", [1]));
+        return null;
+    }
+
+    /// <summary>
+    /// The Reshape of the op's output [B, S, C] to rows [B·S, C] with a constant shape: its C (or -1 after a constant
+    /// row count) is lowered with the heads in a constant of its own; returns why not, or null.
+    /// </summary>
+    private static string? Rows(OnnxGraph graph, NodeProto reshape, long width, long headSize, ChannelGroup group)
+    {
+        if (ShapeEntries.Entry(graph, reshape, 1, 2) is not { } entry || !ReferenceEquals(entry.Node, reshape)
+            || !(entry.Value == width || (entry.Value == -1 && entry.Values[0] > 0)))
+        {
+            return $"'{OnnxGraph.Describe(reshape)}' does not reshape the output to a constant [rows, {width}]";
+        }
+
+        if (entry.Value > 0)
+        {
+            group.ShapeFixes.Add(new ShapeFix(reshape, entry.Input, entry.Values, entry.Element, headSize));
+        }
+
         return null;
     }
 
