@@ -97,7 +97,7 @@ public sealed class ChannelAllocation
         for (var i = 0; i < found.Count; i++)
         {
             var group = found[i];
-            var kept = Counts(group, prune.MaxLayerSparsity);
+            var kept = Counts(group, prune.MaxLayerSparsity, ChannelWidths.For(context.Spec, prune, group));
             context.Progress($"allocation: output errors, {group} ({i + 1}/{found.Count}), {kept.Count} choices");
             var errors = new double[kept.Count]; // the dense choice: 0
             ChannelPruner.CutAlone(context, group, prune.Damping, kept, (c, cut) => errors[c] = output.HeldOut(cut));
@@ -108,15 +108,15 @@ public sealed class ChannelAllocation
         return new ChannelAllocation(new OnnxModel(context.Model.Proto.Clone()), groups, output.Describe());
     }
 
-    /// <summary>The kept counts the pruner can make of a group (its rounding to multiples of 8 and its cap), descending.</summary>
-    public static IReadOnlyList<long> Counts(ChannelGroup group, double maxLayerSparsity)
+    /// <summary>The kept counts the pruner can make of a group (its rounding to <paramref name="widths"/> and its cap), descending.</summary>
+    internal static IReadOnlyList<long> Counts(ChannelGroup group, double maxLayerSparsity, ChannelWidths widths)
     {
         var counts = new SortedSet<long>(Comparer<long>.Create((a, b) => b.CompareTo(a)));
         for (var j = 0; j <= 256; j++)
         {
-            var kept = group.Channels - ChannelPruner.Removable(group, j / 256.0, maxLayerSparsity);
+            var kept = group.Channels - ChannelPruner.Removable(group, j / 256.0, maxLayerSparsity, widths);
             // Only counts the pruner reproduces from the plan's sparsity 1 − k/C.
-            if (group.Channels - ChannelPruner.Removable(group, 1 - kept / (double)group.Channels, maxLayerSparsity) == kept)
+            if (group.Channels - ChannelPruner.Removable(group, 1 - kept / (double)group.Channels, maxLayerSparsity, widths) == kept)
             {
                 counts.Add(kept);
             }

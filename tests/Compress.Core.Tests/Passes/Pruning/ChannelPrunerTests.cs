@@ -118,6 +118,26 @@ public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectory
         Assert.Contains(report.Notes, n => n.Contains("12 of 16 channels removed", StringComparison.Ordinal));
     }
 
+    /// <summary>
+    /// Before a static int8 step a group a quantized Conv writes or reads keeps a multiple of 16 channels, never fewer
+    /// (ONNX Runtime's fast int8 Conv kernel needs 16 output channels or more; algorithms.md §14): at 50% conv1 (16)
+    /// stays whole and conv2 keeps 16 of 32, while fc1's group (Gemms only) keeps 64 of 128 as in float.
+    /// </summary>
+    [Fact]
+    public void Before_static_int8_conv_groups_keep_a_multiple_of_16_channels()
+    {
+        var report = Compress("""
+            { "prune": { "method": "magnitude", "sparsity": 0.5, "pattern": "channel", "scope": "layer" } },
+            { "quantize": { "weights": "int8", "activations": "uint8" } }
+            """, samples: 64);
+        var model = OnnxModel.Load(report.Output);
+        Assert.Equal([16L, 1, 5, 5], WeightDims(model, "conv1"));
+        Assert.Equal([16L, 16, 5, 5], WeightDims(model, "conv2"));
+        Assert.Equal(64, WeightDims(model, "fc1")[0]);
+        Assert.Contains(report.Notes, n => n.Contains("2 groups read or written by a Conv that the static int8 step after it quantizes keep a multiple of 16 channels", StringComparison.Ordinal)
+            && n.EndsWith("left whole: conv1 (16)", StringComparison.Ordinal));
+    }
+
     [Fact]
     public void Excluded_producers_keep_their_group_whole()
     {
@@ -126,6 +146,15 @@ public sealed class ChannelPrunerTests(ITestOutputHelper output) : TempDirectory
         Assert.Equal(16, model.Graph.GetInitializer("conv1.weight")!.Dims[0]);
         Assert.Equal(32, model.Graph.GetInitializer("conv2.weight")!.Dims[0]);
         Assert.Equal(64, model.Graph.GetInitializer("fc1.weight")!.Dims[0]);
+    }
+
+    /// <summary>The weight of node <paramref name="name"/>, read through its DequantizeLinear where it is quantized.</summary>
+    private static long[] WeightDims(OnnxModel model, string name)
+    {
+        var input = model.Graph.Nodes.Single(n => n.Name == name).Input[1];
+        var weight = model.Graph.GetInitializer(input)
+            ?? model.Graph.GetInitializer(model.Graph.Nodes.Single(n => n.Output.Contains(input) && n.OpType == "DequantizeLinear").Input[0])!;
+        return weight.Dims.ToArray();
     }
 
     private CompressionReport Compress(string steps, int samples = 512, int seed = 1)

@@ -67,8 +67,17 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
         }
 
         var counts = allocated || step.Scope == "layer"
-            ? chosen.ToDictionary(g => g.Key, g => Removable(g, context.Plan.For(step, Weight(g)).Sparsity ?? (allocated ? 0 : step.Sparsity)))
+            ? chosen.ToDictionary(g => g.Key, g => Removable(context, g, context.Plan.For(step, Weight(g)).Sparsity ?? (allocated ? 0 : step.Sparsity)))
             : GlobalShares(context, chosen, secondOrder);
+
+        var int8 = chosen.Where(g => !g.Heads && ChannelWidths.For(context.Spec, step, g) == ChannelWidths.Int8Conv).ToList();
+        if (int8.Count > 0)
+        {
+            var whole = int8.Where(g => counts[g.Key] == 0).Select(g => $"{OnnxGraph.Describe(g.Seed)} ({g.Channels})").ToList();
+            context.Notes.Add($"{Name}: {int8.Count} group{(int8.Count == 1 ? "" : "s")} read or written by a Conv that the static int8 step after it " +
+                "quantizes keep a multiple of 16 channels, never fewer (ONNX Runtime's fast int8 Conv kernel needs 16 output channels or more)" +
+                (whole.Count == 0 ? "" : $"; left whole: {string.Join(", ", whole)}"));
+        }
 
         // The model before this step, for the consumers' refit targets (a model with external data is not copied).
         var original = context.Model.ExternalData.Count == 0 ? new OnnxModel(context.Model.Proto.Clone()) : null;
@@ -192,33 +201,25 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
 
     /// <summary>
     /// How many of the group's channels go at <paramref name="sparsity"/>: capped by <c>maxLayerSparsity</c>, one always
-    /// kept, and a group of a multiple of <see cref="Block"/> channels keeps a multiple of it (the nearest), or below one
-    /// block a power of two (the nearest): ONNX Runtime's blocked Conv kernels (NCHWc) work in 8- or 16-channel blocks,
-    /// and on the ResNet-20 30% of the channels cut to odd counts ran 1.14× slower than the dense model while 50%
-    /// (multiples of 8) ran 1.8× faster. A partial block is padded, so fewer channels than a block are never slower than
-    /// a block, and their readers get cheaper: the Fashion CNN's conv1 (1 input channel) at 2, 4 and 8 of its 16
-    /// channels ran 0.0227, 0.029 and 0.0406 ms at batch 1 (conv2 and fc1 halved), its conv1 taking 11 µs in each.
+    /// kept, and rounded to the widths the group's kernels run fastest (<see cref="ChannelWidths"/>). Float: on the
+    /// ResNet-20 30% of the channels cut to odd counts ran 1.14× slower than the dense model while 50% (multiples of 8)
+    /// ran 1.8× faster, and the Fashion CNN's conv1 (1 input channel) at 2, 4 and 8 of its 16 channels ran 0.0227, 0.029
+    /// and 0.0406 ms at batch 1 (conv2 and fc1 halved), its conv1 taking 11 µs in each.
     /// </summary>
-    private long Removable(ChannelGroup group, double sparsity) => Removable(group, sparsity, step.MaxLayerSparsity);
+    private long Removable(CompressionContext context, ChannelGroup group, double sparsity) =>
+        Removable(group, sparsity, step.MaxLayerSparsity, ChannelWidths.For(context.Spec, step, group));
 
     /// <summary>How many of the group's channels go at <paramref name="sparsity"/> under the cap <paramref name="maxLayerSparsity"/>: the rule above.</summary>
-    internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity)
+    internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity, ChannelWidths widths)
     {
         var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
-        if (remove > 0 && !group.Heads && group.Channels % Block == 0 && group.Channels >= 2 * Block)
+        if (!group.Heads)
         {
-            var wanted = group.Channels - remove;
-            var keep = wanted >= Block * 3 / 4
-                ? Math.Max(Block, (long)Math.Round(wanted / (double)Block, MidpointRounding.AwayFromZero) * Block)
-                : 1L << (int)Math.Round(Math.Log2(Math.Max(wanted, 1)), MidpointRounding.AwayFromZero);
-            remove = group.Channels - keep;
+            remove = widths.Round(group.Channels, remove);
         }
 
         return Math.Clamp(remove, 0, group.Channels - 1);
     }
-
-    /// <summary>Kept channels are rounded to multiples of this (in groups whose size is one).</summary>
-    private const long Block = 8;
 
     /// <summary>
     /// <c>scope: "global"</c>: the lowest-scoring channels over all groups (each group's scores divided by their mean, so
@@ -249,7 +250,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 break;
             }
 
-            if (removed[g] < Removable(groups[g], 1))
+            if (removed[g] < Removable(context, groups[g], 1))
             {
                 removed[g]++;
                 total++;
