@@ -11,8 +11,8 @@ namespace Compress.Core.Passes.SecondOrder;
 /// (s − 1 zeros between its pixels), padded by d·(k − 1) − pads at each end (output_padding more at the end; a
 /// negative pad crops) and read by a stride-1 Conv with dilation d whose weight is W' [C_out, C_in, k] =
 /// W [C_in, C_out, k] with the kernel flipped. Each output pixel q is then y_q = W' z_q + b with z_q its im2col patch,
-/// so the least-squares fit of a consumer over output pixels is exact whatever the stride, kernel or padding (the
-/// adjoint of a Conv, col2im, written as a Conv). With stride = kernel and no padding each patch holds one input pixel
+/// so these rows reproduce the op exactly whatever the stride, kernel or padding (the adjoint of a Conv, col2im,
+/// written as a Conv), and a consumer's least-squares fit over output pixels is the same fit as a Conv's. With stride = kernel and no padding each patch holds one input pixel
 /// at one kernel position. output_shape and auto_pad SAME_* set the pads from the input size; they are not followed.
 /// </summary>
 internal sealed class ConvTransposeGeometry

@@ -282,6 +282,30 @@ public sealed class ChannelGroupTests
         Assert.Contains("'transpose' (Transpose) reads its channels", group.Refusal);
     }
 
+    /// <summary>
+    /// The consumers' refit fits W'z + b' to Wz + C; a Gemm reader computing αWz + βC with α ≠ β would get a bias off by
+    /// (β − α)(b' − C), so such a reader leaves the group whole.
+    /// </summary>
+    [Theory]
+    [InlineData(2f, 1f)]
+    [InlineData(1f, 0.5f)]
+    public void A_gemm_reader_with_alpha_or_beta_leaves_the_group_whole(float alpha, float beta)
+    {
+        var random = new Random(6);
+        var model = new GraphBuilder("gemm")
+            .Input("x", DataType.Float, "N", 6)
+            .Initializer("w1", Values(random, 8 * 6), 8, 6).Initializer("b1", Values(random, 8), 8)
+            .Initializer("w2", Values(random, 4 * 8), 4, 8).Initializer("b2", Values(random, 4), 4)
+            .Node("Gemm", ["x", "w1", "b1"], ["h"], "fc1", "", OnnxAttribute.Int("transB", 1))
+            .Node("Relu", ["h"], ["r"], "relu")
+            .Node("Gemm", ["r", "w2", "b2"], ["y"], "fc2", "", OnnxAttribute.Int("transB", 1), OnnxAttribute.Float("alpha", alpha), OnnxAttribute.Float("beta", beta))
+            .Output("y", DataType.Float, "N", 4)
+            .Build();
+
+        var group = ChannelGroups.Find(model.Graph).Single(g => g.Seed.Name == "fc1");
+        Assert.Equal("'fc2' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model", group.Refusal);
+    }
+
     /// <summary>Removes all but <paramref name="keep"/> and compares with the original whose consumer columns of the removed channels are zero.</summary>
     internal static void AssertPrunedMatchesMasked(OnnxModel model, ChannelGroup group, long[] keep, (string Weight, int Axis, long Stride)[] consumers, params string[] shrunk)
     {

@@ -497,6 +497,13 @@ public static class ChannelGroups
                 return;
             }
 
+            if (!WeightSelection.IsPlainMatMul(node))
+            {
+                // The consumers' refit fits W'z + b' to Wz + C; a Gemm computing αWz + βC would be off by (β − α)(b' − C).
+                Refuse($"'{name}' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model");
+                return;
+            }
+
             _forward.Add(node);
             var axis = node.OpType == "Gemm" && node.Int("transB", 0) == 1 ? 1 : 0;
             _group.Slices.Add(new ChannelSlice(w.Name, node, axis, offset * stride, stride, SliceRole.Consumer));

@@ -341,6 +341,11 @@ public static class ContribAttentionHeads
                 : $"'{OnnxGraph.Describe(reader)}' ({reader.OpType}) reads the output of '{name}' besides its output projection";
         }
 
+        if (!WeightSelection.IsPlainMatMul(projection))
+        {
+            return $"'{OnnxGraph.Describe(projection)}' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model";
+        }
+
         // Its weight's input features: rows of a MatMul's or a Gemm's B, columns of a Gemm's B with transB.
         var axis = projection.OpType == "Gemm" && projection.Int("transB", 0) == 1 ? 1 : 0;
         if (graph.GetInitializer(projection.Input[1]) is not { Dims.Count: 2 } o || o.DataType != (int)TensorProto.Types.DataType.Float || o.Dims[axis] != width)
