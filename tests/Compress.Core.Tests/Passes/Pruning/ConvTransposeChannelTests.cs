@@ -46,6 +46,8 @@ public sealed class ConvTransposeChannelTests(ITestOutputHelper output)
     [Theory]
     [InlineData("grouped", "'up1' is a grouped ConvTranspose (group 2): its input channels are not cut")]
     [InlineData("output_shape", "'up1' sets its output size by output_shape or auto_pad SAME_*, whose padding the refit does not follow")]
+    [InlineData("SAME_UPPER", "'up1' sets its output size by output_shape or auto_pad SAME_*, whose padding the refit does not follow")]
+    [InlineData("SAME_LOWER", "'up1' sets its output size by output_shape or auto_pad SAME_*, whose padding the refit does not follow")]
     public void A_conv_transpose_the_engine_does_not_follow_leaves_the_group_it_reads_whole(string form, string reason)
     {
         var model = Head(new Random(12), form);
@@ -110,7 +112,7 @@ public sealed class ConvTransposeChannelTests(ITestOutputHelper output)
     /// <summary>
     /// The Conv's group is cut in half by <c>obs</c> with the ConvTranspose reading it refitted by least squares: its
     /// output error on held-out inputs is well below that of the same channels cut with no refit (the consumer's rows of
-    /// them zeroed). The Conv's second eight filters repeat the first eight, so what a removed channel carried is in a
+    /// them zeroed). The Conv's second eight filters are twice the first eight, so what a removed channel carried is in a
     /// kept one, and an exact refit of the ConvTranspose gets most of it back.
     /// </summary>
     [Fact]
@@ -162,14 +164,17 @@ public sealed class ConvTransposeChannelTests(ITestOutputHelper output)
     /// <summary>
     /// x [N, 3, 6, 6] → conv (16, 3×3, pads 1) → Relu → up1 (ConvTranspose 16 → 8, 2×2, stride 2, bias) → BN → Relu →
     /// up2 (ConvTranspose 8 → 2, 3×3, stride 2, pads 1, output_padding 1) → y [N, 2, 24, 24]; <paramref name="form"/>
-    /// "grouped" makes up1 group 2, "output_shape" gives it output_shape [12, 12].
+    /// "grouped" makes up1 group 2, "output_shape" gives it output_shape [12, 12], "SAME_UPPER" or "SAME_LOWER" that
+    /// auto_pad.
     /// </summary>
     private static OnnxModel Head(Random random, string form = "", bool duplicated = false)
     {
         var half = ChannelGroupTests.Values(random, 8 * 3 * 9);
         var halfBias = ChannelGroupTests.Values(random, 8);
-        var w = duplicated ? [.. half, .. half] : ChannelGroupTests.Values(random, 16 * 3 * 9);
-        var b = duplicated ? [.. halfBias, .. halfBias] : ChannelGroupTests.Values(random, 16);
+        // Twice the first eight, not the same: Relu(2a) = 2·Relu(a) carries the same information, and each kept filter
+        // is found among the original's without ambiguity.
+        var w = duplicated ? [.. half, .. half.Select(v => 2 * v)] : ChannelGroupTests.Values(random, 16 * 3 * 9);
+        var b = duplicated ? [.. halfBias, .. halfBias.Select(v => 2 * v)] : ChannelGroupTests.Values(random, 16);
         var up1 = new List<AttributeProto> { OnnxAttribute.Ints("strides", 2, 2) };
         var group = form == "grouped" ? 2 : 1;
         if (form == "grouped")
@@ -179,6 +184,10 @@ public sealed class ConvTransposeChannelTests(ITestOutputHelper output)
         else if (form == "output_shape")
         {
             up1.Add(OnnxAttribute.Ints("output_shape", 12, 12));
+        }
+        else if (form.StartsWith("SAME_", StringComparison.Ordinal))
+        {
+            up1.Add(OnnxAttribute.String("auto_pad", form));
         }
 
         return new GraphBuilder("head")
