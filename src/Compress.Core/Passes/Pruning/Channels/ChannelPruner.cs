@@ -66,11 +66,13 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
             context.Notes.Add($"{Name}: channels chosen by magnitude; the consumers refitted by least squares on the calibration data");
         }
 
+        // Each group's widths once: they depend on the spec's later steps and the group's Convs, not on the count asked.
+        var widths = chosen.ToDictionary(g => g.Key, g => ChannelWidths.For(context.Spec, step, g));
         var counts = allocated || step.Scope == "layer"
-            ? chosen.ToDictionary(g => g.Key, g => Removable(context, g, context.Plan.For(step, Weight(g)).Sparsity ?? (allocated ? 0 : step.Sparsity)))
-            : GlobalShares(context, chosen, secondOrder);
+            ? chosen.ToDictionary(g => g.Key, g => Removable(g, context.Plan.For(step, Weight(g)).Sparsity ?? (allocated ? 0 : step.Sparsity), step.MaxLayerSparsity, widths[g.Key]))
+            : GlobalShares(context, chosen, widths, secondOrder);
 
-        var int8 = chosen.Where(g => !g.Heads && ChannelWidths.For(context.Spec, step, g) == ChannelWidths.Int8Conv).ToList();
+        var int8 = chosen.Where(g => !g.Heads && widths[g.Key] == ChannelWidths.Int8Conv).ToList();
         if (int8.Count > 0)
         {
             var whole = int8.Where(g => counts[g.Key] == 0).Select(g => $"{OnnxGraph.Describe(g.Seed)} ({g.Channels})").ToList();
@@ -206,10 +208,6 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// ran 1.8× faster, and the Fashion CNN's conv1 (1 input channel) at 2, 4 and 8 of its 16 channels ran 0.0227, 0.029
     /// and 0.0406 ms at batch 1 (conv2 and fc1 halved), its conv1 taking 11 µs in each.
     /// </summary>
-    private long Removable(CompressionContext context, ChannelGroup group, double sparsity) =>
-        Removable(group, sparsity, step.MaxLayerSparsity, ChannelWidths.For(context.Spec, step, group));
-
-    /// <summary>How many of the group's channels go at <paramref name="sparsity"/> under the cap <paramref name="maxLayerSparsity"/>: the rule above.</summary>
     internal static long Removable(ChannelGroup group, double sparsity, double maxLayerSparsity, ChannelWidths widths)
     {
         var remove = (long)Math.Round(group.Channels * Math.Min(sparsity, maxLayerSparsity));
@@ -225,7 +223,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
     /// <c>scope: "global"</c>: the lowest-scoring channels over all groups (each group's scores divided by their mean, so
     /// groups compare), until the step's share of all channels is gone, no group past <c>maxLayerSparsity</c> or to zero.
     /// </summary>
-    private Dictionary<string, long> GlobalShares(CompressionContext context, List<ChannelGroup> groups, bool secondOrder)
+    private Dictionary<string, long> GlobalShares(CompressionContext context, List<ChannelGroup> groups, Dictionary<string, ChannelWidths> widths, bool secondOrder)
     {
         var pool = new List<(double Score, int Group)>();
         for (var g = 0; g < groups.Count; g++)
@@ -250,7 +248,7 @@ public sealed class ChannelPruner(PruneStep step) : ICompressionPass
                 break;
             }
 
-            if (removed[g] < Removable(context, groups[g], 1))
+            if (removed[g] < Removable(groups[g], 1, step.MaxLayerSparsity, widths[groups[g].Key]))
             {
                 removed[g]++;
                 total++;

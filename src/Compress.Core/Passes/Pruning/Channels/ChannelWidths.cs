@@ -25,17 +25,17 @@ internal readonly record struct ChannelWidths(long Block, bool PowersOfTwoBelow)
     /// <summary>How many of <paramref name="channels"/> go when <paramref name="remove"/> were asked for, rounded to these widths.</summary>
     public long Round(long channels, long remove)
     {
-        var wanted = channels - remove;
         if (remove <= 0)
         {
             return remove;
         }
 
+        var wanted = channels - remove;
+        var blocks = (long)Math.Round(wanted / (double)Block, MidpointRounding.AwayFromZero) * Block; // the nearest multiple
         if (!PowersOfTwoBelow)
         {
             // Never below one block: a group narrower than that is already past the kernel's reach and is cut as asked.
-            return channels < Block ? remove
-                : channels - Math.Clamp((long)Math.Round(wanted / (double)Block, MidpointRounding.AwayFromZero) * Block, Block, channels);
+            return channels < Block ? remove : channels - Math.Clamp(blocks, Block, channels);
         }
 
         if (channels % Block != 0 || channels < 2 * Block)
@@ -44,7 +44,7 @@ internal readonly record struct ChannelWidths(long Block, bool PowersOfTwoBelow)
         }
 
         var keep = wanted >= Block * 3 / 4
-            ? Math.Max(Block, (long)Math.Round(wanted / (double)Block, MidpointRounding.AwayFromZero) * Block)
+            ? Math.Max(Block, blocks)
             : 1L << (int)Math.Round(Math.Log2(Math.Max(wanted, 1)), MidpointRounding.AwayFromZero);
         return channels - keep;
     }
