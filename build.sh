@@ -46,7 +46,9 @@ run_tests() {
   setup
   local log; log=$(mktemp)
   set +e
-  dotnet test Compress.Build.sln -c Release --nologo 2>&1 | tee "$log"
+  # --blame: a test host that dies without a word (a native crash) names the tests it was running, so a crash seen
+  # once on another machine can be traced.
+  dotnet test Compress.Build.sln -c Release --nologo --blame 2>&1 | tee "$log"
   local status=${PIPESTATUS[0]}
   set -e
   # One summary line over all test assemblies, in the plain 'N passed, N failed' form.

@@ -53,7 +53,7 @@ public static class ArrayFile
     {
         var directory = Path.GetDirectoryName(Path.GetFullPath(path))!;
         Directory.CreateDirectory(directory);
-        var temp = path + $".{Environment.ProcessId}.tmp";
+        var temp = path + $".{Environment.ProcessId}.{Guid.NewGuid():N}.tmp"; // two writers of one path never share a temporary file
         try
         {
             using (var file = File.Create(temp))

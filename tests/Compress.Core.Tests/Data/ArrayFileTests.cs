@@ -44,6 +44,40 @@ public sealed class ArrayFileTests : TempDirectoryTest
         Assert.Equal(bytes, File.ReadAllBytes(path)); // deterministic archive
     }
 
+    /// <summary>
+    /// Writers of one path in one process (test classes making the same cached data on a fresh machine) each write
+    /// their own temporary file: with one shared name, one writer truncated the other's file or found it moved away.
+    /// </summary>
+    [Fact]
+    public void Concurrent_writers_of_one_path_leave_a_whole_file()
+    {
+        var path = Path.Combine(Dir, "shared.npz");
+        var array = NpyArray.Create("x", Enumerable.Range(0, 1 << 18).Select(i => (float)Math.Sin(i)).ToArray(), 1 << 10, 1 << 8);
+        var failures = new System.Collections.Concurrent.ConcurrentBag<Exception>();
+        using var start = new Barrier(4);
+        var writers = Enumerable.Range(0, 4).Select(_ => new Thread(() =>
+        {
+            try
+            {
+                start.SignalAndWait();
+                for (var i = 0; i < 5; i++)
+                {
+                    ArrayFile.Write(path, array);
+                }
+            }
+            catch (Exception e)
+            {
+                failures.Add(e);
+            }
+        })).ToList();
+        writers.ForEach(w => w.Start());
+        writers.ForEach(w => w.Join());
+
+        Assert.Empty(failures);
+        Assert.Equal(array.Data, ArrayFile.Read(path)["x"].Data);
+        Assert.Equal([Path.GetFileName(path)], Directory.GetFiles(Dir).Select(Path.GetFileName));
+    }
+
     [Fact]
     public void Big_endian_and_version_2_headers_are_read()
     {

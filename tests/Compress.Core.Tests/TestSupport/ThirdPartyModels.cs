@@ -9,6 +9,9 @@ namespace Compress.Core.Tests.TestSupport;
 /// </summary>
 public static class ThirdPartyModels
 {
+    // Test classes run in parallel: two that need the same data on a fresh machine must not both make it.
+    private static readonly Lock Gate = new();
+
     public static string Fixture(string name) => Path.Combine(TestData.RepoRoot, "tests", "fixtures", "real", name);
 
     public static string Featurizer => Fixture("featurizer_opset8.onnx");
@@ -30,7 +33,14 @@ public static class ThirdPartyModels
     /// <summary>Rendered text lines [n, 3, 48, 320] reshaped for a model: padded with white to <paramref name="height"/>, cropped to <paramref name="width"/>.</summary>
     public static string OcrLines(string name, int height, int width)
     {
-        var path = Path.Combine(TestData.RepoRoot, ".cache", "data", name);
+        lock (Gate)
+        {
+            return MakeOcrLines(Path.Combine(TestData.RepoRoot, ".cache", "data", name), height, width);
+        }
+    }
+
+    private static string MakeOcrLines(string path, int height, int width)
+    {
         if (File.Exists(path))
         {
             return path;
@@ -60,7 +70,14 @@ public static class ThirdPartyModels
     /// </summary>
     public static string VadChunks()
     {
-        var path = Path.Combine(TestData.RepoRoot, ".cache", "data", "vad_chunks.npz");
+        lock (Gate)
+        {
+            return MakeVadChunks(Path.Combine(TestData.RepoRoot, ".cache", "data", "vad_chunks.npz"));
+        }
+    }
+
+    private static string MakeVadChunks(string path)
+    {
         if (File.Exists(path))
         {
             return path;
