@@ -18,6 +18,10 @@ namespace Compress.Core.Passes.Pruning.Channels;
 /// </summary>
 public static class ChannelGroups
 {
+    /// <summary>Why a Gemm reader with alpha or beta other than 1 leaves its group whole (a reader here or an attention output projection).</summary>
+    internal static string ScaledGemmRefusal(NodeProto gemm) =>
+        $"'{OnnxGraph.Describe(gemm)}' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model";
+
     /// <summary>Ops that map each channel to the same channel, with only their first input carrying data.</summary>
     private static readonly HashSet<string> Unary =
     [
@@ -500,7 +504,7 @@ public static class ChannelGroups
             if (!WeightSelection.IsPlainMatMul(node))
             {
                 // The consumers' refit fits W'z + b' to Wz + C; a Gemm computing αWz + βC would be off by (β − α)(b' − C).
-                Refuse($"'{name}' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model");
+                Refuse(ScaledGemmRefusal(node));
                 return;
             }
 

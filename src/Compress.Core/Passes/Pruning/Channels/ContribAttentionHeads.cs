@@ -343,7 +343,7 @@ public static class ContribAttentionHeads
 
         if (!WeightSelection.IsPlainMatMul(projection))
         {
-            return $"'{OnnxGraph.Describe(projection)}' is a Gemm with alpha or beta other than 1, which the least-squares refit of its weight does not model";
+            return ChannelGroups.ScaledGemmRefusal(projection);
         }
 
         // Its weight's input features: rows of a MatMul's or a Gemm's B, columns of a Gemm's B with transB.
